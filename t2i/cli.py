@@ -1,0 +1,90 @@
+"""Command line for batch jobs (SLURM, ``accelerate launch -m t2i ...``).
+
+    python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...]
+    python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance 5 --n 16 --out grid.png
+    python -m t2i assets --experiment mnist      # on a node with internet: MNIST + CLIP into the caches
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from . import configs, paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m t2i", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (or resume) a run")
+    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+    p.add_argument("--profile", default="full")
+    p.add_argument("--run-name", help="runs/<experiment>/<run-name> (default: the profile name)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set epochs=5 --set p_uncond=0.1 (repeatable)")
+
+    p = sub.add_parser("sample", help="sample a grid of images from a trained run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--prompt", action="append", required=True, help="repeatable; the prompts are cycled to fill --n")
+    p.add_argument("--guidance", type=float, default=5.0, help="w in eps_uncond + w (eps_cond - eps_uncond)")
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--seed", type=int, help="image i uses seed + i (default: the run's seed)")
+    p.add_argument("--sampler", choices=configs.SAMPLERS)
+    p.add_argument("--steps", type=int, help="inference steps (default: the run's)")
+    p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
+    p.add_argument("--out", type=Path, required=True, help="PNG path")
+
+    p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
+    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+
+    args = parser.parse_args(argv)
+    return {"train": _train, "sample": _sample, "assets": _assets}[args.command](args)
+
+
+def _train(args) -> int:
+    from .train import train_experiment
+
+    cfg = configs.get(args.experiment, args.profile, **configs.parse_overrides(args.overrides))
+    run_dir = train_experiment(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
+    print(f"run: {run_dir}")
+    return 0
+
+
+def _sample(args) -> int:
+    from . import reports
+    from .pipeline import TextToImage
+
+    if args.n <= 0:
+        raise SystemExit("--n must be positive")
+    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint)
+    prompts = [args.prompt[i % len(args.prompt)] for i in range(args.n)]
+    seed = pipe.cfg.seed if args.seed is None else args.seed
+    images = pipe.images(prompts, args.guidance, seed=seed, sampler=args.sampler, num_inference_steps=args.steps)
+    title = f"{' | '.join(args.prompt)}  (w={args.guidance:g})"
+    reports.image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.n)), title=title)
+    reports.write_provenance(args.out, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=args.n,
+                             guidance_scale=args.guidance, prompts=args.prompt)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _assets(args) -> int:
+    """Fill the caches a compute node without internet reads: torchvision MNIST under data/, and the text
+    encoder in the Hugging Face cache (HF_HOME)."""
+    from torchvision.datasets import MNIST
+    from .text import TextEncoder
+
+    cfg = configs.get(args.experiment, "full")
+    for train in (True, False):
+        MNIST(paths.data_dir(), train=train, download=True)
+    print(f"MNIST in {paths.data_dir() / 'MNIST'}")
+    TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+    print(f"{cfg.text_encoder} in the Hugging Face cache")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

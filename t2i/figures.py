@@ -1,0 +1,50 @@
+"""The thesis figures, sampled from a trained run and saved with provenance.
+
+Each function samples with :class:`t2i.pipeline.TextToImage`, saves a labelled grid through
+:mod:`t2i.reports`, writes the provenance sidecar and returns the figure's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import reports
+from .pipeline import TextToImage
+from .train import read_loss_log
+
+
+def loss(run_dir: Path, path: Path, title: str = "Training loss") -> Path:
+    """Per-step and per-epoch training loss of a run (thesis Figures 6 and 16)."""
+    losses = read_loss_log(run_dir)
+    reports.loss_curve(losses, path, title=title)
+    reports.write_provenance(path, run=Path(run_dir).name, steps=int(losses["step"][-1]))
+    return path
+
+
+def prompt_row(pipe: TextToImage, prompts: Sequence[str], guidance_scale: float, path: Path, *, labels: Sequence[str],
+               title: str, seed: int | None = None) -> Path:
+    """One image per prompt in a single row (thesis Figures 2, 4, 5)."""
+    seed = pipe.cfg.seed if seed is None else seed
+    images = pipe.images(prompts, guidance_scale, seed=seed)
+    reports.image_grid(images, path, nrow=len(prompts), col_labels=labels,
+                       title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
+    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=len(images),
+                             guidance_scale=guidance_scale, prompts=list(prompts))
+    return path
+
+
+def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Sequence[float], path: Path, *,
+                  row_labels: Sequence[str], title: str, seed: int | None = None) -> Path:
+    """Prompts (rows) x guidance scales (columns), every row sampled from the same seed so the columns show what
+    w alone changes (thesis Figures 7 and 18)."""
+    seed = pipe.cfg.seed if seed is None else seed
+    columns = [pipe.images(prompts, w, seed=seed, show_progress=False) for w in guidance_scales]
+    images = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: prompt, then w
+    reports.image_grid(images, path, nrow=len(guidance_scales), row_labels=row_labels,
+                       col_labels=[f"w={w:g}" for w in guidance_scales], title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
+    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=len(images),
+                             guidance_scales=list(guidance_scales), prompts=list(prompts))
+    return path

@@ -1,0 +1,70 @@
+"""A trained run as a function from prompts to images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .configs import ExperimentConfig
+from .console import progress
+from .models import check_text_width
+from .sampling import classifier_free_guidance, initial_noise, make_scheduler, sample, unet_eps
+from .text import TextEncoder
+from .train import load_run_config
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TextToImage:
+    """UNet + text encoder + sampler. ``images(prompts, guidance_scale, seed)`` returns images in [0, 1].
+
+    Image ``i`` is drawn from seed ``seed + i`` with its own generator, so the same seed gives the same image
+    for a prompt whatever the batch size.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
+                 device: torch.device | str | None = None, checkpoint: Path | None = None):
+        check_text_width(cfg, text.hidden_size)
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else default_device()
+        self.unet = unet.eval().requires_grad_(False).to(self.device)
+        self.text = text
+        self.checkpoint = checkpoint  # provenance: which weights made the images
+
+    @classmethod
+    def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
+                 text: TextEncoder | None = None) -> "TextToImage":
+        """Load a run's config, its latest (or named) checkpoint and its text encoder."""
+        cfg = load_run_config(run_dir)
+        path = checkpoints.resolve(Path(run_dir), checkpoint)
+        text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+        return cls(cfg, checkpoints.load_unet(path), text, device, checkpoint=path)
+
+    @torch.no_grad()
+    def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
+               sampler: str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
+               show_progress: bool = True) -> torch.Tensor:
+        """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU."""
+        cfg = self.cfg
+        seed = cfg.seed if seed is None else seed
+        scheduler = make_scheduler(sampler or cfg.sampler, cfg)
+        steps = num_inference_steps or cfg.num_inference_steps
+        cond = self.text.encode(list(prompts))
+        uncond = self.text.null_embedding
+        model = unet_eps(self.unet)
+        shape = (cfg.channels, cfg.resolution, cfg.resolution)
+        out = []
+        starts = range(0, len(prompts), batch_size)
+        for start in progress(starts, desc=f"sampling w={guidance_scale:g}", disable=not show_progress or len(starts) < 2):
+            seeds = range(seed + start, seed + min(start + batch_size, len(prompts)))
+            x_T, generators = initial_noise(seeds, shape, self.device)
+            c = cond[start:start + len(seeds)].to(self.device)
+            denoiser = classifier_free_guidance(model, c, uncond.expand_as(c).to(self.device), guidance_scale)
+            out.append(sample(denoiser, x_T, scheduler, steps, generator=generators).float().cpu())
+        low, high = cfg.pixel_range
+        return ((torch.cat(out) - low) / (high - low)).clamp(0, 1)

@@ -1,0 +1,152 @@
+"""Figures and tables for ``reports/``, each with a provenance sidecar.
+
+Every artefact ``name.ext`` gets ``name.provenance.json`` beside it: git commit, config, seed, checkpoint and
+sample count, so a figure in the thesis can be traced to exactly what made it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: papermill, SLURM and the tests have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+from . import paths  # noqa: E402
+from .configs import ExperimentConfig  # noqa: E402
+
+GUIDANCE_CONVENTION = "eps = eps_uncond + w (eps_cond - eps_uncond); w=0 unconditional, w=1 conditional"
+
+
+def git_commit() -> str:
+    """The project's commit, with ``-dirty`` if the work tree has uncommitted changes; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, **facts) -> Path:
+    """Write ``<artefact stem>.provenance.json``: commit, time, config and whatever facts the caller knows
+    (seed, checkpoint, sample count, guidance scales...)."""
+    artefact = Path(artefact)
+    record = {"artefact": artefact.name, "git_commit": git_commit(),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record.update({k: str(v) if isinstance(v, Path) else v for k, v in facts.items()})
+    if cfg is not None:
+        record["config"] = cfg.to_dict()
+    path = artefact.with_name(artefact.stem + ".provenance.json")
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", row_labels: Sequence[str] = (),
+               col_labels: Sequence[str] = (), xlabel: str = "", ylabel: str = "", cell_inches: float = 0.6) -> Path:
+    """Save images [N, C, H, W] in [0, 1] as a labelled grid, ``nrow`` images per row."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    n_rows = -(-len(images) // nrow)
+    pad = 1
+    grid = make_grid(images, nrow=nrow, padding=pad, pad_value=1.0).permute(1, 2, 0).numpy()
+    cell_h, cell_w = images.shape[2] + pad, images.shape[3] + pad
+    fig, ax = plt.subplots(figsize=(max(3.0, nrow * cell_inches + 1.2), n_rows * cell_inches + 1.0))
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([pad / 2 + cell_w * (i + 0.5) for i in range(len(col_labels))], list(col_labels))
+    ax.set_yticks([pad / 2 + cell_h * (i + 0.5) for i in range(len(row_labels))], list(row_labels))
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if col_labels:
+        ax.xaxis.set_label_position("top")
+        ax.xaxis.tick_top()
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training loss") -> Path:
+    """Per-step MSE (light) and its per-epoch mean (dark) against epochs; ``losses`` from ``train.read_loss_log``."""
+    epoch, step, loss = losses["epoch"], losses["step"], losses["loss"]
+    steps_per_epoch = np.array([np.sum(epoch == e) for e in np.unique(epoch)])
+    # fractional epoch of every step: epoch e spans (e-1, e]
+    x = np.concatenate([e - 1 + np.arange(1, n + 1) / n for e, n in zip(np.unique(epoch), steps_per_epoch)])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, loss, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
+    epochs = np.unique(epoch)
+    ax.plot(epochs, [loss[epoch == e].mean() for e in epochs], "o-", color="tab:blue", ms=3, label="epoch mean")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE(eps, eps_pred)")
+    ax.set_yscale("log")
+    ax.set_title(f"{title} ({int(step[-1]):,} steps)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance: float | None = None,
+                       title: str = "") -> Path:
+    """Plot ``metric`` against the guidance scale w (log-ish x axis that still shows w = 0)."""
+    w = np.array([r["guidance_scale"] for r in rows], dtype=float)
+    y = np.array([r[metric] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(w, y, "o-")
+    if chance is not None:
+        ax.axhline(chance, ls="--", color="gray", label=f"chance ({chance:g})")
+        ax.legend()
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xticks(w, [f"{v:g}" for v in w])
+    ax.set_xlabel("guidance scale w  [" + GUIDANCE_CONVENTION + "]", fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
+    """Write rows as ``path.md``, ``path.csv`` and ``path.tex``; return the markdown.
+
+    Floats are shown with 3 decimals in markdown and LaTeX, full precision in CSV.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    shown = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
+    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(cells) + " |" for cells in shown]
+    markdown = "\n".join(md) + "\n" + (f"\n{caption}\n" if caption else "")
+    path.with_suffix(".md").write_text(markdown)
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    tex = [r"\begin{table}[h]", r"\centering", r"\begin{tabular}{" + "r" * len(columns) + "}", r"\hline",
+           " & ".join(c.replace("_", r"\_") for c in columns) + r" \\", r"\hline"]
+    tex += [" & ".join(cells) + r" \\" for cells in shown]
+    tex += [r"\hline", r"\end{tabular}"]
+    if caption:
+        tex.append(r"\caption{" + caption.replace("_", r"\_") + "}")
+    tex.append(r"\end{table}")
+    path.with_suffix(".tex").write_text("\n".join(tex) + "\n")
+    return markdown
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny models built from configs with random weights, saved and re-loaded through the same
+``from_pretrained`` path the real weights use; every run and report goes to a temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from tokenizers import pre_tokenizers
+
+from t2i import configs
+
+TINY_CLIP_WIDTH = 32
+
+
+@pytest.fixture(autouse=True)
+def isolated_outputs(tmp_path, monkeypatch):
+    """Runs and reports of a test never touch the project's own folders."""
+    monkeypatch.setenv("T2I_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("T2I_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A CLIP text encoder with random weights and a small CLIP BPE tokenizer (the real byte alphabet plus merges
+    for the caption words, so "A handwritten digit 3" is 4 tokens as in CLIP), saved like a hub checkpoint."""
+    path = tmp_path_factory.mktemp("tiny-clip")
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    merges = []
+    for word in ("handwritten", "digit", "photo", "of"):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        for piece in pieces[1:]:
+            merges.append((pieces[0], piece))
+            pieces[0] += piece
+            vocab.append(pieces[0])
+    vocab = list(dict.fromkeys(vocab))
+    tokenizer = CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=TINY_CLIP_WIDTH, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id)
+    CLIPTextModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def smoke_cfg(tiny_clip_dir) -> configs.ExperimentConfig:
+    """The smoke profile conditioned on the tiny CLIP encoder."""
+    return configs.get("mnist", "smoke", text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH)
