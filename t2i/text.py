@@ -61,7 +61,7 @@ class TextEncoder:
             # CLIP checkpoints hold text and vision towers; only the text tower conditions the UNet.
             model_cls = CLIPTextModel if config.model_type in ("clip", "clip_text_model") else AutoModel
             model = model_cls.from_pretrained(source)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a directory without a model config
             hint = (f"the directory {source} does not hold a complete model" if Path(source).exists() else
                     f"{source!r} is not in the Hugging Face cache (HF_HOME) and cannot be downloaded here: "
                     "run `make assets` on a node with internet, or pass a local directory")

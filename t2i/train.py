@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoints
@@ -78,6 +78,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, captions: Captio
     accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
     _write_or_check_config(run_dir, cfg, accelerator)
 
+    set_seed(cfg.seed)  # the UNet's initial weights
     unet = build_unet(cfg)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     epoch, step = 0, 0

@@ -22,7 +22,7 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, captions):
     assert (ckpt / "unet" / "diffusion_pytorch_model.safetensors").exists()
     state = checkpoints.load_state(ckpt)
     assert state["epoch"] == 1 and state["step"] == 4  # 64 images / batch 16
-    assert state["config"] == smoke_cfg.replace(epochs=1).to_dict()
+    assert configs.ExperimentConfig.from_dict(state["config"]) == smoke_cfg.replace(epochs=1)
     assert train.load_run_config(run) == smoke_cfg.replace(epochs=1)
     unet = checkpoints.load_unet(ckpt)
     optimizer = torch.optim.AdamW(unet.parameters())
