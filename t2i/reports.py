@@ -10,6 +10,7 @@ import csv
 import datetime
 import json
 import subprocess
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", 
     if col_labels:
         ax.xaxis.set_label_position("top")
         ax.xaxis.tick_top()
-    ax.set_title(title, fontsize=9)
+    width_chars = int(fig.get_figwidth() * 13)  # ~13 characters per inch at 8 pt
+    ax.set_title("\n".join(textwrap.fill(line, width_chars) for line in title.splitlines()), fontsize=8)
     return _save(fig, path)
 
 
