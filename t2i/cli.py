@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", choices=configs.SAMPLERS)
     p.add_argument("--steps", type=int, help="inference steps (default: the run's)")
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
     p.add_argument("--out", type=Path, required=True, help="PNG path")
 
     p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
@@ -45,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    from .preemption import REQUEUE_EXIT_CODE, Preempted
     from .train import train_experiment
 
     cfg = configs.get(args.experiment, args.profile, **configs.parse_overrides(args.overrides))
-    run_dir = train_experiment(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
+    try:
+        run_dir = train_experiment(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
+    except Preempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
     print(f"run: {run_dir}")
     return 0
 
@@ -59,13 +65,13 @@ def _sample(args) -> int:
 
     if args.n <= 0:
         raise SystemExit("--n must be positive")
-    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint)
+    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint, ema=False if args.no_ema else None)
     prompts = [args.prompt[i % len(args.prompt)] for i in range(args.n)]
     seed = pipe.cfg.seed if args.seed is None else args.seed
     images = pipe.images(prompts, args.guidance, seed=seed, sampler=args.sampler, num_inference_steps=args.steps)
     title = f"{' | '.join(args.prompt)}  (w={args.guidance:g})"
     reports.image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.n)), title=title)
-    reports.write_provenance(args.out, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=args.n,
+    reports.write_provenance(args.out, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=args.n,
                              guidance_scale=args.guidance, prompts=args.prompt)
     print(f"wrote {args.out}")
     return 0

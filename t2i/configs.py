@@ -66,6 +66,16 @@ class ExperimentConfig:
     num_inference_steps: int
     guidance_scales: tuple[float, ...]  # eps = eps_uncond + w (eps_cond - eps_uncond); w=1 is plain conditional
 
+    # --- training infrastructure (not in the thesis; safe defaults, the same for every experiment) ---
+    lr_warmup_steps: int = 0  # linear warmup, then constant (diffusers "constant_with_warmup")
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
+    ema_decay: float | None = 0.9999  # EMA of the UNet weights (diffusers EMAModel, with warmup); None = no EMA
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    channels_last: bool = False  # NHWC memory format for the UNet (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the UNet
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps (None = epoch ends only)
+    keep_checkpoints: int = 3  # rolling checkpoints kept (>= 2); epoch milestones are always kept
+
     def __post_init__(self) -> None:
         problems = []
         if self.dataset not in DATASETS:
@@ -86,6 +96,14 @@ class ExperimentConfig:
                      "num_train_timesteps", "num_inference_steps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be positive")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            problems.append(f"mixed_precision={self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
+        if self.keep_checkpoints < 2:
+            problems.append(f"keep_checkpoints={self.keep_checkpoints} must be >= 2 (a damaged newest one falls back)")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"ema_decay={self.ema_decay} must be in (0, 1) or None")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps <= 0:
+            problems.append(f"checkpoint_every_steps={self.checkpoint_every_steps} must be positive or None")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
 
@@ -121,6 +139,9 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     hint = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
     if hint.startswith("tuple") and isinstance(value, (list, tuple)):
         return tuple(float(v) for v in value) if hint == "tuple[float, ...]" else tuple(value)
+    if value is None and hint.endswith("| None"):
+        return None
+    hint = hint.removesuffix(" | None")
     if hint == "float" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     expected = {"int": int, "float": float, "str": str, "bool": bool}.get(hint)

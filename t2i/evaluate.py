@@ -44,7 +44,7 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, path: Path) -> s
     plot = reports.metric_vs_guidance(rows, "adherence", Path(path).with_suffix(".png"), chance=chance,
                                       title="Prompt adherence vs guidance scale")
     for artefact in (Path(path).with_suffix(".md"), plot):
-        reports.write_provenance(artefact, pipe.cfg, seed=pipe.cfg.seed, checkpoint=pipe.checkpoint, samples=samples,
+        reports.write_provenance(artefact, pipe.cfg, seed=pipe.cfg.seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=samples,
                                  judge_test_accuracy=rows[0]["judge_test_accuracy"])
     print(table)
     return table

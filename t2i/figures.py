@@ -31,7 +31,7 @@ def prompt_row(pipe: TextToImage, prompts: Sequence[str], guidance_scale: float,
     images = pipe.images(prompts, guidance_scale, seed=seed)
     reports.image_grid(images, path, nrow=len(prompts), col_labels=labels,
                        title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=len(images),
+    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=len(images),
                              guidance_scale=guidance_scale, prompts=list(prompts))
     return path
 
@@ -45,6 +45,6 @@ def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Se
     images = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: prompt, then w
     reports.image_grid(images, path, nrow=len(guidance_scales), row_labels=row_labels,
                        col_labels=[f"w={w:g}" for w in guidance_scales], title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, samples=len(images),
+    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=len(images),
                              guidance_scales=list(guidance_scales), prompts=list(prompts))
     return path

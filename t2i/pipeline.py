@@ -35,15 +35,22 @@ class TextToImage:
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.text = text
         self.checkpoint = checkpoint  # provenance: which weights made the images
+        self.weights = "raw"  # or "ema"
 
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
-                 text: TextEncoder | None = None) -> "TextToImage":
-        """Load a run's config, its latest (or named) checkpoint and its text encoder."""
+                 text: TextEncoder | None = None, ema: bool | None = None) -> "TextToImage":
+        """Load a run's config, its latest (or named) checkpoint and its text encoder.
+
+        ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
+        """
         cfg = load_run_config(run_dir)
         path = checkpoints.resolve(Path(run_dir), checkpoint)
+        use_ema = (path / "ema").is_dir() if ema is None else ema
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
-        return cls(cfg, checkpoints.load_unet(path), text, device, checkpoint=path)
+        pipe = cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path)
+        pipe.weights = "ema" if use_ema else "raw"
+        return pipe
 
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,

@@ -5,14 +5,17 @@ lives in the objective (:class:`EpsilonObjective`); what makes it *text-conditio
 the objective looks embeddings up in. The same code runs on a CPU, one GPU, or ``accelerate launch`` across many.
 
 Reproducibility: every epoch reseeds its data order (accelerate's seedable sampler, ``seed + epoch``) and its
-noise / timestep / dropout generator (from ``(seed, epoch, rank)``), so resuming from an epoch checkpoint
-continues exactly the run that would have happened.
+noise / timestep / dropout generator (from ``(seed, epoch, rank)``); checkpoints also store every RNG state and the
+position within the epoch, so a run resumed from any checkpoint, mid-epoch included, ends with bitwise the weights
+an uninterrupted run would have (on the same hardware and software).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,19 +23,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from diffusers import UNet2DConditionModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoints
 from .configs import ExperimentConfig
 from .console import progress
 from .models import build_unet, count_parameters
+from .preemption import MARKER, Preempted, PreemptionFlag
 from .sampling import training_scheduler
 from .text import CaptionTable
 
 LOSS_LOG = "loss.csv"
 # Fields that may change when a finished run is extended (train for more epochs); anything else is a new run.
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales",
+                     "checkpoint_every_steps", "keep_checkpoints"}
 
 Objective = Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Generator], torch.Tensor]
 
@@ -67,68 +75,241 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
+class NonFiniteError(FloatingPointError):
+    """The loss or the gradient became NaN or infinite; nothing after the last checkpoint was saved."""
+
+
 def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, captions: CaptionTable,
         objective: Objective | None = None, log_every: int = 10) -> Path:
     """Train (or resume) the run in ``run_dir`` to ``cfg.epochs`` and return ``run_dir``.
 
     The run folder holds ``config.json``, ``loss.csv`` (epoch, step, loss) and ``checkpoints/``. If the run has
-    checkpoints, training resumes from the latest one; a run that is already complete returns at once.
+    checkpoints, training resumes exactly where the latest valid one left off (mid-epoch included); a complete run
+    returns at once. SIGTERM / SIGUSR1 checkpoint at the next step and raise :class:`~t2i.preemption.Preempted`.
     """
-    run_dir = Path(run_dir)
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
-    _write_or_check_config(run_dir, cfg, accelerator)
+    trainer = Trainer(cfg, Path(run_dir), dataset, captions, objective, log_every)
+    trainer.run()
+    return Path(run_dir)
 
-    set_seed(cfg.seed)  # the UNet's initial weights
-    unet = build_unet(cfg)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    epoch, step = 0, 0
-    last = checkpoints.latest(run_dir)
-    if last is not None:
-        state = checkpoints.load_state(last)
-        unet.load_state_dict(checkpoints.load_unet(last).state_dict())
-        checkpoints.load_optimizer(last, optimizer)
-        epoch, step = state["epoch"], state["step"]
-        if accelerator.is_main_process:
-            _truncate_loss_log(run_dir / LOSS_LOG, step)
-        accelerator.print(f"resuming {run_dir.name} from {last.name} (step {step})")
-    if epoch >= cfg.epochs:
-        accelerator.print(f"{run_dir.name}: already trained for {epoch} epochs")
-        return run_dir
-    accelerator.print(f"training {cfg.experiment}/{run_dir.name} on {accelerator.device}: "
-                      f"{count_parameters(unet):,} UNet parameters, {len(dataset):,} images, epochs {epoch + 1}..{cfg.epochs}")
 
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False)
-    unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
-    if objective is None:
-        objective = EpsilonObjective(training_scheduler(cfg), captions.to(accelerator.device), cfg.p_uncond)
+class Trainer:
+    """The loop and the state it checkpoints. Read :meth:`run` first; the rest is bookkeeping."""
 
-    with _LossLog(run_dir / LOSS_LOG, enabled=accelerator.is_main_process) as log:
-        for epoch in range(epoch, cfg.epochs):
-            loader.set_epoch(epoch)
-            generator = torch.Generator(accelerator.device).manual_seed(
-                epoch_seed(cfg.seed, epoch, accelerator.process_index))
-            unet.train()
-            pending: list[torch.Tensor] = []
-            bar = progress(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_main_process)
-            for batch in bar:
-                loss = objective(unet, batch, generator)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                pending.append(loss.detach())
-                if len(pending) == log_every:
-                    bar.set_postfix(loss=f"{log.write(epoch + 1, step, pending):.4f}")
-                    pending = []
-            if pending:
-                log.write(epoch + 1, step, pending)
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    checkpoints.save(run_dir, accelerator.unwrap_model(unet), optimizer,
-                                     {"epoch": epoch + 1, "step": step, "config": cfg.to_dict()})
-    accelerator.wait_for_everyone()
-    return run_dir
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, captions: CaptionTable,
+                 objective: Objective | None, log_every: int):
+        self.cfg, self.run_dir, self.log_every = cfg, run_dir, log_every
+        if torch.cuda.is_available():  # TF32 matmuls/convolutions on Ampere+: ~free speed, fp32 range
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+        _write_or_check_config(run_dir, cfg, self.accelerator)
+
+        set_seed(cfg.seed)  # the UNet's initial weights
+        unet = build_unet(cfg)
+        if cfg.channels_last:
+            unet = unet.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.lr_warmup_steps)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False)
+        self.unet, self.optimizer, self.loader, self.lr_schedule = self.accelerator.prepare(
+            unet, optimizer, loader, lr_schedule)
+        self.model = torch.compile(self.unet) if cfg.compile else self.unet
+        self.ema = None if cfg.ema_decay is None else EMAModel(
+            self.accelerator.unwrap_model(self.unet).parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+            inv_gamma=1.0, power=2 / 3)
+        self.objective = objective or EpsilonObjective(
+            training_scheduler(cfg), captions.to(self.accelerator.device), cfg.p_uncond)
+        self.generator = torch.Generator(self.accelerator.device)
+        self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.last_checkpoint: Path | None = None
+        self.n_images = len(dataset)
+
+    def run(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        resumed_mid_epoch = self._resume()
+        if acc.is_main_process:
+            (self.run_dir / MARKER).unlink(missing_ok=True)  # this attempt is the resumption
+        if self.epoch >= cfg.epochs:
+            acc.print(f"{self.run_dir.name}: already trained for {self.epoch} epochs")
+            return
+        acc.print(f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
+                  f"precision {cfg.mixed_precision}): {count_parameters(self.unet):,} UNet parameters, "
+                  f"{self.n_images:,} images, epoch {self.epoch + 1} of {cfg.epochs}")
+        with PreemptionFlag() as preemption, _LossLog(self.run_dir / LOSS_LOG, acc.is_main_process) as log:
+            while self.epoch < cfg.epochs:
+                self.loader.set_epoch(self.epoch)
+                batches = self.loader
+                if resumed_mid_epoch:  # same data order, continue after the batches already trained on
+                    batches, resumed_mid_epoch = acc.skip_first_batches(self.loader, self.step_in_epoch), False
+                else:
+                    self.generator.manual_seed(epoch_seed(cfg.seed, self.epoch, acc.process_index))
+                self.unet.train()
+                bar = progress(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", initial=self.step_in_epoch,
+                               total=len(self.loader), disable=not acc.is_main_process)
+                for batch in bar:
+                    loss = self._train_step(batch)
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    if log.add(self.epoch + 1, self.step, loss) >= self.log_every:
+                        bar.set_postfix(loss=f"{log.flush():.4f}")
+                    if self._steps_due() and self.step_in_epoch < len(self.loader):  # epoch ends: below
+                        self._checkpoint(log)
+                    if _any_process(acc, preemption.requested):
+                        path = self._checkpoint(log)
+                        if acc.is_main_process:
+                            (self.run_dir / MARKER).write_text(path.name + "\n")
+                        raise Preempted(preemption.received or "a signal on another process", path)
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                milestone = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
+                if milestone or self._steps_due():
+                    self._checkpoint(log, milestone=milestone)
+        acc.wait_for_everyone()
+
+    def _steps_due(self) -> bool:
+        return bool(self.cfg.checkpoint_every_steps) and self.step % self.cfg.checkpoint_every_steps == 0
+
+    def _train_step(self, batch) -> torch.Tensor:
+        loss = self.objective(self.model, batch, self.generator)
+        if not torch.isfinite(loss):
+            self._fail("loss", loss.item())
+        self.accelerator.backward(loss)
+        norm = self.accelerator.clip_grad_norm_(self.unet.parameters(), self.cfg.grad_clip or float("inf"))
+        # fp16's grad scaler skips steps with inf gradients by design; elsewhere a non-finite gradient is a fault
+        if self.cfg.mixed_precision != "fp16" and not torch.isfinite(norm):
+            self._fail("gradient norm", norm.item())
+        self.optimizer.step()
+        self.lr_schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
+        return loss.detach()
+
+    def _fail(self, what: str, value: float) -> None:
+        last = self.last_checkpoint.name if self.last_checkpoint else "none (the run has no checkpoint yet)"
+        raise NonFiniteError(f"{what} is {value} at step {self.step + 1} (epoch {self.epoch + 1}); stopped without "
+                             f"saving. Last good checkpoint: {last}. Try a lower learning_rate or set grad_clip.")
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    def _checkpoint(self, log: "_LossLog", milestone: bool = False) -> Path:
+        """Write the full training state; every process contributes its RNG state, the main process writes."""
+        acc, cfg = self.accelerator, self.cfg
+        log.flush()
+        unet = acc.unwrap_model(self.unet)
+        if not all(torch.isfinite(p).all() for p in unet.parameters()):
+            self._fail("a weight", float("nan"))
+        rng = gather_object([_rng_state(self.generator)])  # one entry per process, in rank order
+        name = checkpoints.name_for(self.epoch, self.step, self.step_in_epoch)
+        path = checkpoints.checkpoint_dir(self.run_dir) / name
+        if acc.is_main_process:
+            tensors, optimizer_json = _split_optimizer_state(self.optimizer.state_dict())
+            for rank, state in enumerate(rng):
+                tensors.update({f"rng.{rank}.{k}": v for k, v in state["tensors"].items()})
+            writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True),
+                       "training_state.safetensors": checkpoints.save_tensors(tensors)}
+            ema_json = None
+            if self.ema is not None:
+                ema_state = self.ema.state_dict()
+                tensors.update({f"ema.{i}": p for i, p in enumerate(ema_state.pop("shadow_params"))})
+                ema_json = ema_state
+                writers["ema"] = lambda p: self._ema_unet(unet).save_pretrained(p, safe_serialization=True)
+            state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+                     "data_seed": cfg.seed, "num_processes": acc.num_processes, "config": cfg.to_dict(),
+                     "optimizer": optimizer_json, "lr_schedule": self.lr_schedule.state_dict(),
+                     "ema": ema_json, "rng": [state["json"] for state in rng]}
+            path = checkpoints.save(self.run_dir, name, writers, state, milestone, cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+        self.last_checkpoint = path
+        return path
+
+    def _ema_unet(self, unet: UNet2DConditionModel) -> UNet2DConditionModel:
+        """A copy of the UNet holding the EMA weights: what sampling loads by default."""
+        copy = UNet2DConditionModel.from_config(unet.config)
+        self.ema.copy_to(copy.parameters())
+        return copy
+
+    def _resume(self) -> bool:
+        """Load the latest valid checkpoint, if any; True if it was taken mid-epoch."""
+        acc = self.accelerator
+        path = checkpoints.latest(self.run_dir)
+        if path is None:
+            return False
+        state = checkpoints.load_state(path)
+        tensors = checkpoints.load_tensors(path)
+        unet = acc.unwrap_model(self.unet)
+        unet.load_state_dict(checkpoints.load_unet(path).state_dict())
+        self.optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.ema is not None:
+            shadow = [tensors[f"ema.{i}"].to(acc.device) for i in range(len(self.ema.shadow_params))]
+            self.ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+        self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
+        if state["num_processes"] == acc.num_processes:
+            rank = acc.process_index
+            _set_rng_state(self.generator, state["rng"][rank],
+                           {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")})
+        elif self.step_in_epoch:
+            warnings.warn(f"checkpoint written by {state['num_processes']} processes, resuming on {acc.num_processes}: "
+                          "the rest of this epoch draws new noise (the run is no longer bit-reproducible)")
+            self.generator.manual_seed(epoch_seed(self.cfg.seed, self.epoch, acc.process_index) + self.step)
+        if acc.is_main_process:
+            _truncate_loss_log(self.run_dir / LOSS_LOG, self.step)
+        self.last_checkpoint = path
+        acc.print(f"resuming {self.run_dir.name} from {path.name} (epoch {self.epoch}, step {self.step})")
+        return self.step_in_epoch > 0
+
+
+def _any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every process if it is True on any (a signal may reach only some ranks)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    """Every RNG the training step may touch: tensors for safetensors, the rest as JSON."""
+    tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"tensors": tensors, "json": {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+                                         "python": [version, list(internal), py_gauss]}}
+
+
+def _set_rng_state(generator: torch.Generator, json_state: dict, tensors: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    generator.set_state(tensors["generator"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    kind, keys, pos, has_gauss, gauss = json_state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = json_state["python"]
+    random.setstate((version, tuple(internal), py_gauss))
+
+
+def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> (tensors for safetensors, everything else as JSON); nothing is pickled."""
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for index, values in saved["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": saved["param_groups"]}
 
 
 def read_loss_log(run_dir: Path) -> dict[str, np.ndarray]:
@@ -171,10 +352,12 @@ def _truncate_loss_log(path: Path, step: int) -> None:
 
 
 class _LossLog:
-    """Appends ``epoch, step, loss`` rows; the loss is pulled off the device once per ``log_every`` steps."""
+    """Appends ``epoch, step, loss`` rows. Losses stay on the device until :meth:`flush` (every ``log_every`` steps
+    and before every checkpoint), so logging costs one device sync per flush."""
 
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled, self.file = path, enabled, None
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
 
     def __enter__(self) -> "_LossLog":
         if self.enabled:
@@ -184,20 +367,24 @@ class _LossLog:
                 self.file.write("epoch,step,loss\n")
         return self
 
-    def write(self, epoch: int, last_step: int, losses: list[torch.Tensor]) -> float:
-        values = torch.stack(losses).float().cpu().tolist()
-        bad = [i for i, v in enumerate(values) if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(f"loss became non-finite at step {last_step - len(values) + 1 + bad[0]} "
-                                     f"(epoch {epoch}); the last checkpoint is the last good state")
+    def add(self, epoch: int, step: int, loss: torch.Tensor) -> int:
+        self.pending.append((epoch, step, loss))
+        return len(self.pending)
+
+    def flush(self) -> float:
+        """Write pending rows; return their mean loss (NaN if none)."""
+        if not self.pending:
+            return float("nan")
+        values = torch.stack([loss for _, _, loss in self.pending]).float().cpu().tolist()
         if self.file is not None:
-            first = last_step - len(values) + 1
-            self.file.writelines(f"{epoch},{first + i},{v:.6g}\n" for i, v in enumerate(values))
+            self.file.writelines(f"{e},{s},{v:.6g}\n" for (e, s, _), v in zip(self.pending, values))
             self.file.flush()
+        self.pending = []
         return float(np.mean(values))
 
     def __exit__(self, *exc) -> None:
         if self.file is not None:
+            self.flush()  # rows past the last checkpoint are dropped again on resume
             self.file.close()
 
 

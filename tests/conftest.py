@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from accelerate.state import AcceleratorState
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from tokenizers import pre_tokenizers
@@ -21,6 +22,9 @@ def isolated_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("T2I_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    # accelerate keeps one process-wide state (precision, device); a new Python process per run is what users get
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,16 +19,19 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, captions):
     run = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "a"), data.load_dataset(smoke_cfg), captions)
     ckpt = checkpoints.latest(run)
     assert ckpt.name == "epoch-0001"
-    assert (ckpt / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    for part in ("unet/diffusion_pytorch_model.safetensors", "ema/diffusion_pytorch_model.safetensors",
+                 "training_state.safetensors", "state.json", "manifest.json"):
+        assert (ckpt / part).exists(), part
     state = checkpoints.load_state(ckpt)
-    assert state["epoch"] == 1 and state["step"] == 4  # 64 images / batch 16
+    assert (state["epoch"], state["step"], state["step_in_epoch"]) == (1, 4, 0)  # 64 images / batch 16
     assert configs.ExperimentConfig.from_dict(state["config"]) == smoke_cfg.replace(epochs=1)
     assert train.load_run_config(run) == smoke_cfg.replace(epochs=1)
-    unet = checkpoints.load_unet(ckpt)
-    optimizer = torch.optim.AdamW(unet.parameters())
-    checkpoints.load_optimizer(ckpt, optimizer)
-    assert optimizer.state_dict()["state"][0]["step"].item() == 4
-    assert not any(p.name.endswith(".tmp") for p in checkpoints.checkpoint_dir(run).iterdir())
+    tensors = checkpoints.load_tensors(ckpt)
+    assert tensors["optimizer.0.step"].item() == 4 and "rng.0.generator" in tensors
+    raw, ema = checkpoints.load_unet(ckpt), checkpoints.load_unet(ckpt, ema=True)
+    assert {k: v for k, v in raw.config.items() if k != "_name_or_path"} == {k: v for k, v in ema.config.items() if k != "_name_or_path"}
+    assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), ema.parameters()))
+    assert not any(p.name.startswith(".") and p.name.endswith(".tmp") for p in checkpoints.checkpoint_dir(run).iterdir())
 
 
 def test_resume_matches_uninterrupted_run(smoke_cfg, captions):
@@ -37,8 +40,10 @@ def test_resume_matches_uninterrupted_run(smoke_cfg, captions):
     resumed = paths.run_dir("mnist", "resumed")
     train.fit(smoke_cfg.replace(epochs=1), resumed, dataset, captions)
     train.fit(smoke_cfg.replace(epochs=2), resumed, dataset, captions)
-    a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for ema in (False, True):
+        a = checkpoints.load_unet(checkpoints.latest(straight), ema=ema).state_dict()
+        b = checkpoints.load_unet(checkpoints.latest(resumed), ema=ema).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = train.read_loss_log(resumed)
     assert log["step"].tolist() == list(range(1, 9))
     assert torch.equal(torch.tensor(log["loss"]), torch.tensor(train.read_loss_log(straight)["loss"]))

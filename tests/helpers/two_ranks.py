@@ -1,0 +1,46 @@
+"""Run under `accelerate launch --num_processes 2 --cpu`: train a tiny model, then each rank writes which samples
+it saw and a digest of its final weights to OUT/rank<k>.json (read by tests/test_distributed.py)."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from t2i import configs, data
+from t2i.text import CaptionTable, TextEncoder
+from t2i.train import Trainer
+
+
+class Recording(Dataset):
+    """The bundled digits, recording every index this process loads."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        self.seen.append(int(index))
+        return self.inner[index]
+
+
+def main(out: Path, text_encoder: str) -> None:
+    cfg = configs.get("mnist", "smoke", text_encoder=text_encoder, cross_attention_dim=32, epochs=1)
+    captions = CaptionTable.build(TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens), cfg.captions)
+    dataset = Recording(data.load_dataset(cfg))
+    trainer = Trainer(cfg, out / "run", dataset, captions, objective=None, log_every=1)
+    trainer.run()
+    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unet.parameters())).hexdigest()
+    rank = trainer.accelerator.process_index
+    (out / f"rank{rank}.json").write_text(json.dumps({"seen": dataset.seen, "weights": digest,
+                                                      "world": trainer.accelerator.num_processes}))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(Path(sys.argv[1]), sys.argv[2])
