@@ -12,7 +12,7 @@ KERNEL := t2i
 export HF_HUB_OFFLINE ?= 1
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist assets lab clean
+.PHONY: help setup demo test run-mnist eval assets lab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ test: setup  ## the test suite (offline, CPU)
 run-mnist: setup  ## thesis Experiment 1 (section 3.2), full profile; needs `make assets` first
 	mkdir -p reports/01_mnist
 	$(PAPERMILL) notebooks/01_mnist.ipynb reports/01_mnist/01_mnist.ipynb -p profile full
+
+RUN ?= runs/mnist/demo
+eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
+	mkdir -p reports/executed
+	$(PAPERMILL) notebooks/05_evaluate.ipynb reports/executed/05_evaluate.$(notdir $(RUN)).ipynb -p run_dir $(RUN)
 
 assets: setup  ## on a node with internet: download MNIST and the CLIP text encoder into the caches
 	HF_HUB_OFFLINE=0 $(PY) -m t2i assets --experiment mnist

@@ -2,7 +2,7 @@
 
     python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...]
     python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance 5 --n 16 --out grid.png
-    python -m t2i assets --experiment mnist      # on a node with internet: MNIST + CLIP into the caches
+    python -m t2i assets --experiment mnist      # on a node with internet: data and weights into the caches
 """
 
 from __future__ import annotations
@@ -78,9 +78,12 @@ def _sample(args) -> int:
 
 
 def _assets(args) -> int:
-    """Fill the caches a compute node without internet reads: torchvision MNIST under data/, and the text
-    encoder in the Hugging Face cache (HF_HOME)."""
+    """Fill the caches a compute node without internet reads: torchvision MNIST under data/, the text encoder and
+    the CLIP-score model in the Hugging Face cache (HF_HOME), pytorch-fid's Inception weights under TORCH_HOME."""
+    import torch
     from torchvision.datasets import MNIST
+
+    from . import metrics
     from .text import TextEncoder
 
     cfg = configs.get(args.experiment, "full")
@@ -89,6 +92,10 @@ def _assets(args) -> int:
     print(f"MNIST in {paths.data_dir() / 'MNIST'}")
     TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     print(f"{cfg.text_encoder} in the Hugging Face cache")
+    torch.hub.load_state_dict_from_url(metrics.FID_WEIGHTS_URL, progress=True)  # pytorch-fid's Inception
+    print(f"FID Inception weights in {metrics.inception_weights_path()}")
+    metrics.ClipScorer("openai/clip-vit-base-patch16")  # the CLIP-score model (not the conditioning one)
+    print("openai/clip-vit-base-patch16 in the Hugging Face cache")
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import reports
+from . import metrics, reports
 from .console import progress
 from .judges import Judge
 from .pipeline import TextToImage
@@ -46,5 +46,83 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, path: Path) -> s
     for artefact in (Path(path).with_suffix(".md"), plot):
         reports.write_provenance(artefact, pipe.cfg, seed=pipe.cfg.seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=samples,
                                  judge_test_accuracy=rows[0]["judge_test_accuracy"])
+    print(table)
+    return table
+
+
+def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu"):
+    """``inception`` (pytorch-fid's network; needs its weights staged), ``judge`` (the judge's penultimate layer),
+    or ``auto``: Inception when its weights are on disk, else the judge."""
+    if name == "auto":
+        name = "inception" if metrics.inception_weights_path().exists() else "judge"
+    if name == "inception":
+        return metrics.InceptionExtractor(device)
+    if name == "judge":
+        return metrics.JudgeExtractor(judge)
+    raise ValueError(f"unknown feature extractor {name!r}; known: auto, inception, judge")
+
+
+def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_class: int,
+          real_images: torch.Tensor, real_labels: torch.Tensor, *, clip: "metrics.ClipScorer | None" = None,
+          seed: int | None = None, dataset_key: dict | None = None) -> list[dict]:
+    """A Table 1-style sweep: FID, KID, IS, judge adherence and (optionally) CLIP score per guidance scale.
+
+    Every row uses N = classes x samples_per_class images against the same N real reference images (features
+    cached). The first row, ``real``, compares a second, disjoint set of N real images with the reference: the floor
+    each metric can reach at this N.
+    """
+    cfg = pipe.cfg
+    seed = cfg.seed if seed is None else seed
+    captions = cfg.captions
+    n = len(captions) * samples_per_class
+    if len(real_images) < 2 * n:
+        raise ValueError(f"the real-vs-real row needs 2 x {n} real images, the dataset has {len(real_images)}; "
+                         f"lower samples_per_class to at most {len(real_images) // (2 * len(captions))}")
+    key = {**(dataset_key or {"dataset": cfg.dataset, "split": "train", "resolution": cfg.resolution}), "n": n}
+    reference = metrics.cached_features(extractor, lambda: metrics.to_uint8(real_images[:n]), key)
+
+    def row(name, images: torch.Tensor, labels: torch.Tensor, prompts: list[str]) -> dict:
+        uint8 = metrics.to_uint8(images)
+        features = extractor(uint8)
+        kid, kid_std = metrics.kernel_inception_distance(features, reference)
+        is_mean, is_std = metrics.inception_score(features)
+        return {"guidance_scale": name, "fid": metrics.frechet_distance(features, reference), "kid": kid,
+                "kid_std": kid_std, "is": is_mean, "is_std": is_std,
+                "adherence": (judge.predict(uint8.float() / 255) == labels).float().mean().item(),
+                "clip_score": clip(images, prompts) if clip is not None else "n/a", "samples": len(images)}
+
+    real = real_images[n:2 * n]
+    rows = [row("real", real, real_labels[n:2 * n], [captions[i] for i in real_labels[n:2 * n]])]
+    labels = torch.arange(len(captions)).repeat_interleave(samples_per_class)
+    prompts = [captions[i] for i in labels]
+    for w in progress(guidance_scales, desc="guidance sweep"):
+        rows.append(row(float(w), pipe.images(prompts, w, seed=seed, show_progress=False), labels, prompts))
+    return rows
+
+
+def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory: Path) -> str:
+    """``sweep`` .md/.csv/.tex, one plot per metric against w (real-vs-real as a dashed line), the FID-vs-adherence
+    trade-off, and provenance for each. Returns the markdown table."""
+    directory = Path(directory)
+    n = rows[0]["samples"]
+    caption = (f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
+               f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampler} x {pipe.num_inference_steps} steps), "
+               f"N = {n} generated images per row against N real reference images; 'real' = a disjoint real set "
+               f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
+               f"feature space). Adherence: judge accuracy on the prompted class (chance {1 / len(pipe.cfg.captions):.0%}). "
+               f"Guidance: {reports.GUIDANCE_CONVENTION}.")
+    table = reports.write_table(rows, directory / "sweep", caption=caption)
+    facts = {"seed": pipe.cfg.seed, "checkpoint": pipe.checkpoint, "weights": pipe.weights, "samples": n,
+             "features": extractor.name, "sampler": pipe.sampler, "num_inference_steps": pipe.num_inference_steps}
+    artefacts = [directory / "sweep.md"]
+    generated = [r for r in rows if r["guidance_scale"] != "real"]
+    real = rows[0]
+    for metric in ("fid", "kid", "is", "adherence") + (("clip_score",) if real["clip_score"] != "n/a" else ()):
+        artefacts.append(reports.metric_vs_guidance(generated, metric, directory / f"{metric}_vs_w.png",
+                                                    reference=real[metric], title=f"{metric} vs w ({extractor.name}, N={n})"))
+    artefacts.append(reports.tradeoff(generated, "adherence", "fid", directory / "fid_vs_adherence.png",
+                                      title=f"FID ({extractor.name}) vs adherence, N={n}"))
+    for artefact in artefacts:
+        reports.write_provenance(artefact, pipe.cfg, **facts)
     print(table)
     return table

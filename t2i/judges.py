@@ -60,6 +60,17 @@ class Judge:
         self.net.eval()
         return torch.cat([self.net(_standardise(b)).argmax(1) for b in images.split(batch_size)])
 
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Penultimate-layer features [N, D] (a distribution-metric feature space for offline runs)."""
+        self.net.eval()
+        return torch.cat([self.net.features(_standardise(b)) for b in images.split(batch_size)])
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        self.net.eval()
+        return torch.cat([self.net(_standardise(b)) for b in images.split(batch_size)])
+
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         return (self.predict(images) == labels).float().mean().item()
 
@@ -95,6 +106,20 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.T
             schedule.step()
     judge = Judge(cfg, net)
     judge.test_accuracy = judge.accuracy(test_images, test_labels)
+    return judge
+
+
+def for_run(run_dir: Path, cfg) -> Judge:
+    """The judge of a run's dataset: loaded from ``<run>/judge`` if it was trained before, else trained on the
+    dataset's ``judge_train`` split (images the diffusion model never saw), measured on ``judge_test``, and saved."""
+    from . import data
+
+    directory = Path(run_dir) / "judge"
+    if (directory / "judge.json").exists():
+        return Judge.load(directory)
+    judge = train_judge(*data.load_images(cfg, "judge_train"), *data.load_images(cfg, "judge_test"),
+                        JudgeConfig(channels=cfg.channels, num_classes=len(cfg.class_names)))
+    judge.save(directory)
     return judge
 
 

@@ -28,9 +28,12 @@ class TextToImage:
     """
 
     def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
-                 device: torch.device | str | None = None, checkpoint: Path | None = None):
+                 device: torch.device | str | None = None, checkpoint: Path | None = None,
+                 sampler: str | None = None, num_inference_steps: int | None = None):
         check_text_width(cfg, text.hidden_size)
         self.cfg = cfg
+        self.sampler = sampler or cfg.sampler  # defaults for images(); the run's config unless overridden
+        self.num_inference_steps = num_inference_steps or cfg.num_inference_steps
         self.device = torch.device(device) if device is not None else default_device()
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.text = text
@@ -39,7 +42,8 @@ class TextToImage:
 
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
-                 text: TextEncoder | None = None, ema: bool | None = None) -> "TextToImage":
+                 text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
+                 num_inference_steps: int | None = None) -> "TextToImage":
         """Load a run's config, its latest (or named) checkpoint and its text encoder.
 
         ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
@@ -48,7 +52,8 @@ class TextToImage:
         path = checkpoints.resolve(Path(run_dir), checkpoint)
         use_ema = (path / "ema").is_dir() if ema is None else ema
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
-        pipe = cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path)
+        pipe = cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path, sampler=sampler,
+                   num_inference_steps=num_inference_steps)
         pipe.weights = "ema" if use_ema else "raw"
         return pipe
 
@@ -59,8 +64,8 @@ class TextToImage:
         """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU."""
         cfg = self.cfg
         seed = cfg.seed if seed is None else seed
-        scheduler = make_scheduler(sampler or cfg.sampler, cfg)
-        steps = num_inference_steps or cfg.num_inference_steps
+        scheduler = make_scheduler(sampler or self.sampler, cfg)
+        steps = num_inference_steps or self.num_inference_steps
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding
         model = unet_eps(self.unet)

@@ -99,19 +99,37 @@ def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training
 
 
 def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance: float | None = None,
-                       title: str = "") -> Path:
-    """Plot ``metric`` against the guidance scale w (log-ish x axis that still shows w = 0)."""
+                       reference: float | None = None, title: str = "") -> Path:
+    """Plot ``metric`` against the guidance scale w (log-ish x axis that still shows w = 0); ``chance`` and
+    ``reference`` (the real-vs-real value) are drawn as dashed lines."""
     w = np.array([r["guidance_scale"] for r in rows], dtype=float)
     y = np.array([r[metric] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.plot(w, y, "o-")
     if chance is not None:
         ax.axhline(chance, ls="--", color="gray", label=f"chance ({chance:g})")
+    if reference is not None:
+        ax.axhline(reference, ls="--", color="tab:green", label=f"real vs real ({reference:.3g})")
+    if chance is not None or reference is not None:
         ax.legend()
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xticks(w, [f"{v:g}" for v in w])
     ax.set_xlabel("guidance scale w  [" + GUIDANCE_CONVENTION + "]", fontsize=7)
     ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def tradeoff(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "") -> Path:
+    """``y`` against ``x`` across guidance scales, each point labelled with its w (e.g. FID vs adherence)."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    xs, ys = [r[x] for r in rows], [r[y] for r in rows]
+    ax.plot(xs, ys, "o-")
+    for r, xv, yv in zip(rows, xs, ys):
+        ax.annotate(f"w={r['guidance_scale']:g}", (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -57,3 +57,20 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 def smoke_cfg(tiny_clip_dir) -> configs.ExperimentConfig:
     """The smoke profile conditioned on the tiny CLIP encoder."""
     return configs.get("mnist", "smoke", text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_scorer_dir(tmp_path_factory, tiny_clip_dir) -> Path:
+    """A full CLIP (text + vision towers, random weights) with its processor, saved like a hub checkpoint."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    path = tmp_path_factory.mktemp("tiny-clip-scorer")
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_clip_dir)
+    text = CLIPTextConfig.from_pretrained(tiny_clip_dir).to_dict()
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(path)
+    return path

@@ -12,7 +12,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from tests.conftest import TINY_CLIP_WIDTH
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 KERNEL = "t2i"
 
 
@@ -28,12 +29,12 @@ def test_notebook_is_a_thin_stripped_driver(path):
         assert not defs, f"{path.name} defines {defs}: move them into t2i/"
 
 
-def test_01_mnist_runs_end_to_end_under_papermill(tmp_path, tiny_clip_dir, monkeypatch):
+def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny_clip_dir):
     if KERNEL not in KernelSpecManager().find_kernel_specs():
         pytest.fail(f"Jupyter kernel {KERNEL!r} is not registered: run `make setup`")
     reports = tmp_path / "reports"
     papermill.execute_notebook(
-        str(NOTEBOOKS[0]), str(tmp_path / "01_mnist.ipynb"), kernel_name=KERNEL, progress_bar=False,
+        str(NOTEBOOK_DIR / "01_mnist.ipynb"), str(tmp_path / "01_mnist.ipynb"), kernel_name=KERNEL, progress_bar=False,
         cwd=str(tmp_path),  # notebooks must not depend on where they are started
         parameters={"profile": "smoke", "samples_per_class": 2,
                     "config_overrides": {"text_encoder": str(tiny_clip_dir), "cross_attention_dim": TINY_CLIP_WIDTH}},
@@ -49,4 +50,18 @@ def test_01_mnist_runs_end_to_end_under_papermill(tmp_path, tiny_clip_dir, monke
     assert [float(r["guidance_scale"]) for r in rows] == [0.0, 1.0, 5.0]
     assert all(int(r["samples"]) == 20 and 0 <= float(r["adherence"]) <= 1 for r in rows)
     assert "guidance_scale" in (out / "adherence.md").read_text()
-    assert (tmp_path / "runs" / "mnist" / "smoke" / "checkpoints" / "epoch-0002").is_dir()
+    run = tmp_path / "runs" / "mnist" / "smoke"
+    assert (run / "checkpoints" / "epoch-0002").is_dir()
+
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL, progress_bar=False,
+        cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_class": 2,
+                                       "features": "judge"})
+    out = reports / "mnist" / "eval" / "smoke"
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["guidance_scale"] for r in rows] == ["real", "0.0", "3.0"]
+    assert all(int(r["samples"]) == 20 and float(r["fid"]) >= 0 for r in rows)
+    for name in ("fid_vs_w", "kid_vs_w", "is_vs_w", "adherence_vs_w", "fid_vs_adherence"):
+        assert json.loads((out / f"{name}.provenance.json").read_text())["features"] == "judge-penultimate"
+    assert "real" in (out / "sweep.md").read_text() and "N = 20" in (out / "sweep.md").read_text()

@@ -1,0 +1,197 @@
+"""Distribution metrics (FID, KID, IS) and CLIP score, on top of pytorch-fid and transformers.
+
+- Features come from a pluggable extractor: pytorch-fid's InceptionV3 (pool3, 2048-d, the TF-FID weights
+  ``pt_inception-2015-12-05``; the same network's 1008-way head gives Inception Score), or a judge classifier's
+  penultimate layer (for offline runs and digit data; labelled as such, not comparable to Inception FID).
+- Images are quantised to uint8 by rounding before feature extraction, real and generated alike; grayscale is
+  repeated to 3 channels; pytorch-fid's resize (bilinear to 299) applies to both.
+- FID uses pytorch-fid's ``calculate_frechet_distance``; KID (Binkowski et al. 2018) is the unbiased polynomial-kernel
+  MMD^2, mean +- std over random subsets; IS (Salimans et al. 2016) is exp(E KL(p(y|x) || p(y))) over splits.
+- Reference features are computed once per (dataset, split, resolution, extractor, N) and cached on disk.
+- Every number is reported with its sample count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_fid.fid_score import calculate_frechet_distance
+from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
+
+from . import paths
+from .console import progress
+
+FID_WEIGHTS_FILE = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 by rounding (what saving a PNG does), so real and generated images are treated alike."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def load_image_folder(directory: Path) -> torch.Tensor:
+    """Every image file in a folder (sorted by name) as uint8 [N, 3, H, W], read as pytorch-fid reads them (RGB)."""
+    from PIL import Image
+    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
+
+    files = sorted(f for f in Path(directory).iterdir() if f.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"no images in {directory}")
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def inception_weights_path() -> Path:
+    """Where torch.hub (and so pytorch-fid) keeps the FID Inception weights: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
+
+
+@dataclass
+class Features:
+    features: np.ndarray  # [N, D] float64
+    logits: np.ndarray | None  # [N, classes] for Inception Score, if the extractor has a classifier head
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+class InceptionExtractor:
+    """pytorch-fid's InceptionV3 pool3 features plus the same checkpoint's 1008-way logits."""
+
+    name = "inception-pool3"
+
+    def __init__(self, device: torch.device | str = "cpu", batch_size: int = 50):
+        path = inception_weights_path()
+        if not path.exists():
+            raise FileNotFoundError(
+                f"FID Inception weights not found at {path}. Run `make assets` on a node with internet (it downloads "
+                f"{FID_WEIGHTS_URL} there), or copy the file into $TORCH_HOME/hub/checkpoints/.")
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(self.device)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.fc = torch.nn.Linear(2048, state["fc.weight"].shape[0]).eval().to(self.device)
+        self.fc.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> Features:
+        """Images uint8 [N, C, H, W] (C = 1 or 3)."""
+        feats, logits = [], []
+        for batch in images.split(self.batch_size):
+            x = batch.to(self.device).float() / 255
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            f = self.net(x)[0].flatten(1)
+            feats.append(f.double().cpu())
+            logits.append(self.fc(f).double().cpu())
+        return Features(torch.cat(feats).numpy(), torch.cat(logits).numpy())
+
+
+class JudgeExtractor:
+    """A judge classifier's penultimate layer (and its logits). Offline-friendly; only comparable to itself."""
+
+    def __init__(self, judge, name: str = "judge"):
+        self.judge, self.name = judge, f"{name}-penultimate"
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> Features:
+        x = images.float() / 255
+        return Features(self.judge.features(x).double().numpy(), self.judge.logits(x).double().numpy())
+
+
+def frechet_distance(a: Features, b: Features) -> float:
+    """FID between two feature sets (pytorch-fid's formula)."""
+    return float(calculate_frechet_distance(*_stats(a.features), *_stats(b.features)))
+
+
+def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def kernel_inception_distance(a: Features, b: Features, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3; mean and std over ``subsets`` random subsets of
+    ``min(subset_size, N)`` samples from each side."""
+    rng = np.random.default_rng(seed)
+    n = min(len(a), len(b), subset_size)
+    d = a.features.shape[1]
+    values = []
+    for _ in range(subsets):
+        x = a.features[rng.choice(len(a), n, replace=False)]
+        y = b.features[rng.choice(len(b), n, replace=False)]
+        k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        values.append((k_xx.sum() - np.trace(k_xx)) / (n * (n - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+                      - 2 * k_xy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(features: Features, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` equal parts."""
+    if features.logits is None:
+        raise ValueError("this extractor has no classifier head: no Inception Score")
+    logits = features.logits - features.logits.max(axis=1, keepdims=True)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    scores = []
+    for part in np.array_split(p, min(splits, len(p))):
+        p_y = part.mean(axis=0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(p_y + 1e-12))).sum(axis=1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def cached_features(extractor, images_fn, key: dict, cache_dir: Path | None = None) -> Features:
+    """Features of a reference image set, computed once per ``key`` (dataset, split, resolution, extractor, N...)
+    and cached as ``<cache_dir>/<hash>.npz`` with the key inside; any change to the key is a new file."""
+    cache_dir = Path(cache_dir or paths.data_dir() / "reference_features")
+    key = {**key, "extractor": extractor.name}
+    blob = json.dumps(key, sort_keys=True)
+    path = cache_dir / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            if str(cached["key"]) == blob:
+                return Features(cached["features"], cached["logits"] if cached["logits"].size else None)
+    features = extractor(images_fn())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, key=blob, features=features.features,
+             logits=features.logits if features.logits is not None else np.empty(0))
+    tmp.replace(path)
+    return features
+
+
+class ClipScorer:
+    """CLIP score = 100 * max(cos(image, text), 0) (Hessel et al. 2021), averaged over images.
+
+    By default scored with openai/clip-vit-base-patch16, a different model from the ViT-B/32 that conditions the
+    UNet: scoring with the conditioning encoder would reward the model for matching its own text features.
+    """
+
+    def __init__(self, model: str = "openai/clip-vit-base-patch16", device: torch.device | str = "cpu"):
+        from transformers import CLIPModel, CLIPProcessor
+
+        try:
+            self.model = CLIPModel.from_pretrained(model).eval().to(device)
+            self.processor = CLIPProcessor.from_pretrained(model)
+        except OSError as exc:
+            raise FileNotFoundError(f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
+                                    "internet, or pass a local directory") from exc
+        self.name, self.device = model, torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, prompts: list[str], batch_size: int = 64) -> float:
+        """Mean CLIP score of images [N, C, H, W] in [0, 1] against their prompts."""
+        scores = []
+        for start in progress(range(0, len(prompts), batch_size), desc="CLIP score", disable=len(prompts) <= batch_size):
+            batch = to_uint8(images[start:start + batch_size])
+            if batch.shape[1] == 1:
+                batch = batch.repeat(1, 3, 1, 1)
+            inputs = self.processor(text=prompts[start:start + batch_size], images=list(batch), return_tensors="pt",
+                                    padding=True, truncation=True).to(self.device)
+            out = self.model(**inputs)  # image_embeds / text_embeds: the projected CLIP embeddings
+            cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)
+            scores.append(100 * cos.clamp(min=0))
+        return torch.cat(scores).mean().item()
