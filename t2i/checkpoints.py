@@ -105,7 +105,7 @@ def latest(run_dir: Path) -> Path | None:
     if pointer.exists():
         named = root / pointer.read_text().strip()
         ordered = [named] + [p for p in ordered if p != named]
-    for i, path in enumerate(ordered):
+    for path in ordered:
         try:
             verify(path)
         except CheckpointError as exc:

@@ -6,7 +6,7 @@
 - Images are quantised to uint8 by rounding before feature extraction, real and generated alike; grayscale is
   repeated to 3 channels; pytorch-fid's resize (bilinear to 299) applies to both.
 - FID uses pytorch-fid's ``calculate_frechet_distance``; KID (Binkowski et al. 2018) is the unbiased polynomial-kernel
-  MMD^2, mean +- std over random subsets; IS (Salimans et al. 2016) is exp(E KL(p(y|x) || p(y))) over splits.
+  MMD^2, mean +- std over random subsets; IS (Salimans et al. 2016) is exp(E KL(p(y|x) || p(y))) over random splits.
 - Reference features are computed once per (dataset, split, resolution, extractor, N) and cached on disk.
 - Every number is reported with its sample count.
 """
@@ -112,29 +112,35 @@ def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between two samples with the KID kernel k(a, b) = (a.b / d + 1)^3."""
+    n, m, d = len(x), len(y), x.shape[1]
+    k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    return float((k_xx.sum() - np.trace(k_xx)) / (n * (n - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+                 - 2 * k_xy.mean())
+
+
 def kernel_inception_distance(a: Features, b: Features, subsets: int = 100, subset_size: int = 1000,
                               seed: int = 0) -> tuple[float, float]:
-    """Unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3; mean and std over ``subsets`` random subsets of
-    ``min(subset_size, N)`` samples from each side."""
+    """KID: :func:`mmd2_unbiased`, mean and std over ``subsets`` random subsets drawn from each side.
+
+    Subsets hold ``min(subset_size, N // 2)`` samples: at most 1,000 as is standard, and at most half of the smaller
+    set, so that at small N the subsets still differ and the std says something."""
     rng = np.random.default_rng(seed)
-    n = min(len(a), len(b), subset_size)
-    d = a.features.shape[1]
-    values = []
-    for _ in range(subsets):
-        x = a.features[rng.choice(len(a), n, replace=False)]
-        y = b.features[rng.choice(len(b), n, replace=False)]
-        k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-        values.append((k_xx.sum() - np.trace(k_xx)) / (n * (n - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-                      - 2 * k_xy.mean())
+    m = min(subset_size, max(2, min(len(a), len(b)) // 2))
+    values = [mmd2_unbiased(a.features[rng.choice(len(a), m, replace=False)],
+                            b.features[rng.choice(len(b), m, replace=False)]) for _ in range(subsets)]
     return float(np.mean(values)), float(np.std(values))
 
 
-def inception_score(features: Features, splits: int = 10) -> tuple[float, float]:
-    """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` equal parts."""
+def inception_score(features: Features, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))), mean and std over ``splits`` equal parts of a fixed random permutation (the
+    images of a sweep come ordered by prompt; contiguous splits would each hold one class)."""
     if features.logits is None:
         raise ValueError("this extractor has no classifier head: no Inception Score")
     logits = features.logits - features.logits.max(axis=1, keepdims=True)
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    p = p[np.random.default_rng(seed).permutation(len(p))]
     scores = []
     for part in np.array_split(p, min(splits, len(p))):
         p_y = part.mean(axis=0, keepdims=True)

@@ -206,13 +206,13 @@ class Trainer:
             tensors, optimizer_json = _split_optimizer_state(self.optimizer.state_dict())
             for rank, state in enumerate(rng):
                 tensors.update({f"rng.{rank}.{k}": v for k, v in state["tensors"].items()})
-            writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True),
-                       "training_state.safetensors": checkpoints.save_tensors(tensors)}
             ema_json = None
             if self.ema is not None:
-                ema_state = self.ema.state_dict()
-                tensors.update({f"ema.{i}": p for i, p in enumerate(ema_state.pop("shadow_params"))})
-                ema_json = ema_state
+                ema_json = self.ema.state_dict()
+                tensors.update({f"ema.{i}": p for i, p in enumerate(ema_json.pop("shadow_params"))})
+            writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True),
+                       "training_state.safetensors": checkpoints.save_tensors(tensors)}
+            if self.ema is not None:
                 writers["ema"] = lambda p: self._ema_unet(unet).save_pretrained(p, safe_serialization=True)
             state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "config": cfg.to_dict(),

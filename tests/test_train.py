@@ -100,4 +100,6 @@ def test_bundled_digit_splits_are_disjoint_and_cover_every_image(smoke_cfg):
     assert sorted(sum((v.tolist() for v in index.values()), [])) == list(range(1797))
     images, labels = data.load_images(smoke_cfg.replace(train_subset=None), "judge_test")
     assert images.shape == (181, 1, smoke_cfg.resolution, smoke_cfg.resolution) and labels.shape == (181,)
-    assert images.min() == smoke_cfg.pixel_range[0] and images.max() == smoke_cfg.pixel_range[1]
+    assert images.min() == 0 and images.max() == 1
+    x0, _ = data.load_dataset(smoke_cfg.replace(pixel_range=(-1.0, 1.0)))[:]
+    assert x0.min() == -1 and x0.max() == 1  # training sees the config's range
