@@ -29,12 +29,13 @@ GUIDANCE_CONVENTION = "eps = eps_uncond + w (eps_cond - eps_uncond); w=0 uncondi
 
 
 def git_commit() -> str:
-    """The project's commit, with ``-dirty`` if the work tree has uncommitted changes; ``unknown`` outside git."""
+    """The project's commit, with ``-dirty`` if tracked code has uncommitted changes; ``unknown`` outside git.
+    Changes under ``reports/`` do not count: those are the outputs being regenerated."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+                               cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -35,3 +35,23 @@ def test_provenance_records_commit_config_and_facts(tmp_path):
     assert path.name == "fig.provenance.json"
     assert record["git_commit"] and record["seed"] == 3 and record["samples"] == 10
     assert record["config"]["experiment"] == "mnist"
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_reports(tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "code.py").write_text("a = 1\n")
+    (repo / "reports" / "fig.png").write_bytes(b"old")
+    git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(reports.paths, "ROOT", repo)
+    clean = reports.git_commit()
+    assert len(clean) == 40
+    (repo / "reports" / "fig.png").write_bytes(b"new")
+    assert reports.git_commit() == clean
+    (repo / "code.py").write_text("a = 2\n")
+    assert reports.git_commit() == clean + "-dirty"
