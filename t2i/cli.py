@@ -2,6 +2,7 @@
 
     python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...]
     python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance 5 --n 16 --out grid.png
+    python -m t2i judge --experiment mnist --profile full   # the adherence judge of that dataset and resolution
     python -m t2i assets --experiment mnist      # on a node with internet: data and weights into the caches
 """
 
@@ -38,11 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
     p.add_argument("--out", type=Path, required=True, help="PNG path")
 
+    p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
+    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+    p.add_argument("--profile", default="full")
+    p.add_argument("--retrain", action="store_true", help="train again even if the judge exists")
+
     p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
     p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
 
     args = parser.parse_args(argv)
-    return {"train": _train, "sample": _sample, "assets": _assets}[args.command](args)
+    return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets}[args.command](args)
 
 
 def _train(args) -> int:
@@ -74,6 +80,15 @@ def _sample(args) -> int:
     reports.write_provenance(args.out, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=args.n,
                              guidance_scale=args.guidance, prompts=args.prompt)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _judge(args) -> int:
+    from . import judges
+
+    cfg = configs.get(args.experiment, args.profile)
+    judge = judges.for_config(cfg, retrain=args.retrain)
+    print(f"judge {judges.judge_dir(cfg)}: {judge.test_accuracy:.2%} on held-out real images")
     return 0
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import paths
 from .console import progress
 
 
@@ -109,13 +110,19 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.T
     return judge
 
 
-def for_run(run_dir: Path, cfg) -> Judge:
-    """The judge of a run's dataset: loaded from ``<run>/judge`` if it was trained before, else trained on the
-    dataset's ``judge_train`` split (images the diffusion model never saw), measured on ``judge_test``, and saved."""
+def judge_dir(cfg) -> Path:
+    """Where the judge of a dataset at a resolution lives: ``runs/judges/<dataset>-<resolution>px/``. One judge serves
+    every run of that dataset and resolution, so their adherence numbers are comparable."""
+    return paths.runs_dir() / "judges" / f"{cfg.dataset}-{cfg.resolution}px"
+
+
+def for_config(cfg, retrain: bool = False) -> Judge:
+    """The judge for a config's dataset and resolution, by name: loaded if it was trained before, else trained on
+    the dataset's ``judge_train`` split (images the diffusion model never sees), measured on ``judge_test``, saved."""
     from . import data
 
-    directory = Path(run_dir) / "judge"
-    if (directory / "judge.json").exists():
+    directory = judge_dir(cfg)
+    if (directory / "judge.json").exists() and not retrain:
         return Judge.load(directory)
     judge = train_judge(*data.load_images(cfg, "judge_train"), *data.load_images(cfg, "judge_test"),
                         JudgeConfig(channels=cfg.channels, num_classes=len(cfg.class_names)))

@@ -55,3 +55,21 @@ def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_reports(tmp_pa
     assert reports.git_commit() == clean
     (repo / "code.py").write_text("a = 2\n")
     assert reports.git_commit() == clean + "-dirty"
+
+
+def test_judge_is_trained_once_per_dataset_and_resolution_and_then_loaded_by_name(monkeypatch):
+    from t2i import cli, judges
+
+    cfg = configs.get("mnist", "smoke")
+    assert cli.main(["judge", "--experiment", "mnist", "--profile", "smoke"]) == 0
+    directory = judges.judge_dir(cfg)
+    assert directory.name == "digits-16px" and (directory / "judge.safetensors").exists()
+    trained = Judge.load(directory)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the judge was trained again")
+
+    monkeypatch.setattr(judges, "train_judge", no_training)
+    other_run = cfg.replace(block_out_channels=(16, 16, 16, 16), epochs=7)  # same dataset and resolution
+    assert judges.for_config(other_run).test_accuracy == trained.test_accuracy
+    assert judges.judge_dir(cfg.replace(resolution=28)).name == "digits-28px"  # a different judge
