@@ -47,12 +47,20 @@ def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, **fact
     artefact = Path(artefact)
     record = {"artefact": artefact.name, "git_commit": git_commit(),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    record.update({k: str(v) if isinstance(v, Path) else v for k, v in facts.items()})
+    record.update({k: _portable(v) if isinstance(v, Path) else v for k, v in facts.items()})
     if cfg is not None:
         record["config"] = cfg.to_dict()
     path = artefact.with_name(artefact.stem + ".provenance.json")
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+def _portable(path: Path) -> str:
+    """Paths inside the project are recorded relative to its root, so a sidecar reads the same on every clone."""
+    try:
+        return str(Path(path).resolve().relative_to(paths.ROOT.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", row_labels: Sequence[str] = (),

@@ -30,8 +30,10 @@ def test_table_is_written_as_markdown_csv_and_latex(tmp_path):
 
 def test_provenance_records_commit_config_and_facts(tmp_path):
     cfg = configs.get("mnist", "smoke")
-    path = reports.write_provenance(tmp_path / "fig.png", cfg, seed=3, samples=10)
+    inside, outside = reports.paths.ROOT / "runs" / "mnist" / "x" / "checkpoints" / "epoch-0001", tmp_path / "elsewhere"
+    path = reports.write_provenance(tmp_path / "fig.png", cfg, seed=3, samples=10, checkpoint=inside, other=outside)
     record = json.loads(path.read_text())
+    assert record["checkpoint"] == "runs/mnist/x/checkpoints/epoch-0001" and record["other"] == str(outside)
     assert path.name == "fig.provenance.json"
     assert record["git_commit"] and record["seed"] == 3 and record["samples"] == 10
     assert record["config"]["experiment"] == "mnist"
