@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from .judges import Judge
 from .pipeline import TextToImage
 
 
+def class_prompts(captions: Sequence[str], samples_per_class: int) -> tuple[torch.Tensor, list[str]]:
+    """Labels [0, 0, ..., 1, 1, ...] and the matching captions: ``samples_per_class`` prompts per class."""
+    labels = torch.arange(len(captions)).repeat_interleave(samples_per_class)
+    return labels, [captions[i] for i in labels]
+
+
 def adherence_sweep(pipe: TextToImage, judge: Judge, guidance_scales: Sequence[float], samples_per_class: int,
                     seed: int | None = None) -> list[dict]:
     """For each w, sample ``samples_per_class`` images of every class caption and report the fraction the judge
@@ -20,8 +27,7 @@ def adherence_sweep(pipe: TextToImage, judge: Judge, guidance_scales: Sequence[f
     come from w, not from the noise."""
     seed = pipe.cfg.seed if seed is None else seed
     captions = pipe.cfg.captions
-    labels = torch.arange(len(captions)).repeat_interleave(samples_per_class)
-    prompts = [captions[i] for i in labels]
+    labels, prompts = class_prompts(captions, samples_per_class)
     rows = []
     for w in progress(guidance_scales, desc="adherence sweep"):
         predicted = judge.predict(pipe.images(prompts, w, seed=seed, show_progress=False))
@@ -64,11 +70,11 @@ def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu"):
 
 def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_class: int,
           real_images: torch.Tensor, real_labels: torch.Tensor, *, clip: "metrics.ClipScorer | None" = None,
-          seed: int | None = None, dataset_key: dict | None = None) -> list[dict]:
+          seed: int | None = None) -> list[dict]:
     """A Table 1-style sweep: FID, KID, IS, judge adherence and (optionally) CLIP score per guidance scale.
 
-    Every row uses N = classes x samples_per_class images against the same N real reference images (features
-    cached). The first row, ``real``, compares a second, disjoint set of N real images with the reference: the floor
+    Every row uses N = classes x samples_per_class images against the same N real reference images (the first N of
+    ``real_images``; their features are cached, keyed by the images' content). The first row, ``real``, compares a second, disjoint set of N real images with the reference: the floor
     each metric can reach at this N.
     """
     cfg = pipe.cfg
@@ -78,8 +84,11 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
     if len(real_images) < 2 * n:
         raise ValueError(f"the real-vs-real row needs 2 x {n} real images, the dataset has {len(real_images)}; "
                          f"lower samples_per_class to at most {len(real_images) // (2 * len(captions))}")
-    key = {**(dataset_key or {"dataset": cfg.dataset, "split": "train", "resolution": cfg.resolution}), "n": n}
-    reference = metrics.cached_features(extractor, lambda: metrics.to_uint8(real_images[:n]), key)
+    reference_images = metrics.to_uint8(real_images[:n])
+    # keyed by content, so whatever split or subset the caller passes, a stale cache can never be reused
+    key = {"dataset": cfg.dataset, "resolution": cfg.resolution, "n": n,
+           "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
+    reference = metrics.cached_features(extractor, lambda: reference_images, key)
 
     def row(name, images: torch.Tensor, labels: torch.Tensor, prompts: list[str]) -> dict:
         uint8 = metrics.to_uint8(images)
@@ -93,8 +102,7 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
 
     real = real_images[n:2 * n]
     rows = [row("real", real, real_labels[n:2 * n], [captions[i] for i in real_labels[n:2 * n]])]
-    labels = torch.arange(len(captions)).repeat_interleave(samples_per_class)
-    prompts = [captions[i] for i in labels]
+    labels, prompts = class_prompts(captions, samples_per_class)
     for w in progress(guidance_scales, desc="guidance sweep"):
         rows.append(row(float(w), pipe.images(prompts, w, seed=seed, show_progress=False), labels, prompts))
     return rows
