@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
-DATASETS = ("mnist", "digits")
+DATASETS = ("mnist", "digits", "cifar10", "wikiart", "celeba")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ExperimentConfig:
     profile: str  # full | demo | smoke
 
     # --- data ---
-    dataset: str  # which images: "mnist" (torchvision) or "digits" (scikit-learn's bundled 8x8 digits)
+    dataset: str  # one of DATASETS; read with torchvision / scikit-learn, or from parquet `shards` when given
     resolution: int  # images are square, resolution x resolution pixels
     channels: int  # 1 = grayscale, 3 = RGB
     pixel_range: tuple[float, float]  # the range the UNet sees images in
@@ -75,6 +75,16 @@ class ExperimentConfig:
     compile: bool = False  # torch.compile the UNet
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps (None = epoch ends only)
     keep_checkpoints: int = 3  # rolling checkpoints kept (>= 2); epoch milestones are always kept
+    judge_epochs: int = 30  # epochs of the adherence judge of this dataset (t2i.judges)
+    profile_steps: int = 0  # time the stages of the first N training steps and print a table (0 = off)
+
+    # --- parquet shards (WikiArt, CelebA, synthetic smoke data; t2i.data.shards) ---
+    shards: str | None = None  # glob of training shards under the data dir; None = torchvision / scikit-learn
+    judge_shards: str | None = None  # held-out shards for the judge (None = a fixed 20% of the training rows)
+    label_column: str = "label"  # integer class column (WikiArt: "style")
+    num_workers: int = 0  # DataLoader worker processes (each streams whole shards)
+    max_bad_fraction: float = 0.01  # more unreadable rows than this fraction of an epoch stops the run
+    preprocess: bool = False  # decode every image once into uint8 shards at `resolution` (data/preprocessed/)
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,6 +114,10 @@ class ExperimentConfig:
             problems.append(f"ema_decay={self.ema_decay} must be in (0, 1) or None")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps <= 0:
             problems.append(f"checkpoint_every_steps={self.checkpoint_every_steps} must be positive or None")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            problems.append(f"max_bad_fraction={self.max_bad_fraction} must be in [0, 1)")
+        if self.num_workers < 0 or self.profile_steps < 0:
+            problems.append("num_workers and profile_steps must be >= 0")
         if problems:
             raise ValueError("invalid config: " + "; ".join(problems))
 
@@ -216,8 +230,104 @@ MNIST_SMOKE = MNIST_DEMO.replace(
     guidance_scales=(0.0, 1.0, 5.0),
 )
 
+# Thesis section 3.3 ("CIFAR-10 Text-to-Image Generation with Classifier-Free Guidance").
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # 3.3.3
+CIFAR10_FULL = MNIST_FULL.replace(
+    experiment="cifar10",
+    dataset="cifar10",  # 3.3.3: 50,000 training images (torchvision)
+    resolution=32,  # 3.3.2
+    channels=3,  # 3.3.2: RGB
+    pixel_range=(-1.0, 1.0),  # 3.3.3: "Normalized to [-1, 1]"
+    caption_template="A photo of a {}",  # 3.3.3
+    class_names=CIFAR10_CLASSES,
+    max_tokens=77,  # 3.3.2: "standard CLIP length"
+    block_out_channels=(128, 256, 256, 512),  # 3.3.2 (the thesis says ~45M parameters; the README has the real count)
+    attention_head_dim=32,  # 3.3.2
+    batch_size=128,  # 3.3.4
+    learning_rate=1e-4,  # 3.3.4
+    epochs=50,  # 3.3.4
+    checkpoint_every=5,  # not in the thesis; ten checkpoints over the run
+    p_uncond=0.1,  # 3.3.4: 10% unconditional dropout
+    beta_schedule="linear",  # 3.3.4: linear betas 1e-4 .. 0.02 (DDPMScheduler's defaults)
+    num_inference_steps=50,  # 3.3.5
+    guidance_scales=(0.0, 1.0, 2.0, 5.0, 10.0),  # 3.3.5 tested {0, 2, 5, 10}; w = 1 added (no guidance)
+)
+
+# Tests: synthetic CIFAR-format parquet shards (written on first use), the bundled MiniLM encoder, a tiny UNet.
+CIFAR10_SMOKE = CIFAR10_FULL.replace(
+    profile="smoke",
+    judge_epochs=2,
+    resolution=16,
+    shards="synthetic/cifar10/train-*.parquet",
+    judge_shards="synthetic/cifar10/test-*.parquet",
+    text_encoder="bundled:all-MiniLM-L6-v2",
+    cross_attention_dim=384,
+    max_tokens=16,
+    block_out_channels=(8, 16, 16, 8),
+    layers_per_block=1,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    batch_size=16,
+    learning_rate=1e-3,
+    epochs=1,
+    checkpoint_every=1,
+    num_inference_steps=3,
+    guidance_scales=(0.0, 1.0, 5.0),
+)
+
+# Thesis section 3.4 ("WikiArt Text-to-Image Generation with Classifier-Free Guidance").
+WIKIART_STYLES = (  # 3.4.2, in the order of huggan/wikiart's `style` labels
+    "Abstract Expressionism", "Action Painting", "Analytical Cubism", "Art Nouveau Modern", "Baroque",
+    "Color Field Painting", "Contemporary Realism", "Cubism", "Early Renaissance", "Expressionism", "Fauvism",
+    "High Renaissance", "Impressionism", "Mannerism Late Renaissance", "Minimalism", "Naive Art Primitivism",
+    "New Realism", "Northern Renaissance", "Pointillism", "Pop Art", "Post Impressionism", "Realism", "Rococo",
+    "Romanticism", "Symbolism", "Synthetic Cubism", "Ukiyo-e")
+WIKIART_FULL = CIFAR10_FULL.replace(
+    experiment="wikiart",
+    dataset="wikiart",  # 3.4.2: huggan/wikiart, ~81,000 paintings in 72 parquet shards
+    resolution=128,  # 3.4.2
+    caption_template="A painting in the style of {}",  # 3.4.2
+    class_names=WIKIART_STYLES,
+    block_out_channels=(128, 256, 512, 512, 1024),  # 3.4.4: 5 resolution levels
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                      "DownBlock2D"),  # 3.4.4
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    batch_size=64,  # 3.4.5 (after profiling, 3.4.7)
+    learning_rate=1e-5,  # 3.4.5
+    epochs=100,  # 3.4.5
+    checkpoint_every=10,  # 3.4.5
+    guidance_scales=(0.0, 1.0, 2.0, 3.0, 5.0, 10.0),  # not in the thesis; the evaluation default
+    shards="wikiart/data/train-*.parquet",  # `make assets` (huggingface_hub snapshot of huggan/wikiart)
+    label_column="style",
+    num_workers=8,
+)
+
+WIKIART_SMOKE = WIKIART_FULL.replace(
+    profile="smoke",
+    judge_epochs=2,
+    resolution=32,
+    shards="synthetic/wikiart/train-*.parquet",
+    text_encoder="bundled:all-MiniLM-L6-v2",
+    cross_attention_dim=384,
+    max_tokens=16,
+    block_out_channels=(8, 16, 16, 16, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    batch_size=16,
+    learning_rate=1e-3,
+    epochs=1,
+    checkpoint_every=1,
+    num_inference_steps=3,
+    guidance_scales=(0.0, 1.0, 5.0),
+    num_workers=2,
+    profile_steps=3,
+)
+
 PROFILES: dict[str, dict[str, ExperimentConfig]] = {
     "mnist": {"full": MNIST_FULL, "demo": MNIST_DEMO, "smoke": MNIST_SMOKE},
+    "cifar10": {"full": CIFAR10_FULL, "smoke": CIFAR10_SMOKE},
+    "wikiart": {"full": WIKIART_FULL, "smoke": WIKIART_SMOKE},
 }
 
 

@@ -48,3 +48,20 @@ def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Se
     reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=len(images),
                              guidance_scales=list(guidance_scales), prompts=list(prompts))
     return path
+
+
+def class_grid(pipe: TextToImage, guidance_scale: float, path: Path, *, per_class: int = 10, title: str = "",
+               seed: int | None = None) -> Path:
+    """Classes (rows) x ``per_class`` samples (columns) at one guidance scale (thesis Figures 9-12: a 10x10 grid
+    per w). Every figure of a sweep uses the same seeds, so the same cell is the same noise at every w."""
+    from .evaluate import class_prompts
+
+    seed = pipe.cfg.seed if seed is None else seed
+    _, prompts = class_prompts(pipe.cfg.captions, per_class)
+    images = pipe.images(prompts, guidance_scale, seed=seed, show_progress=False)
+    reports.image_grid(images, path, nrow=per_class, row_labels=list(pipe.cfg.class_names),
+                       title=f"{title or pipe.cfg.caption_template.format('{class}')} (w = {guidance_scale:g})\n"
+                             f"[{reports.GUIDANCE_CONVENTION}]")
+    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights,
+                             samples=len(images), guidance_scale=guidance_scale, per_class=per_class)
+    return path

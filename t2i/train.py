@@ -23,17 +23,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
+from accelerate.data_loader import prepare_data_loader
+from accelerate.utils import DataLoaderConfiguration, gather_object, send_to_device, set_seed
 from diffusers import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from . import checkpoints
 from .configs import ExperimentConfig
 from .console import progress
 from .models import build_unet, count_parameters
 from .preemption import MARKER, Preempted, PreemptionFlag
+from .profiling import NULL_TIMER, StageTimer
 from .sampling import training_scheduler
 from .text import CaptionTable
 
@@ -42,7 +44,7 @@ LOSS_LOG = "loss.csv"
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales",
                      "checkpoint_every_steps", "keep_checkpoints"}
 
-Objective = Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Generator], torch.Tensor]
+Objective = Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Generator, StageTimer], torch.Tensor]
 
 
 class EpsilonObjective:
@@ -58,16 +60,24 @@ class EpsilonObjective:
         self.captions = captions
         self.p_uncond = p_uncond
 
-    def __call__(self, model: torch.nn.Module, batch, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, model: torch.nn.Module, batch, generator: torch.Generator,
+                 timer: StageTimer = NULL_TIMER) -> torch.Tensor:
         x0, caption_ids = batch
         n, device = x0.shape[0], x0.device
-        eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator, device=device)
-        drop = torch.rand(n, generator=generator, device=device) < self.p_uncond
-        x_t = self.noise_scheduler.add_noise(x0, eps, t)
-        emb = self.captions.lookup(caption_ids, drop)
-        eps_pred = model(x_t, t, encoder_hidden_states=emb).sample
-        return F.mse_loss(eps_pred.float(), eps.float())
+        with timer("noise"):
+            eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator,
+                              device=device)
+        with timer("CFG masking"):
+            drop = torch.rand(n, generator=generator, device=device) < self.p_uncond
+        with timer("noise"):
+            x_t = self.noise_scheduler.add_noise(x0, eps, t)
+        with timer("text"):
+            emb = self.captions.lookup(caption_ids, drop)
+        with timer("forward"):
+            eps_pred = model(x_t, t, encoder_hidden_states=emb).sample
+        with timer("loss"):
+            return F.mse_loss(eps_pred.float(), eps.float())
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -112,9 +122,12 @@ class Trainer:
             unet = unet.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.lr_warmup_steps)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False)
-        self.unet, self.optimizer, self.loader, self.lr_schedule = self.accelerator.prepare(
-            unet, optimizer, loader, lr_schedule)
+        self.unet, self.optimizer, self.lr_schedule = self.accelerator.prepare(unet, optimizer, lr_schedule)
+        self.loader = _make_loader(dataset, cfg, self.accelerator)
+        self.dataset = dataset
+        if hasattr(dataset, "log_dir"):  # a shard stream: every rank logs its skipped rows into the run
+            dataset.log_dir = run_dir / "bad_samples"
+        self.timer = StageTimer(cfg.profile_steps, self.accelerator.device)
         self.model = torch.compile(self.unet) if cfg.compile else self.unet
         self.ema = None if cfg.ema_decay is None else EMAModel(
             self.accelerator.unwrap_model(self.unet).parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
@@ -146,21 +159,34 @@ class Trainer:
                 else:
                     self.generator.manual_seed(epoch_seed(cfg.seed, self.epoch, acc.process_index))
                 self.unet.train()
-                bar = progress(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", initial=self.step_in_epoch,
+                bar = progress(desc=f"epoch {self.epoch + 1}/{cfg.epochs}", initial=self.step_in_epoch,
                                total=len(self.loader), disable=not acc.is_main_process)
-                for batch in bar:
-                    loss = self._train_step(batch)
-                    self.step += 1
-                    self.step_in_epoch += 1
-                    if log.add(self.epoch + 1, self.step, loss) >= self.log_every:
-                        bar.set_postfix(loss=f"{log.flush():.4f}")
-                    if self._steps_due() and self.step_in_epoch < len(self.loader):  # epoch ends: below
-                        self._checkpoint(log)
-                    if _any_process(acc, preemption.requested):
+                batches = iter(batches)
+                while True:
+                    with self.timer("data wait"):
+                        batch = next(batches, None)
+                    # one collective per step: stop on a signal anywhere, or when any rank's data runs out (a shard
+                    # stream gives ranks whole shards, so their row counts can differ slightly)
+                    stop, exhausted = _any_process(acc, preemption.requested, batch is None)
+                    if stop:
                         path = self._checkpoint(log)
                         if acc.is_main_process:
                             (self.run_dir / MARKER).write_text(path.name + "\n")
                         raise Preempted(preemption.received or "a signal on another process", path)
+                    if exhausted:
+                        break
+                    loss = self._train_step(batch)
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    bar.update()
+                    if log.add(self.epoch + 1, self.step, loss) >= self.log_every:
+                        bar.set_postfix(loss=f"{log.flush():.4f}")
+                    if self._steps_due() and self.step_in_epoch < len(self.loader):  # epoch ends: below
+                        self._checkpoint(log)
+                    if self.timer.step_done():
+                        self._write_profile()
+                bar.close()
+                self._report_bad_samples()
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 milestone = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
                 if milestone or self._steps_due():
@@ -171,20 +197,54 @@ class Trainer:
         return bool(self.cfg.checkpoint_every_steps) and self.step % self.cfg.checkpoint_every_steps == 0
 
     def _train_step(self, batch) -> torch.Tensor:
-        loss = self.objective(self.model, batch, self.generator)
+        timer = self.timer
+        with timer("host-to-device"):
+            batch = send_to_device(batch, self.accelerator.device, non_blocking=True)
+        loss = self.objective(self.model, batch, self.generator, timer)
         if not torch.isfinite(loss):
             self._fail("loss", loss.item())
-        self.accelerator.backward(loss)
-        norm = self.accelerator.clip_grad_norm_(self.unet.parameters(), self.cfg.grad_clip or float("inf"))
-        # fp16's grad scaler skips steps with inf gradients by design; elsewhere a non-finite gradient is a fault
-        if self.cfg.mixed_precision != "fp16" and not torch.isfinite(norm):
-            self._fail("gradient norm", norm.item())
-        self.optimizer.step()
-        self.lr_schedule.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with timer("backward"):
+            self.accelerator.backward(loss)
+        with timer("optimizer"):
+            norm = self.accelerator.clip_grad_norm_(self.unet.parameters(), self.cfg.grad_clip or float("inf"))
+            # fp16's grad scaler skips steps with inf gradients by design; elsewhere a non-finite gradient is a fault
+            if self.cfg.mixed_precision != "fp16" and not torch.isfinite(norm):
+                self._fail("gradient norm", norm.item())
+            self.optimizer.step()
+            self.lr_schedule.step()
+            self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
+            with timer("EMA"):
+                self.ema.step(self.accelerator.unwrap_model(self.unet).parameters())
         return loss.detach()
+
+    def _write_profile(self) -> None:
+        if self.accelerator.is_main_process:
+            table = self.timer.write(self.run_dir / "profile", caption=(
+                f"Training step by stage: mean over the first {self.timer.steps} steps of this attempt, batch "
+                f"{self.cfg.batch_size}, {self.cfg.num_workers} DataLoader workers, on {self.accelerator.device}"
+                + (" (CUDA synchronised per stage)" if self.timer.sync else "") + "."))
+            print(table)
+
+    def _report_bad_samples(self) -> None:
+        """List the rows a shard stream skipped this epoch (all ranks) and keep them in ``bad_samples.csv``."""
+        if not hasattr(self.dataset, "bad_samples"):
+            return
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        from .data.shards import summarize_bad_samples
+
+        records = self.dataset.bad_samples(self.epoch)
+        if records:
+            print(f"epoch {self.epoch + 1}: " + summarize_bad_samples(records, self.dataset.total_rows))
+            path = self.run_dir / "bad_samples.csv"
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["epoch", "shard", "row", "reason"])
+                if new:
+                    writer.writeheader()
+                writer.writerows({**r, "epoch": r["epoch"] + 1} for r in records)
 
     def _fail(self, what: str, value: float) -> None:
         last = self.last_checkpoint.name if self.last_checkpoint else "none (the run has no checkpoint yet)"
@@ -260,11 +320,26 @@ class Trainer:
         return self.step_in_epoch > 0
 
 
-def _any_process(accelerator: Accelerator, flag: bool) -> bool:
-    """True on every process if it is True on any (a signal may reach only some ranks)."""
+def _any_process(accelerator: Accelerator, *flags: bool) -> tuple[bool, ...]:
+    """Each flag, True on every process if it is True on any (a signal may reach only some ranks)."""
     if accelerator.num_processes == 1:
-        return flag
-    return bool(accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), "sum").item() > 0)
+        return flags
+    summed = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+    return tuple(bool(v > 0) for v in summed.tolist())
+
+
+def _make_loader(dataset: Dataset, cfg: ExperimentConfig, accelerator: Accelerator):
+    """Batches on the CPU (the loop moves them). A map-style dataset is shuffled by accelerate's seedable sampler
+    and split across processes by accelerate; a shard stream shuffles and splits itself (by rank and worker), so
+    accelerate must not split it again."""
+    pin = accelerator.device.type == "cuda"
+    if isinstance(dataset, IterableDataset):
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin,
+                            persistent_workers=False)
+        return prepare_data_loader(loader, num_processes=1, process_index=0, put_on_device=False)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False,
+                        num_workers=cfg.num_workers, pin_memory=pin)
+    return accelerator.prepare_data_loader(loader, device_placement=False)
 
 
 def _rng_state(generator: torch.Generator) -> dict:

@@ -148,7 +148,7 @@ class PoisonAt:
     def __init__(self, objective, at: int, gradient_only: bool = False):
         self.objective, self.at, self.gradient_only, self.calls = objective, at, gradient_only, 0
 
-    def __call__(self, model, batch, generator):
+    def __call__(self, model, batch, generator, timer=None):
         self.calls += 1
         loss = self.objective(model, batch, generator)
         if self.calls < self.at:

@@ -1,7 +1,8 @@
-"""Datasets. ``load_dataset`` yields ``(x0, caption_id)`` for training: an image in the config's ``pixel_range`` and
-the index of its caption in ``cfg.captions`` (for the digit experiments, caption id = class label).
-``load_images`` gives the same images in [0, 1], the range judges, metrics and figures work in."""
+"""Datasets. ``load_dataset`` gives ``(x0, caption_id)`` training examples: an image in the config's
+``pixel_range`` and the index of its caption in ``cfg.captions`` (caption id = class label). ``load_images`` gives
+images in [0, 1], the range judges, metrics and figures work in. Parquet datasets stream file-sequentially
+(:mod:`t2i.data.shards`)."""
 
-from .digits import SPLITS, load_images, load_dataset
+from .sources import SPLITS, load_dataset, load_images
 
 __all__ = ["SPLITS", "load_images", "load_dataset"]

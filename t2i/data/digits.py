@@ -13,35 +13,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
 from .. import paths
 from ..configs import ExperimentConfig
 
-SPLITS = ("train", "judge_train", "judge_test")
 SPLIT_SEED = 0
 MNIST_JUDGE_TRAIN = 8000
 
 
 def load_images(cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N, 1, R, R] float32 in [0, 1] (the range judges, metrics and figures use) and labels [N] int64."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
     if cfg.channels != 1:
         raise ValueError(f"digit datasets are grayscale; the config asks for channels={cfg.channels}")
     images, labels = _mnist(split) if cfg.dataset == "mnist" else _bundled_digits(split)
-    images = _resize(images, cfg.resolution)
+    images = resize(images, cfg.resolution)
     if split == "train" and cfg.train_subset is not None:
         images, labels = images[: cfg.train_subset], labels[: cfg.train_subset]
     return images, labels
-
-
-def load_dataset(cfg: ExperimentConfig, split: str = "train") -> TensorDataset:
-    """``(x0, caption_id)`` pairs for training, x0 in ``cfg.pixel_range``; the caption of id ``k`` is
-    ``cfg.captions[k]``."""
-    images, labels = load_images(cfg, split)
-    low, high = cfg.pixel_range
-    return TensorDataset(low + (high - low) * images, labels)
 
 
 def _mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +69,7 @@ def bundled_split_indices(n: int) -> dict[str, np.ndarray]:
             "judge_test": order[n_train + n_judge:]}
 
 
-def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.shape[-1] == resolution:
         return images
     # antialias matters when shrinking (MNIST 28 -> 16); bilinear upsampling keeps the bundled digits smooth

@@ -1,0 +1,309 @@
+"""File-sequential streaming over parquet shards (thesis 3.4.3, done carefully).
+
+Random access into parquet shards of embedded JPEGs reads a ~400 MB file per sample; an LRU cache of decoded
+shards runs out of memory once every DataLoader worker keeps its own. :class:`ShardStream` instead gives each
+consumer (a DataLoader worker of a distributed rank) whole shards:
+
+- every epoch the shard order is shuffled with ``(seed, epoch)``;
+- shards are dealt to ranks, then to the workers of each rank, round-robin; when there are fewer shards than
+  consumers, row groups are dealt instead, so every row is read exactly once per epoch for any worker count;
+- a consumer reads its part of a shard with ``ParquetFile.iter_batches``, shuffles those rows with
+  ``(seed, epoch, shard)``, decodes and yields them one by one, and frees the shard before reading the next.
+
+Memory is about one shard per worker; the price is that rows are shuffled within a shard, not across the dataset
+(the shard order changes every epoch). Bad rows (unreadable images, missing labels) are skipped, logged per shard
+and row, and summarised at the end of the epoch; more than ``max_bad_fraction`` of a consumer's rows stops the run
+with :class:`TooManyBadSamples` naming the last shard and row.
+
+:func:`derive_shards` writes one derived shard per source shard (preprocessed pixels, VAE latents), atomically and
+resumably, under a key that rebuilds the cache when anything it depends on changes.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .images import BadSample, decode_image, to_tensor
+
+Piece = tuple[int, tuple[int, ...]]  # (shard index, row groups of that shard)
+
+
+class TooManyBadSamples(RuntimeError):
+    """More bad rows than the configured fraction: the data is broken, not a few samples."""
+
+
+class RowDecoder(Protocol):
+    columns: list[str]  # the parquet columns the decoder reads
+
+    def __call__(self, row: dict[str, Any]) -> tuple: ...  # a training example, or raise BadSample
+
+
+def find_shards(pattern: str | Path, root: Path | None = None) -> list[Path]:
+    """Parquet files matching ``pattern`` (relative patterns are under ``root``), sorted; none is an error."""
+    full = Path(pattern) if Path(pattern).is_absolute() or root is None else Path(root) / pattern
+    files = sorted(Path(p) for p in glob.glob(str(full)))
+    if not files:
+        raise FileNotFoundError(f"no parquet shards match {full}; run `make assets` on a node with internet "
+                                "(or point T2I_DATA_DIR at the directory that holds them)")
+    return files
+
+
+def image_bytes(value: Any) -> bytes | None:
+    """Hugging Face stores images as ``{"bytes": ..., "path": ...}``; plain binary columns are accepted too."""
+    return value.get("bytes") if isinstance(value, dict) else value
+
+
+def class_label(value: Any, num_classes: int) -> int:
+    if value is None:
+        raise BadSample("missing label")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < num_classes:
+        raise BadSample(f"unknown label {value!r} (expected an integer in [0, {num_classes}))")
+    return int(value)
+
+
+class ImageLabel:
+    """Rows of ``{image, label}`` -> ``(x0 [C, R, R] in pixel_range, class index)``."""
+
+    def __init__(self, resolution: int, pixel_range: tuple[float, float], num_classes: int,
+                 image_column: str = "image", label_column: str = "label"):
+        self.resolution, self.pixel_range, self.num_classes = resolution, pixel_range, num_classes
+        self.image_column, self.label_column = image_column, label_column
+        self.columns = [image_column, label_column]
+
+    def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, int]:
+        """The uint8 image and the label (label first: it is cheap to check)."""
+        label = class_label(row.get(self.label_column), self.num_classes)
+        return decode_image(image_bytes(row.get(self.image_column)), self.resolution), label
+
+    def __call__(self, row: dict[str, Any]) -> tuple:
+        pixels, label = self.parse(row)
+        return to_tensor(pixels, self.pixel_range), label
+
+
+class Pixels(ImageLabel):
+    """Rows written by :func:`preprocess`: raw ``R x R x 3`` uint8 pixels, no decoding at all."""
+
+    def __init__(self, resolution: int, pixel_range: tuple[float, float], num_classes: int,
+                 label_column: str = "label"):
+        super().__init__(resolution, pixel_range, num_classes, "pixels", label_column)
+
+    def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, int]:
+        pixels = np.frombuffer(row["pixels"], dtype=np.uint8).reshape(self.resolution, self.resolution, 3)
+        return pixels, class_label(row.get(self.label_column), self.num_classes)
+
+
+class ShardStream(IterableDataset):
+    """Examples from parquet shards, file-sequentially (see the module docstring)."""
+
+    def __init__(self, files: Sequence[Path], decoder: RowDecoder, seed: int = 0, shuffle: bool = True,
+                 max_bad_fraction: float = 0.01, rank: int | None = None, world_size: int | None = None,
+                 log_dir: Path | None = None):
+        if not files:
+            raise FileNotFoundError("ShardStream needs at least one parquet shard")
+        if not 0.0 <= max_bad_fraction < 1.0:
+            raise ValueError(f"max_bad_fraction={max_bad_fraction} must be in [0, 1)")
+        self.files = [Path(f) for f in files]
+        self.decoder, self.seed, self.shuffle, self.max_bad_fraction = decoder, seed, shuffle, max_bad_fraction
+        # row counts per row group, from the footers only (no data is read)
+        self.row_groups = [[pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+                           for pf in map(pq.ParquetFile, self.files)]
+        default_rank, default_world = _distributed()
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="t2i-bad-samples-"))
+        self.epoch = 0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(map(sum, self.row_groups))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each epoch (DataLoader workers copy the dataset after this)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Rows this rank reads per epoch (before bad rows are skipped)."""
+        return self._rows(_deal(self._pieces(self.epoch), self.world_size, self.rank))
+
+    def assignment(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> list[Piece]:
+        """The shard pieces one worker of this rank reads in ``epoch``, in reading order."""
+        rank_pieces = _deal(self._pieces(self.epoch if epoch is None else epoch), self.world_size, self.rank)
+        return _merge(_deal(rank_pieces, num_workers, worker))
+
+    def __iter__(self) -> Iterator[tuple]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        pieces = self.assignment(worker, num_workers)
+        budget = self.max_bad_fraction * self._rows(pieces)
+        log = self.log_dir / f"epoch-{self.epoch:04d}.rank{self.rank}.worker{worker}.jsonl"
+        bad = 0
+        for shard, groups in pieces:
+            rows, numbers = self._read(shard, groups)
+            order = (np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(rows)) if self.shuffle
+                     else range(len(rows)))
+            for i in order:
+                try:
+                    example = self.decoder(rows[i])
+                except BadSample as exc:
+                    bad += 1
+                    record = {"epoch": self.epoch, "shard": self.files[shard].name, "row": numbers[i],
+                              "reason": str(exc)}
+                    with open(log, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    if bad > budget:
+                        raise TooManyBadSamples(
+                            f"{bad} bad rows in {self._rows(pieces)} read by rank {self.rank} worker {worker} "
+                            f"(over max_bad_fraction={self.max_bad_fraction:g}); last: {record['shard']} row "
+                            f"{record['row']}: {record['reason']}. Bad rows so far are listed in {log}") from None
+                    continue
+                yield example
+            del rows, numbers  # free this shard before reading the next
+
+    def bad_samples(self, epoch: int) -> list[dict]:
+        """Every row skipped in ``epoch`` (all ranks and workers that share ``log_dir``)."""
+        records = []
+        for path in sorted(self.log_dir.glob(f"epoch-{epoch:04d}.*.jsonl")):
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return sorted(records, key=lambda r: (r["shard"], r["row"]))
+
+    # --- internals -----------------------------------------------------------------------------------------------
+    def _pieces(self, epoch: int) -> list[Piece]:
+        order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.files)) if self.shuffle
+                 else np.arange(len(self.files)))
+        return [(int(s), tuple(range(len(self.row_groups[s])))) for s in order]
+
+    def _rows(self, pieces: Sequence[Piece]) -> int:
+        return sum(self.row_groups[s][g] for s, groups in pieces for g in groups)
+
+    def _read(self, shard: int, groups: tuple[int, ...]) -> tuple[list[dict], list[int]]:
+        """The rows of some row groups of a shard, and their row numbers within the shard."""
+        offsets = np.cumsum([0] + self.row_groups[shard])
+        numbers = [int(offsets[g]) + i for g in groups for i in range(self.row_groups[shard][g])]
+        parquet = pq.ParquetFile(self.files[shard])
+        rows: list[dict] = []
+        for batch in parquet.iter_batches(batch_size=256, row_groups=list(groups), columns=self.decoder.columns):
+            rows += batch.to_pylist()
+        return rows, numbers
+
+
+def _deal(pieces: list[Piece], parts: int, index: int) -> list[Piece]:
+    """Round-robin share ``index`` of ``parts``: whole shards when there are enough, else single row groups."""
+    if len(pieces) < parts:
+        pieces = [(s, (g,)) for s, groups in pieces for g in groups]
+    return pieces[index::parts]
+
+
+def _merge(pieces: list[Piece]) -> list[Piece]:
+    """Consecutive pieces of the same shard become one read."""
+    merged: list[Piece] = []
+    for shard, groups in pieces:
+        if merged and merged[-1][0] == shard:
+            merged[-1] = (shard, merged[-1][1] + groups)
+        else:
+            merged.append((shard, groups))
+    return merged
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of this process: torch.distributed if initialised, else what torchrun/accelerate set."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def summarize_bad_samples(records: list[dict], total_rows: int) -> str:
+    """One line per shard: how many rows were skipped, which, and why."""
+    if not records:
+        return ""
+    lines = [f"{len(records)} bad rows skipped ({len(records) / max(total_rows, 1):.2%} of {total_rows:,}):"]
+    by_shard = Counter(r["shard"] for r in records)
+    for shard, count in sorted(by_shard.items()):
+        rows = [r for r in records if r["shard"] == shard]
+        reasons = Counter(r["reason"].split(":")[0] for r in rows)
+        shown = ", ".join(str(r["row"]) for r in rows[:8]) + (", ..." if len(rows) > 8 else "")
+        lines.append(f"  {shard}: {count} (rows {shown}; {', '.join(f'{k} x{v}' for k, v in reasons.items())})")
+    return "\n".join(lines)
+
+
+# --- derived shards: preprocessed pixels, latent caches ---------------------------------------------------------
+KEY_FILE = "key.json"
+
+
+def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
+                  convert: Callable[[Path], tuple[pa.Table, list[dict]]], desc: str = "caching") -> list[Path]:
+    """One derived shard per source shard in ``out_dir``, built once and reused.
+
+    ``convert(source)`` returns the derived table and the rows it skipped. Each shard is written to a temporary file
+    and renamed, so an interrupted build resumes at the first missing shard and never leaves a half-written one.
+    ``key`` (JSON) says what the cache depends on; a different key deletes the old shards and rebuilds.
+    Skipped rows are kept in ``<shard>.skipped.jsonl`` next to each shard.
+    """
+    from ..console import progress
+
+    out_dir = Path(out_dir)
+    key = {**key, "sources": [{"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in sources]}
+    key_path = out_dir / KEY_FILE
+    if key_path.exists() and json.loads(key_path.read_text()) != key:
+        for stale in list(out_dir.glob("*.parquet")) + list(out_dir.glob("*.skipped.jsonl")):
+            stale.unlink()
+        print(f"{out_dir}: cache key changed, rebuilding")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path.write_text(json.dumps(key, indent=2))
+    outputs = [out_dir / Path(s).name for s in sources]
+    todo = [(s, o) for s, o in zip(sources, outputs) if not o.exists()]
+    for source, output in progress(todo, desc=desc, disable=not todo):
+        table, skipped = convert(Path(source))
+        (out_dir / f"{output.name}.skipped.jsonl").write_text("".join(json.dumps(r) + "\n" for r in skipped))
+        partial = output.with_name(output.name + ".partial")
+        pq.write_table(table, partial, row_group_size=256)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, output)
+    return outputs
+
+
+def skipped_rows(out_dir: Path) -> list[dict]:
+    """Every row a derived-shard build skipped, with shard, row and reason."""
+    records = []
+    for path in sorted(Path(out_dir).glob("*.skipped.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records
+
+
+def preprocess(sources: Sequence[Path], out_dir: Path, decoder: ImageLabel) -> list[Path]:
+    """Decode every image once into fixed-size uint8 shards at the training resolution (an epoch then reads memory
+    instead of decoding JPEGs). Read them back with :class:`Pixels`."""
+    size = decoder.resolution * decoder.resolution * 3
+
+    def convert(source: Path) -> tuple[pa.Table, list[dict]]:
+        pixels, labels, skipped = [], [], []
+        table = pq.read_table(source, columns=decoder.columns)
+        for row_number, row in enumerate(table.to_pylist()):
+            try:
+                array, label = decoder.parse(row)
+            except BadSample as exc:
+                skipped.append({"shard": source.name, "row": row_number, "reason": str(exc)})
+                continue
+            pixels.append(array.tobytes())
+            labels.append(label)
+        return pa.table({"pixels": pa.array(pixels, pa.binary(size)), decoder.label_column: pa.array(labels, pa.int64())}), skipped
+
+    key = {"kind": "pixels", "resolution": decoder.resolution, "resize": "shorter side, bicubic, centre crop",
+           "label_column": decoder.label_column, "num_classes": decoder.num_classes}
+    return derive_shards(sources, out_dir, key, convert, desc="preprocessing shards")
