@@ -12,10 +12,10 @@ KERNEL := t2i
 export HF_HUB_OFFLINE ?= 1
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist eval assets lab clean
+.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart eval assets bench-loader lab clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv, install t2i + pinned deps, nbstripout filter, Jupyter kernel "t2i"
 
@@ -34,17 +34,25 @@ demo: setup  ## offline CPU demo: 01_mnist on the bundled digits, with a judge a
 test: setup  ## the test suite (offline, CPU)
 	$(PY) -m pytest
 
-run-mnist: setup  ## thesis Experiment 1 (section 3.2), full profile; needs `make assets` first
-	mkdir -p reports/01_mnist
-	$(PAPERMILL) notebooks/01_mnist.ipynb reports/01_mnist/01_mnist.ipynb -p profile full
+# The thesis experiments, full profile, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...)
+NB_mnist   := 01_mnist
+NB_cifar10 := 02_cifar10
+NB_wikiart := 03_wikiart
+run-mnist run-cifar10 run-wikiart: run-%: setup  ## thesis Experiments 1-3 (sections 3.2-3.4), full profile
+	mkdir -p reports/$(NB_$*)
+	$(PAPERMILL) notebooks/$(NB_$*).ipynb reports/$(NB_$*)/$(NB_$*).ipynb -p profile full
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
 	mkdir -p reports/executed
 	$(PAPERMILL) notebooks/05_evaluate.ipynb reports/executed/05_evaluate.$(notdir $(RUN)).ipynb -p run_dir $(RUN)
 
-assets: setup  ## on a node with internet: download MNIST and the CLIP text encoder into the caches
-	HF_HUB_OFFLINE=0 $(PY) -m t2i assets --experiment mnist
+EXPERIMENTS ?= mnist cifar10 wikiart
+assets: setup  ## on a node with internet: datasets and weights into the caches (EXPERIMENTS="mnist cifar10 ...")
+	for e in $(EXPERIMENTS); do HF_HUB_OFFLINE=0 $(PY) -m t2i assets --experiment $$e || exit 1; done
+
+bench-loader: setup  ## thesis Table 2: naive / LRU / file-sequential / preprocessed loading -> reports/bench/loader.md
+	$(PY) -m t2i.bench loader
 
 lab: setup  ## JupyterLab with the t2i kernel
 	$(VENV)/bin/jupyter lab

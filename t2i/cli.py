@@ -3,7 +3,7 @@
     python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...]
     python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance 5 --n 16 --out grid.png
     python -m t2i judge --experiment mnist --profile full   # the adherence judge of that dataset and resolution
-    python -m t2i assets --experiment mnist      # on a node with internet: data and weights into the caches
+    python -m t2i assets --experiment wikiart    # on a node with internet: data and weights into the caches
 """
 
 from __future__ import annotations
@@ -93,25 +93,56 @@ def _judge(args) -> int:
 
 
 def _assets(args) -> int:
-    """Fill the caches a compute node without internet reads: torchvision MNIST under data/, the text encoder and
-    the CLIP-score model in the Hugging Face cache (HF_HOME), pytorch-fid's Inception weights under TORCH_HOME."""
+    """Fill the caches a compute node without internet reads: datasets under data/ (torchvision, or the parquet
+    shards of a Hugging Face dataset repo), the text encoder (and VAE) in the Hugging Face cache (HF_HOME), pytorch-fid's
+    Inception weights under TORCH_HOME, the CLIP-score model."""
     import torch
-    from torchvision.datasets import MNIST
 
     from . import metrics
     from .text import TextEncoder
 
     cfg = configs.get(args.experiment, "full")
-    for train in (True, False):
-        MNIST(paths.data_dir(), train=train, download=True)
-    print(f"MNIST in {paths.data_dir() / 'MNIST'}")
+    root = paths.data_dir()
+    if cfg.dataset == "mnist":
+        from torchvision.datasets import MNIST
+
+        for train in (True, False):
+            MNIST(root, train=train, download=True)
+    elif cfg.dataset == "cifar10":
+        from torchvision.datasets import CIFAR10
+
+        for train in (True, False):
+            CIFAR10(root, train=train, download=True)
+    for pattern in filter(None, (cfg.shards, cfg.judge_shards)):
+        _download_shards(pattern)
+    print(f"{cfg.dataset} in {root}")
     TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     print(f"{cfg.text_encoder} in the Hugging Face cache")
+    if getattr(cfg, "vae", None):
+        from .vae import LatentCodec
+
+        LatentCodec.from_pretrained(cfg.vae)
+        print(f"{cfg.vae} in the Hugging Face cache")
     torch.hub.load_state_dict_from_url(metrics.FID_WEIGHTS_URL, progress=True)  # pytorch-fid's Inception
     print(f"FID Inception weights in {metrics.inception_weights_path()}")
     metrics.ClipScorer("openai/clip-vit-base-patch16")  # the CLIP-score model (not the conditioning one)
     print("openai/clip-vit-base-patch16 in the Hugging Face cache")
     return 0
+
+
+# data/<folder>/... <- the Hugging Face dataset repo the shards come from
+SHARD_REPOS = {"wikiart": "huggan/wikiart", "celeba": "flwrlabs/celeba"}
+
+
+def _download_shards(pattern: str) -> None:
+    """``wikiart/data/train-*.parquet`` -> the matching files of huggan/wikiart into data/wikiart/."""
+    from huggingface_hub import snapshot_download
+
+    folder, _, inside = pattern.partition("/")
+    if folder not in SHARD_REPOS:
+        raise SystemExit(f"no download source for {pattern!r}; known folders: {sorted(SHARD_REPOS)}")
+    snapshot_download(SHARD_REPOS[folder], repo_type="dataset", allow_patterns=[inside],
+                      local_dir=paths.data_dir() / folder)
 
 
 if __name__ == "__main__":

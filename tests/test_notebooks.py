@@ -65,3 +65,26 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
     for name in ("fid_vs_w", "kid_vs_w", "is_vs_w", "adherence_vs_w", "fid_vs_adherence"):
         assert json.loads((out / f"{name}.provenance.json").read_text())["features"] == "judge-penultimate"
     assert "real" in (out / "sweep.md").read_text() and "N = 20" in (out / "sweep.md").read_text()
+
+
+@pytest.mark.parametrize("name, experiment, judge", [("02_cifar10", "cifar10", "cifar10-16px"),
+                                                     ("03_wikiart", "wikiart", "wikiart-32px")])
+def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_path, monkeypatch, name, experiment,
+                                                                            judge):
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))  # the smoke profile writes synthetic shards here
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name=KERNEL, progress_bar=False,
+        cwd=str(tmp_path), parameters={"profile": "smoke", "per_class": 2, "samples_per_class": 1})
+    out = tmp_path / "reports" / name / "smoke"
+    cfg_w = [0.0, 1.0, 5.0]
+    for w in cfg_w:
+        provenance = json.loads((out / f"class_grid_w{w:g}.provenance.json").read_text())
+        assert provenance["guidance_scale"] == w and provenance["per_class"] == 2
+    with open(out / "adherence.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["guidance_scale"]) for r in rows] == cfg_w
+    assert (tmp_path / "runs" / "judges" / judge / "judge.safetensors").exists()
+    run = tmp_path / "runs" / experiment / "smoke"
+    assert (run / "checkpoints" / "epoch-0001").is_dir()
+    if experiment == "wikiart":  # the smoke profile times its first steps
+        assert "| forward |" in (run / "profile.md").read_text()

@@ -7,7 +7,7 @@ consumer (a DataLoader worker of a distributed rank) whole shards:
 - every epoch the shard order is shuffled with ``(seed, epoch)``;
 - shards are dealt to ranks, then to the workers of each rank, round-robin; when there are fewer shards than
   consumers, row groups are dealt instead, so every row is read exactly once per epoch for any worker count;
-- a consumer reads its part of a shard with ``ParquetFile.iter_batches``, shuffles those rows with
+- a consumer reads its part of a shard row group by row group into one Arrow table, shuffles its rows with
   ``(seed, epoch, shard)``, decodes and yields them one by one, and frees the shard before reading the next.
 
 Memory is about one shard per worker; the price is that rows are shuffled within a shard, not across the dataset
@@ -58,6 +58,28 @@ def find_shards(pattern: str | Path, root: Path | None = None) -> list[Path]:
         raise FileNotFoundError(f"no parquet shards match {full}; run `make assets` on a node with internet "
                                 "(or point T2I_DATA_DIR at the directory that holds them)")
     return files
+
+
+def class_names(file: Path, column: str) -> list[str] | None:
+    """The class names a Hugging Face parquet export records for ``column`` (a ClassLabel), if it records any."""
+    metadata = pq.read_schema(file).metadata or {}
+    if b"huggingface" not in metadata:
+        return None
+    feature = json.loads(metadata[b"huggingface"]).get("info", {}).get("features", {}).get(column, {})
+    return feature.get("names")
+
+
+def check_class_names(file: Path, column: str, expected: Sequence[str]) -> None:
+    """Label k is captioned with ``expected[k]``: if the file says label k means something else, every caption
+    would be wrong. Names are compared ignoring case, "_" and "-" ("Ukiyo_e" is "Ukiyo-e")."""
+    found = class_names(file, column)
+
+    def norm(name: str) -> str:
+        return name.lower().replace("_", " ").replace("-", " ")
+
+    if found is not None and [norm(n) for n in found] != [norm(n) for n in expected]:
+        raise ValueError(f"{Path(file).name}: column {column!r} labels are {found}, but the config captions them as "
+                         f"{list(expected)}; fix class_names (same order) in t2i/configs.py")
 
 
 def image_bytes(value: Any) -> bytes | None:
@@ -152,16 +174,17 @@ class ShardStream(IterableDataset):
         log = self.log_dir / f"epoch-{self.epoch:04d}.rank{self.rank}.worker{worker}.jsonl"
         bad = 0
         for shard, groups in pieces:
-            rows, numbers = self._read(shard, groups)
-            order = (np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(rows)) if self.shuffle
-                     else range(len(rows)))
+            table, numbers = self._read(shard, groups)
+            order = (np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(numbers)) if self.shuffle
+                     else range(len(numbers)))
             for i in order:
                 try:
-                    example = self.decoder(rows[i])
+                    example = self.decoder(table.slice(i, 1).to_pylist()[0])  # one row as Python objects
                 except BadSample as exc:
                     bad += 1
                     record = {"epoch": self.epoch, "shard": self.files[shard].name, "row": numbers[i],
                               "reason": str(exc)}
+                    log.parent.mkdir(parents=True, exist_ok=True)
                     with open(log, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     if bad > budget:
@@ -171,7 +194,7 @@ class ShardStream(IterableDataset):
                             f"{record['row']}: {record['reason']}. Bad rows so far are listed in {log}") from None
                     continue
                 yield example
-            del rows, numbers  # free this shard before reading the next
+            del table  # free this shard before reading the next
 
     def bad_samples(self, epoch: int) -> list[dict]:
         """Every row skipped in ``epoch`` (all ranks and workers that share ``log_dir``)."""
@@ -189,15 +212,15 @@ class ShardStream(IterableDataset):
     def _rows(self, pieces: Sequence[Piece]) -> int:
         return sum(self.row_groups[s][g] for s, groups in pieces for g in groups)
 
-    def _read(self, shard: int, groups: tuple[int, ...]) -> tuple[list[dict], list[int]]:
-        """The rows of some row groups of a shard, and their row numbers within the shard."""
+    def _read(self, shard: int, groups: tuple[int, ...]) -> tuple[pa.Table, list[int]]:
+        """Some row groups of a shard as one Arrow table (read group by group, so reading never needs much more
+        than the table itself), and the rows' numbers within the shard. Rows become Python objects one at a time."""
         offsets = np.cumsum([0] + self.row_groups[shard])
         numbers = [int(offsets[g]) + i for g in groups for i in range(self.row_groups[shard][g])]
         parquet = pq.ParquetFile(self.files[shard])
-        rows: list[dict] = []
-        for batch in parquet.iter_batches(batch_size=256, row_groups=list(groups), columns=self.decoder.columns):
-            rows += batch.to_pylist()
-        return rows, numbers
+        table = pa.concat_tables([parquet.read_row_group(g, columns=self.decoder.columns, use_threads=False)
+                                  for g in groups])
+        return table, numbers
 
 
 def _deal(pieces: list[Piece], parts: int, index: int) -> list[Piece]:

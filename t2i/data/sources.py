@@ -62,6 +62,7 @@ def shard_files(cfg: ExperimentConfig, pattern: str) -> list:
 
 def shard_stream(cfg: ExperimentConfig) -> shards.ShardStream:
     files, decoder = shard_files(cfg, cfg.shards), decoder_for(cfg)
+    shards.check_class_names(files[0], cfg.label_column, cfg.class_names)
     if cfg.preprocess:
         out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
         files = shards.preprocess(files, out, decoder)

@@ -24,8 +24,10 @@ BAD_KINDS = ("empty", "garbage", "truncated_jpeg", "zero_size", "missing_label",
 CONVERTIBLE_KINDS = ("cmyk", "rgba", "grayscale", "palette")
 
 
-def class_image(label: int, num_classes: int, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """A smooth colour field whose hue encodes the class, with a random gradient and mild texture."""
+def class_image(label: int, num_classes: int, size: tuple[int, int], rng: np.random.Generator,
+                grain: float = 0.0) -> Image.Image:
+    """A smooth colour field whose hue encodes the class, with a random gradient, mild texture and optional
+    per-pixel ``grain`` (brush-stroke-like detail that makes JPEGs as large as real paintings')."""
     width, height = size
     hue = label / max(num_classes, 1)
     base = np.array([np.cos(2 * np.pi * (hue + k / 3)) for k in range(3)]) * 0.35 + 0.5
@@ -35,7 +37,10 @@ def class_image(label: int, num_classes: int, size: tuple[int, int], rng: np.ran
     small = rng.normal(0, 0.08, size=(max(height // 32, 1), max(width // 32, 1), 3)).astype(np.float32)
     texture = np.asarray(Image.fromarray(((small + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize(
         (width, height), Image.Resampling.BILINEAR), dtype=np.float32) / 255 - 0.5
-    pixels = (base[None, None, :] + ramp + 0.5 * texture).clip(0, 1)
+    pixels = base[None, None, :] + ramp + 0.5 * texture
+    if grain:
+        pixels = pixels + rng.normal(0, grain, size=pixels.shape).astype(np.float32)
+    pixels = pixels.clip(0, 1)
     return Image.fromarray((pixels * 255).astype(np.uint8))
 
 
@@ -72,7 +77,7 @@ def bad_row(kind: str, good_jpeg: bytes) -> tuple[bytes | None, str]:
 def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_classes: int, *,
                        image_size: tuple[int, int] = (48, 40), label_column: str = "label", prefix: str = "train",
                        odd_rows: dict[tuple[int, int], str] | None = None, distinct_images: int = 64,
-                       row_group_size: int = 64, seed: int = 0,
+                       row_group_size: int = 64, seed: int = 0, grain: float = 0.0,
                        extra_columns: Callable[[np.ndarray, np.random.Generator], dict[str, Sequence]] | None = None,
                        ) -> list[Path]:
     """``num_shards`` files ``<prefix>-0000i-of-0000n.parquet`` with an ``image`` struct column and ``label_column``.
@@ -85,7 +90,7 @@ def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     per_class = max(1, distinct_images // num_classes)
-    pool = {(c, k): encode(class_image(c, num_classes, image_size, rng)) for c in range(num_classes)
+    pool = {(c, k): encode(class_image(c, num_classes, image_size, rng, grain)) for c in range(num_classes)
             for k in range(per_class)}
     odd_rows = odd_rows or {}
     files = []
@@ -102,6 +107,7 @@ def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_
         if extra_columns is not None:
             columns.update(extra_columns(labels, rng))
         path = out_dir / f"{prefix}-{shard:05d}-of-{num_shards:05d}.parquet"
-        pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+        # no dictionary encoding: the pool repeats images, real datasets do not, and disk size should match memory
+        pq.write_table(pa.table(columns), path, row_group_size=row_group_size, use_dictionary=False)
         files.append(path)
     return files

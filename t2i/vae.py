@@ -1,0 +1,60 @@
+"""The latent codec of Experiment 4 (thesis 3.5.4): a frozen diffusers ``AutoencoderKL``.
+
+``stabilityai/sd-vae-ft-mse`` maps 256x256 RGB in [-1, 1] to 4x32x32 latents. The UNet is trained on
+``z = scaling_factor * latent`` (0.18215, read from the VAE's config, never typed in) so that latents have roughly
+unit variance, and sampling divides by it again before decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+
+
+class LatentCodec:
+    def __init__(self, vae: AutoencoderKL):
+        self.vae = vae.eval().requires_grad_(False)
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.latent_channels = int(vae.config.latent_channels)
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "LatentCodec":
+        """A hub id (offline: from the Hugging Face cache that `make assets` filled) or a local folder."""
+        try:
+            vae = AutoencoderKL.from_pretrained(name_or_path, torch_dtype=dtype)
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"VAE {name_or_path!r} is not available offline; run `make assets EXPERIMENTS=celeba` on a node with "
+                "internet (it fills the Hugging Face cache under HF_HOME), or pass a local folder") from exc
+        return cls(vae.to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        return self.latent_channels, resolution // self.downsample, resolution // self.downsample
+
+    @torch.no_grad()
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of q(latent | image) (unscaled); images [N, 3, H, W] in [-1, 1]."""
+        dist = self.vae.encode(images.to(self.device, self.dtype)).latent_dist
+        return dist.mean, dist.std
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A scaled latent sample z = scaling_factor * (mean + std * eps)."""
+        mean, std = self.posterior(images)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return self.scaling_factor * (mean + std * eps)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images [N, 3, H, W] in [-1, 1] (clamped)."""
+        return self.vae.decode(z.to(self.device, self.dtype) / self.scaling_factor).sample.clamp(-1, 1)
