@@ -86,6 +86,19 @@ class ExperimentConfig:
     max_bad_fraction: float = 0.01  # more unreadable rows than this fraction of an epoch stops the run
     preprocess: bool = False  # decode every image once into uint8 shards at `resolution` (data/preprocessed/)
 
+    # --- latent diffusion (Experiment 4; t2i.vae, t2i.data.latents) ---
+    vae: str | None = None  # frozen AutoencoderKL (id or folder); set = the UNet works on its latents, not pixels
+    latent_channels: int = 4  # the VAE's latent channels (checked against its config when it loads)
+    latent_downsample: int = 8  # image pixels per latent pixel along each side (checked likewise)
+
+    @property
+    def model_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of what the UNet denoises: the image, or its VAE latent."""
+        if self.vae is None:
+            return self.channels, self.resolution, self.resolution
+        side = self.resolution // self.latent_downsample
+        return self.latent_channels, side, side
+
     def __post_init__(self) -> None:
         problems = []
         if self.dataset not in DATASETS:
@@ -116,6 +129,8 @@ class ExperimentConfig:
             problems.append(f"checkpoint_every_steps={self.checkpoint_every_steps} must be positive or None")
         if not 0.0 <= self.max_bad_fraction < 1.0:
             problems.append(f"max_bad_fraction={self.max_bad_fraction} must be in [0, 1)")
+        if self.vae is not None and self.resolution % self.latent_downsample:
+            problems.append(f"resolution={self.resolution} must be a multiple of latent_downsample={self.latent_downsample}")
         if self.num_workers < 0 or self.profile_steps < 0:
             problems.append("num_workers and profile_steps must be >= 0")
         if problems:
@@ -324,7 +339,69 @@ WIKIART_SMOKE = WIKIART_FULL.replace(
     profile_steps=3,
 )
 
+# Thesis section 3.5 ("CelebA Latent Diffusion with Classifier-Free Guidance"). Captions are generated from the
+# 40 attributes per image and step (t2i.data.celeba); `class_names` holds the prompts the figures use instead.
+CELEBA_PROMPTS = (  # 3.5.3's example captions, then a few more attribute sets (t2i.data.celeba.prompt)
+    "A photo of a young woman with straight blond hair, bangs, smiling, wearing earrings",
+    "A photo of a man with black hair, a mustache, wearing eyeglasses",
+    "A photo of a young man with brown hair, high cheekbones, a clean-shaven face",
+    "A photo of a woman with wavy brown hair, pale skin, wearing a necklace",
+    "A photo of a man with gray hair, a goatee, smiling, wearing a hat",
+    "A photo of a young woman with wavy black hair, rosy cheeks, smiling, wearing lipstick",
+)
+CELEBA_FULL = MNIST_FULL.replace(
+    experiment="celeba",
+    dataset="celeba",  # 3.5.2: flwrlabs/celeba, ~202,599 faces with 40 binary attributes
+    resolution=256,  # 3.5.2: resized to 256x256 and centre-cropped
+    channels=3,
+    pixel_range=(-1.0, 1.0),  # 3.5.2
+    caption_template="{}",  # figure prompts are whole captions
+    class_names=CELEBA_PROMPTS,
+    max_tokens=77,  # 3.5.5
+    block_out_channels=(128, 256, 384, 512),  # 3.5.5
+    layers_per_block=2,  # 3.5.5
+    batch_size=128,  # 3.5.6
+    learning_rate=1e-5,  # 3.5.6
+    epochs=500,  # 3.5.6
+    checkpoint_every=5,  # 3.5.6
+    p_uncond=0.1,  # 3.5.6
+    beta_schedule="squaredcos_cap_v2",  # 3.5.6: squared cosine
+    clip_sample=False,  # latents are not confined to [-1, 1]
+    num_inference_steps=50,  # 3.5.8
+    guidance_scales=tuple(w / 2 for w in range(11)),  # Figure 18: 0, 0.5, ..., 5
+    shards="celeba/img_align+identity+attr/train-*.parquet",  # `make assets EXPERIMENTS=celeba`
+    judge_shards="celeba/img_align+identity+attr/valid-*.parquet",
+    label_column="celeb_id",
+    num_workers=4,
+    vae="stabilityai/sd-vae-ft-mse",  # 3.5.4: 256x256x3 -> 32x32x4, scaling factor 0.18215 (from its config)
+)
+
+# Tests: synthetic CelebA-format shards and a tiny random VAE (both written on first use), MiniLM, a tiny UNet.
+CELEBA_SMOKE = CELEBA_FULL.replace(
+    profile="smoke",
+    resolution=64,
+    shards="synthetic/celeba/train-*.parquet",
+    judge_shards=None,
+    vae="synthetic:tiny-vae",
+    text_encoder="bundled:all-MiniLM-L6-v2",
+    cross_attention_dim=384,
+    max_tokens=32,
+    block_out_channels=(8, 16, 16, 8),
+    layers_per_block=1,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    batch_size=16,
+    learning_rate=1e-3,
+    epochs=1,
+    checkpoint_every=1,
+    num_inference_steps=3,
+    guidance_scales=(0.0, 2.0, 5.0),
+    num_workers=0,
+    judge_epochs=2,
+)
+
 PROFILES: dict[str, dict[str, ExperimentConfig]] = {
+    "celeba": {"full": CELEBA_FULL, "smoke": CELEBA_SMOKE},
     "mnist": {"full": MNIST_FULL, "demo": MNIST_DEMO, "smoke": MNIST_SMOKE},
     "cifar10": {"full": CIFAR10_FULL, "smoke": CIFAR10_SMOKE},
     "wikiart": {"full": WIKIART_FULL, "smoke": WIKIART_SMOKE},

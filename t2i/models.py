@@ -10,10 +10,11 @@ from .configs import ExperimentConfig
 
 def build_unet(cfg: ExperimentConfig) -> UNet2DConditionModel:
     """A randomly initialised UNet with the config's architecture (thesis 3.2.2 for MNIST)."""
+    channels, side, _ = cfg.model_shape  # pixels, or VAE latents for latent diffusion
     return UNet2DConditionModel(
-        sample_size=cfg.resolution,
-        in_channels=cfg.channels,
-        out_channels=cfg.channels,
+        sample_size=side,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=cfg.block_out_channels,
         layers_per_block=cfg.layers_per_block,
         down_block_types=cfg.down_block_types,

@@ -39,6 +39,7 @@ class TextToImage:
         self.text = text
         self.checkpoint = checkpoint  # provenance: which weights made the images
         self.weights = "raw"  # or "ema"
+        self.codec = None  # latent diffusion: the VAE that decodes sampled latents (see from_run)
 
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
@@ -55,6 +56,11 @@ class TextToImage:
         pipe = cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path, sampler=sampler,
                    num_inference_steps=num_inference_steps)
         pipe.weights = "ema" if use_ema else "raw"
+        if cfg.vae is not None:
+            from .vae import LatentCodec
+
+            pipe.codec = LatentCodec.from_pretrained(cfg.vae, device=pipe.device)
+            check_latent_shape(cfg, pipe.codec)
         return pipe
 
     @torch.no_grad()
@@ -69,7 +75,7 @@ class TextToImage:
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding
         model = unet_eps(self.unet)
-        shape = (cfg.channels, cfg.resolution, cfg.resolution)
+        shape = cfg.model_shape
         out = []
         starts = range(0, len(prompts), batch_size)
         for start in progress(starts, desc=f"sampling w={guidance_scale:g}", disable=not show_progress or len(starts) < 2):
@@ -77,6 +83,17 @@ class TextToImage:
             x_T, generators = initial_noise(seeds, shape, self.device)
             c = cond[start:start + len(seeds)].to(self.device)
             denoiser = classifier_free_guidance(model, c, uncond.expand_as(c).to(self.device), guidance_scale)
-            out.append(sample(denoiser, x_T, scheduler, steps, generator=generators).float().cpu())
-        low, high = cfg.pixel_range
+            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators)
+            if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
+                x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])
+            out.append(x0.float().cpu())
+        low, high = (-1.0, 1.0) if self.codec is not None else cfg.pixel_range
         return ((torch.cat(out) - low) / (high - low)).clamp(0, 1)
+
+
+def check_latent_shape(cfg: ExperimentConfig, codec) -> None:
+    """The config's latent shape must be what the VAE produces at the config's resolution."""
+    if codec.latent_shape(cfg.resolution) != cfg.model_shape:
+        raise ValueError(f"VAE {cfg.vae!r} makes latents of shape {codec.latent_shape(cfg.resolution)} from "
+                         f"{cfg.resolution} px images, the config expects {cfg.model_shape}: set latent_channels / "
+                         "latent_downsample to match the VAE")

@@ -95,6 +95,19 @@ class TextEncoder:
                 self._cache[prompt] = emb
         return torch.stack([self._cache[p] for p in prompts])
 
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Embeddings on the encoder's device, not cached: for free-form captions that rarely repeat (CelebA),
+        where a cache would only grow. Over-long prompts are truncated silently (training captions)."""
+        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_tokens, truncation=True,
+                                return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            return self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+
+    def to(self, device: torch.device | str) -> "TextEncoder":
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
     def _warn_if_truncated(self, prompts: list[str]) -> None:
         lengths = [len(ids) for ids in self.tokenizer(prompts, truncation=False)["input_ids"]]
         long = [p for p, n in zip(prompts, lengths) if n > self.max_tokens]
@@ -124,6 +137,25 @@ class CaptionTable:
 
     def lookup(self, caption_ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embeddings[caption_ids]
+        if drop is not None:
+            emb = torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
+        return emb
+
+
+class CaptionEncoder:
+    """The training loop's view of free-form captions (CelebA): ``lookup(captions, drop)`` encodes them with the
+    frozen encoder every step (there are too many distinct captions to cache) and replaces the ``drop``-flagged ones
+    by the null embedding, exactly like :class:`CaptionTable`."""
+
+    def __init__(self, encoder: TextEncoder):
+        self.encoder = encoder
+        self.null = encoder.null_embedding.to(encoder.device)
+
+    def to(self, device: torch.device | str) -> "CaptionEncoder":
+        return CaptionEncoder(self.encoder.to(device))
+
+    def lookup(self, captions: Sequence[str], drop: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.encoder.embed(captions).float()
         if drop is not None:
             emb = torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
         return emb

@@ -60,9 +60,13 @@ class EpsilonObjective:
         self.captions = captions
         self.p_uncond = p_uncond
 
+    def inputs(self, batch, generator: torch.Generator, timer: StageTimer) -> tuple[torch.Tensor, object]:
+        """``(x0, conditions)`` from a batch; here the batch is already ``(images, caption ids)``."""
+        return batch
+
     def __call__(self, model: torch.nn.Module, batch, generator: torch.Generator,
                  timer: StageTimer = NULL_TIMER) -> torch.Tensor:
-        x0, caption_ids = batch
+        x0, conditions = self.inputs(batch, generator, timer)
         n, device = x0.shape[0], x0.device
         with timer("noise"):
             eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
@@ -73,11 +77,29 @@ class EpsilonObjective:
         with timer("noise"):
             x_t = self.noise_scheduler.add_noise(x0, eps, t)
         with timer("text"):
-            emb = self.captions.lookup(caption_ids, drop)
+            emb = self.captions.lookup(conditions, drop)
         with timer("forward"):
             eps_pred = model(x_t, t, encoder_hidden_states=emb).sample
         with timer("loss"):
             return F.mse_loss(eps_pred.float(), eps.float())
+
+
+class LatentEpsilonObjective(EpsilonObjective):
+    """The same loss on VAE latents read from the latent cache (thesis 3.5.7, without running the VAE): each step
+    draws ``z0 = mean + std * eps`` from the cached (scaled) posterior and a fresh caption for each image's attributes
+    (:func:`t2i.data.celeba.caption`), both from the loop's seeded generator, so a resumed run repeats them exactly.
+    ``captions`` is a :class:`~t2i.text.CaptionEncoder` (free-form captions are encoded every step)."""
+
+    def inputs(self, batch, generator: torch.Generator, timer: StageTimer) -> tuple[torch.Tensor, list[str]]:
+        from .data.celeba import caption
+
+        mean, std, attributes = batch
+        with timer("noise"):
+            z0 = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        with timer("text"):
+            seeds = torch.randint(0, 2**31 - 1, (len(attributes),), generator=generator, device=mean.device)
+            captions = [caption(a, s) for a, s in zip(attributes.cpu().numpy(), seeds.tolist())]
+        return z0, captions
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -472,6 +494,15 @@ def train_experiment(cfg: ExperimentConfig, run_dir: Path) -> Path:
 
     text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     check_text_width(cfg, text.hidden_size)
+    if cfg.vae is not None:  # latent diffusion: cached VAE posteriors, a new caption per image and step
+        from accelerate import PartialState
+
+        from .text import CaptionEncoder
+
+        dataset = data.load_dataset(cfg, "train")  # builds the latent cache on first use
+        conditioner = CaptionEncoder(text.to(PartialState().device))
+        return fit(cfg, run_dir, dataset, conditioner,
+                   objective=LatentEpsilonObjective(training_scheduler(cfg), conditioner, cfg.p_uncond))
     captions = CaptionTable.build(text, cfg.captions)
     del text
     return fit(cfg, run_dir, data.load_dataset(cfg, "train"), captions)

@@ -11,6 +11,26 @@ import torch
 from diffusers import AutoencoderKL
 
 
+SYNTHETIC = "synthetic:tiny-vae"
+
+
+def resolve(name_or_path: str) -> str:
+    """A hub id or folder as is; ``synthetic:tiny-vae`` (the smoke profile's VAE: random weights, same architecture
+    family) is written under data/synthetic/ on first use, then loaded through the same ``from_pretrained`` path."""
+    if name_or_path != SYNTHETIC:
+        return name_or_path
+    from . import paths
+
+    folder = paths.data_dir() / "synthetic" / "tiny-vae"
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                      up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                      latent_channels=4, norm_num_groups=4, sample_size=64, scaling_factor=0.18215,
+                      ).save_pretrained(folder)
+    return str(folder)
+
+
 class LatentCodec:
     def __init__(self, vae: AutoencoderKL):
         self.vae = vae.eval().requires_grad_(False)
@@ -23,7 +43,7 @@ class LatentCodec:
                         dtype: torch.dtype = torch.float32) -> "LatentCodec":
         """A hub id (offline: from the Hugging Face cache that `make assets` filled) or a local folder."""
         try:
-            vae = AutoencoderKL.from_pretrained(name_or_path, torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(resolve(name_or_path), torch_dtype=dtype)
         except OSError as exc:
             raise FileNotFoundError(
                 f"VAE {name_or_path!r} is not available offline; run `make assets EXPERIMENTS=celeba` on a node with "

@@ -280,7 +280,7 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
     from ..console import progress
 
     out_dir = Path(out_dir)
-    key = {**key, "sources": [{"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in sources]}
+    key = _full_key(sources, key)
     key_path = out_dir / KEY_FILE
     if key_path.exists() and json.loads(key_path.read_text()) != key:
         for stale in list(out_dir.glob("*.parquet")) + list(out_dir.glob("*.skipped.jsonl")):
@@ -299,6 +299,17 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
             os.fsync(f.fileno())
         os.replace(partial, output)
     return outputs
+
+
+def _full_key(sources: Sequence[Path], key: dict) -> dict:
+    return {**key, "sources": [{"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in sources]}
+
+
+def derived_complete(sources: Sequence[Path], out_dir: Path, key: dict) -> bool:
+    """True if :func:`derive_shards` would reuse every shard (same key, nothing missing)."""
+    key_path = Path(out_dir) / KEY_FILE
+    return (key_path.exists() and json.loads(key_path.read_text()) == _full_key(sources, key)
+            and all((Path(out_dir) / Path(s).name).exists() for s in sources))
 
 
 def skipped_rows(out_dir: Path) -> list[dict]:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from .. import paths
 from ..configs import ExperimentConfig
-from . import cifar10, digits, shards, synthetic
+from . import cifar10, digits, latents, shards, synthetic
 
 SPLITS = ("train", "judge_train", "judge_test")
 JUDGE_TEST_EVERY = 5  # parquet datasets: every 5th held-out row measures the judge, the rest train it
@@ -24,7 +24,7 @@ def load_dataset(cfg: ExperimentConfig, split: str = "train") -> Dataset:
     if cfg.shards is not None:
         if split != "train":
             raise ValueError("parquet datasets stream their training split only; use load_images for the others")
-        return shard_stream(cfg)
+        return latent_stream(cfg) if cfg.vae is not None else shard_stream(cfg)
     images, labels = load_images(cfg, split)
     low, high = cfg.pixel_range
     return TensorDataset(low + (high - low) * images, labels)
@@ -73,11 +73,28 @@ def shard_stream(cfg: ExperimentConfig) -> shards.ShardStream:
     return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction)
 
 
+def latent_stream(cfg: ExperimentConfig) -> shards.ShardStream:
+    """Latent diffusion: the VAE latent cache of the training shards, built first if it is missing or stale (the
+    only time the VAE runs: on the GPU if there is one)."""
+    from ..vae import LatentCodec
+
+    files = shard_files(cfg, cfg.shards)
+    if not latents.is_built(cfg, files):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        latents.build(cfg, files, LatentCodec.from_pretrained(cfg.vae, device=device))
+    return latents.stream(cfg, [latents.cache_dir(cfg) / f.name for f in files])
+
+
 def write_synthetic(cfg: ExperimentConfig, out_dir) -> None:
     """Smoke-test shards in the dataset's real layout: train shards, plus test shards where the config has them."""
-    size = (cfg.resolution * 3, cfg.resolution * 5 // 2)  # wider than tall: exercises resize + centre crop
-    common = dict(num_classes=len(cfg.class_names), image_size=size, label_column=cfg.label_column,
-                  row_group_size=16)
+    if cfg.dataset == "celeba":  # flwrlabs/celeba: image, celeb_id and 40 boolean attribute columns; 178x218 faces
+        size = (cfg.resolution * 178 // 256, cfg.resolution * 218 // 256)
+        common = dict(num_classes=10, image_size=size, label_column="celeb_id", row_group_size=16,
+                      extra_columns=lambda labels, rng: latents.attributes_table(len(labels), rng))
+    else:
+        size = (cfg.resolution * 3, cfg.resolution * 5 // 2)  # wider than tall: exercises resize + centre crop
+        common = dict(num_classes=len(cfg.class_names), image_size=size, label_column=cfg.label_column,
+                      row_group_size=16)
     print(f"writing synthetic {cfg.dataset} shards to {out_dir} (smoke profile)")
     synthetic.write_class_shards(out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, **common)
     if cfg.judge_shards:
