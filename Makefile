@@ -12,7 +12,7 @@ KERNEL := t2i
 export HF_HUB_OFFLINE ?= 1
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart eval assets bench-loader lab clean
+.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent lab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -34,25 +34,32 @@ demo: setup  ## offline CPU demo: 01_mnist on the bundled digits, with a judge a
 test: setup  ## the test suite (offline, CPU)
 	$(PY) -m pytest
 
-# The thesis experiments, full profile, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...)
+# The thesis experiments, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...).
+# PROFILE=smoke runs the same notebook in seconds on synthetic data (the test suite does this for run-celeba).
+PROFILE ?= full
+EXECUTED = $(or $(T2I_REPORTS_DIR),reports)/$(NB_$*)/$(if $(filter full,$(PROFILE)),,$(PROFILE)/)
 NB_mnist   := 01_mnist
 NB_cifar10 := 02_cifar10
 NB_wikiart := 03_wikiart
-run-mnist run-cifar10 run-wikiart: run-%: setup  ## thesis Experiments 1-3 (sections 3.2-3.4), full profile
-	mkdir -p reports/$(NB_$*)
-	$(PAPERMILL) notebooks/$(NB_$*).ipynb reports/$(NB_$*)/$(NB_$*).ipynb -p profile full
+NB_celeba  := 04_celeba_ldm
+run-mnist run-cifar10 run-wikiart run-celeba: run-%: setup  ## thesis Experiments 1-4 (sections 3.2-3.5); PROFILE=full
+	mkdir -p $(EXECUTED)
+	$(PAPERMILL) notebooks/$(NB_$*).ipynb $(EXECUTED)$(NB_$*).ipynb -p profile $(PROFILE)
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
 	mkdir -p reports/executed
 	$(PAPERMILL) notebooks/05_evaluate.ipynb reports/executed/05_evaluate.$(notdir $(RUN)).ipynb -p run_dir $(RUN)
 
-EXPERIMENTS ?= mnist cifar10 wikiart
+EXPERIMENTS ?= mnist cifar10 wikiart celeba
 assets: setup  ## on a node with internet: datasets and weights into the caches (EXPERIMENTS="mnist cifar10 ...")
 	for e in $(EXPERIMENTS); do HF_HUB_OFFLINE=0 $(PY) -m t2i assets --experiment $$e || exit 1; done
 
 bench-loader: setup  ## thesis Table 2: naive / LRU / file-sequential / preprocessed loading -> reports/bench/loader.md
 	$(PY) -m t2i.bench loader
+
+bench-latent: setup  ## CelebA step reading the latent cache vs encoding with the VAE -> reports/bench/latent.md
+	$(PY) -m t2i.bench latent
 
 lab: setup  ## JupyterLab with the t2i kernel
 	$(VENV)/bin/jupyter lab

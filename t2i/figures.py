@@ -6,6 +6,7 @@ Each function samples with :class:`t2i.pipeline.TextToImage`, saves a labelled g
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,9 +60,14 @@ def class_grid(pipe: TextToImage, guidance_scale: float, path: Path, *, per_clas
     seed = pipe.cfg.seed if seed is None else seed
     _, prompts = class_prompts(pipe.cfg.captions, per_class)
     images = pipe.images(prompts, guidance_scale, seed=seed, show_progress=False)
-    reports.image_grid(images, path, nrow=per_class, row_labels=list(pipe.cfg.class_names),
+    reports.image_grid(images, path, nrow=per_class, row_labels=short_labels(pipe.cfg.class_names),
                        title=f"{title or pipe.cfg.caption_template.format('{class}')} (w = {guidance_scale:g})\n"
                              f"[{reports.GUIDANCE_CONVENTION}]")
     reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights,
                              samples=len(images), guidance_scale=guidance_scale, per_class=per_class)
     return path
+
+
+def short_labels(names: Sequence[str], width: int = 36) -> list[str]:
+    """Row labels that fit beside a grid: "A photo of a " dropped, long ones wrapped."""
+    return [textwrap.fill(name.removeprefix("A photo of a "), width) for name in names]

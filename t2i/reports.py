@@ -71,11 +71,15 @@ def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", 
     pad = 1
     grid = make_grid(images, nrow=nrow, padding=pad, pad_value=1.0).permute(1, 2, 0).numpy()
     cell_h, cell_w = images.shape[2] + pad, images.shape[3] + pad
-    fig, ax = plt.subplots(figsize=(max(3.0, nrow * cell_inches + 1.2), n_rows * cell_inches + 1.0))
+    # long, wrapped row labels (CelebA prompts) need taller cells and room on the left, or they overlap the images
+    lines = [label.split("\n") for label in row_labels] or [[""]]
+    cell_inches = max(cell_inches, 0.16 * max(map(len, lines)))
+    label_inches = 0.065 * max(len(line) for label in lines for line in label)
+    fig, ax = plt.subplots(figsize=(max(3.0, nrow * cell_inches + 1.2 + label_inches), n_rows * cell_inches + 1.0))
     ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([pad / 2 + cell_w * (i + 0.5) for i in range(len(col_labels))], list(col_labels))
     ax.set_yticks([pad / 2 + cell_h * (i + 0.5) for i in range(len(row_labels))], list(row_labels))
-    ax.tick_params(length=0)
+    ax.tick_params(length=0, labelsize=8)
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_xlabel(xlabel)

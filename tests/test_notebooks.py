@@ -88,3 +88,23 @@ def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_
     assert (run / "checkpoints" / "epoch-0001").is_dir()
     if experiment == "wikiart":  # the smoke profile times its first steps
         assert "| forward |" in (run / "profile.md").read_text()
+
+
+def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_mode(tmp_path, monkeypatch):
+    """`make run-celeba` as a batch job runs it, with the smoke profile: synthetic CelebA-format shards, a tiny random
+    VAE, the latent cache, training, Figures 16-18."""
+    import subprocess
+
+    for name in ("DATA", "RUNS", "REPORTS"):
+        monkeypatch.setenv(f"T2I_{name}_DIR", str(tmp_path / name.lower()))
+    done = subprocess.run(["make", "-C", str(NOTEBOOK_DIR.parent), "run-celeba", "PROFILE=smoke"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "reports" / "04_celeba_ldm" / "smoke"
+    assert (out / "04_celeba_ldm.ipynb").exists()  # the executed notebook
+    for name in ("fig16_loss", "fig17_samples", "fig18_guidance_grid"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    provenance = json.loads((out / "fig18_guidance_grid.provenance.json").read_text())
+    assert provenance["guidance_scales"] == [0.0, 2.0, 5.0] and provenance["samples"] == 6 * 3
+    assert list((tmp_path / "data" / "latents").glob("celeba-64px-*/train-*.parquet"))  # the cache was built
+    assert (tmp_path / "runs" / "celeba" / "smoke" / "checkpoints" / "epoch-0001").is_dir()
