@@ -35,7 +35,8 @@ test: setup  ## the test suite (offline, CPU)
 	$(PY) -m pytest
 
 # The thesis experiments, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...).
-# PROFILE=smoke runs the same notebook in seconds on synthetic data (the test suite does this for run-celeba).
+# PROFILE=smoke runs the same notebook in seconds on synthetic data (the test suite does this for run-celeba);
+# ARGS passes more papermill parameters, e.g. ARGS="-p epochs 2 -p run_name short".
 PROFILE ?= full
 EXECUTED = $(or $(T2I_REPORTS_DIR),reports)/$(NB_$*)/$(if $(filter full,$(PROFILE)),,$(PROFILE)/)
 NB_mnist   := 01_mnist
@@ -44,7 +45,7 @@ NB_wikiart := 03_wikiart
 NB_celeba  := 04_celeba_ldm
 run-mnist run-cifar10 run-wikiart run-celeba: run-%: setup  ## thesis Experiments 1-4 (sections 3.2-3.5); PROFILE=full
 	mkdir -p $(EXECUTED)
-	$(PAPERMILL) notebooks/$(NB_$*).ipynb $(EXECUTED)$(NB_$*).ipynb -p profile $(PROFILE)
+	$(PAPERMILL) notebooks/$(NB_$*).ipynb $(EXECUTED)$(NB_$*).ipynb -p profile $(PROFILE) $(ARGS)
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo

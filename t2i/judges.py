@@ -34,6 +34,8 @@ class JudgeConfig:
     label_smoothing: float = 0.0
     max_shift: int = 1  # augmentation: random translation by up to this many pixels
     flip: bool = False  # augmentation: random horizontal flips (not for digits)
+    multilabel: bool = False  # independent yes/no outputs (CelebA's 40 attributes) instead of one class
+    resolution: int | None = None  # images are resized to this before classification (None: used as given)
     seed: int = 0
 
 
@@ -42,6 +44,12 @@ def judge_config(cfg) -> JudgeConfig:
     ResNet-18 trained with SGD, crop-style shifts, flips and label smoothing (>= 93% on CIFAR-10 is the target)."""
     if cfg.channels == 1:
         return JudgeConfig(channels=1, num_classes=len(cfg.class_names), epochs=cfg.judge_epochs)
+    if cfg.dataset == "celeba":  # 40 attributes, judged on 64 px faces (what attribute classifiers usually see)
+        from .data.celeba import ATTRIBUTES
+
+        return JudgeConfig(channels=3, num_classes=len(ATTRIBUTES), arch="resnet18", epochs=cfg.judge_epochs,
+                           batch_size=256, optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, max_shift=4,
+                           flip=True, multilabel=True, resolution=64)
     return JudgeConfig(channels=cfg.channels, num_classes=len(cfg.class_names), arch="resnet18", epochs=cfg.judge_epochs,
                        batch_size=256, optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, label_smoothing=0.1,
                        max_shift=max(1, cfg.resolution // 8), flip=True)
@@ -94,8 +102,10 @@ def build_net(cfg: JudgeConfig) -> nn.Module:
 class Judge:
     """A trained classifier over images in [0, 1], with the held-out accuracy it reached."""
 
-    def __init__(self, cfg: JudgeConfig, net: nn.Module, test_accuracy: float | None = None):
+    def __init__(self, cfg: JudgeConfig, net: nn.Module, test_accuracy: float | None = None,
+                 per_class_accuracy: list[float] | None = None):
         self.cfg, self.net, self.test_accuracy = cfg, net.eval(), test_accuracy
+        self.per_class_accuracy = per_class_accuracy  # multi-label judges: accuracy of each output on real images
 
     @property
     def device(self) -> torch.device:
@@ -108,10 +118,19 @@ class Judge:
     @torch.no_grad()
     def _batched(self, fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         self.net.eval()
-        return torch.cat([fn(_standardise(b.to(self.device))).cpu() for b in images.split(batch_size)])
+        return torch.cat([fn(_standardise(self._resize(b.to(self.device)))).cpu() for b in images.split(batch_size)])
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.cfg.resolution
+        if size is None or x.shape[-1] == size:
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Class index per image; images [N, C, H, W] in [0, 1]."""
+        """Class index per image, or for a multi-label judge a [N, num_classes] 0/1 tensor; images [N, C, H, W] in
+        [0, 1]."""
+        if self.cfg.multilabel:
+            return self._batched(lambda x: (self.net(x) > 0).long(), images, batch_size)
         return self._batched(lambda x: self.net(x).argmax(1), images, batch_size)
 
     def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -122,13 +141,19 @@ class Judge:
         return self._batched(self.net, images, batch_size)
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction right; for a multi-label judge the mean over outputs of each output's accuracy."""
         return (self.predict(images) == labels).float().mean().item()
+
+    def accuracy_per_class(self, images: torch.Tensor, labels: torch.Tensor) -> list[float]:
+        """Multi-label judges: the accuracy of each output."""
+        return (self.predict(images) == labels).float().mean(0).tolist()
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous().cpu() for k, v in self.net.state_dict().items()}, directory / "judge.safetensors")
-        (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg), "test_accuracy": self.test_accuracy}, indent=2))
+        (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg), "test_accuracy": self.test_accuracy,
+                                                          "per_class_accuracy": self.per_class_accuracy}, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Judge":
@@ -136,7 +161,7 @@ class Judge:
         cfg = JudgeConfig(**meta["config"])
         net = build_net(cfg)
         net.load_state_dict(load_file(Path(directory) / "judge.safetensors"))
-        return cls(cfg, net, meta["test_accuracy"])
+        return cls(cfg, net, meta["test_accuracy"], meta.get("per_class_accuracy"))
 
 
 def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
@@ -156,21 +181,25 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.T
     for _ in progress(range(cfg.epochs), desc=f"judge ({cfg.arch}, {len(images):,} images, {device.type})"):
         net.train()
         for index in torch.randperm(len(images)).split(cfg.batch_size):
-            x = _augment(images[index].to(device), cfg)
-            loss = F.cross_entropy(net(_standardise(x)), labels[index].to(device), label_smoothing=cfg.label_smoothing)
+            logits = net(_standardise(_augment(images[index].to(device), cfg)))
+            target = labels[index].to(device)
+            loss = (F.binary_cross_entropy_with_logits(logits, target.float()) if cfg.multilabel else
+                    F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
     judge = Judge(cfg, net)
     judge.test_accuracy = judge.accuracy(test_images, test_labels)
+    if cfg.multilabel:
+        judge.per_class_accuracy = judge.accuracy_per_class(test_images, test_labels)
     return judge
 
 
 def judge_dir(cfg) -> Path:
     """Where the judge of a dataset at a resolution lives: ``runs/judges/<dataset>-<resolution>px/``. One judge serves
     every run of that dataset and resolution, so their adherence numbers are comparable."""
-    return paths.runs_dir() / "judges" / f"{cfg.dataset}-{cfg.resolution}px"
+    return paths.runs_dir() / "judges" / f"{cfg.dataset}-{judge_config(cfg).resolution or cfg.resolution}px"
 
 
 def for_config(cfg, retrain: bool = False) -> Judge:
@@ -181,7 +210,9 @@ def for_config(cfg, retrain: bool = False) -> Judge:
     directory = judge_dir(cfg)
     if (directory / "judge.json").exists() and not retrain:
         return Judge.load(directory)
-    judge = train_judge(*data.load_images(cfg, "judge_train"), *data.load_images(cfg, "judge_test"), judge_config(cfg))
+    recipe = judge_config(cfg)
+    judge = train_judge(*data.load_images(cfg, "judge_train", resolution=recipe.resolution),
+                        *data.load_images(cfg, "judge_test", resolution=recipe.resolution), recipe)
     judge.save(directory)
     return judge
 

@@ -112,7 +112,8 @@ def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training
 
 
 def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance: float | None = None,
-                       reference: float | None = None, title: str = "") -> Path:
+                       reference: float | None = None, reference_label: str = "real vs real",
+                       title: str = "") -> Path:
     """Plot ``metric`` against the guidance scale w (log-ish x axis that still shows w = 0); ``chance`` and
     ``reference`` (the real-vs-real value) are drawn as dashed lines."""
     w = np.array([r["guidance_scale"] for r in rows], dtype=float)
@@ -122,7 +123,7 @@ def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance:
     if chance is not None:
         ax.axhline(chance, ls="--", color="gray", label=f"chance ({chance:g})")
     if reference is not None:
-        ax.axhline(reference, ls="--", color="tab:green", label=f"real vs real ({reference:.3g})")
+        ax.axhline(reference, ls="--", color="tab:green", label=f"{reference_label} ({reference:.3g})")
     if chance is not None or reference is not None:
         ax.legend()
     ax.set_xscale("symlog", linthresh=1.0)

@@ -97,13 +97,20 @@ def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_
 
     for name in ("DATA", "RUNS", "REPORTS"):
         monkeypatch.setenv(f"T2I_{name}_DIR", str(tmp_path / name.lower()))
-    done = subprocess.run(["make", "-C", str(NOTEBOOK_DIR.parent), "run-celeba", "PROFILE=smoke"], cwd=tmp_path,
+    done = subprocess.run(["make", "-C", str(NOTEBOOK_DIR.parent), "run-celeba", "PROFILE=smoke",
+                           "ARGS=-p adherence_prompts 3 -p samples_per_prompt 2"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "reports" / "04_celeba_ldm" / "smoke"
     assert (out / "04_celeba_ldm.ipynb").exists()  # the executed notebook
-    for name in ("fig16_loss", "fig17_samples", "fig18_guidance_grid"):
+    for name in ("fig16_loss", "fig17_samples", "fig18_guidance_grid", "adherence"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
+    with open(out / "adherence.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["guidance_scale"]) for r in rows] == [0.0, 2.0, 5.0]
+    assert all(int(r["samples"]) == 6 and 0 <= float(r["attribute_adherence"]) <= 1 for r in rows)
+    judge = json.loads((tmp_path / "runs" / "judges" / "celeba-64px" / "judge.json").read_text())
+    assert judge["config"]["multilabel"] and len(judge["per_class_accuracy"]) == 40
     provenance = json.loads((out / "fig18_guidance_grid.provenance.json").read_text())
     assert provenance["guidance_scales"] == [0.0, 2.0, 5.0] and provenance["samples"] == 6 * 3
     assert list((tmp_path / "data" / "latents").glob("celeba-64px-*/train-*.parquet"))  # the cache was built

@@ -94,6 +94,25 @@ def caption(values, rng: np.random.Generator | int | None = None) -> str:
     """The caption of one attribute vector. ``rng`` (a Generator or a seed) picks phrasings and minor features;
     ``None`` gives the canonical caption (first phrasing, all minor features)."""
     on = as_attributes(values)
+    parts = [phrase for _, phrase in _parts(on, rng)]
+    who = ("young " if on["Young"] else "") + ("man" if on["Male"] else "woman")
+    photo = "A blurry photo" if on["Blurry"] else "A photo"
+    return f"{photo} of a {who}" + (f" with {', '.join(parts)}" if parts else "")
+
+
+def claims(values) -> dict[str, bool]:
+    """What the canonical caption asserts about the image, attribute by attribute: its gender either way ("man" /
+    "woman"), and every attribute it names (after collision resolution). Attribute adherence is measured on these;
+    attributes the caption leaves out are not claimed to be absent."""
+    on = as_attributes(values)
+    said = {"Male": on["Male"]} | {name: True for name in ("Young", "Blurry") if on[name]}
+    for names, _ in _parts(on, None):
+        said.update({name: True for name in names})
+    return said
+
+
+def _parts(on: dict[str, bool], rng: np.random.Generator | int | None) -> list[tuple[tuple[str, ...], str]]:
+    """The ``with ...`` phrases in caption order, each with the attributes it states."""
     if isinstance(rng, (int, np.integer)):
         rng = np.random.default_rng(int(rng))
 
@@ -103,35 +122,31 @@ def caption(values, rng: np.random.Generator | int | None = None) -> str:
     def include_minor() -> bool:
         return rng is None or rng.random() < MINOR_P
 
-    parts: list[str] = []
+    parts: list[tuple[tuple[str, ...], str]] = []
     # hair: one colour, one style, combined ("straight blond hair"); bald replaces all of it
     if on["Bald"]:
-        parts.append(say(HAIR_EXTRA["Bald"]))
+        parts.append((("Bald",), say(HAIR_EXTRA["Bald"])))
     else:
         colour = next((a for a in PRIORITY["hair colour"] if on[a]), None)
         style = next((a for a in PRIORITY["hair style"] if on[a]), None)
         if colour or style:
             words = ([say(HAIR_STYLE[style])] if style else []) + ([say(HAIR_COLOUR[colour])] if colour else [])
-            parts.append(" ".join(words) + " hair")
-        if on["Bangs"]:
-            parts.append(say(HAIR_EXTRA["Bangs"]))
-        if on["Receding_Hairline"]:
-            parts.append(say(HAIR_EXTRA["Receding_Hairline"]))
+            parts.append((tuple(filter(None, (style, colour))), " ".join(words) + " hair"))
+        for name in ("Bangs", "Receding_Hairline"):
+            if on[name]:
+                parts.append(((name,), say(HAIR_EXTRA[name])))
     # minor face features; one eyebrow phrase at most
     eyebrows = next((a for a in PRIORITY["eyebrows"] if on[a]), None)
     for name, phrases in FACE.items():
         if on[name] and (name not in PRIORITY["eyebrows"] or name == eyebrows) and include_minor():
-            parts.append(say(phrases))
+            parts.append(((name,), say(phrases)))
     # facial hair, men only: what is there, else clean-shaven
     if on["Male"]:
-        beard = [say(p) for a, p in FACIAL_HAIR.items() if on[a]]
-        parts += beard or ([say(CLEAN_SHAVEN)] if on["No_Beard"] else [])
-    parts += [say(p) for a, p in EXPRESSION.items() if on[a]]
-    parts += [say(p) for a, p in ACCESSORIES.items() if on[a]]
-
-    who = ("young " if on["Young"] else "") + ("man" if on["Male"] else "woman")
-    photo = "A blurry photo" if on["Blurry"] else "A photo"
-    return f"{photo} of a {who}" + (f" with {', '.join(parts)}" if parts else "")
+        beard = [((a,), say(p)) for a, p in FACIAL_HAIR.items() if on[a]]
+        parts += beard or ([(("No_Beard",), say(CLEAN_SHAVEN))] if on["No_Beard"] else [])
+    parts += [((a,), say(p)) for a, p in EXPRESSION.items() if on[a]]
+    parts += [((a,), say(p)) for a, p in ACCESSORIES.items() if on[a]]
+    return parts
 
 
 def vector(active: Iterable[str]) -> np.ndarray:

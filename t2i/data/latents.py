@@ -29,11 +29,16 @@ PREPROCESSING = "shorter side to the resolution (bicubic), centre crop, RGB in [
 
 
 class CelebaRow:
-    """A flwrlabs/celeba row -> (uint8 image at ``resolution``, 40 attributes as uint8 0/1)."""
+    """A flwrlabs/celeba row -> (uint8 image at ``resolution``, 40 attributes as uint8 0/1); called, the image is
+    a tensor in ``pixel_range`` and the attributes a tensor (what the attribute judge trains on)."""
 
-    def __init__(self, resolution: int):
-        self.resolution = resolution
+    def __init__(self, resolution: int, pixel_range: tuple[float, float] = (-1.0, 1.0)):
+        self.resolution, self.pixel_range = resolution, pixel_range
         self.columns = ["image", *ATTRIBUTES]
+
+    def __call__(self, row: dict[str, Any]) -> tuple:
+        image, attributes = self.parse(row)
+        return to_tensor(image, self.pixel_range), torch.from_numpy(attributes)
 
     def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         values = [row.get(name) for name in ATTRIBUTES]

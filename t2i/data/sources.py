@@ -30,12 +30,15 @@ def load_dataset(cfg: ExperimentConfig, split: str = "train") -> Dataset:
     return TensorDataset(low + (high - low) * images, labels)
 
 
-def load_images(cfg: ExperimentConfig, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [N, C, R, R] float32 in [0, 1] and labels [N] int64 (the first ``limit`` if given)."""
+def load_images(cfg: ExperimentConfig, split: str, limit: int | None = None,
+                resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [N, C, R, R] float32 in [0, 1] and labels [N] int64 (the first ``limit`` if given). CelebA's labels
+    are its 40 attributes, [N, 40]. ``resolution`` overrides the config's (parquet datasets: the CelebA judge reads
+    64 px faces, not 256 px ones)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
     if cfg.shards is not None:
-        images, labels = _shard_images(cfg, split, limit)
+        images, labels = _shard_images(cfg.replace(resolution=resolution or cfg.resolution), split, limit)
     elif cfg.dataset in ("mnist", "digits"):
         images, labels = digits.load_images(cfg, split)
     elif cfg.dataset == "cifar10":
@@ -48,7 +51,10 @@ def load_images(cfg: ExperimentConfig, split: str, limit: int | None = None) -> 
     return (images[:limit], labels[:limit]) if limit is not None else (images, labels)
 
 
-def decoder_for(cfg: ExperimentConfig) -> shards.ImageLabel:
+def decoder_for(cfg: ExperimentConfig):
+    """Rows -> (image in pixel_range, label): a class index, or CelebA's 40 attributes."""
+    if cfg.dataset == "celeba":
+        return latents.CelebaRow(cfg.resolution, cfg.pixel_range)
     return shards.ImageLabel(cfg.resolution, cfg.pixel_range, len(cfg.class_names), label_column=cfg.label_column)
 
 
@@ -117,7 +123,8 @@ def _shard_images(cfg: ExperimentConfig, split: str, limit: int | None) -> tuple
         if cap is not None and len(images) >= cap:
             break
     low, high = cfg.pixel_range
-    return (torch.stack(images) - low) / (high - low), torch.tensor(labels, dtype=torch.long)
+    labels = torch.stack(labels).long() if torch.is_tensor(labels[0]) else torch.tensor(labels, dtype=torch.long)
+    return (torch.stack(images) - low) / (high - low), labels
 
 
 def _rows(path) -> int:
