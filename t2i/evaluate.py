@@ -127,21 +127,30 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
            "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
     reference = metrics.cached_features(extractor, lambda: reference_images, key)
 
-    def row(name, images: torch.Tensor, labels: torch.Tensor, prompts: list[str]) -> dict:
+    def prompts_and_score(labels: torch.Tensor):
+        """The prompts for a set of labels and how the judge's predictions are scored against them: the class
+        caption and accuracy, or (CelebA) the attribute caption and the fraction of its claims confirmed."""
+        if judge.cfg.multilabel:
+            prompts, mask, values = attribute_claims(labels)
+            return prompts, lambda predicted: claim_agreement(predicted, mask, values)
+        return [captions[i] for i in labels], lambda predicted: (predicted == labels).float().mean().item()
+
+    def row(name, images: torch.Tensor, prompts: list[str], score) -> dict:
         uint8 = metrics.to_uint8(images)
         features = extractor(uint8)
         kid, kid_std = metrics.kernel_inception_distance(features, reference)
         is_mean, is_std = metrics.inception_score(features)
         return {"guidance_scale": name, "fid": metrics.frechet_distance(features, reference), "kid": kid,
                 "kid_std": kid_std, "is": is_mean, "is_std": is_std,
-                "adherence": (judge.predict(uint8.float() / 255) == labels).float().mean().item(),
+                "adherence": score(judge.predict(uint8.float() / 255)),
                 "clip_score": clip(images, prompts) if clip is not None else "n/a", "samples": len(images)}
 
-    real = real_images[n:2 * n]
-    rows = [row("real", real, real_labels[n:2 * n], [captions[i] for i in real_labels[n:2 * n]])]
-    labels, prompts = class_prompts(captions, samples_per_class)
+    rows = [row("real", real_images[n:2 * n], *prompts_and_score(real_labels[n:2 * n]))]
+    # class datasets: samples_per_class of every class; CelebA: the captions of the reference faces' attributes
+    prompts, score = prompts_and_score(real_labels[:n] if judge.cfg.multilabel else
+                                       class_prompts(captions, samples_per_class)[0])
     for w in progress(guidance_scales, desc="guidance sweep"):
-        rows.append(row(float(w), pipe.images(prompts, w, seed=seed, show_progress=False), labels, prompts))
+        rows.append(row(float(w), pipe.images(prompts, w, seed=seed, show_progress=False), prompts, score))
     return rows
 
 
@@ -150,11 +159,14 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
     trade-off, and provenance for each. Returns the markdown table."""
     directory = Path(directory)
     n = rows[0]["samples"]
+    adherence = ("fraction of each caption's attribute claims the 40-attribute judge confirms (prompts: the captions "
+                 "of the reference faces' attributes)" if pipe.cfg.dataset == "celeba" else
+                 f"judge accuracy on the prompted class (chance {1 / len(pipe.cfg.captions):.0%})")
     caption = (f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
                f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampler} x {pipe.num_inference_steps} steps), "
                f"N = {n} generated images per row against N real reference images; 'real' = a disjoint real set "
                f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
-               f"feature space). Adherence: judge accuracy on the prompted class (chance {1 / len(pipe.cfg.captions):.0%}). "
+               f"feature space). Adherence: {adherence}. "
                f"Guidance: {reports.GUIDANCE_CONVENTION}.")
     table = reports.write_table(rows, directory / "sweep", caption=caption)
     facts = {"seed": pipe.cfg.seed, "checkpoint": pipe.checkpoint, "weights": pipe.weights, "samples": n,

@@ -181,3 +181,20 @@ def test_latent_training_resumes_bit_exactly(celeba_cfg):
     a = checkpoints.load_unet(checkpoints.latest(straight)).state_dict()
     b = checkpoints.load_unet(checkpoints.latest(resumed)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_guidance_sweep_scores_celeba_by_attribute_claims(celeba_cfg):
+    """05_evaluate's sweep on a latent-diffusion run: prompts are the captions of the reference faces' attributes,
+    adherence is the fraction of their claims the 40-attribute judge confirms, the real row is the ceiling."""
+    from t2i import data, evaluate, judges
+    from t2i.pipeline import TextToImage
+
+    run = train.train_experiment(celeba_cfg, paths.run_dir("celeba", "sweep"))
+    pipe = TextToImage.from_run(run, device="cpu")
+    judge = judges.for_config(celeba_cfg)
+    assert judge.cfg.multilabel and judges.judge_dir(celeba_cfg).name == "celeba-64px"
+    real, attributes = data.load_images(celeba_cfg, "train", limit=24)
+    assert real.shape == (24, 3, 64, 64) and attributes.shape == (24, 40)
+    rows = evaluate.sweep(pipe, judge, evaluate.make_extractor("judge", judge), [0.0, 3.0], 2, real, attributes)
+    assert [r["guidance_scale"] for r in rows] == ["real", 0.0, 3.0]
+    assert all(r["samples"] == 12 and 0 <= r["adherence"] <= 1 for r in rows)
