@@ -268,25 +268,19 @@ CIFAR10_FULL = MNIST_FULL.replace(
     guidance_scales=(0.0, 1.0, 2.0, 5.0, 10.0),  # 3.3.5 tested {0, 2, 5, 10}; w = 1 added (no guidance)
 )
 
+# What every parquet experiment's smoke profile shares: the bundled MiniLM encoder, a tiny UNet, one short epoch.
+SMOKE_MODEL = dict(profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
+                   norm_num_groups=4, attention_head_dim=4, batch_size=16, learning_rate=1e-3, epochs=1,
+                   checkpoint_every=1, num_inference_steps=3, judge_epochs=2)
+
 # Tests: synthetic CIFAR-format parquet shards (written on first use), the bundled MiniLM encoder, a tiny UNet.
 CIFAR10_SMOKE = CIFAR10_FULL.replace(
-    profile="smoke",
-    judge_epochs=2,
+    **SMOKE_MODEL,
     resolution=16,
     shards="synthetic/cifar10/train-*.parquet",
     judge_shards="synthetic/cifar10/test-*.parquet",
-    text_encoder="bundled:all-MiniLM-L6-v2",
-    cross_attention_dim=384,
     max_tokens=16,
     block_out_channels=(8, 16, 16, 8),
-    layers_per_block=1,
-    norm_num_groups=4,
-    attention_head_dim=4,
-    batch_size=16,
-    learning_rate=1e-3,
-    epochs=1,
-    checkpoint_every=1,
-    num_inference_steps=3,
     guidance_scales=(0.0, 1.0, 5.0),
 )
 
@@ -318,22 +312,11 @@ WIKIART_FULL = CIFAR10_FULL.replace(
 )
 
 WIKIART_SMOKE = WIKIART_FULL.replace(
-    profile="smoke",
-    judge_epochs=2,
+    **SMOKE_MODEL,
     resolution=32,
     shards="synthetic/wikiart/train-*.parquet",
-    text_encoder="bundled:all-MiniLM-L6-v2",
-    cross_attention_dim=384,
     max_tokens=16,
     block_out_channels=(8, 16, 16, 16, 16),
-    layers_per_block=1,
-    norm_num_groups=4,
-    attention_head_dim=4,
-    batch_size=16,
-    learning_rate=1e-3,
-    epochs=1,
-    checkpoint_every=1,
-    num_inference_steps=3,
     guidance_scales=(0.0, 1.0, 5.0),
     num_workers=2,
     profile_steps=3,
@@ -378,26 +361,15 @@ CELEBA_FULL = MNIST_FULL.replace(
 
 # Tests: synthetic CelebA-format shards and a tiny random VAE (both written on first use), MiniLM, a tiny UNet.
 CELEBA_SMOKE = CELEBA_FULL.replace(
-    profile="smoke",
+    **SMOKE_MODEL,
     resolution=64,
     shards="synthetic/celeba/train-*.parquet",
     judge_shards=None,
     vae="synthetic:tiny-vae",
-    text_encoder="bundled:all-MiniLM-L6-v2",
-    cross_attention_dim=384,
     max_tokens=32,
     block_out_channels=(8, 16, 16, 8),
-    layers_per_block=1,
-    norm_num_groups=4,
-    attention_head_dim=4,
-    batch_size=16,
-    learning_rate=1e-3,
-    epochs=1,
-    checkpoint_every=1,
-    num_inference_steps=3,
     guidance_scales=(0.0, 2.0, 5.0),
     num_workers=0,
-    judge_epochs=2,
 )
 
 PROFILES: dict[str, dict[str, ExperimentConfig]] = {
