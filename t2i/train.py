@@ -60,6 +60,10 @@ class EpsilonObjective:
         self.captions = captions
         self.p_uncond = p_uncond
 
+    def to(self, device: torch.device | str) -> "EpsilonObjective":
+        """The same objective with its caption embeddings (or text encoder) on ``device``."""
+        return type(self)(self.noise_scheduler, self.captions.to(device), self.p_uncond)
+
     def inputs(self, batch, generator: torch.Generator, timer: StageTimer) -> tuple[torch.Tensor, object]:
         """``(x0, conditions)`` from a batch; here the batch is already ``(images, caption ids)``."""
         return batch
@@ -154,8 +158,8 @@ class Trainer:
         self.ema = None if cfg.ema_decay is None else EMAModel(
             self.accelerator.unwrap_model(self.unet).parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
             inv_gamma=1.0, power=2 / 3)
-        self.objective = objective or EpsilonObjective(
-            training_scheduler(cfg), captions.to(self.accelerator.device), cfg.p_uncond)
+        objective = objective or EpsilonObjective(training_scheduler(cfg), captions, cfg.p_uncond)
+        self.objective = objective.to(self.accelerator.device) if hasattr(objective, "to") else objective
         self.generator = torch.Generator(self.accelerator.device)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.last_checkpoint: Path | None = None
@@ -495,12 +499,10 @@ def train_experiment(cfg: ExperimentConfig, run_dir: Path) -> Path:
     text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     check_text_width(cfg, text.hidden_size)
     if cfg.vae is not None:  # latent diffusion: cached VAE posteriors, a new caption per image and step
-        from accelerate import PartialState
-
         from .text import CaptionEncoder
 
         dataset = data.load_dataset(cfg, "train")  # builds the latent cache on first use
-        conditioner = CaptionEncoder(text.to(PartialState().device))
+        conditioner = CaptionEncoder(text)  # the trainer moves it (and the encoder) to its device
         return fit(cfg, run_dir, dataset, conditioner,
                    objective=LatentEpsilonObjective(training_scheduler(cfg), conditioner, cfg.p_uncond))
     captions = CaptionTable.build(text, cfg.captions)
