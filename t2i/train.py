@@ -192,7 +192,7 @@ class Trainer:
                     with self.timer("data wait"):
                         batch = next(batches, None)
                     # one collective per step: stop on a signal anywhere, or when any rank's data runs out (a shard
-                    # stream gives ranks whole shards, so their row counts can differ slightly)
+                    # stream deals whole shards to ranks, so their row counts can differ by up to a shard)
                     stop, exhausted = _any_process(acc, preemption.requested, batch is None)
                     if stop:
                         path = self._checkpoint(log)
