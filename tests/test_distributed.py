@@ -32,13 +32,14 @@ def test_two_processes_on_cpu_end_with_identical_weights_and_disjoint_data(tmp_p
     assert checkpoints.latest(tmp_path / "run").name == "epoch-0001"
 
 
-def test_two_ranks_stream_disjoint_shards_and_stop_together_when_one_runs_dry(tmp_path, tiny_clip_dir):
-    """3 shards of 40 rows on 2 ranks: rank 0 streams two shards, rank 1 one. Rank 1 runs out after 3 batches of 16;
-    both stop there (no hang in the gradient all-reduce) with identical weights, having read disjoint rows."""
+def test_two_ranks_stream_disjoint_rows_and_stop_together_when_one_runs_dry(tmp_path, tiny_clip_dir):
+    """3 single-row-group shards of 40 rows on 2 ranks: rank 0 streams two shards, rank 1 one. Rank 1 runs out after 3
+    batches of 16; both stop there (no hang in the gradient all-reduce) with identical weights, having read disjoint
+    rows."""
     from t2i.data import synthetic
 
     synthetic.write_class_shards(tmp_path / "shards", num_shards=3, rows_per_shard=40, num_classes=10,
-                                 row_group_size=16)
+                                 row_group_size=40)
     ranks = two_ranks(tmp_path, tiny_clip_dir, "stream")
     assert ranks[0]["weights"] == ranks[1]["weights"]
     seen = [set(r["seen"]) for r in ranks]

@@ -60,6 +60,12 @@ def test_a_consumer_reads_whole_shards_when_there_are_enough(shard_files):
         assert len(pieces) == 1 and pieces[0][1] == (0, 1, 2, 3)  # one shard, all 4 row groups
 
 
+def test_shares_differ_by_at_most_a_row_group_when_shards_do_not_divide(shard_files):
+    """3 shards (row groups of 8, 8, 8, 6 rows) on 2 ranks: one whole shard each, the third's row groups alternate."""
+    rows = [len(shards.ShardStream(shard_files, RowId(), seed=0, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(rows) == [44, 46] and sum(rows) == 90
+
+
 def test_shard_order_and_rows_reshuffle_every_epoch_and_repeat_for_a_seed(shard_files):
     stream = shards.ShardStream(shard_files, RowId(), seed=7)
     epoch0 = rows_seen(stream, 0)

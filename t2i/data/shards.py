@@ -5,8 +5,9 @@ shards runs out of memory once every DataLoader worker keeps its own. :class:`Sh
 consumer (a DataLoader worker of a distributed rank) whole shards:
 
 - every epoch the shard order is shuffled with ``(seed, epoch)``;
-- shards are dealt to ranks, then to the workers of each rank, round-robin; when there are fewer shards than
-  consumers, row groups are dealt instead, so every row is read exactly once per epoch for any worker count;
+- shards are dealt to ranks, then to the workers of each rank, round-robin, as many whole as divide evenly; the row
+  groups of the remaining shards are dealt one by one, so every row is read exactly once per epoch for any number
+  of ranks and workers, and shares differ by at most a row group;
 - a consumer reads its part of a shard row group by row group into one Arrow table, shuffles its rows with
   ``(seed, epoch, shard)``, decodes and yields them one by one, and frees the shard before reading the next.
 
@@ -224,10 +225,12 @@ class ShardStream(IterableDataset):
 
 
 def _deal(pieces: list[Piece], parts: int, index: int) -> list[Piece]:
-    """Round-robin share ``index`` of ``parts``: whole shards when there are enough, else single row groups."""
-    if len(pieces) < parts:
-        pieces = [(s, (g,)) for s, groups in pieces for g in groups]
-    return pieces[index::parts]
+    """Share ``index`` of ``parts``, round-robin: as many whole shards as divide evenly, then the row groups of the
+    remaining shards one by one, so shares differ by at most a row group (72 shards on 5 ranks: 14 shards each, and
+    the last 2 shards' row groups spread over all 5), and every row lands in exactly one share."""
+    whole = len(pieces) - len(pieces) % parts
+    rest = [(s, (g,)) for s, groups in pieces[whole:] for g in groups]
+    return pieces[index:whole:parts] + rest[index::parts]
 
 
 def _merge(pieces: list[Piece]) -> list[Piece]:
