@@ -118,7 +118,7 @@ def _assets(args) -> int:
     print(f"{cfg.dataset} in {root}")
     TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     print(f"{cfg.text_encoder} in the Hugging Face cache")
-    if getattr(cfg, "vae", None):
+    if cfg.vae is not None:
         from .vae import LatentCodec
 
         LatentCodec.from_pretrained(cfg.vae)
