@@ -102,6 +102,9 @@ def test_every_kind_of_bad_row_is_skipped_counted_and_listed(bad_shards, tmp_pat
     assert reasons[(0, 1)] == "empty image bytes"
     assert reasons[(2, 5)] == "missing label" and reasons[(2, 6)].startswith("unknown label 11")
     assert all(reasons[k].startswith("unreadable image") for k in [(0, 2), (1, 3), (1, 4)])
+    list(stream)  # the same epoch read again (a run resumed mid-epoch re-decodes its first rows): listed once
+    assert [(r["shard"], r["row"], r["reason"]) for r in stream.bad_samples(epoch=0)] == \
+        [(r["shard"], r["row"], r["reason"]) for r in records]
     summary = shards.summarize_bad_samples(records, stream.total_rows)
     assert summary.startswith("6 bad rows skipped (5.00% of 120)") and "train-00001-of-00003.parquet: 2" in summary
 

@@ -36,6 +36,8 @@ def decode_image(data: bytes | None, resolution: int) -> np.ndarray:
             image = to_rgb(image)
     except BadSample:
         raise
+    except Image.UnidentifiedImageError:  # its message names a BytesIO address: say it plainly, the same every time
+        raise BadSample("unreadable image: not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadSample(f"unreadable image: {type(exc).__name__}: {exc}") from None
     image = ImageOps.fit(image, (resolution, resolution), method=Image.Resampling.BICUBIC)

@@ -108,12 +108,7 @@ def build(cfg: ExperimentConfig, sources: Sequence[Path], codec, out_dir: Path |
         return table, skipped
 
     out_dir = Path(out_dir or cache_dir(cfg))
-    files = shards.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
-    skipped = shards.skipped_rows(out_dir)
-    if skipped:
-        print("latent cache: " + shards.summarize_bad_samples(skipped, sum(pq.ParquetFile(f).metadata.num_rows
-                                                                           for f in files) + len(skipped)))
-    return files
+    return shards.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
 
 
 def stream(cfg: ExperimentConfig, files: Sequence[Path]) -> shards.ShardStream:

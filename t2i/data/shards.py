@@ -26,6 +26,7 @@ import glob
 import json
 import os
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -147,7 +148,8 @@ class ShardStream(IterableDataset):
         self.world_size = default_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
-        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="t2i-bad-samples-"))
+        # created on the first bad row (workers write there too, so the path is fixed here, in the parent)
+        self.log_dir = Path(log_dir or Path(tempfile.gettempdir()) / f"t2i-bad-samples-{uuid.uuid4().hex}")
         self.epoch = 0
 
     @property
@@ -198,11 +200,15 @@ class ShardStream(IterableDataset):
             del table  # free this shard before reading the next
 
     def bad_samples(self, epoch: int) -> list[dict]:
-        """Every row skipped in ``epoch`` (all ranks and workers that share ``log_dir``)."""
-        records = []
+        """Every row skipped in ``epoch`` (all ranks and workers that share ``log_dir``), once each: a run resumed
+        mid-epoch decodes, and logs, the rows before its checkpoint again."""
+        records = {}
         for path in sorted(self.log_dir.glob(f"epoch-{epoch:04d}.*.jsonl")):
-            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return sorted(records, key=lambda r: (r["shard"], r["row"]))
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    records.setdefault((record["shard"], record["row"]), record)
+        return [records[k] for k in sorted(records)]
 
     # --- internals -----------------------------------------------------------------------------------------------
     def _pieces(self, epoch: int) -> list[Piece]:
@@ -301,6 +307,10 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
         os.replace(partial, output)
+    skipped = skipped_rows(out_dir)
+    if skipped:  # reported whenever the cache is used, not only when it is built
+        kept = sum(pq.ParquetFile(o).metadata.num_rows for o in outputs)
+        print(f"{out_dir.name}: " + summarize_bad_samples(skipped, kept + len(skipped)))
     return outputs
 
 

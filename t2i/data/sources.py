@@ -72,9 +72,6 @@ def shard_stream(cfg: ExperimentConfig) -> shards.ShardStream:
     if cfg.preprocess:
         out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
         files = shards.preprocess(files, out, decoder)
-        skipped = shards.skipped_rows(out)
-        if skipped:
-            print("preprocessing " + shards.summarize_bad_samples(skipped, sum(map(_rows, files)) + len(skipped)))
         decoder = shards.Pixels(cfg.resolution, cfg.pixel_range, len(cfg.class_names), cfg.label_column)
     return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction)
 
@@ -122,12 +119,9 @@ def _shard_images(cfg: ExperimentConfig, split: str, limit: int | None) -> tuple
             labels.append(label)
         if cap is not None and len(images) >= cap:
             break
+    skipped = stream.bad_samples(0)
+    if skipped:
+        print(f"{cfg.dataset} {split}: " + shards.summarize_bad_samples(skipped, stream.total_rows))
     low, high = cfg.pixel_range
     labels = torch.stack(labels).long() if torch.is_tensor(labels[0]) else torch.tensor(labels, dtype=torch.long)
     return (torch.stack(images) - low) / (high - low), labels
-
-
-def _rows(path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
