@@ -12,9 +12,10 @@
 - ``manifest.json``, written last: size and SHA-256 of every file above.
 
 A checkpoint is written under a temporary name, every file and the folder are fsynced, and it is renamed into
-place; ``latest`` (a one-line text file) is moved only after that. On load, the manifest is checked; a damaged newest
-checkpoint is reported with a warning and the previous one is used. The newest ``keep`` checkpoints are kept, and
-epoch milestones (every ``checkpoint_every`` epochs) are never pruned.
+place; ``latest`` (a one-line text file) is moved only after that. Nothing read from a checkpoint is trusted before
+it is checked against the manifest: discovery orders checkpoints by the step in their *verified* ``state.json``, and
+a damaged newest checkpoint is reported with a warning and the previous valid one is used. The newest ``keep``
+checkpoints are kept, and epoch milestones (every ``checkpoint_every`` epochs) are never pruned.
 """
 
 from __future__ import annotations
@@ -22,19 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
+
+from .errors import RunError, UserError
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, incomplete or fails its manifest."""
 
 
@@ -65,7 +70,7 @@ def save(run_dir: Path, name: str, writers: dict, state: dict, milestone: bool, 
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    _write_atomic(root / LATEST, name)
+    write_atomic(root / LATEST, name)
     _prune(root, keep)
     return final
 
@@ -78,9 +83,7 @@ def save_tensors(tensors: dict[str, torch.Tensor]):
 def verify(path: Path) -> None:
     """Raise :class:`CheckpointError` unless every file in the manifest is present with its size and hash."""
     path = Path(path)
-    if not (path / MANIFEST).exists():
-        raise CheckpointError(f"{path} has no {MANIFEST} (incomplete write)")
-    expected = json.loads((path / MANIFEST).read_text())
+    expected = _read_manifest(path)
     for relative, (size, digest) in expected.items():
         file = path / relative
         if not file.exists() or file.stat().st_size != size or _sha256(file) != digest:
@@ -88,22 +91,25 @@ def verify(path: Path) -> None:
 
 
 def candidates(run_dir: Path) -> list[Path]:
-    """All checkpoints of a run, newest (highest step) first."""
+    """Every checkpoint folder of a run, usable or not: newest (highest verified step) first, folders whose
+    ``state.json`` does not match their manifest last."""
     root = checkpoint_dir(run_dir)
     if not root.exists():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "state.json").exists()]
-    return sorted(found, key=lambda p: json.loads((p / "state.json").read_text())["step"], reverse=True)
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    steps = {p: _verified_step(p) for p in found}
+    return sorted(found, key=lambda p: (steps[p] is not None, steps[p] or 0, p.name), reverse=True)
 
 
 def latest(run_dir: Path) -> Path | None:
     """The newest checkpoint that passes verification. If the one ``latest`` names is damaged, warn and fall back to
-    the next newest valid one; None if the run has no checkpoint."""
+    the next newest valid one; None if the run has no usable checkpoint (:func:`candidates` says whether it has
+    damaged ones)."""
     root = checkpoint_dir(run_dir)
     pointer = root / LATEST
     ordered = candidates(run_dir)
-    if pointer.exists():
-        named = root / pointer.read_text().strip()
+    named = root / pointer.read_text().strip() if pointer.exists() else None
+    if named in ordered:
         ordered = [named] + [p for p in ordered if p != named]
     for path in ordered:
         try:
@@ -121,16 +127,17 @@ def resolve(run_dir: Path, checkpoint: str | None = None) -> Path:
         path = checkpoint_dir(run_dir) / checkpoint
         if not path.is_dir():
             have = [p.name for p in candidates(run_dir)]
-            raise FileNotFoundError(f"no checkpoint {checkpoint!r} in {run_dir} (have: {have or 'none'})")
+            raise RunError(f"no checkpoint {checkpoint!r} in {run_dir} (have: {have or 'none'})")
         verify(path)
         return path
     path = latest(run_dir)
     if path is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir}; train first")
+        raise RunError(f"no usable checkpoint in {run_dir}; train first")
     return path
 
 
 def load_state(path: Path) -> dict:
+    """The ``state.json`` of a checkpoint that passed :func:`verify`."""
     return json.loads((Path(path) / "state.json").read_text())
 
 
@@ -138,7 +145,7 @@ def load_unet(path: Path, ema: bool = False) -> UNet2DConditionModel:
     """The UNet of a checkpoint: raw weights, or the EMA weights if ``ema`` (and the checkpoint has them)."""
     sub = Path(path) / ("ema" if ema else "unet")
     if ema and not sub.exists():
-        raise FileNotFoundError(f"{path} has no EMA weights (trained with ema_decay=None); load with ema=False")
+        raise RunError(f"{path} has no EMA weights (trained with ema_decay=None); sample with --no-ema")
     return UNet2DConditionModel.from_pretrained(sub)
 
 
@@ -149,6 +156,28 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _manifest(directory: Path) -> dict[str, tuple[int, str]]:
     return {str(f.relative_to(directory)): (f.stat().st_size, _sha256(f))
             for f in sorted(directory.rglob("*")) if f.is_file() and f.name != MANIFEST}
+
+
+def _read_manifest(path: Path) -> dict[str, tuple[int, str]]:
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        return {str(k): (int(v[0]), str(v[1])) for k, v in manifest.items()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} has no {MANIFEST} (incomplete write)") from None
+    except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: {MANIFEST} is damaged ({exc})") from None
+
+
+def _verified_step(path: Path) -> int | None:
+    """The step in a checkpoint's ``state.json`` if that file matches the manifest, else None (never trusted)."""
+    try:
+        size, digest = _read_manifest(path)["state.json"]
+        state = Path(path) / "state.json"
+        if state.stat().st_size != size or _sha256(state) != digest:
+            return None
+        return int(json.loads(state.read_text())["step"])
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sha256(path: Path) -> str:
@@ -176,9 +205,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file, fsync, rename over ``path``, fsync the folder: never a half-written file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", newline="") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -187,9 +218,55 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _prune(root: Path, keep: int) -> None:
-    """Keep the newest ``keep`` checkpoints and every milestone; delete the rest (never the one ``latest`` names)."""
+    """Keep the newest ``keep`` checkpoints and every milestone; delete the rest (never the one ``latest`` names, and
+    never one that cannot be verified: that is for a person to look at)."""
     named = (root / LATEST).read_text().strip()
-    ordered = candidates(root.parent)
-    for path in ordered[keep:]:
-        if path.name != named and not load_state(path).get("milestone", False):
+    for path in candidates(root.parent)[keep:]:
+        if path.name != named and _verified_step(path) is not None and not load_state(path).get("milestone", False):
             shutil.rmtree(path)
+
+
+# --- training state that is not weights: optimizer and RNGs, as safetensors + JSON (nothing pickled) -------------
+def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> (tensors for safetensors, everything else as JSON)."""
+    tensors, scalars = {}, {}
+    for index, values in state_dict["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    for index, values in saved["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every RNG a training step may touch: ``{"tensors": ... for safetensors, "json": ...}``."""
+    tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    return {"tensors": tensors, "json": {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+                                         "python": [version, list(internal), py_gauss]}}
+
+
+def set_rng_state(generator: torch.Generator, json_state: dict, tensors: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    generator.set_state(tensors["generator"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
+    kind, keys, pos, has_gauss, gauss = json_state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = json_state["python"]
+    random.setstate((version, tuple(internal), py_gauss))

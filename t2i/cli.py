@@ -1,23 +1,48 @@
 """Command line for batch jobs (SLURM, ``accelerate launch -m t2i ...``).
 
-    python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...]
-    python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance 5 --n 16 --out grid.png
+    python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...] [--restart]
+    python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance-scale 5 --samples-per-prompt 8 --out grid.png
     python -m t2i judge --experiment mnist --profile full   # the adherence judge of that dataset and resolution
     python -m t2i assets --experiment wikiart    # on a node with internet: data and weights into the caches
+
+A mistake the user can fix (a bad setting, a missing asset, an unusable run folder) prints one line on stderr and
+exits with status 1; ``--debug`` (or ``T2I_DEBUG=1``) shows the traceback. Preemption exits with 75 (requeue).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
-from . import configs, paths
+from . import assets, configs, judges, paths, reports
+from .data import latents, shards
+from .errors import ConfigError, UserError
+from .experiment import train
+from .pipeline import TextToImage
+from .preemption import REQUEUE_EXIT_CODE, Preempted
+from .runs import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets}[args.command](args)
+    except Preempted as stop:
+        print(f"preempted: {stop}", file=sys.stderr)
+        return REQUEUE_EXIT_CODE
+    except UserError as exc:
+        if args.debug or os.environ.get("T2I_DEBUG") == "1":
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m t2i", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors too (or T2I_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (or resume) a run")
@@ -26,18 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-name", help="runs/<experiment>/<run-name> (default: the profile name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set epochs=5 --set p_uncond=0.1 (repeatable)")
+    p.add_argument("--restart", action="store_true",
+                   help="start the run over: its old config, checkpoints and logs move to <run>/restarted-<time>/")
 
     p = sub.add_parser("sample", help="sample a grid of images from a trained run")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--prompt", action="append", required=True, help="repeatable; the prompts are cycled to fill --n")
-    p.add_argument("--guidance", type=float, default=5.0, help="w in eps_uncond + w (eps_cond - eps_uncond)")
-    p.add_argument("--n", type=int, default=16, help="number of images")
-    p.add_argument("--seed", type=int, help="image i uses seed + i (default: the run's seed)")
-    p.add_argument("--sampler", choices=configs.SAMPLERS)
-    p.add_argument("--steps", type=int, help="inference steps (default: the run's)")
+    p.add_argument("--prompt", action="append", required=True, help="repeatable: one grid row per prompt")
+    p.add_argument("--guidance-scale", type=_finite, default=5.0, help="w in eps_uncond + w (eps_cond - eps_uncond)")
+    p.add_argument("--samples-per-prompt", type=_positive, default=4, help="images per prompt (grid columns)")
+    p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
+    p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
+    p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
-    p.add_argument("--out", type=Path, required=True, help="PNG path")
+    p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
 
     p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
     p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
@@ -46,103 +73,92 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
     p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
-
-    args = parser.parse_args(argv)
-    return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets}[args.command](args)
+    return parser
 
 
 def _train(args) -> int:
-    from .preemption import REQUEUE_EXIT_CODE, Preempted
-    from .train import train_experiment
-
     cfg = configs.get(args.experiment, args.profile, **configs.parse_overrides(args.overrides))
-    try:
-        run_dir = train_experiment(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
-    except Preempted as stop:
-        print(f"preempted: {stop}", file=sys.stderr)
-        return REQUEUE_EXIT_CODE
+    cache_built = cfg.vae is not None and (latents.cache_dir(cfg) / shards.KEY_FILE).exists()
+    assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not cache_built)
+    run_dir = train(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile), restart=args.restart)
     print(f"run: {run_dir}")
     return 0
 
 
 def _sample(args) -> int:
-    from . import reports
-    from .pipeline import TextToImage
-
-    if args.n <= 0:
-        raise SystemExit("--n must be positive")
-    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint, ema=False if args.no_ema else None)
-    prompts = [args.prompt[i % len(args.prompt)] for i in range(args.n)]
-    seed = pipe.cfg.seed if args.seed is None else args.seed
-    images = pipe.images(prompts, args.guidance, seed=seed, sampler=args.sampler, num_inference_steps=args.steps)
-    title = f"{' | '.join(args.prompt)}  (w={args.guidance:g})"
-    reports.image_grid(images, args.out, nrow=math.ceil(math.sqrt(args.n)), title=title)
-    reports.write_provenance(args.out, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=args.n,
-                             guidance_scale=args.guidance, prompts=args.prompt)
+    cfg = load_config(args.run_dir)
+    if args.num_inference_steps is not None and args.num_inference_steps > cfg.num_train_timesteps:
+        raise ConfigError(f"--num-inference-steps {args.num_inference_steps} is more than the run's "
+                                  f"{cfg.num_train_timesteps} training timesteps")
+    assets.require(cfg, text=True, vae=True)
+    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint, ema=False if args.no_ema else None,
+                                sampler=args.sampler, num_inference_steps=args.num_inference_steps)
+    prompts = [p for p in args.prompt for _ in range(args.samples_per_prompt)]
+    seed = cfg.seed if args.seed is None else args.seed
+    images = pipe.images(prompts, args.guidance_scale, seed=seed)
+    reports.image_grid(images, args.out, nrow=args.samples_per_prompt,
+                       row_labels=[_short(p) for p in args.prompt] if len(args.prompt) > 1 else (),
+                       title=f"{' | '.join(args.prompt) if len(args.prompt) == 1 else ''} (w={args.guidance_scale:g})\n"
+                             f"[{reports.GUIDANCE_CONVENTION}]")
+    reports.write_provenance(args.out, **pipe.provenance(seed=seed, samples=len(images), prompts=args.prompt,
+                                                         guidance_scale=args.guidance_scale,
+                                                         samples_per_prompt=args.samples_per_prompt))
     print(f"wrote {args.out}")
     return 0
 
 
 def _judge(args) -> int:
-    from . import judges
-
     cfg = configs.get(args.experiment, args.profile)
+    assets.require(cfg, dataset=True)
     judge = judges.for_config(cfg, retrain=args.retrain)
     print(f"judge {judges.judge_dir(cfg)}: {judge.test_accuracy:.2%} on held-out real images")
     return 0
 
 
 def _assets(args) -> int:
-    """Fill the caches a compute node without internet reads: datasets under data/ (torchvision, or the parquet
-    shards of a Hugging Face dataset repo), the text encoder (and VAE) in the Hugging Face cache (HF_HOME), pytorch-fid's
-    Inception weights under TORCH_HOME, the CLIP-score model."""
-    import torch
-
-    from . import metrics
-    from .text import TextEncoder
-
-    cfg = configs.get(args.experiment, "full")
-    root = paths.data_dir()
-    if cfg.dataset == "mnist":
-        from torchvision.datasets import MNIST
-
-        for train in (True, False):
-            MNIST(root, train=train, download=True)
-    elif cfg.dataset == "cifar10":
-        from torchvision.datasets import CIFAR10
-
-        for train in (True, False):
-            CIFAR10(root, train=train, download=True)
-    for pattern in filter(None, (cfg.shards, cfg.judge_shards)):
-        _download_shards(pattern)
-    print(f"{cfg.dataset} in {root}")
-    TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
-    print(f"{cfg.text_encoder} in the Hugging Face cache")
-    if cfg.vae is not None:
-        from .vae import LatentCodec
-
-        LatentCodec.from_pretrained(cfg.vae)
-        print(f"{cfg.vae} in the Hugging Face cache")
-    torch.hub.load_state_dict_from_url(metrics.FID_WEIGHTS_URL, progress=True)  # pytorch-fid's Inception
-    print(f"FID Inception weights in {metrics.inception_weights_path()}")
-    metrics.ClipScorer("openai/clip-vit-base-patch16")  # the CLIP-score model (not the conditioning one)
-    print("openai/clip-vit-base-patch16 in the Hugging Face cache")
+    assets.fetch(args.experiment)
     return 0
 
 
-# data/<folder>/... <- the Hugging Face dataset repo the shards come from
-SHARD_REPOS = {"wikiart": "huggan/wikiart", "celeba": "flwrlabs/celeba"}
+# --- argument types: a bad value is a one-line usage error, never a silent fix --------------------------------------
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
-def _download_shards(pattern: str) -> None:
-    """``wikiart/data/train-*.parquet`` -> the matching files of huggan/wikiart into data/wikiart/."""
-    from huggingface_hub import snapshot_download
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
-    folder, _, inside = pattern.partition("/")
-    if folder not in SHARD_REPOS:
-        raise SystemExit(f"no download source for {pattern!r}; known folders: {sorted(SHARD_REPOS)}")
-    snapshot_download(SHARD_REPOS[folder], repo_type="dataset", allow_patterns=[inside],
-                      local_dir=paths.data_dir() / folder)
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _png_path(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name the file to write, e.g. {path / 'grid.png'}")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text} must end in .png")
+    return path
+
+
+def _short(prompt: str, width: int = 40) -> str:
+    return prompt if len(prompt) <= width else prompt[: width - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -1,23 +1,35 @@
-"""One frozen config per experiment, with the thesis values as the ``full`` profile.
+"""One frozen config per experiment. Every experiment's ``full`` profile derives from one neutral base.
 
-Every field says what it is; every thesis value cites the section it comes from. Profiles:
+:data:`BASE` holds library defaults (diffusers' UNet and scheduler, torch's AdamW) and the training infrastructure
+that is the same everywhere; each ``*_FULL`` then sets every thesis value once, with the section it comes from.
+Profiles:
 
 - ``full``  the thesis experiment (cluster, GPU, real data and CLIP weights);
 - ``demo``  the offline CPU demo (`make demo`): bundled digits, bundled sentence encoder, small UNet;
 - ``smoke`` the test-suite profile: tiny and fast, exercises every code path.
 
-Runs store the config they were trained with (``config.json``), so a run can always be rebuilt from its folder.
+Every field is range-checked when a config is made, so a bad ``--set`` fails before anything is written. Runs store
+the config they were trained with (``config.json``), so a run can always be rebuilt from its folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+# Each name is a module t2i/data/<name>.py that defines DATASET (t2i.data.registry); adding one is a README checklist.
 DATASETS = ("mnist", "digits", "cifar10", "wikiart", "celeba")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # diffusers DDPMScheduler
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+# Names a config.json written by older code may use, and what they are called now.
+RENAMED = {"profile_steps": "timing_steps"}
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,7 @@ class ExperimentConfig:
     profile: str  # full | demo | smoke
 
     # --- data ---
-    dataset: str  # one of DATASETS; read with torchvision / scikit-learn, or from parquet `shards` when given
+    dataset: str  # one of DATASETS: its module t2i/data/<dataset>.py loads it
     resolution: int  # images are square, resolution x resolution pixels
     channels: int  # 1 = grayscale, 3 = RGB
     pixel_range: tuple[float, float]  # the range the UNet sees images in
@@ -44,7 +56,7 @@ class ExperimentConfig:
     down_block_types: tuple[str, ...]
     up_block_types: tuple[str, ...]
     cross_attention_dim: int  # must equal the text encoder's hidden size
-    attention_head_dim: int
+    attention_head_dim: int  # diffusers' legacy name: it sets the NUMBER of heads per attention layer (see README)
     norm_num_groups: int
 
     # --- training ---
@@ -58,7 +70,7 @@ class ExperimentConfig:
 
     # --- diffusion ---
     num_train_timesteps: int
-    beta_schedule: str  # diffusers DDPMScheduler beta_schedule
+    beta_schedule: str  # one of BETA_SCHEDULES
     clip_sample: bool  # scheduler clips predicted x0 to [-1, 1] (diffusers default True)
 
     # --- sampling ---
@@ -70,13 +82,14 @@ class ExperimentConfig:
     lr_warmup_steps: int = 0  # linear warmup, then constant (diffusers "constant_with_warmup")
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     ema_decay: float | None = 0.9999  # EMA of the UNet weights (diffusers EMAModel, with warmup); None = no EMA
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
-    channels_last: bool = False  # NHWC memory format for the UNet (faster convolutions on recent GPUs)
-    compile: bool = False  # torch.compile the UNet
+    mixed_precision: str = "auto"  # PRECISIONS; auto = $ACCELERATE_MIXED_PRECISION if set, else bf16 on CUDA, else no
+    channels_last: bool = False  # NHWC memory format for the UNet (faster convolutions on some GPUs; see bench-gpu)
+    compile: bool = False  # torch.compile the UNet (cache under runs/.compile-cache; its time is printed)
+    attention_head_width: int | None = None  # e.g. 64: heads of this width instead of attention_head_dim heads
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps (None = epoch ends only)
     keep_checkpoints: int = 3  # rolling checkpoints kept (>= 2); epoch milestones are always kept
     judge_epochs: int = 30  # epochs of the adherence judge of this dataset (t2i.judges)
-    profile_steps: int = 0  # time the stages of the first N training steps and print a table (0 = off)
+    timing_steps: int = 0  # time the stages of the first N training steps into the run's timing.md (0 = off)
 
     # --- parquet shards (WikiArt, CelebA, synthetic smoke data; t2i.data.shards) ---
     shards: str | None = None  # glob of training shards under the data dir; None = torchvision / scikit-learn
@@ -99,47 +112,15 @@ class ExperimentConfig:
         side = self.resolution // self.latent_downsample
         return self.latent_channels, side, side
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.dataset not in DATASETS:
-            problems.append(f"dataset={self.dataset!r} is not one of {DATASETS}")
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler={self.sampler!r} is not one of {SAMPLERS}")
-        if not len(self.block_out_channels) == len(self.down_block_types) == len(self.up_block_types):
-            problems.append("block_out_channels, down_block_types and up_block_types must have the same length")
-        if any(c % self.norm_num_groups for c in self.block_out_channels):
-            problems.append(f"every block channel count must be divisible by norm_num_groups={self.norm_num_groups}")
-        if not 0.0 <= self.p_uncond < 1.0:
-            problems.append(f"p_uncond={self.p_uncond} must be in [0, 1)")
-        if not self.pixel_range[0] < self.pixel_range[1]:
-            problems.append(f"pixel_range={self.pixel_range} must be (low, high) with low < high")
-        if "{}" not in self.caption_template:
-            problems.append(f"caption_template={self.caption_template!r} must contain '{{}}'")
-        for name in ("resolution", "channels", "max_tokens", "batch_size", "epochs", "checkpoint_every",
-                     "num_train_timesteps", "num_inference_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name}={getattr(self, name)} must be positive")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            problems.append(f"mixed_precision={self.mixed_precision!r} is not one of 'no', 'bf16', 'fp16'")
-        if self.keep_checkpoints < 2:
-            problems.append(f"keep_checkpoints={self.keep_checkpoints} must be >= 2 (a damaged newest one falls back)")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            problems.append(f"ema_decay={self.ema_decay} must be in (0, 1) or None")
-        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps <= 0:
-            problems.append(f"checkpoint_every_steps={self.checkpoint_every_steps} must be positive or None")
-        if not 0.0 <= self.max_bad_fraction < 1.0:
-            problems.append(f"max_bad_fraction={self.max_bad_fraction} must be in [0, 1)")
-        if self.vae is not None and self.resolution % self.latent_downsample:
-            problems.append(f"resolution={self.resolution} must be a multiple of latent_downsample={self.latent_downsample}")
-        if self.num_workers < 0 or self.profile_steps < 0:
-            problems.append("num_workers and profile_steps must be >= 0")
-        if problems:
-            raise ValueError("invalid config: " + "; ".join(problems))
-
     @property
     def captions(self) -> list[str]:
         """The caption of every class, in class order (caption id = class index)."""
         return [self.caption_template.format(name) for name in self.class_names]
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("invalid config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,9 +130,11 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ExperimentConfig":
+        """A config from JSON values (a run's config.json, older names included: :data:`RENAMED`)."""
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}")
+            raise ConfigError(f"unknown config keys {sorted(unknown)}")
         return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
 
     def replace(self, **overrides: Any) -> "ExperimentConfig":
@@ -159,48 +142,133 @@ class ExperimentConfig:
         valid = {f.name for f in dataclasses.fields(self)}
         unknown = set(overrides) - valid
         if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+            hints = [f"{k} is now {RENAMED[k]}" for k in sorted(unknown) if k in RENAMED]
+            raise ConfigError(f"unknown config keys {sorted(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
+                             + f"; valid keys: {sorted(valid)}")
         return dataclasses.replace(self, **{k: _coerce(type(self), k, v) for k, v in overrides.items()})
+
+
+def _problems(cfg: ExperimentConfig) -> list[str]:
+    """Everything wrong with a config, each with the rule it breaks (every field has a range)."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    def finite(value: float) -> bool:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+
+    need(cfg.dataset in DATASETS, f"dataset={cfg.dataset!r} is not one of {DATASETS}")
+    need(cfg.sampler in SAMPLERS, f"sampler={cfg.sampler!r} is not one of {SAMPLERS}")
+    need(cfg.beta_schedule in BETA_SCHEDULES, f"beta_schedule={cfg.beta_schedule!r} is not one of {BETA_SCHEDULES}")
+    need(cfg.mixed_precision in PRECISIONS, f"mixed_precision={cfg.mixed_precision!r} is not one of {PRECISIONS}")
+    for name in ("resolution", "channels", "max_tokens", "layers_per_block", "cross_attention_dim", "attention_head_dim",
+                 "norm_num_groups", "batch_size", "epochs", "checkpoint_every", "num_train_timesteps",
+                 "num_inference_steps", "judge_epochs", "latent_channels", "latent_downsample"):
+        need(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive")
+    for name in ("train_subset", "checkpoint_every_steps", "attention_head_width"):
+        need(getattr(cfg, name) is None or getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive or None")
+    for name in ("lr_warmup_steps", "num_workers", "timing_steps"):
+        need(getattr(cfg, name) >= 0, f"{name}={getattr(cfg, name)} must be >= 0")
+    need(finite(cfg.learning_rate) and cfg.learning_rate > 0, f"learning_rate={cfg.learning_rate} must be a positive number")
+    need(finite(cfg.weight_decay) and cfg.weight_decay >= 0, f"weight_decay={cfg.weight_decay} must be a number >= 0")
+    need(cfg.grad_clip is None or finite(cfg.grad_clip) and cfg.grad_clip > 0,
+         f"grad_clip={cfg.grad_clip} must be a positive number or None")
+    need(0 <= cfg.seed < 2**32, f"seed={cfg.seed} must be in [0, 2**32) (NumPy's seed range)")
+    need(0.0 <= cfg.p_uncond < 1.0, f"p_uncond={cfg.p_uncond} must be in [0, 1)")
+    need(0.0 <= cfg.max_bad_fraction < 1.0, f"max_bad_fraction={cfg.max_bad_fraction} must be in [0, 1)")
+    need(cfg.ema_decay is None or 0.0 < cfg.ema_decay < 1.0, f"ema_decay={cfg.ema_decay} must be in (0, 1) or None")
+    need(cfg.keep_checkpoints >= 2, f"keep_checkpoints={cfg.keep_checkpoints} must be >= 2 (a damaged newest one falls back)")
+    need(len(cfg.pixel_range) == 2 and all(map(finite, cfg.pixel_range)) and cfg.pixel_range[0] < cfg.pixel_range[1],
+         f"pixel_range={cfg.pixel_range} must be (low, high) with low < high")
+    need(len(cfg.guidance_scales) > 0 and all(map(finite, cfg.guidance_scales)),
+         f"guidance_scales={cfg.guidance_scales} must be one or more finite numbers")
+    need(cfg.num_inference_steps <= cfg.num_train_timesteps,
+         f"num_inference_steps={cfg.num_inference_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}")
+    need("{}" in cfg.caption_template, f"caption_template={cfg.caption_template!r} must contain '{{}}'")
+    need(len(cfg.class_names) > 0, "class_names must name at least one class")
+    need(len(cfg.block_out_channels) == len(cfg.down_block_types) == len(cfg.up_block_types),
+         "block_out_channels, down_block_types and up_block_types must have the same length")
+    need(all(c > 0 for c in cfg.block_out_channels), f"block_out_channels={cfg.block_out_channels} must be positive")
+    if cfg.norm_num_groups > 0:
+        need(not any(c % cfg.norm_num_groups for c in cfg.block_out_channels),
+             f"every block channel count must be divisible by norm_num_groups={cfg.norm_num_groups}")
+    if cfg.attention_head_width:
+        need(all(c % cfg.attention_head_width == 0 for c in cfg.block_out_channels if c >= cfg.attention_head_width),
+             f"attention_head_width={cfg.attention_head_width} must divide every block channel count at least as large")
+    if cfg.vae is not None and cfg.latent_downsample > 0:
+        need(cfg.resolution % cfg.latent_downsample == 0,
+             f"resolution={cfg.resolution} must be a multiple of latent_downsample={cfg.latent_downsample}")
+    return problems
 
 
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """JSON and the command line give lists and strings; the config wants tuples, ints and floats."""
     hint = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
     if hint.startswith("tuple") and isinstance(value, (list, tuple)):
-        return tuple(float(v) for v in value) if hint == "tuple[float, ...]" else tuple(value)
+        if hint.startswith("tuple[float"):
+            return tuple(_coerce_number(name, v, float) for v in value)
+        return tuple(_coerce_number(name, v, int) for v in value) if hint.startswith("tuple[int") else tuple(value)
     if value is None and hint.endswith("| None"):
         return None
     hint = hint.removesuffix(" | None")
-    if hint == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     expected = {"int": int, "float": float, "str": str, "bool": bool}.get(hint)
-    if expected and not isinstance(value, expected) or expected is int and isinstance(value, bool):
-        raise TypeError(f"config key {name!r} expects {hint}, got {value!r}")
+    if expected in (int, float):
+        return _coerce_number(name, value, expected)
+    if expected and not isinstance(value, expected):
+        raise ConfigError(f"config key {name!r} expects {hint}, got {value!r}")
     return value
 
 
+def _coerce_number(name: str, value: Any, kind: type) -> int | float:
+    """Ints where ints are expected; floats accept ints, and "nan"/"inf" as the command line spells them."""
+    if isinstance(value, str) and kind is float and value.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or kind is int and not isinstance(value, int):
+        raise ConfigError(f"config key {name!r} expects {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+# The neutral base: library defaults (diffusers' UNet2DConditionModel and DDPMScheduler, torch's AdamW) and the
+# training infrastructure's defaults. No experiment's values live here; each *_FULL below sets its own, once.
+BASE: dict[str, Any] = dict(
+    profile="full",
+    train_subset=None,
+    layers_per_block=2,  # diffusers default
+    attention_head_dim=8,  # diffusers default
+    norm_num_groups=32,  # diffusers default
+    weight_decay=0.01,  # torch.optim.AdamW default
+    num_train_timesteps=1000,  # diffusers default
+    clip_sample=True,  # diffusers default
+)
+
+
+def _full(**fields: Any) -> ExperimentConfig:
+    return ExperimentConfig.from_dict({**BASE, **fields})
+
+
 DIGITS = tuple(str(d) for d in range(10))
+UNET_4 = dict(  # thesis 3.2.2, reused by 3.3.2 and 3.5.5: four levels, cross-attention in the middle two
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
 
 # Thesis section 3.2 ("MNIST Text-to-Image Generation with Classifier-Free Guidance").
-MNIST_FULL = ExperimentConfig(
+MNIST_FULL = _full(
     experiment="mnist",
-    profile="full",
     dataset="mnist",  # 3.2.3: 60,000 training images
     resolution=28,  # 3.2.2: 28x28
     channels=1,  # 3.2.2: grayscale
     pixel_range=(0.0, 1.0),  # 3.2.3: "values normalized to [0, 1]" (kept as the thesis did)
     caption_template="A handwritten digit {}",  # 3.2.3
     class_names=DIGITS,
-    train_subset=None,
     text_encoder="openai/clip-vit-base-patch32",  # 3.2.2
     max_tokens=8,  # 3.2.2: "reduced from default 77"
     block_out_channels=(32, 64, 64, 32),  # 3.2.2
     layers_per_block=2,  # 3.2.2
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),  # 3.2.2
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),  # 3.2.2
+    **UNET_4,  # 3.2.2
     cross_attention_dim=512,  # 3.2.2: CLIP ViT-B/32 text width
     attention_head_dim=8,  # diffusers default; with it the UNet has the thesis's 3,140,385 parameters
-    norm_num_groups=32,  # diffusers default
     batch_size=512,  # 3.2.4 (Table 5 says 256; the experiment's own section wins, see README)
     learning_rate=1e-3,  # 3.2.4 (Table 5 says 1e-4)
     weight_decay=0.01,  # 3.2.4 uses torch.optim.AdamW's default
@@ -231,23 +299,23 @@ MNIST_DEMO = MNIST_FULL.replace(
     num_inference_steps=20,  # DDPM as in the thesis, 20 steps instead of 50 (same adherence on this model, see README)
 )
 
+# What every smoke profile shares: the bundled MiniLM encoder, a tiny UNet, a few steps.
+SMOKE_MODEL = dict(profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
+                   norm_num_groups=4, attention_head_dim=4, batch_size=16, checkpoint_every=1, num_inference_steps=3,
+                   judge_epochs=2)
+
 # The test suite's profile: every code path, seconds on a CPU.
 MNIST_SMOKE = MNIST_DEMO.replace(
-    profile="smoke",
+    **{**SMOKE_MODEL, "judge_epochs": MNIST_DEMO.judge_epochs},  # the digit judge is quick to train properly
     train_subset=64,
     block_out_channels=(8, 16, 16, 8),
-    norm_num_groups=4,
-    attention_head_dim=4,
-    batch_size=16,
     epochs=2,
-    checkpoint_every=1,
-    num_inference_steps=3,
     guidance_scales=(0.0, 1.0, 5.0),
 )
 
 # Thesis section 3.3 ("CIFAR-10 Text-to-Image Generation with Classifier-Free Guidance").
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # 3.3.3
-CIFAR10_FULL = MNIST_FULL.replace(
+CIFAR10_FULL = _full(
     experiment="cifar10",
     dataset="cifar10",  # 3.3.3: 50,000 training images (torchvision)
     resolution=32,  # 3.3.2
@@ -255,27 +323,31 @@ CIFAR10_FULL = MNIST_FULL.replace(
     pixel_range=(-1.0, 1.0),  # 3.3.3: "Normalized to [-1, 1]"
     caption_template="A photo of a {}",  # 3.3.3
     class_names=CIFAR10_CLASSES,
+    text_encoder="openai/clip-vit-base-patch32",  # 3.3.2
     max_tokens=77,  # 3.3.2: "standard CLIP length"
     block_out_channels=(128, 256, 256, 512),  # 3.3.2 (the thesis says ~45M parameters; the README has the real count)
+    layers_per_block=2,  # 3.3.2
+    **UNET_4,  # 3.3.2
+    cross_attention_dim=512,  # 3.3.2: CLIP ViT-B/32 text width
     attention_head_dim=32,  # 3.3.2
     batch_size=128,  # 3.3.4
     learning_rate=1e-4,  # 3.3.4
     epochs=50,  # 3.3.4
     checkpoint_every=5,  # not in the thesis; ten checkpoints over the run
     p_uncond=0.1,  # 3.3.4: 10% unconditional dropout
+    seed=422,  # 3.2.5, reused by every experiment
+    num_train_timesteps=1000,  # 3.3.4
     beta_schedule="linear",  # 3.3.4: linear betas 1e-4 .. 0.02 (DDPMScheduler's defaults)
+    sampler="ddpm",  # 3.3.5
     num_inference_steps=50,  # 3.3.5
     guidance_scales=(0.0, 1.0, 2.0, 5.0, 10.0),  # 3.3.5 tested {0, 2, 5, 10}; w = 1 added (no guidance)
 )
 
-# What every parquet experiment's smoke profile shares: the bundled MiniLM encoder, a tiny UNet, one short epoch.
-SMOKE_MODEL = dict(profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
-                   norm_num_groups=4, attention_head_dim=4, batch_size=16, learning_rate=1e-3, epochs=1,
-                   checkpoint_every=1, num_inference_steps=3, judge_epochs=2)
-
 # Tests: synthetic CIFAR-format parquet shards (written on first use), the bundled MiniLM encoder, a tiny UNet.
 CIFAR10_SMOKE = CIFAR10_FULL.replace(
     **SMOKE_MODEL,
+    learning_rate=1e-3,
+    epochs=1,
     resolution=16,
     shards="synthetic/cifar10/train-*.parquet",
     judge_shards="synthetic/cifar10/test-*.parquet",
@@ -291,35 +363,50 @@ WIKIART_STYLES = (  # 3.4.2, in the order of huggan/wikiart's `style` labels
     "High Renaissance", "Impressionism", "Mannerism Late Renaissance", "Minimalism", "Naive Art Primitivism",
     "New Realism", "Northern Renaissance", "Pointillism", "Pop Art", "Post Impressionism", "Realism", "Rococo",
     "Romanticism", "Symbolism", "Synthetic Cubism", "Ukiyo-e")
-WIKIART_FULL = CIFAR10_FULL.replace(
+WIKIART_FULL = _full(
     experiment="wikiart",
     dataset="wikiart",  # 3.4.2: huggan/wikiart, ~81,000 paintings in 72 parquet shards
     resolution=128,  # 3.4.2
+    channels=3,  # 3.4.2: RGB
+    pixel_range=(-1.0, 1.0),  # 3.4.2: "normalized to [-1, 1]"
     caption_template="A painting in the style of {}",  # 3.4.2
     class_names=WIKIART_STYLES,
+    text_encoder="openai/clip-vit-base-patch32",  # 3.4.4
+    max_tokens=77,  # 3.4.4: "Tokenizer max length: 77 tokens"
     block_out_channels=(128, 256, 512, 512, 1024),  # 3.4.4: 5 resolution levels
+    layers_per_block=2,  # 3.4.4
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
                       "DownBlock2D"),  # 3.4.4
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=512,  # 3.4.4: CLIP ViT-B/32 text width
+    attention_head_dim=32,  # 3.4.4, as in 3.3.2
     batch_size=64,  # 3.4.5 (after profiling, 3.4.7)
     learning_rate=1e-5,  # 3.4.5
     epochs=100,  # 3.4.5
     checkpoint_every=10,  # 3.4.5
+    p_uncond=0.1,  # 3.4.5
+    seed=422,  # 3.2.5, reused by every experiment
+    num_train_timesteps=1000,  # 3.4.5
+    beta_schedule="linear",  # 3.4.5: betas 1e-4 .. 0.02
+    sampler="ddpm",  # not in 3.4; as 3.3.5
+    num_inference_steps=50,  # not in 3.4; as 3.3.5
     guidance_scales=(0.0, 1.0, 2.0, 3.0, 5.0, 10.0),  # not in the thesis; the evaluation default
     shards="wikiart/data/train-*.parquet",  # `make assets` (huggingface_hub snapshot of huggan/wikiart)
-    label_column="style",
-    num_workers=8,
+    label_column="style",  # huggan/wikiart's style column
+    num_workers=8,  # not in the thesis: enough decoding processes to keep up with a GPU step (bench-loader)
 )
 
 WIKIART_SMOKE = WIKIART_FULL.replace(
     **SMOKE_MODEL,
+    learning_rate=1e-3,
+    epochs=1,
     resolution=32,
     shards="synthetic/wikiart/train-*.parquet",
     max_tokens=16,
     block_out_channels=(8, 16, 16, 16, 16),
     guidance_scales=(0.0, 1.0, 5.0),
     num_workers=2,
-    profile_steps=3,
+    timing_steps=3,
 )
 
 # Thesis section 3.5 ("CelebA Latent Diffusion with Classifier-Free Guidance"). Captions are generated from the
@@ -332,36 +419,45 @@ CELEBA_PROMPTS = (  # 3.5.3's example captions, then a few more attribute sets (
     "A photo of a man with gray hair, a goatee, smiling, wearing a hat",
     "A photo of a young woman with wavy black hair, rosy cheeks, smiling, wearing lipstick",
 )
-CELEBA_FULL = MNIST_FULL.replace(
+CELEBA_FULL = _full(
     experiment="celeba",
     dataset="celeba",  # 3.5.2: flwrlabs/celeba, ~202,599 faces with 40 binary attributes
     resolution=256,  # 3.5.2: resized to 256x256 and centre-cropped
-    channels=3,
+    channels=3,  # 3.5.2: RGB
     pixel_range=(-1.0, 1.0),  # 3.5.2
     caption_template="{}",  # figure prompts are whole captions
     class_names=CELEBA_PROMPTS,
+    text_encoder="openai/clip-vit-base-patch32",  # 3.5.5
     max_tokens=77,  # 3.5.5
     block_out_channels=(128, 256, 384, 512),  # 3.5.5
     layers_per_block=2,  # 3.5.5
+    **UNET_4,  # 3.5.5
+    cross_attention_dim=512,  # 3.5.5: CLIP ViT-B/32 text width
+    attention_head_dim=8,  # 3.5.5 names none: diffusers' default
     batch_size=128,  # 3.5.6
     learning_rate=1e-5,  # 3.5.6
     epochs=500,  # 3.5.6
     checkpoint_every=5,  # 3.5.6
     p_uncond=0.1,  # 3.5.6
+    seed=422,  # 3.2.5, reused by every experiment
+    num_train_timesteps=1000,  # 3.5.6
     beta_schedule="squaredcos_cap_v2",  # 3.5.6: squared cosine
     clip_sample=False,  # latents are not confined to [-1, 1]
+    sampler="ddpm",  # 3.5.8
     num_inference_steps=50,  # 3.5.8
     guidance_scales=tuple(w / 2 for w in range(11)),  # Figure 18: 0, 0.5, ..., 5
     shards="celeba/img_align+identity+attr/train-*.parquet",  # `make assets EXPERIMENTS=celeba`
     judge_shards="celeba/img_align+identity+attr/valid-*.parquet",
-    label_column="celeb_id",
-    num_workers=4,
+    label_column="celeb_id",  # flwrlabs/celeba's identity column (unused for captions)
+    num_workers=4,  # not in the thesis
     vae="stabilityai/sd-vae-ft-mse",  # 3.5.4: 256x256x3 -> 32x32x4, scaling factor 0.18215 (from its config)
 )
 
 # Tests: synthetic CelebA-format shards and a tiny random VAE (both written on first use), MiniLM, a tiny UNet.
 CELEBA_SMOKE = CELEBA_FULL.replace(
     **SMOKE_MODEL,
+    learning_rate=1e-3,
+    epochs=1,
     resolution=64,
     shards="synthetic/celeba/train-*.parquet",
     judge_shards=None,
@@ -373,10 +469,10 @@ CELEBA_SMOKE = CELEBA_FULL.replace(
 )
 
 PROFILES: dict[str, dict[str, ExperimentConfig]] = {
-    "celeba": {"full": CELEBA_FULL, "smoke": CELEBA_SMOKE},
     "mnist": {"full": MNIST_FULL, "demo": MNIST_DEMO, "smoke": MNIST_SMOKE},
     "cifar10": {"full": CIFAR10_FULL, "smoke": CIFAR10_SMOKE},
     "wikiart": {"full": WIKIART_FULL, "smoke": WIKIART_SMOKE},
+    "celeba": {"full": CELEBA_FULL, "smoke": CELEBA_SMOKE},
 }
 
 
@@ -384,9 +480,9 @@ def get(experiment: str, profile: str = "full", **overrides: Any) -> ExperimentC
     """The config of ``experiment`` in ``profile``, with ``overrides`` applied (``None`` values are ignored,
     so notebook parameters can default to "use the profile's value")."""
     if experiment not in PROFILES:
-        raise ValueError(f"unknown experiment {experiment!r}; known: {sorted(PROFILES)}")
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {sorted(PROFILES)}")
     if profile not in PROFILES[experiment]:
-        raise ValueError(f"unknown profile {profile!r} for {experiment}; known: {sorted(PROFILES[experiment])}")
+        raise ConfigError(f"unknown profile {profile!r} for {experiment}; known: {sorted(PROFILES[experiment])}")
     return PROFILES[experiment][profile].replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -397,7 +493,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
         try:
             parsed[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:

@@ -1,13 +1,19 @@
-"""The few steps every experiment notebook shares, so the notebooks stay prose, parameters and calls."""
+"""The steps every experiment shares, so notebooks and the command line stay parameters and calls.
+
+:func:`train` is where a run is assembled: the dataset's module (:func:`t2i.data.spec`) gives the training examples
+and the conditioner, :mod:`t2i.objectives` the loss, :mod:`t2i.train` the loop.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import configs, evaluate, judges, paths
+from . import configs, data, evaluate, judges, objectives, paths
 from .configs import ExperimentConfig
-from .models import count_parameters
+from .models import check_text_width, count_parameters
 from .pipeline import TextToImage
+from .text import TextEncoder
+from .train import fit
 
 
 def setup(notebook: str, experiment: str, profile: str, run_name: str = "",
@@ -21,45 +27,32 @@ def setup(notebook: str, experiment: str, profile: str, run_name: str = "",
     return cfg, run_dir, out
 
 
+def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
+    """Train (or resume) a run: the frozen text encoder, the dataset's conditioner and training examples, the
+    objective, then :func:`t2i.train.fit`. Class captions are encoded once and the encoder is dropped; CelebA's
+    conditioner keeps it, to encode a fresh caption per image and step."""
+    spec = data.spec(cfg)
+    text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+    check_text_width(cfg, text.hidden_size)
+    objective = objectives.for_config(cfg, spec.conditioner(cfg, text))
+    del text  # only the conditioner's reference remains, if it needs one
+    dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples")  # builds the latent cache on first use
+    return fit(cfg, Path(run_dir), dataset, objective, restart=restart)
+
+
 def describe(pipe: TextToImage) -> str:
     """One line for the notebook: the model that made the figures."""
-    cfg = pipe.cfg
     return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint {pipe.checkpoint.name} "
-            f"({pipe.weights} weights); sampler {cfg.sampler}, {cfg.num_inference_steps} steps; seed {cfg.seed}")
+            f"({pipe.weights} weights); sampler {pipe.sampler}, {pipe.num_inference_steps} steps; seed {pipe.cfg.seed}")
 
 
-def adherence(pipe: TextToImage, samples_per_class: int, path: Path) -> str:
-    """The dataset's judge (trained on first use), its accuracy on held-out real images, and the adherence sweep over
-    the config's guidance scales written to ``path`` (.md/.csv/.tex/.png); returns the markdown table."""
+def adherence(pipe: TextToImage, path: Path, samples_per_prompt: int, prompts: int | None = None) -> str:
+    """The dataset's judge (trained on first use), its score on real held-out images, and the adherence sweep over
+    the config's guidance scales with ``samples_per_prompt`` images of each prompt (every class, or ``prompts``
+    CelebA attribute sets), written to ``path`` (.md/.csv/.tex/.png); returns the markdown table."""
     judge = judges.for_config(pipe.cfg)
-    print(f"judge ({judge.cfg.arch}) accuracy on held-out real images: {judge.test_accuracy:.1%}")
-    rows = evaluate.adherence_sweep(pipe, judge, pipe.cfg.guidance_scales, samples_per_class)
-    return evaluate.write_adherence_report(rows, pipe, path)
-
-
-def attribute_adherence(pipe: TextToImage, prompts: int, samples_per_prompt: int, path: Path) -> str:
-    """CelebA: the 40-attribute judge (trained on first use), then the adherence of ``prompts`` attribute sets taken
-    from held-out real faces, at every guidance scale, written to ``path`` (.md/.csv/.tex/.png). The same judge on
-    those real faces against their own captions' claims is the ceiling drawn on the plot."""
-    from . import data, reports
-
-    judge = judges.for_config(pipe.cfg)
-    real, attributes = data.load_images(pipe.cfg, "judge_test", resolution=judge.cfg.resolution)
-    ceiling = evaluate.claim_agreement(judge.predict(real), *evaluate.attribute_claims(attributes)[1:])
-    print(f"attribute judge: mean per-attribute accuracy {judge.test_accuracy:.1%} on {len(real)} held-out faces; "
-          f"it confirms {ceiling:.1%} of those faces' own caption claims (the ceiling)")
-    rows = evaluate.attribute_adherence(pipe, judge, attributes[:prompts], pipe.cfg.guidance_scales, samples_per_prompt)
-    caption = (f"Attribute adherence: fraction of the attributes each prompt's caption claims that the 40-attribute "
-               f"judge confirms in the generated image ({prompts} attribute sets from held-out faces x "
-               f"{samples_per_prompt} images per w, seed {pipe.cfg.seed}). Judge: mean per-attribute accuracy "
-               f"{judge.test_accuracy:.1%}; on real faces it confirms {ceiling:.1%} of their own claims. "
-               f"Guidance: {reports.GUIDANCE_CONVENTION}.")
-    table = reports.write_table(rows, path, caption=caption)
-    plot = reports.metric_vs_guidance(rows, "attribute_adherence", Path(path).with_suffix(".png"), reference=ceiling,
-                                      reference_label="real faces", title="CelebA attribute adherence vs w")
-    for artefact in (Path(path).with_suffix(".md"), plot):
-        reports.write_provenance(artefact, pipe.cfg, seed=pipe.cfg.seed, checkpoint=pipe.checkpoint,
-                                 weights=pipe.weights, samples=rows[0]["samples"], ceiling=ceiling,
-                                 judge_test_accuracy=judge.test_accuracy,
-                                 judge_per_attribute_accuracy=judge.per_class_accuracy)
-    return table
+    real, n = evaluate.real_adherence(pipe.cfg, judge)
+    print(f"judge ({judge.cfg.arch}): {real:.1%} adherence on {n} real held-out images")
+    conditions = data.spec(pipe.cfg).sweep_conditions(pipe.cfg, samples_per_prompt, prompts)
+    rows = evaluate.adherence_sweep(pipe, judge, conditions, pipe.cfg.guidance_scales)
+    return evaluate.write_adherence_report(rows, pipe, judge, path, samples_per_prompt=samples_per_prompt, real=real)

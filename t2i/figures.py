@@ -14,7 +14,7 @@ import torch
 
 from . import reports
 from .pipeline import TextToImage
-from .train import read_loss_log
+from .runs import read_loss_log
 
 
 def loss(run_dir: Path, path: Path, title: str = "Training loss") -> Path:
@@ -32,8 +32,8 @@ def prompt_row(pipe: TextToImage, prompts: Sequence[str], guidance_scale: float,
     images = pipe.images(prompts, guidance_scale, seed=seed)
     reports.image_grid(images, path, nrow=len(prompts), col_labels=labels,
                        title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=len(images),
-                             guidance_scale=guidance_scale, prompts=list(prompts))
+    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images), guidance_scale=guidance_scale,
+                                                     prompts=list(prompts)))
     return path
 
 
@@ -46,25 +46,24 @@ def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Se
     images = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: prompt, then w
     reports.image_grid(images, path, nrow=len(guidance_scales), row_labels=row_labels,
                        col_labels=[f"w={w:g}" for w in guidance_scales], title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights, samples=len(images),
-                             guidance_scales=list(guidance_scales), prompts=list(prompts))
+    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images),
+                                                     guidance_scales=list(guidance_scales), prompts=list(prompts)))
     return path
 
 
-def class_grid(pipe: TextToImage, guidance_scale: float, path: Path, *, per_class: int = 10, title: str = "",
+def class_grid(pipe: TextToImage, guidance_scale: float, path: Path, *, samples_per_prompt: int = 10, title: str = "",
                seed: int | None = None) -> Path:
-    """Classes (rows) x ``per_class`` samples (columns) at one guidance scale (thesis Figures 9-12: a 10x10 grid
-    per w). Every figure of a sweep uses the same seeds, so the same cell is the same noise at every w."""
-    from .evaluate import class_prompts
-
+    """Prompts (rows: the config's captions) x ``samples_per_prompt`` samples (columns) at one guidance scale (thesis
+    Figures 9-12: a 10x10 grid per w; Figure 17). Every figure of a sweep uses the same seeds, so the same cell is the
+    same noise at every w."""
     seed = pipe.cfg.seed if seed is None else seed
-    _, prompts = class_prompts(pipe.cfg.captions, per_class)
+    prompts = [caption for caption in pipe.cfg.captions for _ in range(samples_per_prompt)]
     images = pipe.images(prompts, guidance_scale, seed=seed, show_progress=False)
-    reports.image_grid(images, path, nrow=per_class, row_labels=short_labels(pipe.cfg.class_names),
+    reports.image_grid(images, path, nrow=samples_per_prompt, row_labels=short_labels(pipe.cfg.class_names),
                        title=f"{title or pipe.cfg.caption_template.format('{class}')} (w = {guidance_scale:g})\n"
                              f"[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, pipe.cfg, seed=seed, checkpoint=pipe.checkpoint, weights=pipe.weights,
-                             samples=len(images), guidance_scale=guidance_scale, per_class=per_class)
+    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images), guidance_scale=guidance_scale,
+                                                     samples_per_prompt=samples_per_prompt))
     return path
 
 

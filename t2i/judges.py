@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import paths
+from . import data, paths
 from .console import progress
 
 
@@ -40,19 +40,8 @@ class JudgeConfig:
 
 
 def judge_config(cfg) -> JudgeConfig:
-    """The judge recipe for an experiment: the small CNN for grayscale digits; for RGB datasets a CIFAR-style
-    ResNet-18 trained with SGD, crop-style shifts, flips and label smoothing (>= 93% on CIFAR-10 is the target)."""
-    if cfg.channels == 1:
-        return JudgeConfig(channels=1, num_classes=len(cfg.class_names), epochs=cfg.judge_epochs)
-    if cfg.dataset == "celeba":  # 40 attributes, judged on 64 px faces (what attribute classifiers usually see)
-        from .data.celeba import ATTRIBUTES
-
-        return JudgeConfig(channels=3, num_classes=len(ATTRIBUTES), arch="resnet18", epochs=cfg.judge_epochs,
-                           batch_size=256, optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, max_shift=4,
-                           flip=True, multilabel=True, resolution=64)
-    return JudgeConfig(channels=cfg.channels, num_classes=len(cfg.class_names), arch="resnet18", epochs=cfg.judge_epochs,
-                       batch_size=256, optimizer="sgd", learning_rate=0.1, weight_decay=5e-4, label_smoothing=0.1,
-                       max_shift=max(1, cfg.resolution // 8), flip=True)
+    """The judge recipe of an experiment's dataset (its module's ``judge_recipe``)."""
+    return JudgeConfig(**data.spec(cfg).judge_recipe(cfg))
 
 
 class SmallConvNet(nn.Module):
@@ -205,8 +194,6 @@ def judge_dir(cfg) -> Path:
 def for_config(cfg, retrain: bool = False) -> Judge:
     """The judge for a config's dataset and resolution, by name: loaded if it was trained before, else trained on
     the dataset's ``judge_train`` split (images the diffusion model never sees), measured on ``judge_test``, saved."""
-    from . import data
-
     directory = judge_dir(cfg)
     if (directory / "judge.json").exists() and not retrain:
         return Judge.load(directory)

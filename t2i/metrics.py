@@ -24,6 +24,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
 from . import paths
+from .errors import MissingAsset
 from .console import progress
 
 FID_WEIGHTS_FILE = FID_WEIGHTS_URL.rsplit("/", 1)[-1]  # pt_inception-2015-12-05-6726825d.pth
@@ -68,7 +69,7 @@ class InceptionExtractor:
     def __init__(self, device: torch.device | str = "cpu", batch_size: int = 50):
         path = inception_weights_path()
         if not path.exists():
-            raise FileNotFoundError(
+            raise MissingAsset(
                 f"FID Inception weights not found at {path}. Run `make assets` on a node with internet (it downloads "
                 f"{FID_WEIGHTS_URL} there), or copy the file into $TORCH_HOME/hub/checkpoints/.")
         self.device, self.batch_size = torch.device(device), batch_size
@@ -183,7 +184,7 @@ class ClipScorer:
             self.model = CLIPModel.from_pretrained(model).eval().to(device)
             self.processor = CLIPProcessor.from_pretrained(model)
         except OSError as exc:
-            raise FileNotFoundError(f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
+            raise MissingAsset(f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
                                     "internet, or pass a local directory") from exc
         self.name, self.device = model, torch.device(device)
 

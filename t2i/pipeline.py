@@ -11,9 +11,10 @@ from . import checkpoints
 from .configs import ExperimentConfig
 from .console import progress
 from .models import check_text_width
+from .runs import load_config
 from .sampling import classifier_free_guidance, initial_noise, make_scheduler, sample, unet_eps
 from .text import TextEncoder
-from .train import load_run_config
+from .vae import LatentCodec, check_latent_shape
 
 
 def default_device() -> torch.device:
@@ -49,7 +50,7 @@ class TextToImage:
 
         ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
         """
-        cfg = load_run_config(run_dir)
+        cfg = load_config(run_dir)
         path = checkpoints.resolve(Path(run_dir), checkpoint)
         use_ema = (path / "ema").is_dir() if ema is None else ema
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
@@ -57,11 +58,15 @@ class TextToImage:
                    num_inference_steps=num_inference_steps)
         pipe.weights = "ema" if use_ema else "raw"
         if cfg.vae is not None:
-            from .vae import LatentCodec
-
             pipe.codec = LatentCodec.from_pretrained(cfg.vae, device=pipe.device)
             check_latent_shape(cfg, pipe.codec)
         return pipe
+
+    def provenance(self, **facts) -> dict:
+        """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,
+        checkpoint, weights, sampler, steps and seed (the run's, unless ``facts`` say otherwise), plus ``facts``."""
+        return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
+                "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, **facts}
 
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
@@ -89,11 +94,3 @@ class TextToImage:
             out.append(x0.float().cpu())
         low, high = (-1.0, 1.0) if self.codec is not None else cfg.pixel_range
         return ((torch.cat(out) - low) / (high - low)).clamp(0, 1)
-
-
-def check_latent_shape(cfg: ExperimentConfig, codec) -> None:
-    """The config's latent shape must be what the VAE produces at the config's resolution."""
-    if codec.latent_shape(cfg.resolution) != cfg.model_shape:
-        raise ValueError(f"VAE {cfg.vae!r} makes latents of shape {codec.latent_shape(cfg.resolution)} from "
-                         f"{cfg.resolution} px images, the config expects {cfg.model_shape}: set latent_channels / "
-                         "latent_downsample to match the VAE")

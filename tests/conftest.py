@@ -74,3 +74,22 @@ def tiny_clip_scorer_dir(tmp_path_factory, tiny_clip_dir) -> Path:
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
                   tokenizer=tokenizer).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def caption_table(smoke_cfg):
+    from t2i.text import CaptionTable, TextEncoder
+
+    return CaptionTable.build(TextEncoder.from_pretrained(smoke_cfg.text_encoder, smoke_cfg.max_tokens), smoke_cfg.captions)
+
+
+@pytest.fixture
+def fit(caption_table):
+    """``train.fit`` on the config's training set with the smoke captions' objective, unless given others."""
+    from t2i import data, objectives, train
+
+    def run(cfg, run_dir, dataset=None, objective=None, **kwargs):
+        return train.fit(cfg, run_dir, dataset if dataset is not None else data.load_dataset(cfg),
+                         objective or objectives.for_config(cfg, caption_table), **kwargs)
+
+    return run

@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from t2i import configs, paths, train
-from t2i.data import celeba, latents, sources
+from t2i import configs, data, experiment, paths
+from t2i.data import celeba, latents
 from t2i.vae import LatentCodec
 
 THESIS_EXAMPLES = {  # thesis 3.5.3's example captions and the attributes behind them
@@ -127,9 +127,10 @@ def celeba_cfg(tiny_vae_dir, tiny_clip_dir, tmp_path, monkeypatch):
 
 def test_latent_cache_is_built_once_resumes_and_rebuilds_when_its_key_changes(celeba_cfg):
     cfg = celeba_cfg
-    files = sources.shard_files(cfg, cfg.shards)
+    files = celeba.DATASET.shard_files(cfg, cfg.shards)
     codec = LatentCodec.from_pretrained(cfg.vae)
-    cached = latents.build(cfg, files, codec)
+    decoder = celeba.DATASET.row_decoder(cfg)
+    cached = latents.build(cfg, files, decoder, codec)
     assert latents.is_built(cfg, files)
     mean, std, attributes = next(iter(latents.stream(cfg, cached)))
     assert mean.shape == std.shape == (4, 8, 8) and attributes.shape == (40,) and set(attributes.tolist()) <= {0, 1}
@@ -140,7 +141,7 @@ def test_latent_cache_is_built_once_resumes_and_rebuilds_when_its_key_changes(ce
     from t2i.data.images import to_tensor
 
     row = pq.read_table(files[0]).slice(0, 1).to_pylist()[0]
-    image, attrs = latents.CelebaRow(cfg.resolution).parse(row)
+    image, attrs = celeba.CelebaRow(cfg.resolution).parse(row)
     want_mean, want_std = codec.posterior(to_tensor(image, (-1.0, 1.0))[None])
     got = latents.LatentRow(cfg.model_shape)(pq.read_table(cached[0]).slice(0, 1).to_pylist()[0])
     torch.testing.assert_close(got[0], 0.5 * want_mean[0], atol=2e-3, rtol=2e-3)
@@ -148,11 +149,11 @@ def test_latent_cache_is_built_once_resumes_and_rebuilds_when_its_key_changes(ce
     assert torch.equal(got[2], torch.from_numpy(attrs))
 
     mtimes = [f.stat().st_mtime_ns for f in cached]
-    latents.build(cfg, files, codec)
+    latents.build(cfg, files, decoder, codec)
     assert [f.stat().st_mtime_ns for f in cached] == mtimes  # reused
     cached[2].unlink()  # a build interrupted before its last shard
     assert not latents.is_built(cfg, files)
-    latents.build(cfg, files, codec)
+    latents.build(cfg, files, decoder, codec)
     assert cached[2].exists() and [f.stat().st_mtime_ns for f in cached[:2]] == mtimes[:2]
     changed = cfg.replace(resolution=32)  # new preprocessing: a new key, the cache is rebuilt
     assert not latents.is_built(changed, files, latents.cache_dir(cfg))
@@ -160,13 +161,13 @@ def test_latent_cache_is_built_once_resumes_and_rebuilds_when_its_key_changes(ce
 
 def test_training_reads_the_cache_and_never_the_vae(celeba_cfg, monkeypatch):
     cfg = celeba_cfg
-    sources.load_dataset(cfg)  # builds the cache
+    data.load_dataset(cfg)  # builds the cache
 
     def no_vae(*args, **kwargs):
         raise AssertionError("training loaded the VAE although the latent cache exists")
 
     monkeypatch.setattr(LatentCodec, "from_pretrained", no_vae)
-    run = train.train_experiment(cfg, paths.run_dir("celeba", "cached"))
+    run = experiment.train(cfg, paths.run_dir("celeba", "cached"))
     assert (run / "checkpoints" / "epoch-0001").is_dir()
 
 
@@ -174,27 +175,27 @@ def test_latent_training_resumes_bit_exactly(celeba_cfg):
     """Latents and captions are drawn from the loop's generator, so 1 + 1 epochs equal 2 epochs."""
     from t2i import checkpoints
 
-    straight = train.train_experiment(celeba_cfg.replace(epochs=2), paths.run_dir("celeba", "straight"))
+    straight = experiment.train(celeba_cfg.replace(epochs=2), paths.run_dir("celeba", "straight"))
     resumed = paths.run_dir("celeba", "resumed")
-    train.train_experiment(celeba_cfg.replace(epochs=1), resumed)
-    train.train_experiment(celeba_cfg.replace(epochs=2), resumed)
+    experiment.train(celeba_cfg.replace(epochs=1), resumed)
+    experiment.train(celeba_cfg.replace(epochs=2), resumed)
     a = checkpoints.load_unet(checkpoints.latest(straight)).state_dict()
     b = checkpoints.load_unet(checkpoints.latest(resumed)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_guidance_sweep_scores_celeba_by_attribute_claims(celeba_cfg):
-    """05_evaluate's sweep on a latent-diffusion run: prompts are the captions of the reference faces' attributes,
+    """05_evaluate's sweep on a latent-diffusion run: prompts are the captions of held-out faces' attributes,
     adherence is the fraction of their claims the 40-attribute judge confirms, the real row is the ceiling."""
-    from t2i import data, evaluate, judges
+    from t2i import evaluate, judges
     from t2i.pipeline import TextToImage
 
-    run = train.train_experiment(celeba_cfg, paths.run_dir("celeba", "sweep"))
+    run = experiment.train(celeba_cfg, paths.run_dir("celeba", "sweep"))
     pipe = TextToImage.from_run(run, device="cpu")
     judge = judges.for_config(celeba_cfg)
     assert judge.cfg.multilabel and judges.judge_dir(celeba_cfg).name == "celeba-64px"
-    real, attributes = data.load_images(celeba_cfg, "train", limit=24)
-    assert real.shape == (24, 3, 64, 64) and attributes.shape == (24, 40)
-    rows = evaluate.sweep(pipe, judge, evaluate.make_extractor("judge", judge), [0.0, 3.0], 2, real, attributes)
+    conditions = celeba.DATASET.sweep_conditions(celeba_cfg, samples_per_prompt=2, prompts=6)
+    assert conditions.shape == (12, 40) and torch.equal(conditions[0], conditions[1])
+    rows = evaluate.sweep(pipe, judge, evaluate.make_extractor("judge", judge), [0.0, 3.0], 2, prompts=6)
     assert [r["guidance_scale"] for r in rows] == ["real", 0.0, 3.0]
     assert all(r["samples"] == 12 and 0 <= r["adherence"] <= 1 for r in rows)

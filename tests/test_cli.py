@@ -8,6 +8,6 @@ def test_train_then_sample_from_the_command_line(smoke_cfg, tmp_path):
     assert checkpoints.latest(run).name == "epoch-0001"
     out = tmp_path / "grid.png"
     assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--prompt", "A handwritten digit 4",
-                     "--guidance", "5", "--n", "4", "--out", str(out)]) == 0
+                     "--guidance-scale", "5", "--samples-per-prompt", "2", "--out", str(out)]) == 0
     assert out.stat().st_size > 1000
     assert out.with_name("grid.provenance.json").exists()

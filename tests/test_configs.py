@@ -28,7 +28,7 @@ def test_overrides_are_type_checked_and_unknown_keys_rejected():
     assert (cfg.epochs, cfg.guidance_scales, cfg.sampler) == (3, (1.0, 2.0), "ddim")
     with pytest.raises(ValueError, match="unknown config keys"):
         configs.get("mnist", "smoke", epoch=3)
-    with pytest.raises(TypeError, match="epochs"):
+    with pytest.raises(ValueError, match="epochs"):
         configs.get("mnist", "smoke", epochs="three")
     with pytest.raises(ValueError, match="p_uncond"):
         configs.get("mnist", "smoke", p_uncond=1.5)

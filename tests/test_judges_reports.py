@@ -93,19 +93,18 @@ def test_resnet_judge_learns_rgb_classes_and_reloads_by_name(monkeypatch, tmp_pa
 
 
 def test_attribute_judge_is_multilabel_and_claims_count_only_what_captions_say():
-    from t2i import evaluate
     from t2i.data import celeba
     from t2i.judges import Judge, JudgeConfig, build_net
 
     vector = torch.from_numpy(celeba.vector(["Male", "Black_Hair", "Brown_Hair", "Mustache", "No_Beard"]))[None].long()
-    prompts, mask, values = evaluate.attribute_claims(vector)
-    assert prompts == ["A photo of a man with black hair, a mustache"]
+    assert celeba.DATASET.prompts(None, vector) == ["A photo of a man with black hair, a mustache"]
+    mask, values = celeba.claim_masks(vector)
     claimed = {celeba.ATTRIBUTES[k]: int(values[0, k]) for k in mask[0].nonzero().flatten().tolist()}
     assert claimed == {"Male": 1, "Black_Hair": 1, "Mustache": 1}  # brown hair and "no beard" lost their collisions
     predicted = values.clone()
     predicted[0, celeba.ATTRIBUTES.index("Mustache")] = 0  # the judge misses the mustache
     predicted[0, celeba.ATTRIBUTES.index("Smiling")] = 1  # and sees a smile nobody claimed: not counted
-    assert evaluate.claim_agreement(predicted, mask, values) == 2 / 3
+    assert celeba.DATASET.adherence(predicted, vector) == {"adherence": 2 / 3}
 
     cfg = JudgeConfig(channels=3, num_classes=40, arch="resnet18", multilabel=True, resolution=16)
     judge = Judge(cfg, build_net(cfg))

@@ -36,7 +36,7 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
     papermill.execute_notebook(
         str(NOTEBOOK_DIR / "01_mnist.ipynb"), str(tmp_path / "01_mnist.ipynb"), kernel_name=KERNEL, progress_bar=False,
         cwd=str(tmp_path),  # notebooks must not depend on where they are started
-        parameters={"profile": "smoke", "samples_per_class": 2,
+        parameters={"profile": "smoke", "samples_per_prompt": 2,
                     "config_overrides": {"text_encoder": str(tiny_clip_dir), "cross_attention_dim": TINY_CLIP_WIDTH}},
     )
     out = reports / "01_mnist" / "smoke"
@@ -55,7 +55,7 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
 
     papermill.execute_notebook(
         str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL, progress_bar=False,
-        cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_class": 2,
+        cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_prompt": 2,
                                        "features": "judge"})
     out = reports / "mnist" / "eval" / "smoke"
     with open(out / "sweep.csv") as f:
@@ -74,12 +74,12 @@ def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))  # the smoke profile writes synthetic shards here
     papermill.execute_notebook(
         str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name=KERNEL, progress_bar=False,
-        cwd=str(tmp_path), parameters={"profile": "smoke", "per_class": 2, "samples_per_class": 1})
+        cwd=str(tmp_path), parameters={"profile": "smoke", "grid_samples_per_prompt": 2, "samples_per_prompt": 1})
     out = tmp_path / "reports" / name / "smoke"
     cfg_w = [0.0, 1.0, 5.0]
     for w in cfg_w:
         provenance = json.loads((out / f"class_grid_w{w:g}.provenance.json").read_text())
-        assert provenance["guidance_scale"] == w and provenance["per_class"] == 2
+        assert provenance["guidance_scale"] == w and provenance["samples_per_prompt"] == 2
     with open(out / "adherence.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["guidance_scale"]) for r in rows] == cfg_w
@@ -87,7 +87,7 @@ def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_
     run = tmp_path / "runs" / experiment / "smoke"
     assert (run / "checkpoints" / "epoch-0001").is_dir()
     if experiment == "wikiart":  # the smoke profile times its first steps
-        assert "| forward |" in (run / "profile.md").read_text()
+        assert "| forward |" in (run / "timing.md").read_text()
 
 
 def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_mode(tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_
     with open(out / "adherence.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["guidance_scale"]) for r in rows] == [0.0, 2.0, 5.0]
-    assert all(int(r["samples"]) == 6 and 0 <= float(r["attribute_adherence"]) <= 1 for r in rows)
+    assert all(int(r["samples"]) == 6 and 0 <= float(r["adherence"]) <= 1 for r in rows)
     judge = json.loads((tmp_path / "runs" / "judges" / "celeba-64px" / "judge.json").read_text())
     assert judge["config"]["multilabel"] and len(judge["per_class_accuracy"]) == 40
     provenance = json.loads((out / "fig18_guidance_grid.provenance.json").read_text())

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i import checkpoints, data, paths, train
+from t2i import checkpoints, data, objectives, paths, runs, train
 from t2i.preemption import MARKER, REQUEUE_EXIT_CODE
-from t2i.text import CaptionTable, TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_d
     out = finish(cli_train(settings, "killed", tiny_clip_dir))
     assert "resuming killed from" in out
     assert_same_weights(paths.run_dir("mnist", "straight"), killed)
-    assert train.read_loss_log(killed)["loss"].tolist() == train.read_loss_log(paths.run_dir("mnist", "straight"))["loss"].tolist()
+    assert runs.read_loss_log(killed)["loss"].tolist() == runs.read_loss_log(paths.run_dir("mnist", "straight"))["loss"].tolist()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
@@ -102,41 +101,36 @@ def test_preemption_signal_checkpoints_exits_for_requeue_and_resumes_exactly(tin
     assert_same_weights(paths.run_dir("mnist", "straight"), run)
 
 
-@pytest.fixture
-def captions(smoke_cfg):
-    return CaptionTable.build(TextEncoder.from_pretrained(smoke_cfg.text_encoder, smoke_cfg.max_tokens), smoke_cfg.captions)
-
-
-def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(smoke_cfg, captions, monkeypatch):
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(smoke_cfg, fit, monkeypatch):
     cfg = smoke_cfg.replace(epochs=2)
     run = paths.run_dir("mnist", "crash")
-    train.fit(cfg.replace(epochs=1), run, data.load_dataset(cfg), captions)
+    fit(cfg.replace(epochs=1), run)
 
     def die(directory):
         raise KeyboardInterrupt("killed while writing")
 
     monkeypatch.setattr(checkpoints, "_fsync_tree", die)  # files written, not yet renamed into place
     with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, run, data.load_dataset(cfg), captions)
+        fit(cfg, run)
     assert checkpoints.latest(run).name == "epoch-0001"
     monkeypatch.undo()
 
-    train.fit(cfg, run, data.load_dataset(cfg), captions)  # resumes from epoch 1, replaces the stale temp folder
+    fit(cfg, run)  # resumes from epoch 1, replaces the stale temp folder
     assert checkpoints.latest(run).name == "epoch-0002"
-    assert train.read_loss_log(run)["step"].tolist() == list(range(1, 9))
+    assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 9))
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_with_a_warning(smoke_cfg, captions):
-    run = train.fit(smoke_cfg.replace(epochs=2), paths.run_dir("mnist", "damaged"), data.load_dataset(smoke_cfg), captions)
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_with_a_warning(smoke_cfg, fit):
+    run = fit(smoke_cfg.replace(epochs=2), paths.run_dir("mnist", "damaged"))
     weights = checkpoints.checkpoint_dir(run) / "epoch-0002" / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as after a full disk
     with pytest.warns(UserWarning, match="epoch-0002.*damaged"):
         assert checkpoints.latest(run).name == "epoch-0001"
 
 
-def test_only_the_last_k_checkpoints_and_the_epoch_milestones_are_kept(smoke_cfg, captions):
+def test_only_the_last_k_checkpoints_and_the_epoch_milestones_are_kept(smoke_cfg, fit):
     cfg = smoke_cfg.replace(epochs=4, checkpoint_every=2, checkpoint_every_steps=1, keep_checkpoints=2)
-    run = train.fit(cfg, paths.run_dir("mnist", "prune"), data.load_dataset(cfg), captions)
+    run = fit(cfg, paths.run_dir("mnist", "prune"))
     kept = sorted(p.name for p in checkpoints.candidates(run))
     # newest two (steps 15, 16 = epoch 4) plus the milestone of epoch 2
     assert kept == ["epoch-0002", "epoch-0004", "step-00000015"]
@@ -147,6 +141,10 @@ class PoisonAt:
 
     def __init__(self, objective, at: int, gradient_only: bool = False):
         self.objective, self.at, self.gradient_only, self.calls = objective, at, gradient_only, 0
+
+    def to(self, device):
+        self.objective = self.objective.to(device)
+        return self
 
     def __call__(self, model, batch, generator, timer=None):
         self.calls += 1
@@ -160,22 +158,23 @@ class PoisonAt:
 
 
 @pytest.mark.parametrize("gradient_only", [False, True], ids=["loss", "gradient"])
-def test_non_finite_loss_or_gradient_stops_at_that_step_naming_the_last_checkpoint(smoke_cfg, captions, gradient_only):
+def test_non_finite_loss_or_gradient_stops_at_that_step_naming_the_last_checkpoint(smoke_cfg, fit, caption_table,
+                                                                                  gradient_only):
     from t2i.sampling import training_scheduler
 
     cfg = smoke_cfg.replace(epochs=3)
     run = paths.run_dir("mnist", "nan")
-    objective = PoisonAt(train.EpsilonObjective(training_scheduler(cfg), captions, cfg.p_uncond), at=7,
+    objective = PoisonAt(objectives.EpsilonObjective(training_scheduler(cfg), caption_table, cfg.p_uncond), at=7,
                          gradient_only=gradient_only)
     with pytest.raises(train.NonFiniteError, match="at step 7 .*epoch-0001"):
-        train.fit(cfg, run, data.load_dataset(cfg), captions, objective=objective)
+        fit(cfg, run, objective=objective)
     assert [p.name for p in checkpoints.candidates(run)] == ["epoch-0001"]
 
 
-def test_gradient_clipping_changes_the_update(smoke_cfg, captions):
+def test_gradient_clipping_changes_the_update(smoke_cfg, fit):
     dataset = data.load_dataset(smoke_cfg)
-    plain = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "plain"), dataset, captions)
-    clipped = train.fit(smoke_cfg.replace(epochs=1, grad_clip=1e-3), paths.run_dir("mnist", "clip"), dataset, captions)
+    plain = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "plain"), dataset)
+    clipped = fit(smoke_cfg.replace(epochs=1, grad_clip=1e-3), paths.run_dir("mnist", "clip"), dataset)
     a = checkpoints.load_unet(checkpoints.latest(plain)).state_dict()
     b = checkpoints.load_unet(checkpoints.latest(clipped)).state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -183,16 +182,16 @@ def test_gradient_clipping_changes_the_update(smoke_cfg, captions):
 
 @pytest.mark.parametrize("switch", [{"mixed_precision": "bf16"}, {"channels_last": True}, {"compile": True}],
                          ids=["bf16", "channels_last", "compile"])
-def test_speed_switches_train_on_cpu(smoke_cfg, captions, switch):
+def test_speed_switches_train_on_cpu(smoke_cfg, fit, switch):
     cfg = smoke_cfg.replace(epochs=1, train_subset=32, **switch)
-    run = train.fit(cfg, paths.run_dir("mnist", "switch"), data.load_dataset(cfg), captions)
-    losses = train.read_loss_log(run)["loss"]
+    run = fit(cfg, paths.run_dir("mnist", "switch"))
+    losses = runs.read_loss_log(run)["loss"]
     assert len(losses) == 2 and all(map(lambda v: v == v and v < 10, losses))
     unet = checkpoints.load_unet(checkpoints.latest(run))
     assert all(p.dtype == torch.float32 for p in unet.parameters())  # master weights stay fp32 under bf16
 
 
-def test_weights_load_without_pickle(smoke_cfg, captions):
-    run = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "safe"), data.load_dataset(smoke_cfg), captions)
+def test_weights_load_without_pickle(smoke_cfg, fit):
+    run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "safe"))
     files = {p.suffix for p in checkpoints.latest(run).rglob("*") if p.is_file()}
     assert files == {".safetensors", ".json"}

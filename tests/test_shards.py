@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from t2i import configs, data, paths, train
+from t2i import configs, data, experiment, paths
 from t2i.data import shards, synthetic
 from t2i.data.images import BadSample, decode_image, to_rgb
 
@@ -164,13 +164,13 @@ def test_training_on_a_stream_lists_bad_rows_and_profiles_stages(bad_shards, tin
     monkeypatch.setenv("T2I_DATA_DIR", str(bad_shards[0].parent.parent))
     cfg = configs.get("wikiart", "smoke", shards=f"{bad_shards[0].parent.name}/train-*.parquet", label_column="label",
                       class_names=("a", "b", "c", "d"), resolution=16, num_workers=2, max_bad_fraction=0.1,
-                      profile_steps=2, text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH)
+                      timing_steps=2, text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH)
     run = paths.run_dir("wikiart", "stream")
-    train.train_experiment(cfg, run)
+    experiment.train(cfg, run)
     with open(run / "bad_samples.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(BAD_ROWS) and {r["epoch"] for r in rows} == {"1"}
-    profile = (run / "profile.md").read_text()
+    profile = (run / "timing.md").read_text()
     for stage in ("data wait", "host-to-device", "text", "CFG masking", "noise", "forward", "loss", "backward",
                   "optimizer", "EMA", "total"):
         assert f"| {stage} |" in profile

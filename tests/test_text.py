@@ -82,7 +82,7 @@ def test_bundled_sentence_encoder_loads_offline_and_tells_digits_apart():
 def test_caption_table_replaces_dropped_captions_with_the_null_embedding(encoder):
     table = CaptionTable.build(encoder, ["A handwritten digit 0", "A handwritten digit 1"])
     ids = torch.tensor([0, 1, 1])
-    emb = table.lookup(ids, drop=torch.tensor([False, True, False]))
+    emb = table.embed(ids, drop=torch.tensor([False, True, False]))
     assert torch.equal(emb[0], table.embeddings[0])
     assert torch.equal(emb[1], table.null)
     assert torch.equal(emb[2], table.embeddings[1])

@@ -1,22 +1,16 @@
 import pytest
 import torch
 
-from t2i import checkpoints, configs, data, paths, train
+from t2i import checkpoints, configs, data, objectives, paths, runs
 from t2i.sampling import training_scheduler
-from t2i.text import CaptionTable, TextEncoder
-
-
-@pytest.fixture
-def captions(smoke_cfg):
-    return CaptionTable.build(TextEncoder.from_pretrained(smoke_cfg.text_encoder, smoke_cfg.max_tokens), smoke_cfg.captions)
 
 
 def weights(run_dir):
     return checkpoints.load_unet(checkpoints.latest(run_dir)).state_dict()
 
 
-def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, captions):
-    run = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "a"), data.load_dataset(smoke_cfg), captions)
+def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, fit):
+    run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "a"))
     ckpt = checkpoints.latest(run)
     assert ckpt.name == "epoch-0001"
     for part in ("unet/diffusion_pytorch_model.safetensors", "ema/diffusion_pytorch_model.safetensors",
@@ -25,7 +19,7 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, captions):
     state = checkpoints.load_state(ckpt)
     assert (state["epoch"], state["step"], state["step_in_epoch"]) == (1, 4, 0)  # 64 images / batch 16
     assert configs.ExperimentConfig.from_dict(state["config"]) == smoke_cfg.replace(epochs=1)
-    assert train.load_run_config(run) == smoke_cfg.replace(epochs=1)
+    assert runs.load_config(run) == smoke_cfg.replace(epochs=1)
     tensors = checkpoints.load_tensors(ckpt)
     assert tensors["optimizer.0.step"].item() == 4 and "rng.0.generator" in tensors
     raw, ema = checkpoints.load_unet(ckpt), checkpoints.load_unet(ckpt, ema=True)
@@ -34,44 +28,44 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, captions):
     assert not any(p.name.startswith(".") and p.name.endswith(".tmp") for p in checkpoints.checkpoint_dir(run).iterdir())
 
 
-def test_resume_matches_uninterrupted_run(smoke_cfg, captions):
+def test_resume_matches_uninterrupted_run(smoke_cfg, fit):
     dataset = data.load_dataset(smoke_cfg)
-    straight = train.fit(smoke_cfg.replace(epochs=2), paths.run_dir("mnist", "straight"), dataset, captions)
+    straight = fit(smoke_cfg.replace(epochs=2), paths.run_dir("mnist", "straight"), dataset)
     resumed = paths.run_dir("mnist", "resumed")
-    train.fit(smoke_cfg.replace(epochs=1), resumed, dataset, captions)
-    train.fit(smoke_cfg.replace(epochs=2), resumed, dataset, captions)
+    fit(smoke_cfg.replace(epochs=1), resumed, dataset)
+    fit(smoke_cfg.replace(epochs=2), resumed, dataset)
     for ema in (False, True):
         a = checkpoints.load_unet(checkpoints.latest(straight), ema=ema).state_dict()
         b = checkpoints.load_unet(checkpoints.latest(resumed), ema=ema).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    log = train.read_loss_log(resumed)
+    log = runs.read_loss_log(resumed)
     assert log["step"].tolist() == list(range(1, 9))
-    assert torch.equal(torch.tensor(log["loss"]), torch.tensor(train.read_loss_log(straight)["loss"]))
+    assert torch.equal(torch.tensor(log["loss"]), torch.tensor(runs.read_loss_log(straight)["loss"]))
 
 
-def test_resume_drops_loss_rows_past_the_checkpoint(smoke_cfg, captions):
+def test_resume_drops_loss_rows_past_the_checkpoint(smoke_cfg, fit):
     run = paths.run_dir("mnist", "killed")
-    train.fit(smoke_cfg.replace(epochs=1), run, data.load_dataset(smoke_cfg), captions)
-    with open(run / train.LOSS_LOG, "a") as f:  # a job killed mid-epoch 2 logged steps 5..6 and no checkpoint
+    fit(smoke_cfg.replace(epochs=1), run)
+    with open(run / runs.LOSS_LOG, "a") as f:  # a job killed mid-epoch 2 logged steps 5..6 and no checkpoint
         f.write("2,5,0.5\n2,6,0.5\n")
-    train.fit(smoke_cfg.replace(epochs=2), run, data.load_dataset(smoke_cfg), captions)
-    assert train.read_loss_log(run)["step"].tolist() == list(range(1, 9))
+    fit(smoke_cfg.replace(epochs=2), run)
+    assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 9))
 
 
-def test_a_complete_run_is_not_trained_again(smoke_cfg, captions):
-    run = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "done"), data.load_dataset(smoke_cfg), captions)
+def test_a_complete_run_is_not_trained_again(smoke_cfg, fit):
+    run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "done"))
     before = weights(run)
-    train.fit(smoke_cfg.replace(epochs=1), run, data.load_dataset(smoke_cfg), captions)
+    fit(smoke_cfg.replace(epochs=1), run)
     assert all(torch.equal(before[k], v) for k, v in weights(run).items())
 
 
-def test_changed_config_refuses_to_resume(smoke_cfg, captions):
-    run = train.fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "x"), data.load_dataset(smoke_cfg), captions)
+def test_changed_config_refuses_to_resume(smoke_cfg, fit):
+    run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "x"))
     with pytest.raises(ValueError, match="learning_rate"):
-        train.fit(smoke_cfg.replace(epochs=1, learning_rate=0.5), run, data.load_dataset(smoke_cfg), captions)
+        fit(smoke_cfg.replace(epochs=1, learning_rate=0.5), run)
 
 
-def test_null_prompt_dropout_rate(smoke_cfg, captions):
+def test_null_prompt_dropout_rate(smoke_cfg, caption_table):
     seen = []
 
     class Spy(torch.nn.Module):
@@ -79,10 +73,10 @@ def test_null_prompt_dropout_rate(smoke_cfg, captions):
             seen.append(encoder_hidden_states)
             return type("Out", (), {"sample": x_t * 0})()
 
-    objective = train.EpsilonObjective(training_scheduler(smoke_cfg), captions, p_uncond=0.25)
+    objective = objectives.EpsilonObjective(training_scheduler(smoke_cfg), caption_table, p_uncond=0.25)
     x0 = torch.zeros(4000, 1, 4, 4)
     objective(Spy(), (x0, torch.zeros(4000, dtype=torch.long)), torch.Generator().manual_seed(0))
-    is_null = (seen[0] == captions.null).flatten(1).all(1)
+    is_null = (seen[0] == caption_table.null).flatten(1).all(1)
     assert 0.22 < is_null.float().mean().item() < 0.28
 
 
@@ -93,9 +87,9 @@ def test_missing_mnist_says_make_assets(monkeypatch, tmp_path):
 
 
 def test_bundled_digit_splits_are_disjoint_and_cover_every_image(smoke_cfg):
-    from t2i.data.digits import bundled_split_indices
+    from t2i.data.digits import split_indices
 
-    index = bundled_split_indices(1797)
+    index = split_indices(1797)
     assert {k: len(v) for k, v in index.items()} == {"train": 1257, "judge_train": 359, "judge_test": 181}
     assert sorted(sum((v.tolist() for v in index.values()), [])) == list(range(1797))
     images, labels = data.load_images(smoke_cfg.replace(train_subset=None), "judge_test")

@@ -30,8 +30,17 @@ feature included, so the same attributes always give the same prompt).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+
+from ..configs import ExperimentConfig
+from ..text import TextEncoder
+from . import shards, synthetic
+from .images import BadSample, decode_image, to_tensor
+from .spec import RESNET18, DatasetSpec
 
 # The 40 attributes in CelebA's order (list_attr_celeba.txt; the column names of flwrlabs/celeba).
 ATTRIBUTES = (
@@ -161,3 +170,117 @@ def vector(active: Iterable[str]) -> np.ndarray:
 def prompt(*active: str) -> str:
     """The inference caption for a set of attributes: ``prompt("Young", "Smiling", "Blond_Hair")``."""
     return caption(vector(active))
+
+
+# --- the dataset: flwrlabs/celeba parquet shards ---------------------------------------------------------------------
+class CelebaRow:
+    """A flwrlabs/celeba row -> (uint8 image at ``resolution``, 40 attributes as 0/1); called, the image is a tensor
+    in ``pixel_range`` and the attributes a tensor (what the attribute judge trains on)."""
+
+    def __init__(self, resolution: int, pixel_range: tuple[float, float] = (-1.0, 1.0)):
+        self.resolution, self.pixel_range = resolution, pixel_range
+        self.columns = ["image", *ATTRIBUTES]
+
+    def __call__(self, row: dict[str, Any]) -> tuple:
+        image, attributes = self.parse(row)
+        return to_tensor(image, self.pixel_range), torch.from_numpy(attributes)
+
+    def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        values = [row.get(name) for name in ATTRIBUTES]
+        missing = [name for name, v in zip(ATTRIBUTES, values) if v is None]
+        if missing:
+            raise BadSample(f"missing attributes {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        attributes = np.array([int(v == 1 or v is True) for v in values], dtype=np.int64)  # bool, 0/1 or -1/1
+        return decode_image(shards.image_bytes(row.get("image")), self.resolution), attributes
+
+
+def attributes_table(num_rows: int, rng: np.random.Generator) -> dict[str, list[bool]]:
+    """Random but plausible CelebA attribute columns (for synthetic shards): each attribute on with its own rate."""
+    rates = rng.uniform(0.05, 0.6, len(ATTRIBUTES))
+    return {name: list(map(bool, rng.random(num_rows) < rate)) for name, rate in zip(ATTRIBUTES, rates)}
+
+
+class AttributeCaptions:
+    """CelebA's conditioner: a fresh caption for every image's attributes at every step (:func:`caption`, seeded from
+    the training generator, so a resumed run draws the same ones), encoded by the frozen text encoder every step
+    (too many distinct captions to cache); captions flagged in ``drop`` get the null embedding instead."""
+
+    def __init__(self, encoder: TextEncoder):
+        self.encoder = encoder
+        self.null = encoder.null_embedding.to(encoder.device)
+
+    def to(self, device: torch.device | str) -> "AttributeCaptions":
+        return AttributeCaptions(self.encoder.to(device))
+
+    def draw(self, attributes: torch.Tensor, generator: torch.Generator) -> list[str]:
+        seeds = torch.randint(0, 2**31 - 1, (len(attributes),), generator=generator, device=attributes.device)
+        return [caption(a, s) for a, s in zip(attributes.cpu().numpy(), seeds.tolist())]
+
+    def embed(self, captions: Sequence[str], drop: torch.Tensor) -> torch.Tensor:
+        emb = self.encoder.embed(captions).float()
+        return torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
+
+
+class CelebA(DatasetSpec):
+    """40 binary attributes per face; captions are generated from them (this module's top half)."""
+    name = "celeba"
+    hub_repo = "flwrlabs/celeba"
+    default_prompts = 50  # attribute sets in a guidance sweep unless told otherwise
+
+    def check_shards(self, file: Path, cfg: ExperimentConfig) -> None:
+        """Nothing to check: captions come from the attribute columns, not from a label's name."""
+
+    def row_decoder(self, cfg: ExperimentConfig) -> CelebaRow:
+        return CelebaRow(cfg.resolution, cfg.pixel_range)
+
+    def write_synthetic(self, cfg: ExperimentConfig, out_dir: Path) -> None:
+        """flwrlabs/celeba's layout: image, celeb_id and 40 boolean attribute columns; 178x218 faces."""
+        synthetic.write_class_shards(
+            out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, num_classes=10,
+            image_size=(cfg.resolution * 178 // 256, cfg.resolution * 218 // 256), label_column="celeb_id",
+            row_group_size=16, extra_columns=lambda labels, rng: attributes_table(len(labels), rng))
+
+    def conditioner(self, cfg: ExperimentConfig, text: TextEncoder) -> AttributeCaptions:
+        return AttributeCaptions(text)
+
+    def judge_recipe(self, cfg: ExperimentConfig) -> dict:
+        """40 sigmoid outputs on 64 px faces (what attribute classifiers usually see)."""
+        return {**RESNET18, "channels": 3, "num_classes": len(ATTRIBUTES), "epochs": cfg.judge_epochs, "max_shift": 4,
+                "multilabel": True, "resolution": 64}
+
+    def sweep_conditions(self, cfg: ExperimentConfig, samples_per_prompt: int,
+                         prompts: int | None = None) -> torch.Tensor:
+        """The attributes of ``prompts`` held-out real faces (judge_test), each ``samples_per_prompt`` times."""
+        _, attributes = self.load_images(cfg, "judge_test", limit=prompts or self.default_prompts)
+        return attributes.repeat_interleave(samples_per_prompt, dim=0)
+
+    def prompts(self, cfg: ExperimentConfig, conditions: torch.Tensor) -> list[str]:
+        """The canonical caption of each attribute vector."""
+        return [caption(vector) for vector in conditions.tolist()]
+
+    def adherence(self, predicted: torch.Tensor, conditions: torch.Tensor) -> dict[str, float]:
+        """The fraction of all caption claims (:func:`claims`) the judge's 0/1 predictions confirm."""
+        mask, values = claim_masks(conditions)
+        return {"adherence": ((predicted == values) & mask).sum().item() / max(mask.sum().item(), 1)}
+
+    def adherence_meaning(self, cfg: ExperimentConfig) -> str:
+        return ("fraction of the attributes each prompt's caption claims (gender either way, every attribute it names) "
+                "that the 40-attribute judge confirms")
+
+    def chance(self, cfg: ExperimentConfig) -> None:
+        return None  # depends on the attributes' frequencies; the real faces' score is the reference instead
+
+
+def claim_masks(attribute_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which attributes each vector's caption claims ([N, 40] bool) and the claimed values ([N, 40] 0/1). Attributes
+    a caption leaves out are not claims (captions never say "no ...")."""
+    mask = torch.zeros(attribute_vectors.shape, dtype=torch.bool)
+    values = torch.zeros(attribute_vectors.shape, dtype=torch.long)
+    for i, vector in enumerate(attribute_vectors.tolist()):
+        for name, value in claims(vector).items():
+            k = ATTRIBUTES.index(name)
+            mask[i, k], values[i, k] = True, int(value)
+    return mask, values
+
+
+DATASET = CelebA()

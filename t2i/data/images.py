@@ -12,6 +12,7 @@ import io
 import warnings
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 
@@ -61,7 +62,5 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def to_tensor(array: np.ndarray, pixel_range: tuple[float, float]):
     """``[H, W, C]`` uint8 -> ``[C, H, W]`` float32 in ``pixel_range``."""
-    import torch
-
     low, high = pixel_range
     return torch.tensor(array).permute(2, 0, 1).float().div(255).mul(high - low).add(low)

@@ -1,10 +1,11 @@
-"""The latent cache of Experiment 4: CelebA encoded once by the frozen VAE, read by training instead of the VAE.
+"""The latent cache of Experiment 4: a dataset encoded once by the frozen VAE, read by training instead of the VAE.
 
 Each cached row holds the VAE posterior's mean and std (float16, already multiplied by the VAE's scaling factor)
-and the 40 attributes, so every epoch still draws a fresh latent ``z = mean + std * eps`` and a fresh caption, as if
-the VAE encoded every step, without running it. The cache is one derived shard per source shard
-(:func:`~t2i.data.shards.derive_shards`): keyed by VAE, resolution and preprocessing (a change rebuilds it), written
-atomically shard by shard (an interrupted build resumes where it stopped), bad rows skipped and listed.
+and the row's condition (CelebA: its 40 attributes), so every epoch still draws a fresh latent
+``z = mean + std * eps`` (and, for CelebA, a fresh caption), as if the VAE encoded every step, without running it. The
+cache is one derived shard per source shard (:func:`~t2i.data.shards.derive_shards`): keyed by VAE, resolution and
+preprocessing (a change rebuilds it), written atomically shard by shard (an interrupted build resumes where it
+stopped), bad rows skipped and listed.
 """
 
 from __future__ import annotations
@@ -21,37 +22,18 @@ import torch
 
 from .. import paths
 from ..configs import ExperimentConfig
+from ..vae import check_latent_shape
 from . import shards
-from .celeba import ATTRIBUTES
-from .images import BadSample, decode_image, to_tensor
+from .images import BadSample, to_tensor
 
 PREPROCESSING = "shorter side to the resolution (bicubic), centre crop, RGB in [-1, 1]"  # thesis 3.5.2
-
-
-class CelebaRow:
-    """A flwrlabs/celeba row -> (uint8 image at ``resolution``, 40 attributes as uint8 0/1); called, the image is
-    a tensor in ``pixel_range`` and the attributes a tensor (what the attribute judge trains on)."""
-
-    def __init__(self, resolution: int, pixel_range: tuple[float, float] = (-1.0, 1.0)):
-        self.resolution, self.pixel_range = resolution, pixel_range
-        self.columns = ["image", *ATTRIBUTES]
-
-    def __call__(self, row: dict[str, Any]) -> tuple:
-        image, attributes = self.parse(row)
-        return to_tensor(image, self.pixel_range), torch.from_numpy(attributes)
-
-    def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        values = [row.get(name) for name in ATTRIBUTES]
-        missing = [name for name, v in zip(ATTRIBUTES, values) if v is None]
-        if missing:
-            raise BadSample(f"missing attributes {missing[:3]}{' ...' if len(missing) > 3 else ''}")
-        attributes = np.array([int(v == 1 or v is True) for v in values], dtype=np.uint8)  # bool, 0/1 or -1/1
-        return decode_image(shards.image_bytes(row.get("image")), self.resolution), attributes
+FORMAT = 2  # 2: a generic int64 `condition` column (1: CelebA's `attributes` as uint8)
 
 
 class LatentRow:
-    """A cache row -> (scaled posterior mean [C, h, w], scaled std [C, h, w], attributes [40] uint8)."""
-    columns = ["mean", "std", "attributes"]
+    """A cache row -> (scaled posterior mean [C, h, w], scaled std [C, h, w], condition: int64, a class index or a
+    vector such as CelebA's 40 attributes)."""
+    columns = ["mean", "std", "condition"]
 
     def __init__(self, shape: Sequence[int]):
         self.shape = tuple(shape)
@@ -59,7 +41,8 @@ class LatentRow:
     def __call__(self, row: dict[str, Any]) -> tuple:
         mean = torch.from_numpy(np.frombuffer(row["mean"], dtype=np.float16).reshape(self.shape).astype(np.float32))
         std = torch.from_numpy(np.frombuffer(row["std"], dtype=np.float16).reshape(self.shape).astype(np.float32))
-        return mean, std, torch.from_numpy(np.frombuffer(row["attributes"], dtype=np.uint8).copy())
+        condition = torch.from_numpy(np.frombuffer(row["condition"], dtype=np.int64).copy())
+        return mean, std, condition[0] if len(condition) == 1 else condition
 
 
 def cache_dir(cfg: ExperimentConfig) -> Path:
@@ -71,20 +54,18 @@ def cache_key(cfg: ExperimentConfig) -> dict:
     """What the cached latents depend on (plus the source shards, added by derive_shards)."""
     return {"kind": "vae-posterior (scaled by the VAE's scaling_factor)", "vae": cfg.vae,
             "resolution": cfg.resolution, "latent_shape": list(cfg.model_shape), "preprocessing": PREPROCESSING,
-            "dtype": "float16"}
+            "dtype": "float16", "format": FORMAT}
 
 
 def is_built(cfg: ExperimentConfig, sources: Sequence[Path], out_dir: Path | None = None) -> bool:
     return shards.derived_complete(sources, Path(out_dir or cache_dir(cfg)), cache_key(cfg))
 
 
-def build(cfg: ExperimentConfig, sources: Sequence[Path], codec, out_dir: Path | None = None,
+def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_dir: Path | None = None,
           batch_size: int = 32) -> list[Path]:
-    """Encode ``sources`` (CelebA parquet shards) into the latent cache of ``cfg`` and return its shards."""
-    from ..pipeline import check_latent_shape
-
+    """Encode ``sources`` into the latent cache of ``cfg`` and return its shards. ``decoder.parse(row)`` gives a row's
+    uint8 image at ``cfg.resolution`` and its condition (or raises :class:`BadSample`)."""
     check_latent_shape(cfg, codec)
-    decoder = CelebaRow(cfg.resolution)
     scale = codec.scaling_factor
     size = int(np.prod(cfg.model_shape)) * 2  # float16 bytes
 
@@ -104,23 +85,19 @@ def build(cfg: ExperimentConfig, sources: Sequence[Path], codec, out_dir: Path |
             stds += [s.tobytes() for s in (scale * std).to(torch.float16).cpu().numpy()]
         table = pa.table({"row": pa.array([n for n, _, _ in good], pa.int64()),
                           "mean": pa.array(means, pa.binary(size)), "std": pa.array(stds, pa.binary(size)),
-                          "attributes": pa.array([a.tobytes() for _, _, a in good], pa.binary(len(ATTRIBUTES)))})
+                          "condition": pa.array([np.asarray(c, dtype=np.int64).reshape(-1).tobytes()
+                                                 for _, _, c in good], pa.binary())})
         return table, skipped
 
     out_dir = Path(out_dir or cache_dir(cfg))
     return shards.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
 
 
-def stream(cfg: ExperimentConfig, files: Sequence[Path]) -> shards.ShardStream:
-    """Training examples ``(mean, std, attributes)`` from the cache, file-sequentially."""
+def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = None) -> shards.ShardStream:
+    """Training examples ``(mean, std, condition)`` from the cache, file-sequentially."""
     key = json.loads((Path(files[0]).parent / shards.KEY_FILE).read_text())
     if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != cfg.vae:
         raise ValueError(f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
                          f"the config wants {cfg.vae} / {list(cfg.model_shape)}")
-    return shards.ShardStream(files, LatentRow(cfg.model_shape), seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction)
-
-
-def attributes_table(num_rows: int, rng: np.random.Generator) -> dict[str, list[bool]]:
-    """Random but plausible CelebA attribute columns (for synthetic shards): each attribute on with its own rate."""
-    rates = rng.uniform(0.05, 0.6, len(ATTRIBUTES))
-    return {name: list(map(bool, rng.random(num_rows) < rate)) for name, rate in zip(ATTRIBUTES, rates)}
+    return shards.ShardStream(files, LatentRow(cfg.model_shape), seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction,
+                              log_dir=log_dir)

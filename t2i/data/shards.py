@@ -30,19 +30,22 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..console import progress
+from ..errors import MissingAsset, UserError
 from .images import BadSample, decode_image, to_tensor
 
 Piece = tuple[int, tuple[int, ...]]  # (shard index, row groups of that shard)
 
 
-class TooManyBadSamples(RuntimeError):
+class TooManyBadSamples(UserError, RuntimeError):
     """More bad rows than the configured fraction: the data is broken, not a few samples."""
 
 
@@ -52,12 +55,23 @@ class RowDecoder(Protocol):
     def __call__(self, row: dict[str, Any]) -> tuple: ...  # a training example, or raise BadSample
 
 
+@runtime_checkable
+class ReportsBadSamples(Protocol):
+    """A training set that skips unreadable rows and says which (:class:`ShardStream`). The trainer asks at the end
+    of every epoch and keeps the answer in the run's ``bad_samples.csv``."""
+
+    @property
+    def total_rows(self) -> int: ...  # rows per epoch, skipped ones included
+
+    def bad_samples(self, epoch: int) -> list[dict]: ...  # {"epoch", "shard", "row", "reason"} per skipped row
+
+
 def find_shards(pattern: str | Path, root: Path | None = None) -> list[Path]:
     """Parquet files matching ``pattern`` (relative patterns are under ``root``), sorted; none is an error."""
     full = Path(pattern) if Path(pattern).is_absolute() or root is None else Path(root) / pattern
     files = sorted(Path(p) for p in glob.glob(str(full)))
     if not files:
-        raise FileNotFoundError(f"no parquet shards match {full}; run `make assets` on a node with internet "
+        raise MissingAsset(f"no parquet shards match {full}; run `make assets` on a node with internet "
                                 "(or point T2I_DATA_DIR at the directory that holds them)")
     return files
 
@@ -252,8 +266,6 @@ def _merge(pieces: list[Piece]) -> list[Piece]:
 
 def _distributed() -> tuple[int, int]:
     """(rank, world size) of this process: torch.distributed if initialised, else what torchrun/accelerate set."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -286,8 +298,6 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
     ``key`` (JSON) says what the cache depends on; a different key deletes the old shards and rebuilds.
     Skipped rows are kept in ``<shard>.skipped.jsonl`` next to each shard.
     """
-    from ..console import progress
-
     out_dir = Path(out_dir)
     key = _full_key(sources, key)
     key_path = out_dir / KEY_FILE

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from t2i import configs, data
+from t2i import configs, data, objectives
 from t2i.data import shards
 from t2i.text import CaptionTable, TextEncoder
 from t2i.train import Trainer
@@ -52,7 +52,7 @@ def main(out: Path, text_encoder: str, kind: str) -> None:
     else:
         dataset = Recording(data.load_dataset(cfg))
     captions = CaptionTable.build(TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens), cfg.captions)
-    trainer = Trainer(cfg, out / "run", dataset, captions, objective=None, log_every=1)
+    trainer = Trainer(cfg, out / "run", dataset, objectives.for_config(cfg, captions), log_every=1, restart=False)
     trainer.run()
     seen = decoder.seen if kind == "stream" else dataset.seen
     unet = trainer.accelerator.unwrap_model(trainer.unet)

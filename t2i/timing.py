@@ -1,8 +1,8 @@
-"""Per-stage timing of the training step (thesis Table 3), off by default.
+"""Per-stage timing of the training step (thesis Table 3), off by default (``timing_steps``).
 
 ``with timer("forward"): ...`` adds the block's wall time to that stage. On CUDA the timer synchronises before
 reading the clock, otherwise asynchronous kernels would be charged to whichever stage happens to wait for them;
-that synchronisation slows training, which is why the timer only runs for the first ``profile_steps`` steps.
+that synchronisation slows training, which is why the timer only runs for the first ``timing_steps`` steps.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+
+from .reports import write_table
 
 # In the order a step runs them; "data wait" is the time the loop waited for the DataLoader.
 STAGES = ("data wait", "host-to-device", "text", "CFG masking", "noise", "forward", "loss", "backward",
@@ -31,7 +33,7 @@ class StageTimer:
         return self.steps_left > 0
 
     def __call__(self, stage: str):
-        """A context manager timing ``stage`` (a no-op once the profiled steps are done)."""
+        """A context manager timing ``stage`` (a no-op once the timed steps are done)."""
         return self._time(stage) if self.active else nullcontext()
 
     @contextmanager
@@ -45,7 +47,7 @@ class StageTimer:
         self.totals[stage] += time.perf_counter() - start
 
     def step_done(self) -> bool:
-        """Count a profiled step; True exactly when the last profiled step has finished."""
+        """Count a timed step; True exactly when the last timed step has finished."""
         if not self.active:
             return False
         self.steps += 1
@@ -61,8 +63,6 @@ class StageTimer:
         return rows + [{"stage": "total", "ms_per_step": 1000 * total / self.steps, "percent": 100.0}]
 
     def write(self, path: Path, caption: str) -> str:
-        from .reports import write_table
-
         return write_table(self.rows(), path, caption=caption)
 
 

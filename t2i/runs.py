@@ -1,0 +1,169 @@
+"""A run folder, ``runs/<experiment>/<run>/``: its config and its logs, written as carefully as checkpoints.
+
+- ``config.json``: the config the run was trained with. Resuming with a different config is refused, except for
+  the fields in :data:`RESUMABLE_CHANGES` (how long to train, how often to checkpoint, speed switches).
+- ``loss.csv``: ``epoch,step,loss``, one row per optimizer step. Its header is written and flushed when the file is
+  created; only whole lines count; on every start, rows past the checkpoint training resumes from are dropped
+  (the file is rewritten atomically), so after any sequence of kills the log equals an uninterrupted run's.
+- ``bad_samples.csv``: ``epoch,shard,row,reason``, the rows a stream skipped, appended at each epoch end, each
+  (epoch, shard, row) once; rows of epochs after the resumed checkpoint are dropped on start like the losses.
+- ``checkpoints/``: :mod:`t2i.checkpoints`.
+
+Everything here is plain text with "\\n" line endings.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import write_atomic
+from .configs import ExperimentConfig
+from .errors import RunError
+
+CONFIG = "config.json"
+LOSS_LOG = "loss.csv"
+BAD_SAMPLES = "bad_samples.csv"
+LOSS_FIELDS = ("epoch", "step", "loss")
+BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
+# Fields that may change when a run is resumed or extended; anything else makes it a different run.
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales",
+                     "checkpoint_every_steps", "keep_checkpoints", "mixed_precision", "channels_last", "compile",
+                     "timing_steps", "num_workers", "judge_epochs"}
+
+
+def load_config(run_dir: Path) -> ExperimentConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG}); train first")
+    try:
+        return ExperimentConfig.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path} is damaged ({exc}); restore it or start a new run") from None
+
+
+def write_or_check_config(run_dir: Path, cfg: ExperimentConfig, write: bool) -> None:
+    """Record ``cfg`` as the run's config, or refuse if the run was trained with a different one. ``write``: this
+    process writes (the main process of a distributed run)."""
+    path = Path(run_dir) / CONFIG
+    if path.exists():
+        old = load_config(run_dir).to_dict()
+        changed = sorted(k for k, v in cfg.to_dict().items() if old[k] != v and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise RunError(f"{run_dir} was trained with a different config ({', '.join(changed)} differ); choose a "
+                           "new run name, or delete the run folder to start over")
+    if write:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_atomic(path, cfg.to_json() + "\n")
+
+
+# --- loss.csv ----------------------------------------------------------------------------------------------------
+class LossLog:
+    """Appends ``epoch,step,loss`` rows. Losses stay on the device until :meth:`flush` (every ``log_every`` steps and
+    before every checkpoint), so logging costs one device synchronisation per flush, not one per step."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path, self.enabled, self.file = Path(run_dir) / LOSS_LOG, enabled, None
+        self.pending: list[tuple[int, int, torch.Tensor]] = []
+
+    def __enter__(self) -> "LossLog":
+        if self.enabled:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                write_atomic(self.path, ",".join(LOSS_FIELDS) + "\n")
+            self.file = open(self.path, "a", newline="")
+        return self
+
+    def add(self, epoch: int, step: int, loss: torch.Tensor) -> int:
+        self.pending.append((epoch, step, loss))
+        return len(self.pending)
+
+    def flush(self) -> float:
+        """Write pending rows; return their mean loss (NaN if none)."""
+        if not self.pending:
+            return float("nan")
+        values = torch.stack([loss for _, _, loss in self.pending]).float().cpu().tolist()
+        if self.file is not None:
+            self.file.write("".join(f"{e},{s},{v:.6g}\n" for (e, s, _), v in zip(self.pending, values)))
+            self.file.flush()
+        self.pending = []
+        return float(np.mean(values))
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.flush()  # rows past the last checkpoint are dropped again on resume
+            self.file.close()
+
+
+def read_loss_log(run_dir: Path) -> dict[str, np.ndarray]:
+    """``{"epoch": ..., "step": ..., "loss": ...}`` arrays from a run's loss log (whole rows only)."""
+    rows = _read_rows(Path(run_dir) / LOSS_LOG, LOSS_FIELDS)
+    return {key: np.array([float(r[key]) for r in rows]) for key in LOSS_FIELDS}
+
+
+def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
+    """Keep the loss rows up to ``step`` and the bad samples of the first ``epoch`` epochs: what the run had logged
+    when the checkpoint it resumes from (or step 0) was written."""
+    run_dir = Path(run_dir)
+    for name, fields, keep in ((LOSS_LOG, LOSS_FIELDS, lambda r: int(r["step"]) <= step),
+                               (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch)):
+        path = run_dir / name
+        if path.exists():
+            rows = _read_rows(path, fields)
+            kept = [r for r in rows if keep(r)]
+            if len(kept) != len(rows) or path.read_bytes() != _csv_text(fields, rows).encode():
+                write_atomic(path, _csv_text(fields, kept))
+
+
+# --- bad_samples.csv ---------------------------------------------------------------------------------------------
+def append_bad_samples(run_dir: Path, records: list[dict]) -> int:
+    """Append skipped rows (``epoch`` counted from 1) not already listed; return how many were new."""
+    path = Path(run_dir) / BAD_SAMPLES
+    old = _read_rows(path, BAD_SAMPLE_FIELDS) if path.exists() else []
+    seen = {(str(r["epoch"]), r["shard"], str(r["row"])) for r in old}
+    new = [r for r in records if (str(r["epoch"]), r["shard"], str(r["row"])) not in seen]
+    if new:
+        write_atomic(path, _csv_text(BAD_SAMPLE_FIELDS, old + new))
+    return len(new)
+
+
+def _read_rows(path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The complete rows of a CSV log: a last line without its newline (a write cut short by a kill) and lines
+    without every field are not rows."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # everything after the last newline is an unfinished write
+    if not lines or lines[0].split(",") != list(fields):
+        lines = [",".join(fields)] + [line for line in lines if not line.startswith(fields[0] + ",")]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines) + "\n")))
+    return [r for r in rows if all(r.get(k) not in (None, "") for k in fields)]
+
+
+def _csv_text(fields: tuple[str, ...], rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Start a run over on purpose (``--restart``): move its config, checkpoints and logs into
+    ``<run>/restarted-<UTC time>/``; nothing is deleted. Returns that folder (None if there was nothing to move)."""
+    run_dir = Path(run_dir)
+    names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, "bad_samples", "checkpoints", "timing.md", "timing.csv",
+                         "timing.tex") if (run_dir / n).exists()]
+    if not names:
+        return None
+    aside = run_dir / ("restarted-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    aside.mkdir()
+    for name in names:
+        shutil.move(str(run_dir / name), str(aside / name))
+    return aside
