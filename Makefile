@@ -12,7 +12,7 @@ KERNEL := t2i
 export HF_HUB_OFFLINE ?= 1
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent lab clean
+.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent bench-gpu lab clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-loader: setup  ## thesis Table 2: naive / LRU / file-sequential / preproce
 
 bench-latent: setup  ## CelebA step reading the latent cache vs encoding with the VAE -> reports/bench/latent.md
 	$(PY) -m t2i.bench latent
+
+bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/gpu.md
+	$(PY) -m t2i.bench gpu $(ARGS)
 
 lab: setup  ## JupyterLab with the t2i kernel
 	$(VENV)/bin/jupyter lab

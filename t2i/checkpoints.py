@@ -226,7 +226,50 @@ def _prune(root: Path, keep: int) -> None:
             shutil.rmtree(path)
 
 
-# --- training state that is not weights: optimizer and RNGs, as safetensors + JSON (nothing pickled) -------------
+# --- the trainer's state: weights, EMA, optimizer, LR schedule and RNGs, as safetensors + JSON (nothing pickled) --
+def save_training(run_dir: Path, name: str, unet: UNet2DConditionModel, ema, optimizer, lr_schedule,
+                  rng: list[dict], state: dict, milestone: bool, keep: int) -> Path:
+    """Checkpoint ``name``: ``unet/`` and ``ema/`` (the EMA weights in a UNet, what sampling loads), and every tensor
+    of the optimizer, the EMA and each process's RNGs (``rng``: :func:`rng_state` per rank) in
+    ``training_state.safetensors``; ``state`` plus their JSON parts in ``state.json``."""
+    tensors, optimizer_json = split_optimizer_state(optimizer.state_dict())
+    for rank, rank_state in enumerate(rng):
+        tensors.update({f"rng.{rank}.{k}": v for k, v in rank_state["tensors"].items()})
+    writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True)}
+    ema_json = None
+    if ema is not None:
+        ema_json = ema.state_dict()
+        tensors.update({f"ema.{i}": p for i, p in enumerate(ema_json.pop("shadow_params"))})
+        writers["ema"] = lambda p: _ema_unet(unet, ema).save_pretrained(p, safe_serialization=True)
+    writers["training_state.safetensors"] = save_tensors(tensors)
+    state = {**state, "optimizer": optimizer_json, "lr_schedule": lr_schedule.state_dict(), "ema": ema_json,
+             "rng": [rank_state["json"] for rank_state in rng]}
+    return save(run_dir, name, writers, state, milestone, keep)
+
+
+def load_training(path: Path, unet: torch.nn.Module, ema, optimizer, lr_schedule,
+                  rank: int) -> tuple[dict, tuple[dict, dict]]:
+    """Restore what :func:`save_training` wrote into the given objects; return ``state.json`` and this rank's RNG state
+    (JSON part, tensors) for :func:`set_rng_state`."""
+    state, tensors = load_state(path), load_tensors(path)
+    unet.load_state_dict(load_unet(path).state_dict())
+    optimizer.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
+    lr_schedule.load_state_dict(state["lr_schedule"])
+    if ema is not None:
+        device = next(unet.parameters()).device
+        shadow = [tensors[f"ema.{i}"].to(device) for i in range(len(ema.shadow_params))]
+        ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    rng = state["rng"][rank] if rank < len(state["rng"]) else None
+    return state, (rng, {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")})
+
+
+def _ema_unet(unet: UNet2DConditionModel, ema) -> UNet2DConditionModel:
+    """A copy of the UNet holding the EMA weights."""
+    copy = UNet2DConditionModel.from_config(unet.config)
+    ema.copy_to(copy.parameters())
+    return copy
+
+
 def split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Optimizer state -> (tensors for safetensors, everything else as JSON)."""
     tensors, scalars = {}, {}

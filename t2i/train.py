@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, gather_object, set_seed
-from diffusers import UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import Dataset
@@ -110,16 +109,14 @@ class Trainer:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.runs_dir() / ".compile-cache"))
             self.model = torch.compile(self.unet)
         self.compiled = False
+        self.params = list(acc.unwrap_model(self.unet).parameters())
         self.ema = None if cfg.ema_decay is None else EMAModel(
-            self.params(), decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
+            self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
         self.objective = objective.to(acc.device)
         self.generator = torch.Generator(acc.device)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.fault = torch.zeros(3, dtype=torch.long, device=acc.device)  # first non-finite: step, epoch, 1 loss/2 grad
         self.last_checkpoint: Path | None = None
-
-    def params(self) -> list[torch.nn.Parameter]:
-        return list(self.accelerator.unwrap_model(self.unet).parameters())
 
     def run(self) -> None:
         cfg, acc = self.cfg, self.accelerator
@@ -155,17 +152,10 @@ class Trainer:
                         raise Preempted(preemption.received or "a signal on another process", path)
                     if exhausted:
                         break
-                    with self.timer("host-to-device"):
-                        batch = self.batches.to_device(batch)
-                    start = time.perf_counter()
-                    loss = self._train_step(batch)
-                    if self.model is not self.unet and not self.compiled:
-                        self._report_compile(time.perf_counter() - start)
-                    self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+                    mean_loss = self.advance(batch, log)
                     bar.update()
-                    if log.add(self.epoch + 1, self.step, loss) >= self.log_every:
-                        bar.set_postfix(loss=f"{log.flush():.4f}")
-                        self._check_finite()
+                    if mean_loss is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.4f}")
                     if self._steps_due() and self.step_in_epoch < len(self.batches):  # epoch ends: below
                         self._checkpoint(log)
                     if self.timer.step_done():
@@ -181,31 +171,42 @@ class Trainer:
     def _steps_due(self) -> bool:
         return bool(self.cfg.checkpoint_every_steps) and self.step % self.cfg.checkpoint_every_steps == 0
 
+    def advance(self, batch, log: runs.LossLog) -> float | None:
+        """One optimizer step on a batch as the loader gave it, logged; every ``log_every`` steps the log is flushed
+        and checked for non-finite values (the step's only wait for the device). Returns the flushed mean loss."""
+        with self.timer("host-to-device"):
+            batch = self.batches.to_device(batch)
+        start = time.perf_counter()
+        loss = self._train_step(batch)
+        if self.model is not self.unet and not self.compiled:  # the first compiled step compiles: say how long
+            if self.accelerator.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.compiled = True
+            self.accelerator.print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s "
+                                   f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
+        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
+        if log.add(self.epoch + 1, self.step, loss) < self.log_every:
+            return None
+        mean = log.flush()
+        self._check_finite()
+        return mean
+
     def _train_step(self, batch) -> torch.Tensor:
         timer, acc = self.timer, self.accelerator
         loss = self.objective(self.model, batch, self.generator, timer)
         with timer("backward"):
             acc.backward(loss)
         with timer("optimizer"):
-            params = self.params()
-            norm = (acc.clip_grad_norm_(params, self.cfg.grad_clip) if self.cfg.grad_clip else
-                    torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+            norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
+                    torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
             self._watch(loss.detach(), norm)
             self.optimizer.step()
             self.lr_schedule.step()
             self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             with timer("EMA"):
-                self.ema.step(params)
+                self.ema.step(self.params)
         return loss.detach()
-
-    def _report_compile(self, seconds: float) -> None:
-        """The first compiled step includes compiling forward and backward: say how long, and where the cache is."""
-        if self.accelerator.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.compiled = True
-        self.accelerator.print(f"torch.compile: the first step took {seconds:.1f} s (compiling; cache "
-                               f"{os.environ['TORCHINDUCTOR_CACHE_DIR']})")
 
     def _watch(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
         """Remember, on the device, the first step whose loss or gradient norm is not finite (fp16's grad scaler
@@ -254,30 +255,14 @@ class Trainer:
         name = checkpoints.name_for(self.epoch, self.step, self.step_in_epoch)
         path = checkpoints.checkpoint_dir(self.run_dir) / name
         if acc.is_main_process:
-            tensors, optimizer_json = checkpoints.split_optimizer_state(self.optimizer.state_dict())
-            for rank, state in enumerate(rng):
-                tensors.update({f"rng.{rank}.{k}": v for k, v in state["tensors"].items()})
-            ema_json = None
-            writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True)}
-            if self.ema is not None:
-                ema_json = self.ema.state_dict()
-                tensors.update({f"ema.{i}": p for i, p in enumerate(ema_json.pop("shadow_params"))})
-                writers["ema"] = lambda p: self._ema_unet(unet).save_pretrained(p, safe_serialization=True)
-            writers["training_state.safetensors"] = checkpoints.save_tensors(tensors)
             state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
-                     "config": cfg.to_dict(), "optimizer": optimizer_json, "lr_schedule": self.lr_schedule.state_dict(),
-                     "ema": ema_json, "rng": [state["json"] for state in rng]}
-            path = checkpoints.save(self.run_dir, name, writers, state, milestone, cfg.keep_checkpoints)
+                     "config": cfg.to_dict()}
+            path = checkpoints.save_training(self.run_dir, name, unet, self.ema, self.optimizer, self.lr_schedule, rng,
+                                             state, milestone, cfg.keep_checkpoints)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
-
-    def _ema_unet(self, unet: UNet2DConditionModel) -> UNet2DConditionModel:
-        """A copy of the UNet holding the EMA weights: what sampling loads by default."""
-        copy = UNet2DConditionModel.from_config(unet.config)
-        self.ema.copy_to(copy.parameters())
-        return copy
 
     def _resume(self) -> bool:
         """Load the latest valid checkpoint, if any, and cut the logs back to it; True if it was taken mid-epoch."""
@@ -285,20 +270,13 @@ class Trainer:
         path = checkpoints.latest(self.run_dir)
         if path is None and checkpoints.candidates(self.run_dir):
             raise RunError(f"{self.run_dir} has checkpoints, but none passes its manifest check (see the warnings "
-                                "above); run again with --restart to set them aside and start over")
+                           "above); run again with --restart to set them aside and start over")
         if path is not None:
-            state, tensors = checkpoints.load_state(path), checkpoints.load_tensors(path)
-            acc.unwrap_model(self.unet).load_state_dict(checkpoints.load_unet(path).state_dict())
-            self.optimizer.load_state_dict(checkpoints.join_optimizer_state(tensors, state["optimizer"]))
-            self.lr_schedule.load_state_dict(state["lr_schedule"])
-            if self.ema is not None:
-                shadow = [tensors[f"ema.{i}"].to(acc.device) for i in range(len(self.ema.shadow_params))]
-                self.ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+            state, rng = checkpoints.load_training(path, acc.unwrap_model(self.unet), self.ema, self.optimizer,
+                                                   self.lr_schedule, acc.process_index)
             self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
             if state["num_processes"] == acc.num_processes:
-                rank = acc.process_index
-                checkpoints.set_rng_state(self.generator, state["rng"][rank], {
-                    k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"rng.{rank}.")})
+                checkpoints.set_rng_state(self.generator, *rng)
             elif self.step_in_epoch:
                 warnings.warn(f"checkpoint written by {state['num_processes']} processes, resuming on "
                               f"{acc.num_processes}: the rest of this epoch draws new noise (no longer bit-reproducible)")

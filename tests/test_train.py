@@ -97,3 +97,23 @@ def test_bundled_digit_splits_are_disjoint_and_cover_every_image(smoke_cfg):
     assert images.min() == 0 and images.max() == 1
     x0, _ = data.load_dataset(smoke_cfg.replace(pixel_range=(-1.0, 1.0)))[:]
     assert x0.min() == -1 and x0.max() == 1  # training sees the config's range
+
+
+def test_a_run_written_before_the_house_plan_still_loads_samples_and_resumes(tmp_path):
+    """tests/fixtures/run_c831579 was trained by commit c831579 (its config.json says profile_steps, not
+    timing_steps); today's code reads its config, samples from it and trains it one epoch further."""
+    import shutil
+    from pathlib import Path
+
+    from t2i import experiment
+    from t2i.pipeline import TextToImage
+
+    run = paths.run_dir("mnist", "legacy")
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run_c831579", run)
+    cfg = runs.load_config(run)
+    assert cfg.timing_steps == 0 and cfg.block_out_channels == (4, 8, 8, 4)
+    images = TextToImage.from_run(run, device="cpu").images(["A handwritten digit 3"], 3.0)
+    assert images.shape == (1, 1, 16, 16) and torch.isfinite(images).all()
+    experiment.train(cfg.replace(epochs=2), run)
+    assert checkpoints.latest(run).name == "epoch-0002"
+    assert runs.read_loss_log(run)["step"].tolist() == [1.0, 2.0]

@@ -1,15 +1,10 @@
-"""Benchmarks (``make bench-loader``, ``make bench-latent``): speed and memory as ratios measured side by side in one run, written to
-``reports/bench/``. Tests check correctness; the numbers live here.
-
-``loader``: thesis Table 2. Synthetic WikiArt-like shards (~1,100 rows of ~1,600 px JPEGs each) read four ways,
-each in a fresh process so its peak memory is its own:
+"""``make bench-loader``: thesis Table 2. Synthetic WikiArt-like shards (~1,100 rows of ~1,600 px JPEGs each) read
+four ways, each in a fresh process so its peak memory is its own:
 
 - ``naive``: a map-style dataset with random access that reads the row's whole shard for every sample (3.4.3);
 - ``lru``: the same with an LRU cache of loaded shards (fewer shards cached than exist, as on the cluster);
 - ``stream``: :class:`~t2i.data.shards.ShardStream`, file-sequential;
 - ``preprocessed``: the same stream over uint8 shards written once by :func:`~t2i.data.shards.preprocess`.
-
-``latent``: a CelebA latent-diffusion training step reading the latent cache vs encoding with the VAE each step.
 """
 
 from __future__ import annotations
@@ -19,11 +14,12 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, Dataset
 
-from . import paths
+from .. import paths, reports
+from ..data import shards, synthetic
+from . import machine
 
 STRATEGIES = ("naive", "lru", "stream", "preprocessed")
 TARGETS = {"stream_vs_naive": 20.0, "preprocessed_vs_stream": 10.0, "stream_rss_vs_shard": 1.5}
@@ -70,8 +66,6 @@ def _memory_mb(field: str) -> float:
 def _measure(strategy: str, files: list[str], resolution: int, num_classes: int, batch_size: int,
              max_images: int, max_seconds: float, lru_shards: int, preprocessed_dir: str) -> dict:
     """Runs in a fresh process: images/s and peak memory above the process's baseline."""
-    from .data import shards
-
     decoder = shards.ImageLabel(resolution, (-1.0, 1.0), num_classes, label_column="style")
     if strategy in ("naive", "lru"):
         dataset = RandomAccessShards(files, decoder, cache_shards=lru_shards if strategy == "lru" else 0)
@@ -93,12 +87,9 @@ def _measure(strategy: str, files: list[str], resolution: int, num_classes: int,
             "peak_extra_rss_mb": peak - baseline}
 
 
-def loader(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100, image_px: int = 1600,
+def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100, image_px: int = 1600,
            resolution: int = 128, batch_size: int = 16, lru_shards: int = 2, max_seconds: float = 60.0) -> str:
     """Write the synthetic shards (once, under data/bench/), measure every strategy, write the table."""
-    from . import reports
-    from .data import synthetic
-
     data = paths.data_dir() / "bench" / f"wikiart-like-{num_shards}x{rows_per_shard}-{image_px}px"
     files = sorted(data.glob("train-*.parquet"))
     if len(files) != num_shards:
@@ -108,8 +99,6 @@ def loader(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1
                                              row_group_size=128, distinct_images=54)
     shard_mb = sum(f.stat().st_size for f in files) / len(files) / 2**20
     jpeg_kb = shard_mb * 1024 / rows_per_shard
-    from .data import shards
-
     start = time.perf_counter()
     preprocessed = data / f"preprocessed-{resolution}px"
     shards.preprocess(files, preprocessed, shards.ImageLabel(resolution, (-1.0, 1.0), 27, label_column="style"))
@@ -144,97 +133,6 @@ def loader(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1
                f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards existed). {checks}. Reproduce: make bench-loader.")
     table = reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), shard_mb=shard_mb, ratios=ratios, targets=TARGETS,
-                             machine=_machine())
+                             machine=machine())
     print(table)
     return table
-
-
-def latent(out: Path | None = None, batch_size: int = 8, steps: int = 3) -> str:
-    """Thesis 3.5.4's claim, measured: one CelebA training step (full-profile UNet, AdamW) on latents read from the
-    cache vs the same step encoding the batch with the VAE first. Same model, same batch, same text embeddings."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    from . import configs, reports
-    from .models import build_unet, count_parameters
-    from .sampling import training_scheduler
-    from .vae import LatentCodec
-
-    cfg = configs.get("celeba", "full")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        codec, weights = LatentCodec.from_pretrained(cfg.vae, device=device), f"{cfg.vae} (pretrained)"
-    except FileNotFoundError:  # offline without the weights: the same architecture, random weights, same cost
-        torch.manual_seed(0)
-        codec = LatentCodec(AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=256,
-            scaling_factor=0.18215).to(device))
-        weights = f"{cfg.vae}'s architecture with random weights (weights not in the cache; compute is the same)"
-    torch.manual_seed(0)
-    unet = build_unet(cfg).to(device)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate)
-    scheduler = training_scheduler(cfg)
-    images = torch.rand(batch_size, 3, cfg.resolution, cfg.resolution, device=device) * 2 - 1
-    mean, std = (t.float() * codec.scaling_factor for t in codec.posterior(images))  # what the cache holds
-    emb = torch.randn(batch_size, cfg.max_tokens, cfg.cross_attention_dim, device=device)
-
-    def step(z0: torch.Tensor) -> None:
-        eps = torch.randn_like(z0)
-        t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), device=device)
-        loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(z0, eps, t), t, encoder_hidden_states=emb).sample, eps)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    arms = {"latent cache": lambda: step(mean + std * torch.randn_like(mean)),
-            "VAE encode every step": lambda: step(codec.encode(images))}
-    rows = []
-    for name, run in arms.items():
-        run()  # warm-up (allocations, cuDNN autotuning)
-        times = []
-        for _ in range(steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        rows.append({"training step": name, "s_per_step": float(np.median(times)),
-                     "images_per_s": batch_size / float(np.median(times))})
-        print(f"{name:>22}: {rows[-1]['s_per_step']:.3f} s/step")
-    speedup = rows[1]["s_per_step"] / rows[0]["s_per_step"]
-    for row in rows:
-        row["speedup"] = rows[1]["s_per_step"] / row["s_per_step"]
-    out = Path(out or paths.reports_dir() / "bench" / "latent")
-    caption = (f"One CelebA training step at batch {batch_size} on {device.type} ({_machine() if device.type == 'cpu' else torch.cuda.get_device_name()}), "
-               f"median of {steps} after a warm-up: UNet {count_parameters(unet):,} parameters on {cfg.model_shape} "
-               f"latents; VAE: {weights}. Reading the cache is {speedup:.1f}x faster per step. Reproduce: make bench-latent.")
-    table = reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), cfg, batch_size=batch_size, steps=steps, device=str(device),
-                             speedup=speedup, vae_weights=weights)
-    print(table)
-    return table
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
-
-
-def main(argv: list[str]) -> int:
-    benchmarks = {"loader": loader, "latent": latent}
-    if len(argv) != 1 or argv[0] not in benchmarks:
-        print(f"usage: python -m t2i.bench {{{'|'.join(benchmarks)}}}")
-        return 2
-    benchmarks[argv[0]]()
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,307 @@
+"""``make bench-gpu``: how much of the card each experiment's training step uses, and what the trainer adds.
+
+For each full config (on a machine without a GPU: the smoke configs, so CI runs the same code):
+
+- parameters, and FLOP per training step (forward + backward at the config's batch), counted by
+  ``torch.utils.flop_counter`` on the meta device (shapes only, no compute);
+- the **bare step** (UNet forward, MSE, backward, AdamW; fixed device tensors, nothing else) in each variant of
+  :data:`VARIANTS`: ms/step, images/s, TFLOP/s, utilisation of the card's dense bf16 peak (:data:`PEAK_BF16`, vendor
+  datasheets; a measured 8192^3 bf16 matmul is reported beside it), peak memory, compile time;
+- the **project trainer's step** (:meth:`t2i.train.Trainer.advance`: data from its real loader, the objective, AdamW,
+  EMA, non-finite checks, the loss log), in the config's own precision and layout, as a ratio to the bare step in
+  the same precision and layout, with the share of time spent waiting for data. WikiArt's trainer reads synthetic
+  painting-size JPEG shards (1,400 x 1,100) through its DataLoader workers; CelebA's reads a synthetic latent cache
+  and encodes a fresh caption per image with a text encoder of the config's size.
+
+Cells run cheapest first; torch.compile cells last, while the time budget lasts (the rest are listed as skipped).
+The table is rewritten after every cell, so a run cut short still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+from .. import assets, configs, data, objectives, paths, reports, runs
+from ..configs import ExperimentConfig
+from ..data import celeba, latents, shards, synthetic
+from ..models import build_unet, count_parameters
+from ..text import CaptionTable, TextEncoder, resolve
+from ..train import Trainer, resolve_precision
+from . import machine
+
+EXPERIMENTS = ("mnist", "cifar10", "wikiart", "celeba")
+# name -> (autocast precision, channels_last, attention_head_width, torch.compile)
+VARIANTS = {
+    "fp32": ("no", False, None, False),  # float32 weights and activations, TF32 matmuls and convolutions
+    "bf16": ("bf16", False, None, False),  # bf16 autocast, float32 master weights
+    "bf16+channels_last": ("bf16", True, None, False),
+    "bf16+heads64": ("bf16", False, 64, False),  # the thesis's parameters and FLOPs in fewer, 64-wide heads
+    "bf16+compile": ("bf16", False, None, True),
+    "bf16+heads64+compile": ("bf16", False, 64, True),
+}
+# Dense bf16 tensor-core TFLOP/s by device name (vendor datasheets, no sparsity); first match wins.
+PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+             ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2))
+
+
+def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, variants: Sequence[str] = tuple(VARIANTS),
+        profile: str | None = None, steps: int | None = None, warmup: int | None = None,
+        budget_s: float = 420.0) -> str:
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    # without a GPU: the demo config where there is one (the trainer-overhead target is measured on it), else smoke
+    profiles = {e: profile or ("full" if cuda else "demo" if "demo" in configs.PROFILES[e] else "smoke")
+                for e in experiments}
+    steps, warmup = steps or (10 if cuda else 2), warmup or (3 if cuda else 1)
+    if cuda:  # what the trainer does on CUDA
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    deadline = time.monotonic() + budget_s
+    out = Path(out or paths.reports_dir() / "bench" / "gpu")
+    card = torch.cuda.get_device_name() if cuda else machine()
+    peak = next((p for name, p in PEAK_BF16 if name in card), None) if cuda else None
+    ceiling = _matmul_ceiling() if cuda else None
+    cfgs = {e: configs.get(e, profiles[e]) for e in experiments}
+    sizes = {e: (_parameters(cfg), _flop_per_step(cfg)) for e, cfg in cfgs.items()}
+    rows: list[dict] = []
+
+    def record(experiment: str, variant: str, measured: dict) -> None:
+        params, flop = sizes[experiment]
+        ms = measured.get("ms")
+        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant, "params_m": params / 1e6, "tflop_step": flop / 1e12,
+               "ms_step": ms if ms is not None else "", "img_s": cfgs[experiment].batch_size * 1000 / ms if ms else "",
+               "tflop_s": flop / ms / 1e9 if ms else "", "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
+               "peak_gib": measured.get("peak_gib", ""), "compile_s": measured.get("compile_s", ""),
+               "vs_bare": measured.get("vs_bare", ""), "data_wait_pct": measured.get("data_wait_pct", ""),
+               "note": measured.get("note", "")}
+        rows.append(row)
+        print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+        _write(rows, out, card, peak, ceiling, steps, warmup, budget_s, device)
+
+    cheap = [v for v in variants if not VARIANTS[v][3]]
+    for experiment in experiments:
+        for variant in cheap:
+            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, steps, warmup))
+        precision = resolve_precision(cfgs[experiment].mixed_precision)
+        same = next((r for r in rows if r["experiment"] == experiment and r["variant"] == _variant_of(precision)), None)
+        measured = _guarded(_trainer, cfgs[experiment], device, steps, warmup)
+        if same and same["ms_step"] and measured.get("ms"):
+            measured["vs_bare"] = measured["ms"] / same["ms_step"]
+        record(experiment, f"trainer ({precision})", measured)
+    for variant in [v for v in variants if VARIANTS[v][3]]:
+        for experiment in experiments:
+            if time.monotonic() > deadline:
+                record(experiment, variant, {"note": f"skipped: past the {budget_s:.0f} s budget"})
+                continue
+            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, steps, warmup))
+    return (out.with_suffix(".md")).read_text()
+
+
+def _variant_of(precision: str) -> str:
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def _guarded(measure, *args) -> dict:
+    """A cell that fails (out of memory, a compiler error) is a row saying so, not the end of the benchmark."""
+    try:
+        return measure(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the table, the next cell still runs
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+
+
+def _parameters(cfg: ExperimentConfig) -> int:
+    with torch.device("meta"):  # shapes only: a 348M-parameter UNet in milliseconds
+        return count_parameters(build_unet(cfg))
+
+
+def _flop_per_step(cfg: ExperimentConfig) -> float:
+    """FLOP of one forward + backward at the config's batch, counted on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        unet = build_unet(cfg)
+        x = torch.empty(cfg.batch_size, *cfg.model_shape)
+        t = torch.zeros(cfg.batch_size, dtype=torch.long)
+        emb = torch.empty(cfg.batch_size, cfg.max_tokens, cfg.cross_attention_dim)
+        with FlopCounterMode(display=False) as counter:
+            F.mse_loss(unet(x, t, encoder_hidden_states=emb).sample, x).backward()
+    return float(counter.get_total_flops())
+
+
+def _matmul_ceiling() -> float:
+    """TFLOP/s of an 8192^3 bf16 matmul on random data: this card's practical ceiling."""
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    ms = _time(lambda: a @ b, 10, torch.device("cuda"))
+    return 2 * 8192**3 / ms / 1e9
+
+
+def _time(step, steps: int, device: torch.device) -> float:
+    """Mean milliseconds per call of ``step`` over ``steps`` calls (the device drained before and after)."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return 1000 * (time.perf_counter() - start) / steps
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: torch.device) -> float | str:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else ""
+
+
+def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, warmup: int) -> dict:
+    """UNet forward, MSE, backward and AdamW on fixed device tensors: the floor the trainer is measured against."""
+    precision, channels_last, head_width, compile_ = VARIANTS[variant]
+    cfg = cfg.replace(attention_head_width=head_width)
+    _reset_memory(device)
+    torch.manual_seed(0)
+    unet = build_unet(cfg).to(device)
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    model = torch.compile(unet) if compile_ else unet
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    generator = torch.Generator(device).manual_seed(0)
+    x = torch.randn(cfg.batch_size, *cfg.model_shape, generator=generator, device=device)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=generator, device=device)
+    emb = torch.randn(cfg.batch_size, cfg.max_tokens, cfg.cross_attention_dim, generator=generator, device=device)
+    eps = torch.randn(x.shape, generator=generator, device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            pred = model(x, t, encoder_hidden_states=emb).sample
+        F.mse_loss(pred.float(), eps).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    first = _time(step, 1, device)  # includes compiling forward and backward for the compiled variants
+    _time(step, warmup, device)
+    measured = {"ms": _time(step, steps, device), "peak_gib": _peak_gib(device)}
+    if compile_:
+        measured["compile_s"] = first / 1000
+    return measured
+
+
+def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: int) -> dict:
+    """The project's trainer on its real data path: ``Trainer.advance`` per step, the loader's wait timed apart."""
+    _reset_memory(device)
+    with tempfile.TemporaryDirectory(prefix="t2i-bench-") as tmp:
+        work = Path(tmp)
+        dataset, objective = _trainer_inputs(cfg, work, batches=steps + warmup + 1)
+        trainer = Trainer(cfg, work / "run", dataset, objective, log_every=10, restart=False)
+        trainer.batches.set_epoch(0)
+        loader = trainer.batches.iterate()
+        waited = [0.0]
+
+        def step(log: runs.LossLog) -> None:
+            start = time.perf_counter()
+            batch = next(loader)
+            waited[0] += time.perf_counter() - start
+            trainer.advance(batch, log)
+
+        with runs.LossLog(work / "run", enabled=False) as log:
+            _time(lambda: step(log), warmup, device)
+            waited[0] = 0.0
+            ms = _time(lambda: step(log), steps, device)
+        return {"ms": ms, "peak_gib": _peak_gib(device), "data_wait_pct": 100 * waited[0] / (ms * steps / 1000)}
+
+
+def _trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
+    """Training examples in the experiment's real format, ``batches`` batches of them, and its objective."""
+    n = cfg.batch_size * batches
+    generator = torch.Generator().manual_seed(0)
+    if cfg.vae is not None:  # a latent cache of random posteriors; captions drawn from random attributes
+        files = _synthetic_latent_cache(cfg, work / "latents", n)
+        text = _text_encoder(cfg)
+        return latents.stream(cfg, files), objectives.for_config(cfg, celeba.AttributeCaptions(text))
+    conditioner = CaptionTable(torch.randn(len(cfg.class_names), cfg.max_tokens, cfg.cross_attention_dim,
+                                           generator=generator), torch.randn(cfg.max_tokens, cfg.cross_attention_dim))
+    if cfg.shards is not None:  # painting-size JPEGs in the dataset's parquet layout, one shard per worker
+        workers = max(cfg.num_workers, 1)
+        rows = -(-n // workers) + cfg.batch_size  # every worker yields full batches
+        synthetic.write_class_shards(work / "shards", workers, rows, len(cfg.class_names), image_size=(1400, 1100),
+                                     label_column=cfg.label_column, grain=0.012, row_group_size=64,
+                                     distinct_images=2 * len(cfg.class_names))
+        dataset = shards.ShardStream(shards.find_shards(str(work / "shards" / "train-*.parquet")),
+                                     data.spec(cfg).row_decoder(cfg), seed=cfg.seed,
+                                     max_bad_fraction=cfg.max_bad_fraction)
+        return dataset, objectives.for_config(cfg, conditioner)
+    images = torch.rand(n, *cfg.model_shape, generator=generator) * (cfg.pixel_range[1] - cfg.pixel_range[0])
+    labels = torch.randint(0, len(cfg.class_names), (n,), generator=generator)
+    return TensorDataset(images + cfg.pixel_range[0], labels), objectives.for_config(cfg, conditioner)
+
+
+def _synthetic_latent_cache(cfg: ExperimentConfig, out: Path, rows: int) -> list[Path]:
+    """Latent-cache shards (random posterior mean/std in float16, random attributes) with the cache's key file."""
+    rng = np.random.default_rng(0)
+    out.mkdir(parents=True)
+    size = int(np.prod(cfg.model_shape))
+    workers = max(cfg.num_workers, 1)
+    per_shard = -(-rows // workers) + cfg.batch_size
+    files = []
+    for k in range(workers):
+        mean = rng.normal(0, 1, (per_shard, size)).astype(np.float16)
+        std = rng.uniform(0.01, 0.1, (per_shard, size)).astype(np.float16)
+        attributes = (rng.random((per_shard, len(celeba.ATTRIBUTES))) < 0.3).astype(np.int64)
+        table = pa.table({"row": np.arange(per_shard), "mean": pa.array([m.tobytes() for m in mean], pa.binary(2 * size)),
+                          "std": pa.array([s.tobytes() for s in std], pa.binary(2 * size)),
+                          "condition": pa.array([a.tobytes() for a in attributes], pa.binary())})
+        files.append(out / f"train-{k:05d}-of-{workers:05d}.parquet")
+        pq.write_table(table, files[-1], row_group_size=64)
+    (out / shards.KEY_FILE).write_text(json.dumps(latents.cache_key(cfg)))
+    return files
+
+
+def _text_encoder(cfg: ExperimentConfig) -> TextEncoder:
+    """The config's text encoder if it is on disk, else one of its size with random weights (CLIP ViT-B/32's text
+    tower: 12 layers, width 512), tokenised with the bundled MiniLM tokenizer: the same compute per caption."""
+    if not assets.missing(cfg, text=True):
+        return TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+    torch.manual_seed(0)
+    model = CLIPTextModel(CLIPTextConfig(hidden_size=cfg.cross_attention_dim, max_position_embeddings=max(77, cfg.max_tokens)))
+    return TextEncoder(AutoTokenizer.from_pretrained(resolve("bundled:all-MiniLM-L6-v2")), model, cfg.max_tokens)
+
+
+def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
+           warmup: int, budget_s: float, device: torch.device) -> None:
+    ceiling_text = f"; a measured 8192^3 bf16 matmul ran at {ceiling:.0f} TFLOP/s" if ceiling else ""
+    caption = (f"Training step of each config on {card} (torch {torch.__version__}): mean of {steps} steps "
+               f"after {warmup} warm-up steps. tflop_step: forward + backward FLOP at the config's batch "
+               f"(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
+               + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
+               + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
+               "step with its data path, objective, EMA and checks; vs_bare = trainer ms / bare ms in the same "
+               "precision and layout; data_wait_pct = share of the step spent waiting for the loader. heads64: "
+               "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
+               "compile_s: the first compiled step (compiling forward and backward). Reproduce: make bench-gpu.")
+    reports.write_table(rows, out, caption=caption)
+    reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,
+                             peak_bf16_tflops=peak, measured_matmul_tflops=ceiling, steps=steps, warmup=warmup,
+                             budget_s=budget_s, torch=torch.__version__)

@@ -1,0 +1,47 @@
+"""The benchmarks run on a CPU (CI) exactly as on a GPU; what they count is checked here, never how fast it was."""
+
+import csv
+
+import pytest
+import torch
+
+from t2i import configs, paths
+from t2i.bench import gpu
+from t2i.models import build_unet
+
+
+def test_flop_count_of_the_mnist_step_is_1_22_tflop_and_linear_in_the_batch():
+    cfg = configs.get("mnist", "full")
+    flop = gpu._flop_per_step(cfg)
+    assert 1.20e12 < flop < 1.25e12  # 1.2226 TFLOP at batch 512 (forward + backward)
+    assert gpu._flop_per_step(cfg.replace(batch_size=256)) == pytest.approx(flop / 2)
+
+
+@pytest.mark.parametrize("experiment", ["cifar10", "wikiart"])
+def test_64_wide_heads_keep_the_thesis_parameters_and_flops_and_change_the_head_count(experiment):
+    cfg = configs.get(experiment, "full")
+    wide = cfg.replace(attention_head_width=64)
+    assert gpu._parameters(wide) == gpu._parameters(cfg)
+    assert gpu._flop_per_step(wide) == gpu._flop_per_step(cfg)
+
+    def heads(c):
+        with torch.device("meta"):
+            return [m.heads for m in build_unet(c).modules() if type(m).__name__ == "Attention"]
+
+    assert heads(cfg)[0] == cfg.attention_head_dim and heads(wide)[0] == 256 // 64  # CIFAR/WikiArt's first: 256 ch
+
+
+def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_the_bare_step(monkeypatch, tmp_path):
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
+    table = gpu.run(variants=("fp32", "bf16+heads64"), profile="smoke", steps=1, warmup=1)
+    assert "trainer" in table
+    with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["experiment"], r["variant"]) for r in rows] == [
+        (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64", "trainer (no)")]
+    for row in rows:
+        assert float(row["ms_step"]) > 0 and float(row["tflop_step"]) > 0, row
+        assert not row["note"], row
+    trainers = [r for r in rows if r["variant"].startswith("trainer")]
+    assert all(float(r["vs_bare"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in trainers)
+    assert (paths.reports_dir() / "bench" / "gpu.provenance.json").exists()
