@@ -193,7 +193,8 @@ class Trainer:
 
     def _train_step(self, batch) -> torch.Tensor:
         timer, acc = self.timer, self.accelerator
-        loss = self.objective(self.model, batch, self.generator, timer)
+        with acc.autocast():  # the UNet autocasts anyway; this also covers a text encoder run per step (CelebA)
+            loss = self.objective(self.model, batch, self.generator, timer)
         with timer("backward"):
             acc.backward(loss)
         with timer("optimizer"):
