@@ -12,7 +12,7 @@ KERNEL := t2i
 export HF_HUB_OFFLINE ?= 1
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent bench-gpu lab clean
+.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent bench-gpu lab watch clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -65,8 +65,15 @@ bench-latent: setup  ## CelebA step reading the latent cache vs encoding with th
 bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/gpu.md
 	$(PY) -m t2i.bench gpu $(ARGS)
 
-lab: setup  ## JupyterLab with the t2i kernel
-	$(VENV)/bin/jupyter lab
+# As root (containers) JupyterLab needs --allow-root; ARGS passes the rest, e.g. ARGS="--no-browser --ip=0.0.0.0 --port=8888"
+lab: setup  ## JupyterLab with the t2i kernel (ARGS="--no-browser --port 8888" on a cluster node)
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
+PORT ?= 6006
+watch: setup  ## TensorBoard over a run (or all runs): loss, LR, speed, sample grids, evaluations; make watch RUN=runs/mnist/demo
+	$(VENV)/bin/tensorboard --logdir $(or $(RUN),runs) --port $(PORT) $(ARGS)
+
+# the nbstripout git filter runs .venv's Python: take it out with the environment, or every `git add` of a notebook fails
 clean:  ## remove the environment (runs/, data/ and reports/ are kept)
+	if [ -x $(PY) ] && git rev-parse --git-dir >/dev/null 2>&1; then $(PY) -m nbstripout --uninstall; fi
 	rm -rf $(VENV) .pytest_cache

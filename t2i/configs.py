@@ -28,6 +28,8 @@ SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 DATASETS = ("mnist", "digits", "cifar10", "wikiart", "celeba")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # diffusers DDPMScheduler
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")  # diffusers.optimization.get_scheduler
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "all")  # accelerate's trackers; wandb and mlflow are optional
 # Names a config.json written by older code may use, and what they are called now.
 RENAMED = {"profile_steps": "timing_steps"}
 
@@ -79,7 +81,10 @@ class ExperimentConfig:
     guidance_scales: tuple[float, ...]  # eps = eps_uncond + w (eps_cond - eps_uncond); w=1 is plain conditional
 
     # --- training infrastructure (not in the thesis; safe defaults, the same for every experiment) ---
-    lr_warmup_steps: int = 0  # linear warmup, then constant (diffusers "constant_with_warmup")
+    lr_schedule: str = "constant_with_warmup"  # one of LR_SCHEDULES (diffusers get_scheduler), over all optimizer steps
+    lr_warmup_steps: int = 0  # optimizer steps of linear warmup at the start of lr_schedule
+    gradient_accumulation_steps: int = 1  # batches per optimizer step (effective batch: batch_size x this x processes)
+    gradient_checkpointing: bool = False  # recompute UNet activations in backward: much less memory, ~30% more compute
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
     ema_decay: float | None = 0.9999  # EMA of the UNet weights (diffusers EMAModel, with warmup); None = no EMA
     mixed_precision: str = "auto"  # PRECISIONS; auto = $ACCELERATE_MIXED_PRECISION if set, else bf16 on CUDA, else no
@@ -90,6 +95,16 @@ class ExperimentConfig:
     keep_checkpoints: int = 3  # rolling checkpoints kept (>= 2); epoch milestones are always kept
     judge_epochs: int = 30  # epochs of the adherence judge of this dataset (t2i.judges)
     timing_steps: int = 0  # time the stages of the first N training steps into the run's timing.md (0 = off)
+
+    # --- watching a run while it trains (t2i.tracking; README "Watching a run") ---
+    report_to: str = "tensorboard"  # one of TRACKERS: where loss, LR, gradient norm, speed, grids and evaluations go
+    sample_every_steps: int | None = None  # a fixed grid from the EMA weights every N steps (None = off)
+    sample_every_epochs: int | None = 1  # ... and at the end of every N-th epoch (None = off)
+    sample_guidance_scale: float = 3.0  # w of those grids
+    sample_columns: int = 4  # images per caption in those grids (fixed seeds: only training changes them)
+    eval_every_epochs: int | None = None  # a small guidance sweep every N epochs: judge adherence, FID/KID on its features
+    eval_guidance_scales: tuple[float, ...] = (1.0, 3.0)  # w of that sweep
+    eval_samples_per_prompt: int = 10  # images per prompt and w in that sweep
 
     # --- parquet shards (WikiArt, CelebA, synthetic smoke data; t2i.data.shards) ---
     shards: str | None = None  # glob of training shards under the data dir; None = torchvision / scikit-learn
@@ -163,11 +178,15 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
     need(cfg.sampler in SAMPLERS, f"sampler={cfg.sampler!r} is not one of {SAMPLERS}")
     need(cfg.beta_schedule in BETA_SCHEDULES, f"beta_schedule={cfg.beta_schedule!r} is not one of {BETA_SCHEDULES}")
     need(cfg.mixed_precision in PRECISIONS, f"mixed_precision={cfg.mixed_precision!r} is not one of {PRECISIONS}")
+    need(cfg.lr_schedule in LR_SCHEDULES, f"lr_schedule={cfg.lr_schedule!r} is not one of {LR_SCHEDULES}")
+    need(cfg.report_to in TRACKERS, f"report_to={cfg.report_to!r} is not one of {TRACKERS}")
     for name in ("resolution", "channels", "max_tokens", "layers_per_block", "cross_attention_dim", "attention_head_dim",
                  "norm_num_groups", "batch_size", "epochs", "checkpoint_every", "num_train_timesteps",
-                 "num_inference_steps", "judge_epochs", "latent_channels", "latent_downsample"):
+                 "num_inference_steps", "judge_epochs", "latent_channels", "latent_downsample",
+                 "gradient_accumulation_steps", "sample_columns", "eval_samples_per_prompt"):
         need(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive")
-    for name in ("train_subset", "checkpoint_every_steps", "attention_head_width"):
+    for name in ("train_subset", "checkpoint_every_steps", "attention_head_width", "sample_every_steps",
+                 "sample_every_epochs", "eval_every_epochs"):
         need(getattr(cfg, name) is None or getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be positive or None")
     for name in ("lr_warmup_steps", "num_workers", "timing_steps"):
         need(getattr(cfg, name) >= 0, f"{name}={getattr(cfg, name)} must be >= 0")
@@ -182,8 +201,14 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
     need(cfg.keep_checkpoints >= 2, f"keep_checkpoints={cfg.keep_checkpoints} must be >= 2 (a damaged newest one falls back)")
     need(len(cfg.pixel_range) == 2 and all(map(finite, cfg.pixel_range)) and cfg.pixel_range[0] < cfg.pixel_range[1],
          f"pixel_range={cfg.pixel_range} must be (low, high) with low < high")
-    need(len(cfg.guidance_scales) > 0 and all(map(finite, cfg.guidance_scales)),
-         f"guidance_scales={cfg.guidance_scales} must be one or more finite numbers")
+    for name in ("guidance_scales", "eval_guidance_scales"):
+        need(len(getattr(cfg, name)) > 0 and all(map(finite, getattr(cfg, name))),
+             f"{name}={getattr(cfg, name)} must be one or more finite numbers")
+    need(finite(cfg.sample_guidance_scale), f"sample_guidance_scale={cfg.sample_guidance_scale} must be a finite number")
+    if cfg.checkpoint_every_steps and cfg.gradient_accumulation_steps > 0:
+        need(cfg.checkpoint_every_steps % cfg.gradient_accumulation_steps == 0,
+             f"checkpoint_every_steps={cfg.checkpoint_every_steps} must be a multiple of gradient_accumulation_steps="
+             f"{cfg.gradient_accumulation_steps} (a checkpoint between the batches of one update would lose gradients)")
     need(cfg.num_inference_steps <= cfg.num_train_timesteps,
          f"num_inference_steps={cfg.num_inference_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}")
     need("{}" in cfg.caption_template, f"caption_template={cfg.caption_template!r} must contain '{{}}'")
@@ -297,12 +322,13 @@ MNIST_DEMO = MNIST_FULL.replace(
     checkpoint_every=10,
     p_uncond=0.1,  # the recommended variant: CFG needs an unconditional model
     num_inference_steps=20,  # DDPM as in the thesis, 20 steps instead of 50 (same adherence on this model, see README)
+    sample_every_epochs=10,  # four progress grids over the 40 epochs (runs/mnist/demo/samples/)
 )
 
 # What every smoke profile shares: the bundled MiniLM encoder, a tiny UNet, a few steps.
 SMOKE_MODEL = dict(profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
                    norm_num_groups=4, attention_head_dim=4, batch_size=16, checkpoint_every=1, num_inference_steps=3,
-                   judge_epochs=2)
+                   judge_epochs=2, report_to="none", sample_every_epochs=None)
 
 # The test suite's profile: every code path, seconds on a CPU.
 MNIST_SMOKE = MNIST_DEMO.replace(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import configs, data, evaluate, judges, objectives, paths
+from . import configs, data, evaluate, judges, objectives, paths, watch
 from .configs import ExperimentConfig
 from .models import check_text_width, count_parameters
 from .pipeline import TextToImage
@@ -29,15 +29,16 @@ def setup(notebook: str, experiment: str, profile: str, run_name: str = "",
 
 def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
     """Train (or resume) a run: the frozen text encoder, the dataset's conditioner and training examples, the
-    objective, then :func:`t2i.train.fit`. Class captions are encoded once and the encoder is dropped; CelebA's
-    conditioner keeps it, to encode a fresh caption per image and step."""
+    objective, what watches the run (:mod:`t2i.watch`), then :func:`t2i.train.fit`. Class captions are encoded once;
+    CelebA's conditioner keeps the encoder to encode a fresh caption per image and step."""
     spec = data.spec(cfg)
     text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     check_text_width(cfg, text.hidden_size)
     objective = objectives.for_config(cfg, spec.conditioner(cfg, text))
-    del text  # only the conditioner's reference remains, if it needs one
+    hooks = watch.hooks_for(cfg, Path(run_dir), text)  # sample grids and evaluations while training, if asked for
+    del text  # only the conditioner's and the hooks' references remain, if they need one
     dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples")  # builds the latent cache on first use
-    return fit(cfg, Path(run_dir), dataset, objective, restart=restart)
+    return fit(cfg, Path(run_dir), dataset, objective, restart=restart, hooks=hooks)
 
 
 def describe(pipe: TextToImage) -> str:

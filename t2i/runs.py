@@ -26,6 +26,8 @@ import torch
 
 from .checkpoints import write_atomic
 from .configs import ExperimentConfig
+from .data import ReportsBadSamples
+from .data.shards import summarize_bad_samples
 from .errors import RunError
 
 CONFIG = "config.json"
@@ -36,7 +38,9 @@ BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
 # Fields that may change when a run is resumed or extended; anything else makes it a different run.
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales",
                      "checkpoint_every_steps", "keep_checkpoints", "mixed_precision", "channels_last", "compile",
-                     "timing_steps", "num_workers", "judge_epochs"}
+                     "gradient_checkpointing", "timing_steps", "num_workers", "judge_epochs", "report_to",
+                     "sample_every_steps", "sample_every_epochs", "sample_guidance_scale", "sample_columns",
+                     "eval_every_epochs", "eval_guidance_scales", "eval_samples_per_prompt"}
 
 
 def load_config(run_dir: Path) -> ExperimentConfig:
@@ -84,16 +88,17 @@ class LossLog:
         self.pending.append((epoch, step, loss))
         return len(self.pending)
 
-    def flush(self) -> float:
-        """Write pending rows; return their mean loss (NaN if none)."""
+    def flush(self) -> list[tuple[int, int, float]]:
+        """Write pending rows and return them as ``(epoch, step, loss)``."""
         if not self.pending:
-            return float("nan")
+            return []
         values = torch.stack([loss for _, _, loss in self.pending]).float().cpu().tolist()
+        rows = [(e, s, v) for (e, s, _), v in zip(self.pending, values)]
         if self.file is not None:
-            self.file.write("".join(f"{e},{s},{v:.6g}\n" for (e, s, _), v in zip(self.pending, values)))
+            self.file.write("".join(f"{e},{s},{v:.6g}\n" for e, s, v in rows))
             self.file.flush()
         self.pending = []
-        return float(np.mean(values))
+        return rows
 
     def __exit__(self, *exc) -> None:
         if self.file is not None:
@@ -122,6 +127,18 @@ def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
 
 
 # --- bad_samples.csv ---------------------------------------------------------------------------------------------
+def record_bad_samples(run_dir: Path, dataset, epoch: int, accelerator) -> None:
+    """At the end of ``epoch`` (counted from 0): print the rows a stream skipped (all ranks) and append them to
+    ``bad_samples.csv``. Datasets that never skip rows (not :class:`~t2i.data.ReportsBadSamples`) have none."""
+    if not isinstance(dataset, ReportsBadSamples):
+        return
+    accelerator.wait_for_everyone()
+    records = dataset.bad_samples(epoch)
+    if records and accelerator.is_main_process:
+        print(f"epoch {epoch + 1}: " + summarize_bad_samples(records, dataset.total_rows))
+        append_bad_samples(run_dir, [{**r, "epoch": r["epoch"] + 1} for r in records])
+
+
 def append_bad_samples(run_dir: Path, records: list[dict]) -> int:
     """Append skipped rows (``epoch`` counted from 1) not already listed; return how many were new."""
     path = Path(run_dir) / BAD_SAMPLES

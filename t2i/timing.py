@@ -62,8 +62,12 @@ class StageTimer:
                 for s in names]
         return rows + [{"stage": "total", "ms_per_step": 1000 * total / self.steps, "percent": 100.0}]
 
-    def write(self, path: Path, caption: str) -> str:
-        return write_table(self.rows(), path, caption=caption)
+    def write(self, path: Path, cfg, device: torch.device, precision: str) -> str:
+        """The table (.md/.csv/.tex) of a training run's first steps; returns the markdown."""
+        return write_table(self.rows(), path, caption=(
+            f"Training step by stage: mean over the first {self.steps} steps of this attempt, batch {cfg.batch_size}, "
+            f"{cfg.num_workers} DataLoader workers, on {device}, precision {precision}"
+            + (" (CUDA synchronised per stage)" if self.sync else "") + "."))
 
 
 NULL_TIMER = StageTimer(0)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import time
+import math
 import warnings
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,11 +32,11 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import Dataset
 
-from . import checkpoints, paths, runs
+from . import checkpoints, paths, runs, tracking
 from .batches import Batches
 from .configs import ExperimentConfig
 from .console import progress
-from .data import ReportsBadSamples, shards
+from .distributed import any_process, epoch_seed, resolve_precision
 from .errors import RunError, UserError
 from .models import build_unet, count_parameters
 from .objectives import EpsilonObjective
@@ -46,23 +48,17 @@ class NonFiniteError(UserError, FloatingPointError):
     """The loss or the gradient became NaN or infinite; nothing after the last checkpoint was saved."""
 
 
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Independent, reproducible stream for (run seed, epoch, process)."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+class Hook(Protocol):
+    """Work done beside training that must not change it (:mod:`t2i.watch`: sample grids, periodic evaluation). Called
+    on every process after each step and each epoch, before any checkpoint of that step or epoch is written."""
 
+    def after_step(self, trainer: "Trainer") -> None: ...
 
-def resolve_precision(setting: str) -> str:
-    """``auto``: ``$ACCELERATE_MIXED_PRECISION`` (what ``accelerate config`` / ``launch`` set) if given, else bf16
-    autocast on a CUDA GPU that has it, else full float32 (CPUs)."""
-    if setting != "auto":
-        return setting
-    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
-        return os.environ["ACCELERATE_MIXED_PRECISION"]
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    def after_epoch(self, trainer: "Trainer") -> None: ...
 
 
 def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective, log_every: int = 10,
-        restart: bool = False) -> Path:
+        restart: bool = False, hooks: tuple[Hook, ...] = ()) -> Path:
     """Train (or resume) the run in ``run_dir`` to ``cfg.epochs`` and return ``run_dir``.
 
     If the run has a valid checkpoint, training resumes exactly where it left off (mid-epoch included); a complete
@@ -70,7 +66,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: Epsil
     ``restart``, which sets the old checkpoints, logs and config aside and starts over. SIGTERM / SIGUSR1 checkpoint
     at the next step and raise :class:`~t2i.preemption.Preempted`.
     """
-    Trainer(cfg, Path(run_dir), dataset, objective, log_every, restart).run()
+    Trainer(cfg, Path(run_dir), dataset, objective, log_every, restart, hooks).run()
     return Path(run_dir)
 
 
@@ -78,14 +74,15 @@ class Trainer:
     """The loop and the state it checkpoints. Read :meth:`run` first; the rest is bookkeeping."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective,
-                 log_every: int, restart: bool):
-        self.cfg, self.run_dir, self.log_every, self.dataset = cfg, run_dir, log_every, dataset
+                 log_every: int, restart: bool, hooks: tuple[Hook, ...] = ()):
+        self.cfg, self.run_dir, self.log_every, self.dataset, self.hooks = cfg, run_dir, log_every, dataset, hooks
         if torch.cuda.is_available():  # TF32 matmuls/convolutions on Ampere+: ~free speed, fp32 range
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.precision = resolve_precision(cfg.mixed_precision)
         acc = self.accelerator = Accelerator(
-            mixed_precision=self.precision,
+            mixed_precision=self.precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            log_with=tracking.log_with(cfg.report_to), project_dir=run_dir,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
         if restart and acc.is_main_process:
             aside = runs.set_aside(run_dir)
@@ -98,11 +95,15 @@ class Trainer:
         unet = build_unet(cfg).to(acc.device)
         if cfg.channels_last:
             unet = unet.to(memory_format=torch.channels_last)
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
         fused = acc.device.type == "cuda"
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
-        lr_schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.lr_warmup_steps)
-        self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
         self.batches = Batches(dataset, cfg, acc)
+        updates = cfg.epochs * math.ceil(len(self.batches) / cfg.gradient_accumulation_steps)
+        lr_schedule = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
+                                    num_training_steps=updates * acc.num_processes)  # accelerate steps it per process
+        self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
         self.timer = StageTimer(cfg.timing_steps, acc.device)
         self.model = self.unet
         if cfg.compile:  # compiled code is cached under the runs directory, so a resumed job compiles faster
@@ -117,6 +118,8 @@ class Trainer:
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.fault = torch.zeros(3, dtype=torch.long, device=acc.device)  # first non-finite: step, epoch, 1 loss/2 grad
         self.last_checkpoint: Path | None = None
+        self.window = tracking.Window()
+        self.synced = True  # the last step updated the weights (not between the batches of one accumulated update)
 
     def run(self) -> None:
         cfg, acc = self.cfg, self.accelerator
@@ -129,6 +132,7 @@ class Trainer:
         acc.print(f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
                   f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
                   f"{len(self.batches):,} batches of {cfg.batch_size} per epoch, epoch {self.epoch + 1} of {cfg.epochs}")
+        tracking.start(acc, cfg)
         with PreemptionFlag() as preemption, runs.LossLog(self.run_dir, acc.is_main_process) as log:
             while self.epoch < cfg.epochs:
                 self.batches.set_epoch(self.epoch)
@@ -141,10 +145,12 @@ class Trainer:
                                total=len(self.batches), disable=not acc.is_main_process)
                 while True:
                     with self.timer("data wait"):
+                        start = time.perf_counter()
                         batch = next(batches, None)
-                    # one collective per step: stop on a signal anywhere, or when any rank's data runs out (a shard
-                    # stream deals shards to ranks, so their row counts can differ by up to a row group)
-                    stop, exhausted = _any_process(acc, preemption.requested, batch is None)
+                        self.window.waited += time.perf_counter() - start
+                    # one collective per step: stop on a signal anywhere (once the weights are updated), or when any
+                    # rank's data runs out (a shard stream deals shards to ranks: row counts can differ by a row group)
+                    stop, exhausted = any_process(acc, preemption.requested and self.synced, batch is None)
                     if stop:
                         path = self._checkpoint(log)
                         if acc.is_main_process:
@@ -156,20 +162,26 @@ class Trainer:
                     bar.update()
                     if mean_loss is not None:
                         bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    for hook in self.hooks:
+                        hook.after_step(self)
                     if self._steps_due() and self.step_in_epoch < len(self.batches):  # epoch ends: below
                         self._checkpoint(log)
-                    if self.timer.step_done():
-                        self._write_timing()
+                    if self.timer.step_done() and acc.is_main_process:
+                        print(self.timer.write(self.run_dir / "timing", self.cfg, acc.device, self.precision))
                 bar.close()
-                self._report_bad_samples()
+                runs.record_bad_samples(self.run_dir, self.dataset, self.epoch, acc)
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                for hook in self.hooks:
+                    hook.after_epoch(self)
                 milestone = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
                 if milestone or self._steps_due():
                     self._checkpoint(log, milestone=milestone)
         acc.wait_for_everyone()
+        acc.end_training()
 
     def _steps_due(self) -> bool:
-        return bool(self.cfg.checkpoint_every_steps) and self.step % self.cfg.checkpoint_every_steps == 0
+        every = self.cfg.checkpoint_every_steps
+        return bool(every) and self.step % every == 0 and self.synced
 
     def advance(self, batch, log: runs.LossLog) -> float | None:
         """One optimizer step on a batch as the loader gave it, logged; every ``log_every`` steps the log is flushed
@@ -187,33 +199,43 @@ class Trainer:
         self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
         if log.add(self.epoch + 1, self.step, loss) < self.log_every:
             return None
-        mean = log.flush()
+        return float(np.mean([loss for _, _, loss in self._flush(log)]))
+
+    def _flush(self, log: runs.LossLog) -> list[tuple[int, int, float]]:
+        """Write the pending losses, check they are finite (the step's only wait for the device), tell the trackers."""
+        rows = log.flush()
         self._check_finite()
-        return mean
+        self.window.log(self.accelerator, rows, self.cfg.batch_size, self.lr_schedule.get_last_lr()[0])
+        return rows
 
     def _train_step(self, batch) -> torch.Tensor:
         timer, acc = self.timer, self.accelerator
-        with acc.autocast():  # the UNet autocasts anyway; this also covers a text encoder run per step (CelebA)
-            loss = self.objective(self.model, batch, self.generator, timer)
-        with timer("backward"):
-            acc.backward(loss)
-        with timer("optimizer"):
-            norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
-                    torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
-            self._watch(loss.detach(), norm)
-            self.optimizer.step()
-            self.lr_schedule.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        with acc.accumulate(self.unet):  # every batch, or every gradient_accumulation_steps-th, updates the weights
+            with acc.autocast():  # the UNet autocasts anyway; this also covers a text encoder run per step (CelebA)
+                loss = self.objective(self.model, batch, self.generator, timer)
+            with timer("backward"):
+                acc.backward(loss)
+            self.synced = acc.sync_gradients
+            with timer("optimizer"):
+                norm = None
+                if self.synced:
+                    norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
+                            torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
+                    self.window.norms.append(norm)
+                self._watch(loss.detach(), norm)
+                self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
+                self.lr_schedule.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None and self.synced:
             with timer("EMA"):
                 self.ema.step(self.params)
         return loss.detach()
 
-    def _watch(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+    def _watch(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
         """Remember, on the device, the first step whose loss or gradient norm is not finite (fp16's grad scaler
         skips steps with inf gradients by design, so there only the loss counts)."""
         bad_loss = ~torch.isfinite(loss)
-        bad = bad_loss if self.precision == "fp16" else bad_loss | ~torch.isfinite(norm)
+        bad = bad_loss if self.precision == "fp16" or norm is None else bad_loss | ~torch.isfinite(norm)
         found = torch.stack([torch.full_like(self.fault[0], self.step + 1), torch.full_like(self.fault[0], self.epoch + 1),
                              torch.where(bad_loss, 1, 2)])
         self.fault = torch.where((self.fault[0] == 0) & bad, found, self.fault)
@@ -226,29 +248,11 @@ class Trainer:
                                  f"(epoch {epoch}); stopped without saving. Last good checkpoint: {last}. Try a lower "
                                  "learning_rate or set grad_clip.")
 
-    def _write_timing(self) -> None:
-        if self.accelerator.is_main_process:
-            print(self.timer.write(self.run_dir / "timing", caption=(
-                f"Training step by stage: mean over the first {self.timer.steps} steps of this attempt, batch "
-                f"{self.cfg.batch_size}, {self.cfg.num_workers} DataLoader workers, on {self.accelerator.device}, "
-                f"precision {self.precision}" + (" (CUDA synchronised per stage)" if self.timer.sync else "") + ".")))
-
-    def _report_bad_samples(self) -> None:
-        """List the rows a stream skipped this epoch (all ranks) and keep them in the run's ``bad_samples.csv``."""
-        if not isinstance(self.dataset, ReportsBadSamples):
-            return
-        self.accelerator.wait_for_everyone()
-        records = self.dataset.bad_samples(self.epoch)
-        if records and self.accelerator.is_main_process:
-            print(f"epoch {self.epoch + 1}: " + shards.summarize_bad_samples(records, self.dataset.total_rows))
-            runs.append_bad_samples(self.run_dir, [{**r, "epoch": r["epoch"] + 1} for r in records])
-
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _checkpoint(self, log: runs.LossLog, milestone: bool = False) -> Path:
         """Write the full training state; every process contributes its RNG state, the main process writes."""
         acc, cfg = self.accelerator, self.cfg
-        log.flush()
-        self._check_finite()
+        self._flush(log)
         unet = acc.unwrap_model(self.unet)
         if not torch.stack([torch.isfinite(p).all() for p in unet.parameters()]).all():
             raise NonFiniteError(f"a weight is NaN or infinite at step {self.step}; stopped without saving")
@@ -288,11 +292,3 @@ class Trainer:
             runs.truncate_logs(self.run_dir, self.epoch, self.step)
         acc.wait_for_everyone()
         return self.step_in_epoch > 0
-
-
-def _any_process(accelerator: Accelerator, *flags: bool) -> tuple[bool, ...]:
-    """Each flag, True on every process if it is True on any (a signal may reach only some ranks)."""
-    if accelerator.num_processes == 1:
-        return flags
-    summed = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
-    return tuple(bool(v > 0) for v in summed.tolist())

@@ -48,13 +48,14 @@ def stream_settings(tmp_path, monkeypatch) -> dict:
     synthetic.write_class_shards(tmp_path / "data" / "killshards", num_shards=3, rows_per_shard=24, num_classes=4,
                                  row_group_size=8, odd_rows=BAD_ROWS)
     return {"shards": "killshards/train-*.parquet", "class_names": ["a", "b", "c", "d"], "channels": 3,
-            "max_bad_fraction": 0.2, "epochs": 3, "checkpoint_every_steps": 1}
+            "max_bad_fraction": 0.2, "epochs": 3, "checkpoint_every_steps": 1, "sample_every_steps": 5}
 
 
 def run_files(run: Path) -> dict[str, bytes]:
-    """What must be identical between an interrupted and an uninterrupted run: weights and logs, byte for byte."""
+    """What must be identical between an interrupted and an uninterrupted run: weights, logs and sample grids, byte for
+    byte."""
     latest = checkpoints.latest(run)
-    return {"loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
+    return {**{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},"loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
             "unet": (latest / "unet" / "diffusion_pytorch_model.safetensors").read_bytes(),
             "ema": (latest / "ema" / "diffusion_pytorch_model.safetensors").read_bytes(), "checkpoint": latest.name}
 
@@ -75,6 +76,8 @@ def test_random_kills_then_reruns_end_with_the_weights_and_logs_of_an_uninterrup
     finish(cli_args("straight", stream_settings))
     straight = paths.run_dir("mnist", "straight")
     expected = run_files(straight)
+    assert [k for k in expected if k.startswith("samples/")] == ["samples/step-00000005.png", "samples/step-00000010.png",
+                                                                  "samples/step-00000015.png"]
     total = checkpoints.load_state(checkpoints.latest(straight))["step"]
     assert expected["bad_samples.csv"].count(b"\n") == 1 + 3 * len(BAD_ROWS)  # header + 3 epochs x 3 rows
 

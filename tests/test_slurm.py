@@ -35,7 +35,8 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     stub(tmp_path / "bin", "scontrol", f'echo "$@" >> {tmp_path / "scontrol.log"}\n')
     run = paths.run_dir("mnist", "slurm")
 
-    first = job(tmp_path, 0, "-p", "epochs", "500", "-p", "samples_per_class", "1")
+    watching = ["-y", "config_overrides: {report_to: tensorboard, sample_every_epochs: 1}"]
+    first = job(tmp_path, 0, "-p", "epochs", "500", "-p", "samples_per_prompt", "1", *watching)
     deadline = time.monotonic() + 180
     while checkpoints.latest(run) is None:
         assert first.poll() is None, first.stdout.read()
@@ -51,7 +52,7 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     stopped = checkpoints.load_state(checkpoints.latest(run))
     assert stopped["epoch"] < 500
 
-    second = job(tmp_path, 1, "-p", "epochs", str(max(stopped["epoch"], 1)), "-p", "samples_per_class", "1")
+    second = job(tmp_path, 1, "-p", "epochs", str(max(stopped["epoch"], 1)), "-p", "samples_per_prompt", "1", *watching)
     out, _ = second.communicate(timeout=300)
     assert second.returncode == 0, out
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]  # not requeued again
@@ -59,3 +60,5 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     executed = sorted(p.name for p in (paths.reports_dir() / "executed").iterdir())
     assert executed == ["01_mnist.smoke.job4242.attempt0.ipynb", "01_mnist.smoke.job4242.attempt1.ipynb"]
     assert (paths.report_dir("01_mnist", "smoke") / "adherence.md").exists()
+    # what `make watch RUN=...` shows: the job's losses and a grid per epoch, across both attempts
+    assert list((run / "tracking").rglob("events.out.tfevents.*")) and len(list((run / "samples").glob("*.png"))) >= 1

@@ -39,7 +39,8 @@ from ..configs import ExperimentConfig
 from ..data import celeba, latents, shards, synthetic
 from ..models import build_unet, count_parameters
 from ..text import CaptionTable, TextEncoder, resolve
-from ..train import Trainer, resolve_precision
+from ..distributed import resolve_precision
+from ..train import Trainer
 from . import machine
 
 EXPERIMENTS = ("mnist", "cifar10", "wikiart", "celeba")

@@ -1,0 +1,154 @@
+"""Watching a run while it trains (what k-diffusion's ``--demo-every`` and ``--evaluate-every`` give, and diffusers'
+validation prompts): :class:`SampleGrids` and :class:`PeriodicEval`, hooks the trainer calls (:class:`t2i.train.Hook`).
+
+Both sample from a *copy* of the UNet holding the EMA weights, with their own seeded generators, inside
+``torch.random.fork_rng``: training never sees them, so a run with grids and evaluations ends with bitwise the
+weights it would have without (tested), and a grid after a resume is the grid the interrupted run drew.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from . import evaluate, judges, metrics, reports, tracking
+from .configs import ExperimentConfig
+from .figures import short_labels
+from .pipeline import TextToImage
+from .text import TextEncoder
+from .train import Hook, Trainer
+from .vae import LatentCodec
+
+EVAL_LOG = "eval.csv"
+EVAL_FIELDS = ("epoch", "step", "guidance_scale", "adherence", "kid", "kid_std", "fid", "samples", "features")
+
+
+def hooks_for(cfg: ExperimentConfig, run_dir: Path, text: TextEncoder) -> tuple[Hook, ...]:
+    """The watchers a config asks for (none if it asks for none)."""
+    sampler = EmaSampler(cfg, text)  # one UNet copy, shared
+    found: list[Hook] = []
+    if cfg.sample_every_steps or cfg.sample_every_epochs:
+        found.append(SampleGrids(cfg, run_dir, sampler))
+    if cfg.eval_every_epochs:
+        found.append(PeriodicEval(cfg, run_dir, sampler))
+    return tuple(found)
+
+
+class EmaSampler:
+    """A pipeline over a separate UNet that gets the trainer's EMA weights (or its raw ones, without EMA) on demand."""
+
+    def __init__(self, cfg: ExperimentConfig, text: TextEncoder):
+        self.cfg, self.text, self.pipe = cfg, text, None
+
+    def pipeline(self, trainer: Trainer) -> TextToImage:
+        unet = trainer.accelerator.unwrap_model(trainer.unet)
+        if self.pipe is None:
+            copy = UNet2DConditionModel.from_config(unet.config)
+            self.pipe = TextToImage(self.cfg, copy, self.text, device=trainer.accelerator.device)
+            if self.cfg.vae is not None:
+                self.pipe.codec = LatentCodec.from_pretrained(self.cfg.vae, device=trainer.accelerator.device)
+        target = list(self.pipe.unet.parameters())
+        if trainer.ema is not None:
+            trainer.ema.copy_to(target)
+            self.pipe.weights = "ema"
+        else:
+            for mine, theirs in zip(target, unet.parameters()):
+                mine.data.copy_(theirs.data)
+        return self.pipe
+
+
+def _forked_rng(device: torch.device):
+    """Every global RNG (CPU, and this CUDA device) as it was once the block ends."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+class SampleGrids:
+    """A fixed grid every ``sample_every_steps`` steps and after every ``sample_every_epochs``-th epoch: the config's
+    captions (rows) x ``sample_columns`` fixed seeds at ``sample_guidance_scale``, saved as
+    ``samples/step-NNNNNNNN.png`` and sent to the trackers. Only training changes it from one grid to the next."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, sampler: EmaSampler):
+        self.cfg, self.sampler = cfg, sampler
+        self.folder = Path(run_dir) / "samples"
+        self.last_step = -1
+
+    def after_step(self, trainer: Trainer) -> None:
+        every = self.cfg.sample_every_steps
+        if every and trainer.step % every == 0:
+            self.draw(trainer)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        every = self.cfg.sample_every_epochs
+        if every and trainer.epoch % every == 0:
+            self.draw(trainer)
+
+    def draw(self, trainer: Trainer) -> None:
+        if not trainer.accelerator.is_main_process or trainer.step == self.last_step:
+            return
+        cfg, columns = self.cfg, self.cfg.sample_columns
+        with _forked_rng(trainer.accelerator.device):
+            pipe = self.sampler.pipeline(trainer)
+            prompts = [caption for caption in cfg.captions for _ in range(columns)]
+            images = pipe.images(prompts, cfg.sample_guidance_scale, seed=cfg.seed, show_progress=False)
+        path = self.folder / f"step-{trainer.step:08d}.png"
+        reports.image_grid(images, path, nrow=columns, row_labels=short_labels(cfg.class_names), title=(
+            f"{cfg.experiment}: step {trainer.step:,} (epoch {trainer.epoch + (trainer.step_in_epoch > 0)}), "
+            f"{pipe.weights} weights, w = {cfg.sample_guidance_scale:g}, seeds {cfg.seed}..{cfg.seed + columns - 1}\n"
+            f"[{reports.GUIDANCE_CONVENTION}]"))
+        grid = torch.stack([images[i * columns:(i + 1) * columns] for i in range(len(cfg.captions))])
+        grid = grid.permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)  # rows of images -> one [H, W, C] picture
+        picture = (grid.expand(-1, -1, 3) * 255).round().to(torch.uint8).numpy()
+        tracking.log_image(trainer.accelerator, "samples", picture, trainer.step)
+        self.last_step = trainer.step
+
+
+class PeriodicEval:
+    """Every ``eval_every_epochs`` epochs, a small guidance sweep (:func:`t2i.evaluate.sweep` at
+    ``eval_guidance_scales``, ``eval_samples_per_prompt`` images per prompt) on the judge's features: adherence,
+    FID and KID per w, appended to ``eval.csv`` and sent to the trackers, so a job shows whether adherence still
+    rises. The judge is trained on first use (before the first evaluation)."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, sampler: EmaSampler):
+        self.cfg, self.sampler = cfg, sampler
+        self.path = Path(run_dir) / EVAL_LOG
+
+    def after_step(self, trainer: Trainer) -> None:
+        pass
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if trainer.epoch % self.cfg.eval_every_epochs or not trainer.accelerator.is_main_process:
+            return
+        with _forked_rng(trainer.accelerator.device):
+            judge = judges.for_config(self.cfg).to(trainer.accelerator.device)
+            extractor = metrics.JudgeExtractor(judge)
+            rows = evaluate.sweep(self.sampler.pipeline(trainer), judge, extractor, self.cfg.eval_guidance_scales,
+                                  self.cfg.eval_samples_per_prompt)
+        records = [{"epoch": trainer.epoch, "step": trainer.step, **{k: r[k] for k in EVAL_FIELDS[2:-1]},
+                    "features": extractor.name} for r in rows]
+        old = [r for r in self._read() if int(r["step"]) != trainer.step]  # a resumed run evaluates a step again
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(old + records)
+        for r in records[1:]:  # the first row is real-vs-real: the floor, not a measurement of the model
+            w = f"{r['guidance_scale']:g}"
+            trainer.accelerator.log({f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"],
+                                     f"eval/fid_w{w}": r["fid"]}, step=trainer.step)
+        print(f"epoch {trainer.epoch} eval: " + ", ".join(f"w={r['guidance_scale']:g} adherence {r['adherence']:.3f} "
+                                                          f"KID {r['kid']:.4f}" for r in records[1:]))
+
+    def _read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as f:
+            return list(csv.DictReader(f))
+
+
+def read_eval_log(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``eval.csv`` (numbers as floats, ``real`` rows kept as the string)."""
+    with open(Path(run_dir) / EVAL_LOG) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (v if k == "features" or v == "real" else float(v)) for k, v in r.items()} for r in rows]
