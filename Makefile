@@ -10,9 +10,12 @@ KERNEL := t2i
 # Compute nodes (and this project's test machines) have no internet: read weights and data from the
 # caches that `make assets` filled. `make assets` itself turns this off.
 export HF_HUB_OFFLINE ?= 1
+# provenance sidecars record the command that made a report
+export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
+REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test run-mnist run-cifar10 run-wikiart run-celeba eval assets bench-loader bench-latent bench-gpu lab watch clean
+.PHONY: help setup demo test eval figures assets bench-loader bench-latent bench-gpu lab watch clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -28,29 +31,34 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 demo: setup  ## offline CPU demo: 01_mnist on the bundled digits, with a judge and an adherence table
-	mkdir -p reports/01_mnist/demo
-	$(PAPERMILL) notebooks/01_mnist.ipynb reports/01_mnist/demo/01_mnist.ipynb -p profile demo
+	mkdir -p $(REPORTS)/demo/mnist/demo
+	$(PAPERMILL) notebooks/01_mnist.ipynb $(REPORTS)/demo/mnist/demo/01_mnist.ipynb -p profile demo
 
 test: setup  ## the test suite (offline, CPU)
 	$(PY) -m pytest
 
 # The thesis experiments, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...).
 # PROFILE=smoke runs the same notebook in seconds on synthetic data (the test suite does this for run-celeba);
-# ARGS passes more papermill parameters, e.g. ARGS="-p epochs 2 -p run_name short".
+# RUN_NAME names the run (runs/<experiment>/<RUN_NAME>, default the profile); ARGS passes more papermill parameters.
+# The executed notebook lands beside the figures it drew: reports/<profile>/<experiment>/<run>/.
 PROFILE ?= full
-EXECUTED = $(or $(T2I_REPORTS_DIR),reports)/$(NB_$*)/$(if $(filter full,$(PROFILE)),,$(PROFILE)/)
-NB_mnist   := 01_mnist
-NB_cifar10 := 02_cifar10
-NB_wikiart := 03_wikiart
-NB_celeba  := 04_celeba_ldm
-run-mnist run-cifar10 run-wikiart run-celeba: run-%: setup  ## thesis Experiments 1-4 (sections 3.2-3.5); PROFILE=full
+RUN_NAME ?= $(PROFILE)
+EXECUTED = $(REPORTS)/$(PROFILE)/$*/$(RUN_NAME)/
+# run-<experiment> runs notebooks/NN_<experiment>[_*].ipynb: a new experiment's notebook needs no line here
+NB = $(basename $(notdir $(firstword $(wildcard notebooks/[0-9][0-9]_$*.ipynb notebooks/[0-9][0-9]_$*_*.ipynb))))
+run-mnist run-cifar10 run-wikiart run-celeba:  ## thesis Experiments 1-4 (sections 3.2-3.5); PROFILE=full
+run-%: setup
+	@test -n "$(NB)" || { echo "no notebook notebooks/NN_$*.ipynb for make run-$*"; exit 2; }
 	mkdir -p $(EXECUTED)
-	$(PAPERMILL) notebooks/$(NB_$*).ipynb $(EXECUTED)$(NB_$*).ipynb -p profile $(PROFILE) $(ARGS)
+	$(PAPERMILL) notebooks/$(NB).ipynb $(EXECUTED)$(NB).ipynb -p profile $(PROFILE) -p run_name $(RUN_NAME) $(ARGS)
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
-	mkdir -p reports/executed
-	$(PAPERMILL) notebooks/05_evaluate.ipynb reports/executed/05_evaluate.$(notdir $(RUN)).ipynb -p run_dir $(RUN)
+	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]))" $(RUN)) && mkdir -p $$out && \
+	$(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
+
+figures: setup  ## every thesis figure and table the runs can feed -> reports/$(PROFILE)/ with index.md (never trains)
+	$(PY) -m t2i figures --profile $(PROFILE) $(ARGS)
 
 EXPERIMENTS ?= mnist cifar10 wikiart celeba
 assets: setup  ## on a node with internet: datasets and weights into the caches (EXPERIMENTS="mnist cifar10 ...")

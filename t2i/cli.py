@@ -4,6 +4,7 @@
     python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance-scale 5 --samples-per-prompt 8 --out grid.png
     python -m t2i judge --experiment mnist --profile full   # the adherence judge of that dataset and resolution
     python -m t2i assets --experiment wikiart    # on a node with internet: data and weights into the caches
+    python -m t2i figures --profile demo    # every thesis figure and table the runs can feed -> reports/demo/
 
 A mistake the user can fix (a bad setting, a missing asset, an unusable run folder) prints one line on stderr and
 exits with status 1; ``--debug`` (or ``T2I_DEBUG=1``) shows the traceback. Preemption exits with 75 (requeue).
@@ -17,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import assets, configs, judges, paths, reports
+from . import assets, configs, judges, paths, reports, thesis
 from .data import latents, shards
 from .errors import ConfigError, UserError
 from .experiment import train
@@ -29,7 +30,8 @@ from .runs import load_config
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets}[args.command](args)
+        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets,
+                "figures": _figures}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -73,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
     p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+
+    p = sub.add_parser("figures", help="draw every thesis figure and table the runs can feed into reports/<profile>/")
+    p.add_argument("--profile", default="full")
+    p.add_argument("--run", action="append", default=[], metavar="EXPERIMENT=RUN_DIR",
+                   help="draw an experiment from another run than runs/<experiment>/<profile> (repeatable)")
     return parser
 
 
@@ -112,6 +119,24 @@ def _judge(args) -> int:
     assets.require(cfg, dataset=True)
     judge = judges.for_config(cfg, retrain=args.retrain)
     print(f"judge {judges.judge_dir(cfg)}: {judge.test_accuracy:.2%} on held-out real images")
+    return 0
+
+
+def _figures(args) -> int:
+    runs = {}
+    for pair in args.run:
+        experiment, sep, run_dir = pair.partition("=")
+        if not sep or experiment not in configs.PROFILES:
+            raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {sorted(configs.PROFILES)}, "
+                              f"got {pair!r}")
+        runs[experiment] = Path(run_dir)
+    happened = thesis.build(args.profile, runs)
+    width = max(map(len, happened))
+    for file, what in happened.items():
+        print(f"{file:<{width}}  {what}")
+    counts = {w: sum(v.startswith(w) for v in happened.values()) for w in ("written", "up to date", "missing")}
+    print(f"{counts['written']} written, {counts['up to date']} up to date (nothing rewritten), {counts['missing']} "
+          f"missing; index: {paths.report_dir(args.profile) / 'index.md'}")
     return 0
 
 

@@ -16,12 +16,13 @@ from .text import TextEncoder
 from .train import fit
 
 
-def setup(notebook: str, experiment: str, profile: str, run_name: str = "",
-          **overrides) -> tuple[ExperimentConfig, Path, Path]:
-    """The config (profile + overrides; ``None`` = the profile's value), the run folder and the report folder."""
+def setup(experiment: str, profile: str, run_name: str = "", **overrides) -> tuple[ExperimentConfig, Path, Path]:
+    """The config (profile + overrides; ``None`` = the profile's value), the run folder and the run's report folder
+    (``reports/<profile>/<experiment>/<run>/``)."""
     cfg = configs.get(experiment, profile, **overrides)
-    run_dir = paths.run_dir(cfg.experiment, run_name or profile)
-    out = paths.report_dir(notebook, profile)
+    run_name = run_name or profile
+    run_dir = paths.run_dir(cfg.experiment, run_name)
+    out = paths.report_dir(profile, cfg.experiment, run_name)
     print(f"run: {run_dir}\nreports: {out}")
     print(cfg.to_json())
     return cfg, run_dir, out

@@ -7,6 +7,7 @@ project writes or reads is derived from here. Each location can be moved with an
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,8 +37,16 @@ def run_dir(experiment: str, run_name: str) -> Path:
     return runs_dir() / experiment / run_name
 
 
-def report_dir(notebook: str, profile: str) -> Path:
-    """``reports/<notebook>/`` for the thesis (``full``) profile, ``reports/<notebook>/<profile>/`` otherwise,
-    so a demo or smoke run never overwrites the thesis figures."""
-    base = reports_dir() / notebook
-    return base if profile == "full" else base / profile
+def report_dir(profile: str, experiment: str | None = None, run_name: str | None = None) -> Path:
+    """The one reports layout: ``reports/<profile>/`` holds the thesis artefacts `make figures` draws (and their
+    index); ``reports/<profile>/<experiment>/<run>/`` what a notebook run wrote, beside its executed notebook (and
+    ``eval/`` for `make eval`). Keyed by run, so no run's figures overwrite another's; benchmarks go to
+    ``reports/bench/``."""
+    base = reports_dir() / profile
+    return base / experiment / run_name if experiment and run_name else base
+
+
+def eval_dir(run_dir: Path) -> Path:
+    """Where `make eval` of a run writes: ``reports/<profile>/<experiment>/<run>/eval/`` (read from its config.json)."""
+    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    return report_dir(cfg["profile"], cfg["experiment"], Path(run_dir).name) / "eval"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,14 +66,18 @@ class TextToImage:
     def provenance(self, **facts) -> dict:
         """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,
         checkpoint, weights, sampler, steps and seed (the run's, unless ``facts`` say otherwise), plus ``facts``."""
+        manifest = Path(self.checkpoint) / checkpoints.MANIFEST if self.checkpoint else None
         return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
-                "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, **facts}
+                "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, "device": str(self.device),
+                "checkpoint_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest else None,
+                **facts}
 
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
                sampler: str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
-               show_progress: bool = True) -> torch.Tensor:
-        """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU."""
+               show_progress: bool = True, callback=None) -> torch.Tensor:
+        """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU. ``callback(i, t, x_t)``
+        sees every step of every batch (the trajectory of thesis Figure 1)."""
         cfg = self.cfg
         seed = cfg.seed if seed is None else seed
         scheduler = make_scheduler(sampler or self.sampler, cfg)
@@ -88,7 +93,7 @@ class TextToImage:
             x_T, generators = initial_noise(seeds, shape, self.device)
             c = cond[start:start + len(seeds)].to(self.device)
             denoiser = classifier_free_guidance(model, c, uncond.expand_as(c).to(self.device), guidance_scale)
-            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators)
+            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators, callback=callback)
             if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
                 x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])
             out.append(x0.float().cpu())

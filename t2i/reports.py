@@ -1,7 +1,9 @@
 """Figures and tables for ``reports/``, each with a provenance sidecar.
 
-Every artefact ``name.ext`` gets ``name.provenance.json`` beside it: git commit, config, seed, checkpoint and
-sample count, so a figure in the thesis can be traced to exactly what made it.
+Every artefact ``name.ext`` gets ``name.provenance.json`` beside it: git commit, the command that made it, package
+versions, and what the caller knows (config, seed, checkpoint and its manifest hash, sample count, device), so a
+figure in the thesis can be traced to exactly what made it. ``depends_on`` names the code it came from: a committed
+report whose commit is older than the last change to that code is stale (tests/test_reports.py checks every one).
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import os
+import platform
 import subprocess
+import sys
 import textwrap
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +32,8 @@ from . import paths  # noqa: E402
 from .configs import ExperimentConfig  # noqa: E402
 
 GUIDANCE_CONVENTION = "eps = eps_uncond + w (eps_cond - eps_uncond); w=0 unconditional, w=1 conditional"
+DEPENDS_ON = ("t2i", "notebooks")  # what an artefact's numbers depend on, unless its writer says less
+PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "numpy")
 
 
 def git_commit() -> str:
@@ -41,18 +49,37 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, **facts) -> Path:
-    """Write ``<artefact stem>.provenance.json``: commit, time, config and whatever facts the caller knows
-    (seed, checkpoint, sample count, guidance scales...)."""
+def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
+                     depends_on: tuple[str, ...] = DEPENDS_ON, **facts) -> Path:
+    """Write ``<artefact stem>.provenance.json``: commit, time, the command (``$T2I_COMMAND``, which the Makefile
+    sets, else this process's arguments), package versions, config and whatever facts the caller knows (seed,
+    checkpoint, sample count, guidance scales...)."""
     artefact = Path(artefact)
-    record = {"artefact": artefact.name, "git_commit": git_commit(),
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {"artefact": artefact.name, "git_commit": git_commit(), "depends_on": list(depends_on),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+              "packages": {"python": platform.python_version(), **_versions()}}
     record.update({k: _portable(v) if isinstance(v, Path) else v for k, v in facts.items()})
     if cfg is not None:
         record["config"] = cfg.to_dict()
     path = artefact.with_name(artefact.stem + ".provenance.json")
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+def read_provenance(artefact: Path) -> dict | None:
+    path = Path(artefact).with_name(Path(artefact).stem + ".provenance.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
 
 
 def _portable(path: Path) -> str:
@@ -167,14 +194,26 @@ def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
         writer.writeheader()
         writer.writerows(rows)
     tex = [r"\begin{table}[h]", r"\centering", r"\begin{tabular}{" + "r" * len(columns) + "}", r"\hline",
-           " & ".join(c.replace("_", r"\_") for c in columns) + r" \\", r"\hline"]
-    tex += [" & ".join(cells) + r" \\" for cells in shown]
+           " & ".join(map(latex_escape, columns)) + r" \\", r"\hline"]
+    tex += [" & ".join(map(latex_escape, cells)) + r" \\" for cells in shown]
     tex += [r"\hline", r"\end{tabular}"]
     if caption:
-        tex.append(r"\caption{" + caption.replace("_", r"\_") + "}")
+        tex.append(r"\caption{" + latex_escape(caption) + "}")
     tex.append(r"\end{table}")
     path.with_suffix(".tex").write_text("\n".join(tex) + "\n")
     return markdown
+
+
+LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "×": r"$\times$", "·": r"$\cdot$",
+         "≤": r"$\leq$", "≥": r"$\geq$", "±": r"$\pm$", "→": r"$\rightarrow$", "²": r"$^2$", "<": r"$<$", ">": r"$>$",
+         "|": r"$|$"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text as LaTeX that pdflatex compiles: special characters escaped, the few non-ASCII ones we write as
+    math."""
+    return "".join(LATEX.get(ch, ch) for ch in str(text))
 
 
 def _save(fig, path: Path) -> Path:

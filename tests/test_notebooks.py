@@ -39,17 +39,19 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
         parameters={"profile": "smoke", "samples_per_prompt": 2,
                     "config_overrides": {"text_encoder": str(tiny_clip_dir), "cross_attention_dim": TINY_CLIP_WIDTH}},
     )
-    out = reports / "01_mnist" / "smoke"
-    for name in ("fig6_loss", "fig4_no_guidance", "fig2_cfg_w5", "fig5_empty_prompt", "fig7_guidance_grid", "adherence"):
+    out = reports / "smoke" / "mnist" / "smoke"
+    for name in ("fig01_denoising", "fig02_cfg_w5", "fig03_training_samples", "fig04_no_guidance", "fig05_empty_prompt",
+                 "fig06_loss", "fig07_guidance_grid", "extra_adherence"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
         provenance = json.loads((out / f"{name}.provenance.json").read_text())
-        assert provenance["git_commit"]
-    assert json.loads((out / "fig7_guidance_grid.provenance.json").read_text())["samples"] == 10 * 3
-    with open(out / "adherence.csv") as f:
+        assert provenance["git_commit"] and provenance["packages"]["torch"]
+    grid = json.loads((out / "fig07_guidance_grid.provenance.json").read_text())
+    assert grid["samples"] == 10 * 3 and len(grid["checkpoint_manifest_sha256"]) == 64
+    with open(out / "extra_adherence.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["guidance_scale"]) for r in rows] == [0.0, 1.0, 5.0]
     assert all(int(r["samples"]) == 20 and 0 <= float(r["adherence"]) <= 1 for r in rows)
-    assert "guidance_scale" in (out / "adherence.md").read_text()
+    assert "guidance_scale" in (out / "extra_adherence.md").read_text()
     run = tmp_path / "runs" / "mnist" / "smoke"
     assert (run / "checkpoints" / "epoch-0002").is_dir()
 
@@ -57,7 +59,7 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
         str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL, progress_bar=False,
         cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_prompt": 2,
                                        "features": "judge"})
-    out = reports / "mnist" / "eval" / "smoke"
+    out = reports / "smoke" / "mnist" / "smoke" / "eval"
     with open(out / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["guidance_scale"] for r in rows] == ["real", "0.0", "3.0"]
@@ -74,13 +76,16 @@ def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))  # the smoke profile writes synthetic shards here
     papermill.execute_notebook(
         str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name=KERNEL, progress_bar=False,
-        cwd=str(tmp_path), parameters={"profile": "smoke", "grid_samples_per_prompt": 2, "samples_per_prompt": 1})
-    out = tmp_path / "reports" / name / "smoke"
+        cwd=str(tmp_path), parameters={"profile": "smoke", "samples_per_prompt": 1,
+                                       **({"grid_samples_per_prompt": 2} if experiment == "wikiart" else {})})
+    out = tmp_path / "reports" / "smoke" / experiment / "smoke"
     cfg_w = [0.0, 1.0, 5.0]
-    for w in cfg_w:
-        provenance = json.loads((out / f"class_grid_w{w:g}.provenance.json").read_text())
-        assert provenance["guidance_scale"] == w and provenance["samples_per_prompt"] == 2
-    with open(out / "adherence.csv") as f:
+    grids = ([(f"extra_class_grid_w{w:g}", w, 2) for w in cfg_w] if experiment == "wikiart" else
+             [("fig09_class_grid_w0", 0.0, 10), ("fig12_class_grid_w10", 10.0, 10), ("fig13_samples_w5", 5.0, 4)])
+    for name, w, columns in grids:
+        provenance = json.loads((out / f"{name}.provenance.json").read_text())
+        assert provenance["guidance_scale"] == w and provenance["samples_per_prompt"] == columns
+    with open(out / "extra_adherence.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["guidance_scale"]) for r in rows] == cfg_w
     assert (tmp_path / "runs" / "judges" / judge / "judge.safetensors").exists()
@@ -97,15 +102,16 @@ def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_
 
     for name in ("DATA", "RUNS", "REPORTS"):
         monkeypatch.setenv(f"T2I_{name}_DIR", str(tmp_path / name.lower()))
+    monkeypatch.delenv("T2I_COMMAND", raising=False)  # under `make test` it says "make test"
     done = subprocess.run(["make", "-C", str(NOTEBOOK_DIR.parent), "run-celeba", "PROFILE=smoke",
                            "ARGS=-p adherence_prompts 3 -p samples_per_prompt 2"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = tmp_path / "reports" / "04_celeba_ldm" / "smoke"
-    assert (out / "04_celeba_ldm.ipynb").exists()  # the executed notebook
-    for name in ("fig16_loss", "fig17_samples", "fig18_guidance_grid", "adherence"):
+    out = tmp_path / "reports" / "smoke" / "celeba" / "smoke"
+    assert (out / "04_celeba_ldm.ipynb").exists()  # the executed notebook, beside its figures
+    for name in ("fig16_loss", "fig17_samples", "fig18_guidance_grid", "extra_adherence"):
         assert (out / f"{name}.png").stat().st_size > 1000, name
-    with open(out / "adherence.csv") as f:
+    with open(out / "extra_adherence.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["guidance_scale"]) for r in rows] == [0.0, 2.0, 5.0]
     assert all(int(r["samples"]) == 6 and 0 <= float(r["adherence"]) <= 1 for r in rows)
@@ -113,5 +119,6 @@ def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_
     assert judge["config"]["multilabel"] and len(judge["per_class_accuracy"]) == 40
     provenance = json.loads((out / "fig18_guidance_grid.provenance.json").read_text())
     assert provenance["guidance_scales"] == [0.0, 2.0, 5.0] and provenance["samples"] == 6 * 3
+    assert provenance["command"].startswith("make run-celeba")
     assert list((tmp_path / "data" / "latents").glob("celeba-64px-*/train-*.parquet"))  # the cache was built
     assert (tmp_path / "runs" / "celeba" / "smoke" / "checkpoints" / "epoch-0001").is_dir()

@@ -1,6 +1,7 @@
 """slurm/notebook.sbatch end to end, with `srun` and `scontrol` replaced by stubs: a preemption signal to the kernel
 checkpoints and requeues; the requeued attempt resumes and finishes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -57,8 +58,10 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     assert second.returncode == 0, out
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]  # not requeued again
     assert not (run / MARKER).exists()
-    executed = sorted(p.name for p in (paths.reports_dir() / "executed").iterdir())
-    assert executed == ["01_mnist.smoke.job4242.attempt0.ipynb", "01_mnist.smoke.job4242.attempt1.ipynb"]
-    assert (paths.report_dir("01_mnist", "smoke") / "adherence.md").exists()
+    out = paths.report_dir("smoke", "mnist", "slurm")  # the executed notebooks sit beside the figures they drew
+    assert sorted(p.name for p in out.glob("*.ipynb")) == ["01_mnist.job4242.attempt0.ipynb",
+                                                           "01_mnist.job4242.attempt1.ipynb"]
+    assert (out / "extra_adherence.md").exists() and (out / "fig07_guidance_grid.png").exists()
+    assert "sbatch slurm/notebook.sbatch" in json.loads((out / "fig06_loss.provenance.json").read_text())["command"]
     # what `make watch RUN=...` shows: the job's losses and a grid per epoch, across both attempts
     assert list((run / "tracking").rglob("events.out.tfevents.*")) and len(list((run / "samples").glob("*.png"))) >= 1

@@ -53,6 +53,10 @@ VARIANTS = {
     "bf16+compile": ("bf16", False, None, True),
     "bf16+heads64+compile": ("bf16", False, 64, True),
 }
+# What the numbers depend on: a later change to any of these makes a committed gpu.md stale (tests/test_reports.py).
+DEPENDS_ON = ("t2i/bench/gpu.py", "t2i/train.py", "t2i/batches.py", "t2i/objectives.py", "t2i/models.py",
+              "t2i/tracking.py", "t2i/distributed.py", "t2i/runs.py", "t2i/checkpoints.py", "t2i/text.py", "t2i/data",
+              "t2i/configs.py", "t2i/sampling.py")
 # Dense bf16 tensor-core TFLOP/s by device name (vendor datasheets, no sparsity); first match wins.
 PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
              ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2))
@@ -305,4 +309,4 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
     reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,
                              peak_bf16_tflops=peak, measured_matmul_tflops=ceiling, steps=steps, warmup=warmup,
-                             budget_s=budget_s, torch=torch.__version__)
+                             budget_s=budget_s, torch=torch.__version__, depends_on=DEPENDS_ON)
