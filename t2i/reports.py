@@ -38,7 +38,10 @@ PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "numpy")
 
 def git_commit() -> str:
     """The project's commit, with ``-dirty`` if tracked code has uncommitted changes; ``unknown`` outside git.
-    Changes under ``reports/`` do not count: those are the outputs being regenerated."""
+    Changes under ``reports/`` do not count: those are the outputs being regenerated. ``$T2I_GIT_COMMIT`` stands in
+    where the tree was copied without its git history (a lent GPU machine)."""
+    if os.environ.get("T2I_GIT_COMMIT"):
+        return os.environ["T2I_GIT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
