@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,17 @@ class JudgeExtractor:
 
 
 def frechet_distance(a: Features, b: Features) -> float:
-    """FID between two feature sets (pytorch-fid's formula)."""
-    return float(calculate_frechet_distance(*_stats(a.features), *_stats(b.features)))
+    """FID between two feature sets (pytorch-fid's formula); NaN, with a warning, where pytorch-fid finds the
+    covariance product's square root not real: with fewer images than feature dimensions the covariances are
+    singular and FID is undefined (KID is the number to read there)."""
+    try:
+        return float(calculate_frechet_distance(*_stats(a.features), *_stats(b.features)))
+    except ValueError as exc:
+        if "Imaginary component" not in str(exc):
+            raise
+        warnings.warn(f"FID undefined for {len(a)} vs {len(b)} images of {a.features.shape[1]}-d features "
+                      f"(pytorch-fid: {exc}); reported as NaN", stacklevel=2)
+        return float("nan")
 
 
 def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

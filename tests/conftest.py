@@ -18,9 +18,10 @@ TINY_CLIP_WIDTH = 32
 
 @pytest.fixture(autouse=True)
 def isolated_outputs(tmp_path, monkeypatch):
-    """Runs and reports of a test never touch the project's own folders."""
+    """Runs, reports and data caches of a test never touch the project's own folders."""
     monkeypatch.setenv("T2I_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("T2I_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield
     # accelerate keeps one process-wide state (precision, device); a new Python process per run is what users get

@@ -158,3 +158,22 @@ def test_clip_score_is_100_times_the_clamped_cosine(tiny_clip_scorer_dir):
 def test_missing_clip_model_says_make_assets():
     with pytest.raises(FileNotFoundError, match="make assets"):
         metrics.ClipScorer("openai/not-staged-here")
+
+
+def test_fid_where_pytorch_fid_finds_no_real_square_root_is_nan_with_a_warning(monkeypatch):
+    """A periodic evaluation at small N (40 images of 1,024-d judge features) once made pytorch-fid raise "Imaginary
+    component" and would have ended the training run: FID is undefined there, so it is NaN, said once, not a crash."""
+    import numpy as np
+
+    from t2i import metrics
+
+    def undefined(*args):
+        raise ValueError("Imaginary component 0.004614335014899164")  # what pytorch-fid raised on that run
+
+    monkeypatch.setattr(metrics, "calculate_frechet_distance", undefined)
+    features = metrics.Features(np.random.default_rng(0).normal(size=(40, 1024)), None)
+    with pytest.warns(UserWarning, match="FID undefined for 40 vs 40 images of 1024-d features"):
+        assert np.isnan(metrics.frechet_distance(features, features))
+    monkeypatch.setattr(metrics, "calculate_frechet_distance", lambda *a: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError, match="other"):  # any other failure is still a failure
+        metrics.frechet_distance(features, features)
