@@ -1,16 +1,30 @@
 """t2i: CLIP-conditioned diffusion U-Nets with classifier-free guidance.
 
-The notebooks in ``notebooks/`` are thin drivers over this package:
+The notebooks in ``notebooks/`` are thin drivers over this package. Modules, lower layers first (imports only point
+down; ``python3 ../shared/tools/import_cycles.py t2i`` finds no circle):
 
-- :mod:`t2i.configs`  one frozen config per experiment, profiles ``full`` / ``demo`` / ``smoke``
-- :mod:`t2i.data`     datasets that yield (image, caption id)
-- :mod:`t2i.text`     frozen text encoder with a caption -> embedding cache
-- :mod:`t2i.models`   the diffusers UNet built from a config
-- :mod:`t2i.sampling` schedulers by name, classifier-free guidance, the sampling loop
-- :mod:`t2i.train`    the model-agnostic training loop on HF accelerate, checkpoints
-- :mod:`t2i.pipeline` a trained run as a prompt -> image function
-- :mod:`t2i.judges`   classifiers that measure prompt adherence
-- :mod:`t2i.reports`  grids, curves, tables and their provenance
+- :mod:`t2i.errors`      what a user can fix (one-line messages on the command line)
+- :mod:`t2i.paths`       where data, runs and reports live (anchored at the project root)
+- :mod:`t2i.configs`     one frozen config per experiment, from one neutral base; profiles ``full`` / ``demo`` / ``smoke``
+- :mod:`t2i.console`     progress bars for terminals, JupyterLab and papermill
+- :mod:`t2i.text`        frozen text encoder, caption -> embedding cache, class caption table
+- :mod:`t2i.models`      the diffusers UNet built from a config
+- :mod:`t2i.vae`         the latent codec around diffusers' ``AutoencoderKL``
+- :mod:`t2i.sampling`    schedulers by name, classifier-free guidance as a wrapper, the sampling loop
+- :mod:`t2i.data`        one module per dataset (mnist, digits, cifar10, wikiart, celeba) + spec + registry;
+  shards, images, latents, synthetic: the machinery they share
+- :mod:`t2i.objectives`  what a training step minimises, with the conditioner that embeds a batch's conditions
+- :mod:`t2i.runs`        a run folder's config and logs; :mod:`t2i.checkpoints` atomic, verified checkpoints
+- :mod:`t2i.batches`     batches on the device; :mod:`t2i.timing` per-stage timing; :mod:`t2i.tracking` trackers;
+  :mod:`t2i.distributed` what processes agree on; :mod:`t2i.preemption` signals -> checkpoint and stop
+- :mod:`t2i.train`       the loop and its state (``fit``, ``Trainer``, ``Hook``)
+- :mod:`t2i.pipeline`    a trained run as a prompt -> image function
+- :mod:`t2i.metrics`, :mod:`t2i.judges`, :mod:`t2i.evaluate`  FID/KID/IS/CLIP score, adherence judges, guidance sweeps
+- :mod:`t2i.reports`, :mod:`t2i.figures`, :mod:`t2i.thesis`  tables, plots and provenance; drawing; the registry of
+  thesis artefacts behind ``make figures``
+- :mod:`t2i.watch`       sample grids and evaluations while a run trains
+- :mod:`t2i.assets`, :mod:`t2i.experiment`, :mod:`t2i.cli`, :mod:`t2i.bench`  asset checks; the steps notebooks share;
+  the command line; benchmarks
 """
 
 __version__ = "0.1.0"

@@ -397,7 +397,7 @@ def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list
         if state == "fresh":
             happened[artefact.file] = "up to date"
         elif found is None:
-            happened[artefact.file] = f"missing: run `{artefact.make}`"
+            happened[artefact.file] = f"missing: {how_to_make(artefact, src)}"
         else:
             path = out / (artefact.file + artefact.path_suffix)
             try:
@@ -414,6 +414,17 @@ def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list
     return happened
 
 
+def how_to_make(artefact: Artefact, src: Sources) -> str:
+    """The command that makes what an artefact reads, for this profile (or why this profile cannot have it)."""
+    kind, _, experiment = artefact.reads.partition(":")
+    if kind in ("checkpoint", "loss", "eval", "timing", "data") and src.profile not in configs.PROFILES[experiment]:
+        return f"{experiment} has no {src.profile} profile; the thesis run: {artefact.make}, then make figures"
+    if kind in ("checkpoint", "loss", "eval", "timing") and src.profile != "full":
+        run = f"make run-{experiment} PROFILE={src.profile}" if src.profile != "demo" else "make demo"
+        return run + (f" && make eval RUN={reports._portable(src.runs[experiment])}" if kind == "eval" else "")
+    return artefact.make
+
+
 def write_index(src: Sources, out: Path, code: str) -> None:
     """``index.md`` (one row per artefact) and ``figures.tex`` (the present ones, with their captions)."""
     rows, tex = [], ["% thesis artefacts, written by `make figures PROFILE=" + src.profile + "`"]
@@ -424,7 +435,7 @@ def write_index(src: Sources, out: Path, code: str) -> None:
         source = ", ".join(f"{v}" for k, v in (record or {}).get("inputs", {}).items() if k in ("run", "checkpoint", "file"))
         rows.append({"thesis": artefact.number, "file": file if state != "missing" else "", "status": state,
                      "source": source or "", "commit": (record or {}).get("git_commit", "")[:12],
-                     "make": artefact.make if state != "fresh" else ""})
+                     "make": how_to_make(artefact, src) if state != "fresh" else ""})
         if state == "missing":
             continue
         caption = reports.latex_escape(f"{artefact.caption} ({artefact.number} of the thesis, section {artefact.section}.)")

@@ -53,7 +53,7 @@ def test_make_figures_draws_what_the_runs_feed_lists_the_rest_and_rebuilds_only_
     with open(out / "index.csv") as f:
         index = {row["thesis"]: row for row in csv.DictReader(f)}
     assert index["Figure 2"]["status"] == "fresh" and index["Figure 2"]["source"].endswith("mnist/smoke, epoch-0002")
-    assert index["Figure 16"]["status"] == "missing" and index["Figure 16"]["make"] == "make run-celeba"
+    assert index["Figure 16"]["status"] == "missing" and index["Figure 16"]["make"] == "make run-celeba PROFILE=smoke"
     assert index["Table 2"]["status"] == "missing" and index["Table 2"]["make"] == "make bench-loader"
     tex = (out / "figures.tex").read_text()
     assert r"\includegraphics[width=\linewidth]{fig02_cfg_w5.png}" in tex and r"\input{table5_configs.tex}" in tex

@@ -36,7 +36,8 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     stub(tmp_path / "bin", "scontrol", f'echo "$@" >> {tmp_path / "scontrol.log"}\n')
     run = paths.run_dir("mnist", "slurm")
 
-    watching = ["-y", "config_overrides: {report_to: tensorboard, sample_every_epochs: 1}"]
+    watching = ["-y", "config_overrides: {report_to: tensorboard, sample_every_epochs: 1, eval_every_epochs: 1, "
+                      "eval_samples_per_prompt: 1, eval_guidance_scales: [3.0]}"]
     first = job(tmp_path, 0, "-p", "epochs", "500", "-p", "samples_per_prompt", "1", *watching)
     deadline = time.monotonic() + 180
     while checkpoints.latest(run) is None:
@@ -65,3 +66,4 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     assert "sbatch slurm/notebook.sbatch" in json.loads((out / "fig06_loss.provenance.json").read_text())["command"]
     # what `make watch RUN=...` shows: the job's losses and a grid per epoch, across both attempts
     assert list((run / "tracking").rglob("events.out.tfevents.*")) and len(list((run / "samples").glob("*.png"))) >= 1
+    assert (run / "eval.csv").read_text().count("\n") >= 3  # header, real row, w = 3 of at least one epoch
