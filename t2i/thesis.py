@@ -427,7 +427,7 @@ def how_to_make(artefact: Artefact, src: Sources) -> str:
 
 def write_index(src: Sources, out: Path, code: str) -> None:
     """``index.md`` (one row per artefact) and ``figures.tex`` (the present ones, with their captions)."""
-    rows, tex = [], ["% thesis artefacts, written by `make figures PROFILE=" + src.profile + "`"]
+    rows, tex = [], []  # figures.tex: what to \input into the thesis; index.md says how it was made
     for artefact in ARTEFACTS:
         state, _ = status(artefact, src, out, code)
         file = artefact.file + artefact.path_suffix
