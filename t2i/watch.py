@@ -9,12 +9,14 @@ weights it would have without (tested), and a grid after a resume is the grid th
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
 
 from . import evaluate, judges, metrics, reports, tracking
+from .checkpoints import write_atomic
 from .configs import ExperimentConfig
 from .figures import short_labels
 from .pipeline import TextToImage
@@ -129,10 +131,11 @@ class PeriodicEval:
         records = [{"epoch": trainer.epoch, "step": trainer.step, **{k: r[k] for k in EVAL_FIELDS[2:-1]},
                     "features": extractor.name} for r in rows]
         old = [r for r in self._read() if int(r["step"]) != trainer.step]  # a resumed run evaluates a step again
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EVAL_FIELDS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(old + records)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=EVAL_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(old + records)
+        write_atomic(self.path, text.getvalue())  # a kill mid-write leaves the previous evaluations, never half a file
         for r in records[1:]:  # the first row is real-vs-real: the floor, not a measurement of the model
             w = f"{r['guidance_scale']:g}"
             trainer.accelerator.log({f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"],
