@@ -69,7 +69,7 @@ class Artefact:
     section: str  # where the thesis shows it
     reads: str  # "checkpoint:mnist", "loss:celeba", "data:cifar10", "eval:cifar10", "bench:loader", "timing:wikiart",
     #             "configs"
-    draw: Callable[[Sources, Path], dict]  # writes the artefact at the path it is given, returns provenance facts
+    draw: Callable[[Sources, Path], None]  # writes the artefact (and its provenance) at the path it is given
     make: str  # the command that makes what it reads
 
     @property
@@ -83,16 +83,15 @@ class Artefact:
 
 # --- drawing ----------------------------------------------------------------------------------------------------
 def _digits_row(w: float, title: str, empty: bool = False):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         pipe = src.pipe("mnist")
         labels = list(pipe.cfg.class_names)
         prompts = [""] * len(labels) if empty else pipe.cfg.captions
         figures.prompt_row(pipe, prompts, w, path, labels=[""] * len(labels) if empty else labels, title=title)
-        return {}
     return draw
 
 
-def _trajectory(src: Sources, path: Path) -> dict:
+def _trajectory(src: Sources, path: Path) -> None:
     """One digit's reverse process: x_t at eight evenly spaced steps of the sampler, then x0 (thesis Figure 1)."""
     pipe = src.pipe("mnist")
     states: list[torch.Tensor] = []
@@ -105,11 +104,10 @@ def _trajectory(src: Sources, path: Path) -> dict:
     reports.image_grid(images, path, nrow=len(keep), col_labels=[f"step {k + 1}/{steps}" for k in keep],
                        title=f'Denoising "{pipe.cfg.captions[3]}" ({pipe.sampler}, w = 5)\n[{reports.GUIDANCE_CONVENTION}]')
     reports.write_provenance(path, **pipe.provenance(guidance_scale=5.0, samples=1, steps_shown=[k + 1 for k in keep]))
-    return {}
 
 
 def _training_samples(experiment: str, per_class: int = 2):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         cfg = src.cfg(experiment)
         images, labels = data.load_images(cfg, "train", limit=2000)
         chosen = [i for k in range(len(cfg.class_names)) for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
@@ -120,38 +118,33 @@ def _training_samples(experiment: str, per_class: int = 2):
                            col_labels=figures.short_labels(cfg.class_names, 12),
                            title=f"{cfg.dataset} training images ({cfg.resolution} px), {per_class} per class")
         reports.write_provenance(path, cfg, samples=len(chosen), split="train (first images of each class)")
-        return {}
     return draw
 
 
 def _class_grid(experiment: str, w: float, columns: int = 10, title: str = ""):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         figures.class_grid(src.pipe(experiment), w, path, samples_per_prompt=columns, title=title)
-        return {}
     return draw
 
 
 def _loss(experiment: str):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         figures.loss(src.runs[experiment], path, title=f"{experiment} training loss")
-        return {}
     return draw
 
 
 def _guidance_grid(experiment: str):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         pipe = src.pipe(experiment)
         figures.guidance_grid(pipe, pipe.cfg.captions, pipe.cfg.guidance_scales, path,
                               row_labels=figures.short_labels(pipe.cfg.class_names),
                               title=f"{experiment}: prompts x guidance scale")
-        return {}
     return draw
 
 
-def _table(rows: list[dict], path: Path, caption: str, **facts) -> dict:
+def _table(rows: list[dict], path: Path, caption: str, **facts) -> None:
     reports.write_table(rows, path.with_suffix(""), caption=caption)
     reports.write_provenance(path, **facts)
-    return {}
 
 
 # Thesis values, typed in only to be shown beside ours (tables 1-8).
@@ -194,14 +187,14 @@ def config_rows(experiments: tuple[str, ...]) -> list[dict]:
 
 
 def _config_table(experiments: tuple[str, ...], caption: str):
-    def draw(src: Sources, path: Path) -> dict:
-        return _table(config_rows(experiments), path, caption + " Ours: the `full` profiles of t2i.configs, "
+    def draw(src: Sources, path: Path) -> None:
+        _table(config_rows(experiments), path, caption + " Ours: the `full` profiles of t2i.configs, "
                       "parameters counted from the built UNet; '(thesis)': as the thesis prints them.",
                       configs={e: configs.get(e, "full").to_dict() for e in experiments})
     return draw
 
 
-def _table1(src: Sources, path: Path) -> dict:
+def _table1(src: Sources, path: Path) -> None:
     sweep = src.eval_dir("cifar10") / "sweep.csv"
     with open(sweep) as f:
         rows = list(csv.DictReader(f))
@@ -212,7 +205,7 @@ def _table1(src: Sources, path: Path) -> dict:
         out.append({"guidance_scale": r["guidance_scale"], "fid": float(r["fid"]), "kid": float(r["kid"]),
                     "adherence": float(r["adherence"]), "samples": int(r["samples"]), "thesis_fid": fid,
                     "thesis_accuracy_pct": acc})
-    return _table(out, path, f"CIFAR-10 generation metrics across guidance scales, N = {out[0]['samples']} images per "
+    _table(out, path, f"CIFAR-10 generation metrics across guidance scales, N = {out[0]['samples']} images per "
                   "row; 'real' compares two disjoint real sets (the floor at this N). Adherence: our CIFAR-10 judge's "
                   "accuracy on the prompted class (the thesis's 'accuracy' came from an ImageNet ResNet-18 never "
                   f"trained on CIFAR-10). Source: {reports._portable(sweep)}. Guidance: {reports.GUIDANCE_CONVENTION}.",
@@ -220,25 +213,25 @@ def _table1(src: Sources, path: Path) -> dict:
 
 
 def _bench_table(name: str, caption: str, columns: dict[str, str]):
-    def draw(src: Sources, path: Path) -> dict:
+    def draw(src: Sources, path: Path) -> None:
         source = paths.reports_dir() / "bench" / f"{name}.csv"
         with open(source) as f:
             rows = [{new: _number(r[old]) for old, new in columns.items()} for r in csv.DictReader(f)]
         bench = reports.read_provenance(source.with_suffix(".md")) or {}
-        return _table(rows, path, f"{caption} Measured by `make bench-{name}` at {bench.get('git_commit', '?')[:7]} "
+        _table(rows, path, f"{caption} Measured by `make bench-{name}` at {bench.get('git_commit', '?')[:7]} "
                       f"({reports._portable(source)}).", source=source)
     return draw
 
 
-def _timing(src: Sources, path: Path) -> dict:
+def _timing(src: Sources, path: Path) -> None:
     source = src.runs["wikiart"] / "timing.csv"
     with open(source) as f:
         rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    return _table(rows, path, "WikiArt training step by stage (timing_steps of the run; thesis: data loading 70.4%, "
+    _table(rows, path, "WikiArt training step by stage (timing_steps of the run; thesis: data loading 70.4%, "
                   f"forward 10.3%, backward 15.4% at batch 16). Source: {reports._portable(source)}.", source=source)
 
 
-def _pixel_vs_latent(src: Sources, path: Path) -> dict:
+def _pixel_vs_latent(src: Sources, path: Path) -> None:
     latent, pixel = configs.get("celeba", "full"), configs.get("wikiart", "full")
     rows = [{"aspect": "training resolution", "pixel (WikiArt)": f"{pixel.resolution}x{pixel.resolution}",
              "latent (CelebA)": "x".join(map(str, latent.model_shape))},
@@ -252,7 +245,7 @@ def _pixel_vs_latent(src: Sources, path: Path) -> dict:
         bench = list(csv.DictReader(f))
     rows.append({"aspect": "training step, cache vs VAE every step", "pixel (WikiArt)": "",
                  "latent (CelebA)": f"{float(bench[0]['speedup']):.1f}x faster from the cache"})
-    return _table(rows, path, "Pixel-space vs latent-space diffusion, from the full configs; the speed-up of reading the "
+    _table(rows, path, "Pixel-space vs latent-space diffusion, from the full configs; the speed-up of reading the "
                   f"latent cache is `make bench-latent` ({reports._portable(source)}).", source=source)
 
 
