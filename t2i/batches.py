@@ -19,13 +19,16 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from .configs import ExperimentConfig
+from .data.shards import ShardStream
 
 
 class Batches:
-    """``set_epoch(e)``, ``len()`` (batches per epoch on this process), ``iterate(skip)`` and ``to_device(batch)``."""
+    """``set_epoch(e)``, ``per_epoch(e)`` (batches in epoch ``e`` on this process), ``iterate(skip)`` and
+    ``to_device(batch)``."""
 
     def __init__(self, dataset: Dataset, cfg: ExperimentConfig, accelerator: Accelerator):
         self.device = accelerator.device
+        self.dataset, self.batch_size, self.num_workers = dataset, cfg.batch_size, cfg.num_workers
         self.tensors: tuple[torch.Tensor, ...] | None = None
         pin = self.device.type == "cuda"
         if isinstance(dataset, TensorDataset):
@@ -45,7 +48,11 @@ class Batches:
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
 
-    def __len__(self) -> int:
+    def per_epoch(self, epoch: int) -> int:
+        """Batches this process gets in ``epoch``: what the LR schedule's horizon, the progress bar and mid-epoch
+        checkpoints count (a stream read by several workers ends with a partial batch per worker)."""
+        if isinstance(self.dataset, ShardStream):
+            return self.dataset.batches(epoch, self.batch_size, self.num_workers)
         return len(self.loader)
 
     def iterate(self, skip: int = 0) -> Iterator:

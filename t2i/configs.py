@@ -30,8 +30,10 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")  # diffusers.optimization.get_scheduler
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "all")  # accelerate's trackers; wandb and mlflow are optional
-# Names a config.json written by older code may use, and what they are called now.
+COMPILE_MODES = ("off", "full", "regional")  # t2i.models.compile_regions; README "GPU speed"
+# Names a config.json written by older code may use, and what they are called now; values likewise.
 RENAMED = {"profile_steps": "timing_steps"}
+RENAMED_VALUES = {"compile": {False: "off", True: "full"}}  # compile was a bool
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class ExperimentConfig:
     ema_decay: float | None = 0.9999  # EMA of the UNet weights (diffusers EMAModel, with warmup); None = no EMA
     mixed_precision: str = "auto"  # PRECISIONS; auto = $ACCELERATE_MIXED_PRECISION if set, else bf16 on CUDA, else no
     channels_last: bool = False  # NHWC memory format for the UNet (faster convolutions on some GPUs; see bench-gpu)
-    compile: bool = False  # torch.compile the UNet (cache under runs/.compile-cache; its time is printed)
+    compile: str = "off"  # COMPILE_MODES: torch.compile the whole UNet or each of its blocks (cache under runs/)
     attention_head_width: int | None = None  # e.g. 64: heads of this width instead of attention_head_dim heads
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch every N steps (None = epoch ends only)
     keep_checkpoints: int = 3  # rolling checkpoints kept (>= 2); epoch milestones are always kept
@@ -180,6 +182,7 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
     need(cfg.mixed_precision in PRECISIONS, f"mixed_precision={cfg.mixed_precision!r} is not one of {PRECISIONS}")
     need(cfg.lr_schedule in LR_SCHEDULES, f"lr_schedule={cfg.lr_schedule!r} is not one of {LR_SCHEDULES}")
     need(cfg.report_to in TRACKERS, f"report_to={cfg.report_to!r} is not one of {TRACKERS}")
+    need(cfg.compile in COMPILE_MODES, f"compile={cfg.compile!r} is not one of {COMPILE_MODES}")
     for name in ("resolution", "channels", "max_tokens", "layers_per_block", "cross_attention_dim", "attention_head_dim",
                  "norm_num_groups", "batch_size", "epochs", "checkpoint_every", "num_train_timesteps",
                  "num_inference_steps", "judge_epochs", "latent_channels", "latent_downsample",
@@ -231,6 +234,8 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """JSON and the command line give lists and strings; the config wants tuples, ints and floats."""
     hint = str({f.name: f.type for f in dataclasses.fields(cls)}[name])
+    if isinstance(value, bool) and name in RENAMED_VALUES:
+        value = RENAMED_VALUES[name].get(value, value)
     if hint.startswith("tuple") and isinstance(value, (list, tuple)):
         if hint.startswith("tuple[float"):
             return tuple(_coerce_number(name, v, float) for v in value)

@@ -31,14 +31,17 @@ def setup(experiment: str, profile: str, run_name: str = "", **overrides) -> tup
 def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
     """Train (or resume) a run: the frozen text encoder, the dataset's conditioner and training examples, the
     objective, what watches the run (:mod:`t2i.watch`), then :func:`t2i.train.fit`. Class captions are encoded once;
-    CelebA's conditioner keeps the encoder to encode a fresh caption per image and step."""
+    CelebA's data workers draw and tokenise a fresh caption per image and epoch, and its conditioner keeps the encoder
+    to embed them in the step."""
     spec = data.spec(cfg)
     text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     check_text_width(cfg, text.hidden_size)
-    objective = objectives.for_config(cfg, spec.conditioner(cfg, text))
+    conditioner = spec.conditioner(cfg, text)
+    objective = objectives.for_config(cfg, conditioner)
     hooks = watch.hooks_for(cfg, Path(run_dir), text)  # sample grids and evaluations while training, if asked for
     del text  # only the conditioner's and the hooks' references remain, if they need one
-    dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples")  # builds the latent cache on first use
+    dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples",  # builds the latent cache on first use
+                                transform=conditioner.example_transform)
     return fit(cfg, Path(run_dir), dataset, objective, restart=restart, hooks=hooks)
 
 

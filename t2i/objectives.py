@@ -3,13 +3,16 @@ turns a batch's conditions into text embeddings.
 
 The trainer calls ``objective(model, batch, generator, timer)`` and knows nothing else about diffusion or text. Every
 random draw of a step comes from ``generator``, in a fixed order, so a run resumed from a checkpoint (which stores
-the generator) repeats the uninterrupted run exactly.
+the generator) repeats the uninterrupted run exactly; draws per training example (CelebA's captions) are made by the
+data pipeline, seeded by the example's place in the epoch (``Conditioner.example_transform``), and repeat likewise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,13 +23,17 @@ from .timing import NULL_TIMER, StageTimer
 
 class Conditioner(Protocol):
     """Conditions -> text embeddings [N, tokens, hidden]. :class:`t2i.text.CaptionTable` (class captions, looked up)
-    and :class:`t2i.data.celeba.AttributeCaptions` (a caption drawn from each face's attributes) are the two."""
+    and :class:`t2i.data.celeba.AttributeCaptions` (a caption drawn from each face's attributes) are the two.
+
+    ``example_transform``, if not None, is what the data pipeline applies to each training example before batching
+    (``transform(example, rng)``, in the DataLoader workers, with a generator seeded by seed, epoch, shard and row):
+    CelebA draws and tokenises a caption there, so the step only runs the text encoder and never waits for Python."""
+
+    example_transform: Callable[[tuple, np.random.Generator], tuple] | None
 
     def to(self, device: torch.device | str) -> "Conditioner": ...
 
-    def draw(self, conditions: Any, generator: torch.Generator) -> Any: ...  # this step's random choices, if any
-
-    def embed(self, drawn: Any, drop: torch.Tensor) -> torch.Tensor: ...  # drop[i]: use the null embedding
+    def embed(self, conditions: Any, drop: torch.Tensor) -> torch.Tensor: ...  # drop[i]: use the null embedding
 
 
 class EpsilonObjective:
@@ -54,8 +61,6 @@ class EpsilonObjective:
                  timer: StageTimer = NULL_TIMER) -> torch.Tensor:
         x0, conditions = self.x0(batch, generator, timer)
         n, device = x0.shape[0], x0.device
-        with timer("text"):
-            drawn = self.conditioner.draw(conditions, generator)
         with timer("noise"):
             eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
             t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator,
@@ -65,7 +70,7 @@ class EpsilonObjective:
         with timer("noise"):
             x_t = self.noise_scheduler.add_noise(x0, eps, t)
         with timer("text"):
-            emb = self.conditioner.embed(drawn, drop)
+            emb = self.conditioner.embed(conditions, drop)
         with timer("forward"):
             eps_pred = model(x_t, t, encoder_hidden_states=emb).sample
         with timer("loss"):

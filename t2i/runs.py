@@ -172,11 +172,13 @@ def _csv_text(fields: tuple[str, ...], rows: list[dict]) -> str:
 
 
 def set_aside(run_dir: Path) -> Path | None:
-    """Start a run over on purpose (``--restart``): move its config, checkpoints and logs into
-    ``<run>/restarted-<UTC time>/``; nothing is deleted. Returns that folder (None if there was nothing to move)."""
+    """Start a run over on purpose (``--restart``): move its config, checkpoints, logs, sample grids, evaluations and
+    tracker events into ``<run>/restarted-<UTC time>/`` (the new run starts with none of the old one's); nothing is
+    deleted. Returns that folder (None if there was nothing to move)."""
     run_dir = Path(run_dir)
+    watched = ("samples", "eval.csv", "tracking")  # t2i.watch's grids and evaluations, t2i.tracking's events
     names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, "bad_samples", "checkpoints", "timing.md", "timing.csv",
-                         "timing.tex") if (run_dir / n).exists()]
+                         "timing.tex", *watched) if (run_dir / n).exists()]
     if not names:
         return None
     aside = run_dir / ("restarted-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

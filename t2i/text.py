@@ -96,13 +96,24 @@ class TextEncoder:
                 self._cache[prompt] = emb
         return torch.stack([self._cache[p] for p in prompts])
 
-    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Embeddings on the encoder's device, not cached: for free-form captions that rarely repeat (CelebA),
-        where a cache would only grow. Over-long prompts are truncated silently (training captions)."""
+    def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` [len(prompts), max_tokens] (CPU): what :meth:`embed_tokens` reads.
+        Over-long prompts are truncated silently (training captions). Cheap and picklable, so CelebA's data
+        workers tokenise while the GPU trains."""
         tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_tokens, truncation=True,
-                                return_tensors="pt").to(self.device)
+                                return_tensors="pt")
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def embed_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings [N, max_tokens, hidden] of tokenised prompts, on the encoder's device, not cached: for
+        free-form captions that rarely repeat (CelebA), where a cache would only grow."""
         with torch.no_grad():
-            return self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+            return self.model(input_ids=tokens["input_ids"].to(self.device),
+                              attention_mask=tokens["attention_mask"].to(self.device)).last_hidden_state
+
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
+        """:meth:`embed_tokens` of :meth:`tokenize`."""
+        return self.embed_tokens(self.tokenize(prompts))
 
     def to(self, device: torch.device | str) -> "TextEncoder":
         self.model.to(device)
@@ -123,8 +134,10 @@ class CaptionTable:
 
     This is the training loop's view of class captions (a :class:`~t2i.objectives.Conditioner`): ``embed(ids, drop)``
     returns embeddings with the captions flagged in ``drop`` replaced by the null embedding (null-prompt dropout for
-    classifier-free guidance). Nothing is drawn at random per step, so :meth:`draw` passes the ids through.
+    classifier-free guidance). The class index is the condition as the data gives it: no per-example transform.
     """
+
+    example_transform = None
 
     def __init__(self, embeddings: torch.Tensor, null: torch.Tensor):
         self.embeddings = embeddings  # [num_captions, tokens, hidden]
@@ -136,9 +149,6 @@ class CaptionTable:
 
     def to(self, device: torch.device | str) -> "CaptionTable":
         return CaptionTable(self.embeddings.to(device), self.null.to(device))
-
-    def draw(self, caption_ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return caption_ids
 
     def embed(self, caption_ids: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embeddings[caption_ids]

@@ -38,7 +38,7 @@ from .configs import ExperimentConfig
 from .console import progress
 from .distributed import any_process, epoch_seed, resolve_precision
 from .errors import RunError, UserError
-from .models import build_unet, count_parameters
+from .models import build_unet, compile_regions, count_parameters
 from .objectives import EpsilonObjective
 from .preemption import MARKER, Preempted, PreemptionFlag
 from .timing import StageTimer
@@ -62,7 +62,7 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: Epsil
     """Train (or resume) the run in ``run_dir`` to ``cfg.epochs`` and return ``run_dir``.
 
     If the run has a valid checkpoint, training resumes exactly where it left off (mid-epoch included); a complete
-    run returns at once. A run whose checkpoints are all damaged stops with :class:`~t2i.runs.RunError` unless
+    run returns at once. A run whose checkpoints are all damaged stops with :class:`~t2i.errors.RunError` unless
     ``restart``, which sets the old checkpoints, logs and config aside and starts over. SIGTERM / SIGUSR1 checkpoint
     at the next step and raise :class:`~t2i.preemption.Preempted`.
     """
@@ -100,16 +100,20 @@ class Trainer:
         fused = acc.device.type == "cuda"
         optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
         self.batches = Batches(dataset, cfg, acc)
-        updates = cfg.epochs * math.ceil(len(self.batches) / cfg.gradient_accumulation_steps)
+        accumulation = cfg.gradient_accumulation_steps
+        updates = sum(math.ceil(self.batches.per_epoch(e) / accumulation) for e in range(cfg.epochs))
         lr_schedule = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
                                     num_training_steps=updates * acc.num_processes)  # accelerate steps it per process
         self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
         self.timer = StageTimer(cfg.timing_steps, acc.device)
         self.model = self.unet
-        if cfg.compile:  # compiled code is cached under the runs directory, so a resumed job compiles faster
+        if cfg.compile != "off":  # compiled code is cached under the runs directory, so a resumed job compiles faster
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.runs_dir() / ".compile-cache"))
-            self.model = torch.compile(self.unet)
-        self.compiled = False
+            if cfg.compile == "full":
+                self.model = torch.compile(self.unet)
+            else:  # each ResNet and attention block, in place: a fraction of the compile time
+                compile_regions(acc.unwrap_model(self.unet))
+        self.compiled = cfg.compile == "off"  # False until the first (compiling) step has run
         self.params = list(acc.unwrap_model(self.unet).parameters())
         self.ema = None if cfg.ema_decay is None else EMAModel(
             self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
@@ -131,7 +135,8 @@ class Trainer:
             return
         acc.print(f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
                   f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
-                  f"{len(self.batches):,} batches of {cfg.batch_size} per epoch, epoch {self.epoch + 1} of {cfg.epochs}")
+                  f"{self.batches.per_epoch(self.epoch):,} batches of {cfg.batch_size} in epoch {self.epoch + 1} of "
+                  f"{cfg.epochs}")
         tracking.start(acc, cfg)
         with PreemptionFlag() as preemption, runs.LossLog(self.run_dir, acc.is_main_process) as log:
             while self.epoch < cfg.epochs:
@@ -141,8 +146,9 @@ class Trainer:
                 batches = self.batches.iterate(skip=self.step_in_epoch if resumed_mid_epoch else 0)
                 resumed_mid_epoch = False
                 self.unet.train()
+                in_epoch = self.batches.per_epoch(self.epoch)
                 bar = progress(desc=f"epoch {self.epoch + 1}/{cfg.epochs}", initial=self.step_in_epoch,
-                               total=len(self.batches), disable=not acc.is_main_process)
+                               total=in_epoch, disable=not acc.is_main_process)
                 while True:
                     with self.timer("data wait"):
                         start = time.perf_counter()
@@ -164,7 +170,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{mean_loss:.4f}")
                     for hook in self.hooks:
                         hook.after_step(self)
-                    if self._steps_due() and self.step_in_epoch < len(self.batches):  # epoch ends: below
+                    if self._steps_due() and self.step_in_epoch < in_epoch:  # epoch ends: below
                         self._checkpoint(log)
                     if self.timer.step_done() and acc.is_main_process:
                         print(self.timer.write(self.run_dir / "timing", self.cfg, acc.device, self.precision))
@@ -190,7 +196,7 @@ class Trainer:
             batch = self.batches.to_device(batch)
         start = time.perf_counter()
         loss = self._train_step(batch)
-        if self.model is not self.unet and not self.compiled:  # the first compiled step compiles: say how long
+        if not self.compiled:  # the first compiled step compiles: say how long
             if self.accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
             self.compiled = True

@@ -171,8 +171,49 @@ def test_training_reads_the_cache_and_never_the_vae(celeba_cfg, monkeypatch):
     assert (run / "checkpoints" / "epoch-0001").is_dir()
 
 
+def test_captions_are_drawn_and_tokenised_per_row_and_epoch_the_same_in_any_worker(celeba_cfg):
+    """The data workers caption each face (the step only encodes): a row's caption depends on the seed, the epoch
+    and the row, not on which worker read it, and is the one :func:`caption` draws with that row's generator."""
+    from collections import Counter
+
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from t2i.text import TextEncoder
+
+    cfg = celeba_cfg
+    text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+    transform = celeba.DATASET.conditioner(cfg, text).example_transform
+    stream = celeba.DATASET.training_set(cfg, transform=transform)
+
+    def examples(epoch: int, workers: int) -> Counter:  # (latent, caption tokens) pairs; synthetic faces repeat
+        stream.set_epoch(epoch)
+        return Counter((mean.numpy().tobytes(), tuple(tokens["input_ids"].tolist()))
+                       for mean, _, tokens in DataLoader(stream, batch_size=None, num_workers=workers))
+
+    epoch0 = examples(0, workers=0)
+    assert epoch0.total() == stream.total_rows and epoch0 == examples(0, workers=2)
+    epoch1 = examples(1, workers=2)  # new captions for the same latents
+    assert Counter(m for m, _ in epoch1.elements()) == Counter(m for m, _ in epoch0.elements())
+    assert (epoch0 - epoch1).total() > epoch0.total() // 4
+
+    # one example by hand: the row's caption with the generator of (seed, epoch, shard, row), tokenised
+    plain = latents.stream(cfg, stream.files)
+    table, numbers = plain._read(0, (0,))
+    mean, std, attributes = plain.decoder(table.slice(0, 1).to_pylist()[0])
+    rng = np.random.default_rng([cfg.seed, 0, 0, numbers[0]])
+    _, _, tokens = transform((mean, std, attributes), np.random.default_rng([cfg.seed, 0, 0, numbers[0]]))
+    assert torch.equal(tokens["input_ids"], text.tokenize([celeba.caption(attributes.numpy(), rng)])["input_ids"][0])
+    assert tokens["attention_mask"].shape == (cfg.max_tokens,)
+    with pytest.raises(ValueError, match="needs a streamed"):
+        from t2i.data import mnist
+
+        mnist.DATASET.training_set(configs.get("mnist", "smoke"), transform=transform)
+
+
 def test_latent_training_resumes_bit_exactly(celeba_cfg):
-    """Latents and captions are drawn from the loop's generator, so 1 + 1 epochs equal 2 epochs."""
+    """Latents are drawn from the loop's generator and captions from each row's (seed, epoch, shard, row), so
+    1 + 1 epochs equal 2 epochs."""
     from t2i import checkpoints
 
     straight = experiment.train(celeba_cfg.replace(epochs=2), paths.run_dir("celeba", "straight"))

@@ -153,11 +153,17 @@ def test_a_run_whose_checkpoints_are_all_damaged_stops_until_restarted_on_purpos
     with pytest.warns(UserWarning), pytest.raises(RunError, match="--restart"):
         fit(smoke_cfg.replace(epochs=2), run)
     assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 9))  # nothing appended
+    watched = ["eval.csv", "samples/step-00000008.png", "tracking/events.out"]  # what t2i.watch / tracking write
+    for name in watched:
+        (run / name).parent.mkdir(exist_ok=True)
+        (run / name).write_text("the old run's")
     fit(smoke_cfg.replace(epochs=2), run, restart=True)  # the damaged checkpoints are set aside first
     assert checkpoints.latest(run).name == "epoch-0002"
     assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 9))
     aside = list(run.glob("restarted-*"))
     assert len(aside) == 1 and (aside[0] / "checkpoints" / "epoch-0002").is_dir()  # set aside, not deleted
+    for name in watched:  # the new run's grids, evaluations and curves start clean
+        assert (aside[0] / name).read_text() == "the old run's" and not (run / name).exists()
 
 
 def test_a_bad_setting_fails_before_anything_is_written_so_the_corrected_command_runs(capsys, smoke_cfg):
@@ -177,6 +183,7 @@ BAD_COMMAND_LINES = [
     (["train", "--set", "epochs=two"], 1, "config key 'epochs' expects int"),
     (["train", "--set", "epoch=2"], 1, "unknown config keys ['epoch']"),
     (["train", "--set", "profile_steps=2"], 1, "profile_steps is now timing_steps"),
+    (["train", "--set", "compile=fast"], 1, "compile='fast' is not one of ('off', 'full', 'regional')"),
     (["train", "--set", "num_inference_steps=2000"], 1, "must be <= num_train_timesteps"),
     (["train", "--set", "epochs"], 1, "--set expects key=value"),
     (["train", "--experiment", "mnist", "--profile", "full"], 1, "not available offline"),

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from t2i import configs, data, experiment, paths
+from t2i import checkpoints, configs, data, experiment, paths, runs
 from t2i.data import shards, synthetic
 from t2i.data.images import BadSample, decode_image, to_rgb
 
@@ -200,3 +200,20 @@ def test_labels_named_differently_in_the_file_than_in_the_config_are_an_error(tm
     shards.check_class_names(path, "style", ["Abstract Expressionism", "Ukiyo-e"])  # same names, other spelling
     with pytest.raises(ValueError, match="captions them as"):
         shards.check_class_names(path, "style", ["Ukiyo-e", "Abstract Expressionism"])
+
+
+def test_a_stream_read_by_several_workers_ends_its_cosine_schedule_on_its_last_step(tiny_clip_dir, monkeypatch,
+                                                                                   tmp_path):
+    """Each worker batches its own rows (3 workers x 40 rows at batch 16: 9 batches, where the DataLoader's len says
+    8): the LR schedule's horizon counts what the workers really yield, so a cosine schedule ends at 0, not past it."""
+    from tests.conftest import TINY_CLIP_WIDTH
+
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
+    cfg = configs.get("cifar10", "smoke", num_workers=3, epochs=2, lr_schedule="cosine", text_encoder=str(tiny_clip_dir),
+                      cross_attention_dim=TINY_CLIP_WIDTH)
+    stream = data.load_dataset(cfg)
+    assert [stream.batches(e, cfg.batch_size, cfg.num_workers) for e in range(2)] == [9, 9]
+    run = experiment.train(cfg, paths.run_dir("cifar10", "workers"))
+    assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 19))
+    last_lr = checkpoints.load_state(checkpoints.latest(run))["lr_schedule"]["_last_lr"][0]
+    assert last_lr == pytest.approx(0.0, abs=1e-12)

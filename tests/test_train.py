@@ -101,7 +101,8 @@ def test_bundled_digit_splits_are_disjoint_and_cover_every_image(smoke_cfg):
 
 def test_a_run_written_before_the_house_plan_still_loads_samples_and_resumes(tmp_path):
     """tests/fixtures/run_c831579 was trained by commit c831579 (its config.json says profile_steps, not
-    timing_steps); today's code reads its config, samples from it and trains it one epoch further."""
+    timing_steps, and compile=false, not "off"); today's code reads its config, samples from it and trains it one
+    epoch further."""
     import shutil
     from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_a_run_written_before_the_house_plan_still_loads_samples_and_resumes(tmp
     run = paths.run_dir("mnist", "legacy")
     shutil.copytree(Path(__file__).parent / "fixtures" / "run_c831579", run)
     cfg = runs.load_config(run)
-    assert cfg.timing_steps == 0 and cfg.block_out_channels == (4, 8, 8, 4)
+    assert cfg.timing_steps == 0 and cfg.compile == "off" and cfg.block_out_channels == (4, 8, 8, 4)
     images = TextToImage.from_run(run, device="cpu").images(["A handwritten digit 3"], 3.0)
     assert images.shape == (1, 1, 16, 16) and torch.isfinite(images).all()
     experiment.train(cfg.replace(epochs=2), run)

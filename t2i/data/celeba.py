@@ -200,24 +200,38 @@ def attributes_table(num_rows: int, rng: np.random.Generator) -> dict[str, list[
     return {name: list(map(bool, rng.random(num_rows) < rate)) for name, rate in zip(ATTRIBUTES, rates)}
 
 
+class CaptionTokens:
+    """CelebA's per-example transform, run in the DataLoader workers: ``(mean, std, attributes)`` -> ``(mean, std,
+    tokens)``, the tokens of a fresh :func:`caption` of the attributes drawn with the row's generator (seeded by seed,
+    epoch, shard and row: the same caption in any worker and on resume, a new one every epoch). Holds only the
+    tokenizer, so it is cheap to copy into workers."""
+
+    def __init__(self, tokenizer, max_tokens: int):
+        self.tokenizer, self.max_tokens = tokenizer, max_tokens
+
+    def __call__(self, example: tuple, rng: np.random.Generator) -> tuple:
+        *latent, attributes = example
+        tokens = self.tokenizer(caption(attributes.numpy(), rng), padding="max_length", max_length=self.max_tokens,
+                                truncation=True, return_tensors="pt")
+        return (*latent, {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0]})
+
+
 class AttributeCaptions:
-    """CelebA's conditioner: a fresh caption for every image's attributes at every step (:func:`caption`, seeded from
-    the training generator, so a resumed run draws the same ones), encoded by the frozen text encoder every step
-    (too many distinct captions to cache); captions flagged in ``drop`` get the null embedding instead."""
+    """CelebA's conditioner: the data workers draw a fresh caption for every image's attributes each epoch and
+    tokenise it (:class:`CaptionTokens`, its ``example_transform``); the step runs the frozen text encoder on the
+    tokens (too many distinct captions to cache) and gives the captions flagged in ``drop`` the null embedding. No
+    Python runs and nothing waits for the device in the step."""
 
     def __init__(self, encoder: TextEncoder):
         self.encoder = encoder
         self.null = encoder.null_embedding.to(encoder.device)
+        self.example_transform = CaptionTokens(encoder.tokenizer, encoder.max_tokens)
 
     def to(self, device: torch.device | str) -> "AttributeCaptions":
         return AttributeCaptions(self.encoder.to(device))
 
-    def draw(self, attributes: torch.Tensor, generator: torch.Generator) -> list[str]:
-        seeds = torch.randint(0, 2**31 - 1, (len(attributes),), generator=generator, device=attributes.device)
-        return [caption(a, s) for a, s in zip(attributes.cpu().numpy(), seeds.tolist())]
-
-    def embed(self, captions: Sequence[str], drop: torch.Tensor) -> torch.Tensor:
-        emb = self.encoder.embed(captions).float()
+    def embed(self, tokens: dict[str, torch.Tensor], drop: torch.Tensor) -> torch.Tensor:
+        emb = self.encoder.embed_tokens(tokens).float()
         return torch.where(drop[:, None, None], self.null.expand_as(emb), emb)
 
 

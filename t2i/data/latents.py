@@ -93,11 +93,13 @@ def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_di
     return shards.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
 
 
-def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = None) -> shards.ShardStream:
-    """Training examples ``(mean, std, condition)`` from the cache, file-sequentially."""
+def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = None,
+           transform: shards.ExampleTransform | None = None) -> shards.ShardStream:
+    """Training examples ``(mean, std, condition)`` from the cache, file-sequentially (``transform`` applied to each:
+    CelebA's caption tokens in place of the attributes)."""
     key = json.loads((Path(files[0]).parent / shards.KEY_FILE).read_text())
     if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != cfg.vae:
         raise ValueError(f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
                          f"the config wants {cfg.vae} / {list(cfg.model_shape)}")
     return shards.ShardStream(files, LatentRow(cfg.model_shape), seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction,
-                              log_dir=log_dir)
+                              log_dir=log_dir, transform=transform)

@@ -9,7 +9,8 @@ consumer (a DataLoader worker of a distributed rank) whole shards:
   groups of the remaining shards are dealt one by one, so every row is read exactly once per epoch for any number
   of ranks and workers, and shares differ by at most a row group;
 - a consumer reads its part of a shard row group by row group into one Arrow table, shuffles its rows with
-  ``(seed, epoch, shard)``, decodes and yields them one by one, and frees the shard before reading the next.
+  ``(seed, epoch, shard)``, decodes and yields them one by one (after an optional per-example ``transform`` seeded
+  by ``(seed, epoch, shard, row)``), and frees the shard before reading the next.
 
 Memory is about one shard per worker; the price is that rows are shuffled within a shard, not across the dataset
 (the shard order changes every epoch). Bad rows (unreadable images, missing labels) are skipped, logged per shard
@@ -53,6 +54,13 @@ class RowDecoder(Protocol):
     columns: list[str]  # the parquet columns the decoder reads
 
     def __call__(self, row: dict[str, Any]) -> tuple: ...  # a training example, or raise BadSample
+
+
+class ExampleTransform(Protocol):
+    """Applied to every decoded example in the worker that read it, with a generator seeded by (seed, epoch, shard,
+    row): random choices per example that do not depend on which worker reads it or where a run resumed."""
+
+    def __call__(self, example: tuple, rng: np.random.Generator) -> tuple: ...
 
 
 @runtime_checkable
@@ -147,13 +155,14 @@ class ShardStream(IterableDataset):
 
     def __init__(self, files: Sequence[Path], decoder: RowDecoder, seed: int = 0, shuffle: bool = True,
                  max_bad_fraction: float = 0.01, rank: int | None = None, world_size: int | None = None,
-                 log_dir: Path | None = None):
+                 log_dir: Path | None = None, transform: ExampleTransform | None = None):
         if not files:
             raise FileNotFoundError("ShardStream needs at least one parquet shard")
         if not 0.0 <= max_bad_fraction < 1.0:
             raise ValueError(f"max_bad_fraction={max_bad_fraction} must be in [0, 1)")
         self.files = [Path(f) for f in files]
         self.decoder, self.seed, self.shuffle, self.max_bad_fraction = decoder, seed, shuffle, max_bad_fraction
+        self.transform = transform
         # row counts per row group, from the footers only (no data is read)
         self.row_groups = [[pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
                            for pf in map(pq.ParquetFile, self.files)]
@@ -178,6 +187,13 @@ class ShardStream(IterableDataset):
         """Rows this rank reads per epoch (before bad rows are skipped)."""
         return self._rows(_deal(self._pieces(self.epoch), self.world_size, self.rank))
 
+    def batches(self, epoch: int, batch_size: int, num_workers: int) -> int:
+        """Batches a DataLoader with ``num_workers`` workers makes of this rank's rows in ``epoch`` (bad rows aside):
+        each worker batches its own rows, so each ends with its own partial batch, and the DataLoader's ``len``
+        (``ceil(rows / batch_size)``) undercounts by up to one batch per worker."""
+        workers = max(num_workers, 1)
+        return sum(-(-self._rows(self.assignment(w, workers, epoch)) // batch_size) for w in range(workers))
+
     def assignment(self, worker: int = 0, num_workers: int = 1, epoch: int | None = None) -> list[Piece]:
         """The shard pieces one worker of this rank reads in ``epoch``, in reading order."""
         rank_pieces = _deal(self._pieces(self.epoch if epoch is None else epoch), self.world_size, self.rank)
@@ -197,6 +213,9 @@ class ShardStream(IterableDataset):
             for i in order:
                 try:
                     example = self.decoder(table.slice(i, 1).to_pylist()[0])  # one row as Python objects
+                    if self.transform is not None:  # the same draws for this row and epoch in any worker, on resume
+                        example = self.transform(example, np.random.default_rng([self.seed, self.epoch, shard,
+                                                                                 numbers[i]]))
                 except BadSample as exc:
                     bad += 1
                     record = {"epoch": self.epoch, "shard": self.files[shard].name, "row": numbers[i],

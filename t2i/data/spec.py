@@ -60,23 +60,28 @@ class DatasetSpec:
             images, conditions = images[: cfg.train_subset], conditions[: cfg.train_subset]
         return (images[:limit], conditions[:limit]) if limit is not None else (images, conditions)
 
-    def training_set(self, cfg: ExperimentConfig, log_dir: Path | None = None) -> Dataset:
+    def training_set(self, cfg: ExperimentConfig, log_dir: Path | None = None,
+                     transform: shards.ExampleTransform | None = None) -> Dataset:
         """``(x0, condition)`` examples, x0 in ``cfg.pixel_range`` (``(mean, std, condition)`` from the latent cache
-        for latent diffusion). Parquet datasets stream (:class:`~t2i.data.shards.ShardStream`) and list skipped rows
-        in ``log_dir``; the rest are tensors in memory."""
+        for latent diffusion). Parquet datasets stream (:class:`~t2i.data.shards.ShardStream`), list skipped rows in
+        ``log_dir`` and apply the conditioner's ``transform`` to each example; the rest are tensors in memory."""
         if cfg.shards is None:
+            if transform is not None:
+                raise ValueError(f"{self.name}: a per-example transform needs a streamed (parquet) dataset; "
+                                 "in-memory datasets are indexed on the device as they are")
             images, conditions = self.load_images(cfg, "train")
             low, high = cfg.pixel_range
             return TensorDataset(low + (high - low) * images, conditions)
         files = self.shard_files(cfg, cfg.shards)
         if cfg.vae is not None:
-            return latents.stream(cfg, self._latent_cache(cfg, files), log_dir=log_dir)
+            return latents.stream(cfg, self._latent_cache(cfg, files), log_dir=log_dir, transform=transform)
         decoder = self.row_decoder(cfg)
         if cfg.preprocess:
             out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
             files = shards.preprocess(files, out, decoder)
             decoder = shards.Pixels(cfg.resolution, cfg.pixel_range, len(cfg.class_names), cfg.label_column)
-        return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir)
+        return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir,
+                                  transform=transform)
 
     def row_decoder(self, cfg: ExperimentConfig) -> shards.ImageLabel:
         """A parquet row -> (x0 in pixel_range, class index); its ``parse`` gives the uint8 image instead."""
