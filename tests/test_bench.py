@@ -41,7 +41,18 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
         (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64", "trainer (no)")]
     for row in rows:
         assert float(row["ms_step"]) > 0 and float(row["tflop_step"]) > 0, row
-        assert not row["note"], row
+        assert row["steps"] == "1" and float(row["spread_pct"]) == 0 and not row["note"], row
     trainers = [r for r in rows if r["variant"].startswith("trainer")]
     assert all(float(r["vs_bare"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in trainers)
     assert (paths.reports_dir() / "bench" / "gpu.provenance.json").exists()
+
+
+def test_a_cell_reports_the_median_step_and_stops_timing_after_its_time_or_step_budget():
+    import time
+
+    cpu = torch.device("cpu")
+    assert len(gpu._step_times(lambda: time.sleep(0.02), steps=100, device=cpu, cell_s=0.05)) == 3  # at least 3
+    assert len(gpu._step_times(lambda: None, steps=7, device=cpu, cell_s=60)) == 7  # at most `steps`
+    assert len(gpu._step_times(lambda: None, steps=2, device=cpu, cell_s=0)) == 2  # fewer than 3 if asked
+    summary = gpu._summary([10.0, 11.0, 12.0, 13.0, 500.0])  # one stray slow step does not move the median
+    assert summary == {"ms": 12.0, "spread_pct": pytest.approx(100 * (13 - 11) / 12), "steps": 5}

@@ -10,14 +10,16 @@ sub.add_parser("latent", help="a CelebA step on the latent cache vs encoding wit
 p = sub.add_parser("gpu", help="training step per config, precision and layout; trainer vs bare step")
 p.add_argument("--experiments", nargs="+", default=list(gpu.EXPERIMENTS), choices=gpu.EXPERIMENTS)
 p.add_argument("--variants", nargs="+", default=list(gpu.VARIANTS), choices=list(gpu.VARIANTS))
-p.add_argument("--profile", help="config profile (default: full on a GPU, smoke on a CPU)")
-p.add_argument("--steps", type=int, help="timed steps per cell (default: 10 on a GPU, 2 on a CPU)")
+p.add_argument("--profile", help="config profile (default: full on a GPU; demo, else smoke, on a CPU)")
+p.add_argument("--steps", type=int, help="most timed steps per cell (default: 30 on a GPU, 10 on a CPU)")
+p.add_argument("--cell-s", type=float, help="a cell stops timing after this long, at least 3 steps (default: 5 s on a "
+               "GPU, 3 s on a CPU)")
 p.add_argument("--budget-s", type=float, default=420.0,
                help="wall-clock budget; compile cells that would not fit are reported as skipped")
 args = parser.parse_args()
 if args.benchmark == "gpu":
     gpu.run(experiments=args.experiments, variants=args.variants, profile=args.profile, steps=args.steps,
-            budget_s=args.budget_s)
+            budget_s=args.budget_s, cell_s=args.cell_s)
 else:
     {"loader": loader.run, "latent": latent.run}[args.benchmark]()
 sys.exit(0)

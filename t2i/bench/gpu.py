@@ -10,10 +10,14 @@ For each full config (on a machine without a GPU: the smoke configs, so CI runs 
 - the **project trainer's step** (:meth:`t2i.train.Trainer.advance`: data from its real loader, the objective, AdamW,
   EMA, non-finite checks, the loss log), in the config's own precision and layout, as a ratio to the bare step in
   the same precision and layout, with the share of time spent waiting for data. WikiArt's trainer reads synthetic
-  painting-size JPEG shards (1,400 x 1,100) through its DataLoader workers; CelebA's reads a synthetic latent cache
-  and encodes a fresh caption per image with a text encoder of the config's size.
+  painting-size JPEG shards (1,400 x 1,100) through its DataLoader workers; CelebA's reads a synthetic latent cache,
+  its workers caption and tokenise every image, and the step encodes the captions with a text encoder of the
+  config's size.
 
-Cells run cheapest first; torch.compile cells last, while the time budget lasts (the rest are listed as skipped).
+Each cell reports the median of its timed steps and their interquartile range (on a GPU timed by CUDA events, with
+no synchronisation between steps), so a ratio of two cells comes with how much each wobbled; a cell times up to
+``steps`` steps or ``cell_s`` seconds. Cells run cheapest first; torch.compile cells (regional, then whole-model)
+last, while the time budget lasts (the rest are listed as skipped).
 The table is rewritten after every cell, so a run cut short still leaves what it measured.
 """
 
@@ -37,21 +41,22 @@ from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 from .. import assets, configs, data, objectives, paths, reports, runs
 from ..configs import ExperimentConfig
 from ..data import celeba, latents, shards, synthetic
-from ..models import build_unet, count_parameters
+from ..models import build_unet, compile_regions, count_parameters
 from ..text import CaptionTable, TextEncoder, resolve
 from ..distributed import resolve_precision
 from ..train import Trainer
 from . import machine
 
 EXPERIMENTS = ("mnist", "cifar10", "wikiart", "celeba")
-# name -> (autocast precision, channels_last, attention_head_width, torch.compile)
+# name -> (autocast precision, channels_last, attention_head_width, compile: configs.COMPILE_MODES)
 VARIANTS = {
-    "fp32": ("no", False, None, False),  # float32 weights and activations, TF32 matmuls and convolutions
-    "bf16": ("bf16", False, None, False),  # bf16 autocast, float32 master weights
-    "bf16+channels_last": ("bf16", True, None, False),
-    "bf16+heads64": ("bf16", False, 64, False),  # the thesis's parameters and FLOPs in fewer, 64-wide heads
-    "bf16+compile": ("bf16", False, None, True),
-    "bf16+heads64+compile": ("bf16", False, 64, True),
+    "fp32": ("no", False, None, "off"),  # float32 weights and activations, TF32 matmuls and convolutions
+    "bf16": ("bf16", False, None, "off"),  # bf16 autocast, float32 master weights
+    "bf16+channels_last": ("bf16", True, None, "off"),
+    "bf16+heads64": ("bf16", False, 64, "off"),  # the thesis's parameters and FLOPs in fewer, 64-wide heads
+    "bf16+compile-regional": ("bf16", False, None, "regional"),  # each ResNet / attention block (t2i.models)
+    "bf16+compile": ("bf16", False, None, "full"),
+    "bf16+heads64+compile": ("bf16", False, 64, "full"),
 }
 # What the numbers depend on: a later change to any of these makes a committed gpu.md stale (tests/test_reports.py).
 DEPENDS_ON = ("t2i/bench/gpu.py", "t2i/train.py", "t2i/batches.py", "t2i/objectives.py", "t2i/models.py",
@@ -64,13 +69,14 @@ PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200"
 
 def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, variants: Sequence[str] = tuple(VARIANTS),
         profile: str | None = None, steps: int | None = None, warmup: int | None = None,
-        budget_s: float = 420.0) -> str:
+        budget_s: float = 420.0, cell_s: float | None = None) -> str:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     # without a GPU: the demo config where there is one (the trainer-overhead target is measured on it), else smoke
     profiles = {e: profile or ("full" if cuda else "demo" if "demo" in configs.PROFILES[e] else "smoke")
                 for e in experiments}
-    steps, warmup = steps or (10 if cuda else 2), warmup or (3 if cuda else 1)
+    steps, warmup = steps or (30 if cuda else 10), warmup or (3 if cuda else 1)
+    cell_s = cell_s or (5.0 if cuda else 3.0)  # a cell stops timing after this long (at least 3 steps)
     if cuda:  # what the trainer does on CUDA
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -87,31 +93,33 @@ def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, varia
         params, flop = sizes[experiment]
         ms = measured.get("ms")
         row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant, "params_m": params / 1e6, "tflop_step": flop / 1e12,
-               "ms_step": ms if ms is not None else "", "img_s": cfgs[experiment].batch_size * 1000 / ms if ms else "",
+               "ms_step": ms if ms is not None else "", "spread_pct": measured.get("spread_pct", ""),
+               "steps": measured.get("steps", ""), "img_s": cfgs[experiment].batch_size * 1000 / ms if ms else "",
                "tflop_s": flop / ms / 1e9 if ms else "", "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
                "peak_gib": measured.get("peak_gib", ""), "compile_s": measured.get("compile_s", ""),
                "vs_bare": measured.get("vs_bare", ""), "data_wait_pct": measured.get("data_wait_pct", ""),
                "note": measured.get("note", "")}
         rows.append(row)
         print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
-        _write(rows, out, card, peak, ceiling, steps, warmup, budget_s, device)
+        _write(rows, out, card, peak, ceiling, steps, warmup, budget_s, cell_s, device)
 
-    cheap = [v for v in variants if not VARIANTS[v][3]]
+    timing = (steps, warmup, cell_s)
+    cheap = [v for v in variants if VARIANTS[v][3] == "off"]
     for experiment in experiments:
         for variant in cheap:
-            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, steps, warmup))
+            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, *timing))
         precision = resolve_precision(cfgs[experiment].mixed_precision)
         same = next((r for r in rows if r["experiment"] == experiment and r["variant"] == _variant_of(precision)), None)
-        measured = _guarded(_trainer, cfgs[experiment], device, steps, warmup)
+        measured = _guarded(_trainer, cfgs[experiment], device, *timing)
         if same and same["ms_step"] and measured.get("ms"):
             measured["vs_bare"] = measured["ms"] / same["ms_step"]
         record(experiment, f"trainer ({precision})", measured)
-    for variant in [v for v in variants if VARIANTS[v][3]]:
+    for variant in [v for v in variants if VARIANTS[v][3] != "off"]:
         for experiment in experiments:
             if time.monotonic() > deadline:
                 record(experiment, variant, {"note": f"skipped: past the {budget_s:.0f} s budget"})
                 continue
-            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, steps, warmup))
+            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, *timing))
     return (out.with_suffix(".md")).read_text()
 
 
@@ -165,6 +173,37 @@ def _time(step, steps: int, device: torch.device) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def _step_times(step, steps: int, device: torch.device, cell_s: float) -> list[float]:
+    """Milliseconds of each of up to ``steps`` calls of ``step``, stopping once ``cell_s`` seconds have passed (at
+    least 3 calls, or ``steps`` if fewer). On a GPU, CUDA events recorded between the calls, with no synchronisation
+    until the end: the host runs ahead of the device as in training, and each time is the device's."""
+    least = min(3, steps)
+    _sync(device)
+    start = time.perf_counter()
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True)]
+        events[0].record()
+        while len(events) <= steps and (len(events) <= least or time.perf_counter() - start < cell_s):
+            step()
+            events.append(torch.cuda.Event(enable_timing=True))
+            events[-1].record()
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
+    times: list[float] = []
+    while len(times) < steps and (len(times) < least or time.perf_counter() - start < cell_s):
+        begin = time.perf_counter()
+        step()
+        times.append(1000 * (time.perf_counter() - begin))
+    return times
+
+
+def _summary(times: list[float]) -> dict:
+    """The median step (robust to a stray slow step: a collection, a page fault, another process) and the
+    interquartile range as a share of it, which says how far to trust a ratio of two cells."""
+    q1, median, q3 = np.percentile(times, [25, 50, 75])
+    return {"ms": float(median), "spread_pct": float(100 * (q3 - q1) / median), "steps": len(times)}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -180,7 +219,7 @@ def _peak_gib(device: torch.device) -> float | str:
     return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else ""
 
 
-def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, warmup: int) -> dict:
+def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, warmup: int, cell_s: float) -> dict:
     """UNet forward, MSE, backward and AdamW on fixed device tensors: the floor the trainer is measured against."""
     precision, channels_last, head_width, compile_ = VARIANTS[variant]
     cfg = cfg.replace(attention_head_width=head_width)
@@ -189,7 +228,9 @@ def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int,
     unet = build_unet(cfg).to(device)
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    model = torch.compile(unet) if compile_ else unet
+    model = torch.compile(unet) if compile_ == "full" else unet
+    if compile_ == "regional":
+        compile_regions(unet)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=device.type == "cuda")
     generator = torch.Generator(device).manual_seed(0)
@@ -208,18 +249,18 @@ def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int,
 
     first = _time(step, 1, device)  # includes compiling forward and backward for the compiled variants
     _time(step, warmup, device)
-    measured = {"ms": _time(step, steps, device), "peak_gib": _peak_gib(device)}
-    if compile_:
+    measured = {**_summary(_step_times(step, steps, device, cell_s)), "peak_gib": _peak_gib(device)}
+    if compile_ != "off":
         measured["compile_s"] = first / 1000
     return measured
 
 
-def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: int) -> dict:
+def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: int, cell_s: float) -> dict:
     """The project's trainer on its real data path: ``Trainer.advance`` per step, the loader's wait timed apart."""
     _reset_memory(device)
     with tempfile.TemporaryDirectory(prefix="t2i-bench-") as tmp:
         work = Path(tmp)
-        dataset, objective = _trainer_inputs(cfg, work, batches=steps + warmup + 1)
+        dataset, objective = _trainer_inputs(cfg, work, batches=steps + warmup + 1)  # steps: the most it times
         trainer = Trainer(cfg, work / "run", dataset, objective, log_every=10, restart=False)
         trainer.batches.set_epoch(0)
         loader = trainer.batches.iterate()
@@ -234,8 +275,8 @@ def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: in
         with runs.LossLog(work / "run", enabled=False) as log:
             _time(lambda: step(log), warmup, device)
             waited[0] = 0.0
-            ms = _time(lambda: step(log), steps, device)
-        return {"ms": ms, "peak_gib": _peak_gib(device), "data_wait_pct": 100 * waited[0] / (ms * steps / 1000)}
+            times = _step_times(lambda: step(log), steps, device, cell_s)
+        return {**_summary(times), "peak_gib": _peak_gib(device), "data_wait_pct": 100 * waited[0] / (sum(times) / 1000)}
 
 
 def _trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
@@ -244,8 +285,9 @@ def _trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
     generator = torch.Generator().manual_seed(0)
     if cfg.vae is not None:  # a latent cache of random posteriors; captions drawn from random attributes
         files = _synthetic_latent_cache(cfg, work / "latents", n)
-        text = _text_encoder(cfg)
-        return latents.stream(cfg, files), objectives.for_config(cfg, celeba.AttributeCaptions(text))
+        conditioner = celeba.AttributeCaptions(_text_encoder(cfg))
+        return (latents.stream(cfg, files, transform=conditioner.example_transform),
+                objectives.for_config(cfg, conditioner))
     conditioner = CaptionTable(torch.randn(len(cfg.class_names), cfg.max_tokens, cfg.cross_attention_dim,
                                            generator=generator), torch.randn(cfg.max_tokens, cfg.cross_attention_dim))
     if cfg.shards is not None:  # painting-size JPEGs in the dataset's parquet layout, one shard per worker
@@ -295,18 +337,22 @@ def _text_encoder(cfg: ExperimentConfig) -> TextEncoder:
 
 
 def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
-           warmup: int, budget_s: float, device: torch.device) -> None:
+           warmup: int, budget_s: float, cell_s: float, device: torch.device) -> None:
     ceiling_text = f"; a measured 8192^3 bf16 matmul ran at {ceiling:.0f} TFLOP/s" if ceiling else ""
-    caption = (f"Training step of each config on {card} (torch {torch.__version__}): mean of {steps} steps "
-               f"after {warmup} warm-up steps. tflop_step: forward + backward FLOP at the config's batch "
+    caption = (f"Training step of each config on {card} (torch {torch.__version__}): ms_step is the median of "
+               f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
+               "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
+               "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's batch "
                f"(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
                + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
                + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
                "step with its data path, objective, EMA and checks; vs_bare = trainer ms / bare ms in the same "
                "precision and layout; data_wait_pct = share of the step spent waiting for the loader. heads64: "
                "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
-               "compile_s: the first compiled step (compiling forward and backward). Reproduce: make bench-gpu.")
+               "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
+               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward). "
+               "Reproduce: make bench-gpu.")
     reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,
                              peak_bf16_tflops=peak, measured_matmul_tflops=ceiling, steps=steps, warmup=warmup,
-                             budget_s=budget_s, torch=torch.__version__, depends_on=DEPENDS_ON)
+                             budget_s=budget_s, cell_s=cell_s, torch=torch.__version__, depends_on=DEPENDS_ON)
