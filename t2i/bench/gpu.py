@@ -113,6 +113,9 @@ def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, varia
         measured = _guarded(_trainer, cfgs[experiment], device, *timing)
         if same and same["ms_step"] and measured.get("ms"):
             measured["vs_bare"] = measured["ms"] / same["ms_step"]
+        if measured.get("encoder_flop"):  # work the bare step does not do: part of the ratio is this, not overhead
+            measured["note"] = (f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
+                                f"({100 * measured['encoder_flop'] / sizes[experiment][1]:.0f}% of the UNet step's)")
         record(experiment, f"trainer ({precision})", measured)
     for variant in [v for v in variants if VARIANTS[v][3] != "off"]:
         for experiment in experiments:
@@ -276,7 +279,11 @@ def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: in
             _time(lambda: step(log), warmup, device)
             waited[0] = 0.0
             times = _step_times(lambda: step(log), steps, device, cell_s)
-        return {**_summary(times), "peak_gib": _peak_gib(device), "data_wait_pct": 100 * waited[0] / (sum(times) / 1000)}
+        measured = {**_summary(times), "peak_gib": _peak_gib(device),
+                    "data_wait_pct": 100 * waited[0] / (sum(times) / 1000)}
+        if isinstance(objective.conditioner, celeba.AttributeCaptions):  # captions encoded in every step
+            measured["encoder_flop"] = _encoder_flop(objective.conditioner.encoder, cfg.batch_size)
+        return measured
 
 
 def _trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
@@ -334,6 +341,14 @@ def _text_encoder(cfg: ExperimentConfig) -> TextEncoder:
     torch.manual_seed(0)
     model = CLIPTextModel(CLIPTextConfig(hidden_size=cfg.cross_attention_dim, max_position_embeddings=max(77, cfg.max_tokens)))
     return TextEncoder(AutoTokenizer.from_pretrained(resolve("bundled:all-MiniLM-L6-v2")), model, cfg.max_tokens)
+
+
+def _encoder_flop(encoder: TextEncoder, batch: int) -> float:
+    """FLOP of the text encoder's forward over one batch of captions (every caption padded to max_tokens)."""
+    tokens = encoder.tokenize([""] * batch)
+    with FlopCounterMode(display=False) as counter:
+        encoder.embed_tokens(tokens)
+    return float(counter.get_total_flops())
 
 
 def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
