@@ -38,13 +38,17 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["experiment"], r["variant"]) for r in rows] == [
-        (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64", "trainer (no)")]
+        (e, v) for e in gpu.EXPERIMENTS for v in ("bf16+heads64", "fp32", "trainer (no)")]  # fp32 right before
     for row in rows:
         assert float(row["ms_step"]) > 0 and float(row["tflop_step"]) > 0, row
         assert row["steps"] == "1" and float(row["spread_pct"]) == 0 and "failed" not in row["note"], row
     trainers = [r for r in rows if r["variant"].startswith("trainer")]
+    for trainer in trainers:  # against the bare step timed before (the row above) and after it
+        before, after = (float(ms) for ms in trainer["note"].split(" ms (before / after)")[0].split()[-3::2])
+        assert before == pytest.approx(float(rows[rows.index(trainer) - 1]["ms_step"]), rel=1e-3)
+        assert float(trainer["vs_bare"]) == pytest.approx(float(trainer["ms_step"]) / ((before + after) / 2), rel=1e-3)
     celeba_trainer = next(r for r in trainers if r["experiment"] == "celeba")  # its step also runs the text encoder
-    assert celeba_trainer["note"].startswith("includes the text encoder's forward")
+    assert "includes the text encoder's forward" in celeba_trainer["note"]
     assert all(float(r["vs_bare"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in trainers)
     assert (paths.reports_dir() / "bench" / "gpu.provenance.json").exists()
 

@@ -106,16 +106,23 @@ def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, varia
     timing = (steps, warmup, cell_s)
     cheap = [v for v in variants if VARIANTS[v][3] == "off"]
     for experiment in experiments:
-        for variant in cheap:
-            record(experiment, variant, _guarded(_bare, cfgs[experiment], variant, device, *timing))
-        precision = resolve_precision(cfgs[experiment].mixed_precision)
-        same = next((r for r in rows if r["experiment"] == experiment and r["variant"] == _variant_of(precision)), None)
-        measured = _guarded(_trainer, cfgs[experiment], device, *timing)
-        if same and same["ms_step"] and measured.get("ms"):
-            measured["vs_bare"] = measured["ms"] / same["ms_step"]
+        cfg = cfgs[experiment]
+        precision = resolve_precision(cfg.mixed_precision)
+        own = _variant_of(precision)  # the bare step the trainer is compared with: timed right before and after it
+        for variant in sorted(cheap, key=lambda v: v == own):
+            record(experiment, variant, _guarded(_bare, cfg, variant, device, *timing))
+        before = rows[-1]["ms_step"] if own in cheap else ""
+        measured = _guarded(_trainer, cfg, device, *timing)
+        after = _guarded(_bare, cfg, own, device, *timing).get("ms") if measured.get("ms") else None
+        bares = [ms for ms in (before, after) if ms]
+        notes = []
+        if bares and measured.get("ms"):  # the machine drifts between cells: the mean of both sides of the trainer
+            measured["vs_bare"] = measured["ms"] / float(np.mean(bares))
+            notes.append(f"vs the bare {own} step " + " / ".join(f"{ms:.4g}" for ms in bares) + " ms (before / after)")
         if measured.get("encoder_flop"):  # work the bare step does not do: part of the ratio is this, not overhead
-            measured["note"] = (f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
-                                f"({100 * measured['encoder_flop'] / sizes[experiment][1]:.0f}% of the UNet step's)")
+            notes.append(f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
+                         f"({100 * measured['encoder_flop'] / sizes[experiment][1]:.0f}% of the UNet step's)")
+        measured["note"] = measured.get("note") or "; ".join(notes)
         record(experiment, f"trainer ({precision})", measured)
     for variant in [v for v in variants if VARIANTS[v][3] != "off"]:
         for experiment in experiments:
@@ -362,7 +369,8 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
                + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
                + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
                "step with its data path, objective, EMA and checks; vs_bare = trainer ms / bare ms in the same "
-               "precision and layout; data_wait_pct = share of the step spent waiting for the loader. heads64: "
+               "precision and layout, the bare step timed right before and again right after the trainer (the mean of "
+               "the two; both in the note); data_wait_pct = share of the step spent waiting for the loader. heads64: "
                "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
                "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
                "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward). "
