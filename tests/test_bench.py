@@ -62,3 +62,18 @@ def test_a_cell_reports_the_median_step_and_stops_timing_after_its_time_or_step_
     assert len(gpu._step_times(lambda: None, steps=2, device=cpu, cell_s=0)) == 2  # fewer than 3 if asked
     summary = gpu._summary([10.0, 11.0, 12.0, 13.0, 500.0])  # one stray slow step does not move the median
     assert summary == {"ms": 12.0, "spread_pct": pytest.approx(100 * (13 - 11) / 12), "steps": 5}
+
+
+def test_compile_cells_start_from_a_cold_cache_unless_the_caller_chose_one(monkeypatch, tmp_path):
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing diffusers sets
+    with gpu._compile_cache():
+        cold = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        assert cold != default_cache_dir() and not os.listdir(cold)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default_cache_dir() and not os.path.exists(cold)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # a cache of the caller's own: used as it is
+    with gpu._compile_cache():
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)

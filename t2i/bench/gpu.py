@@ -23,10 +23,12 @@ The table is rewritten after every cell, so a run cut short still leaves what it
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,35 @@ PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200"
 def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, variants: Sequence[str] = tuple(VARIANTS),
         profile: str | None = None, steps: int | None = None, warmup: int | None = None,
         budget_s: float = 420.0, cell_s: float | None = None) -> str:
+    """Time every cell, rewriting ``reports/bench/gpu.md`` after each; returns the table."""
+    with _compile_cache():
+        return _run(out, experiments, variants, profile, steps, warmup, budget_s, cell_s)
+
+
+@contextlib.contextmanager
+def _compile_cache() -> Iterator[None]:
+    """A cold torch.compile cache for the run, so compile_s is what a job's first step pays (unless the caller set
+    TORCHINDUCTOR_CACHE_DIR to a directory of their own: then that cache, warm or not). Importing diffusers sets the
+    variable to inductor's default directory, which is the one to avoid: earlier runs have filled it."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if before not in (None, default_cache_dir()):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="t2i-bench-inductor-") as cold:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cold
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
+def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], profile: str | None,
+         steps: int | None, warmup: int | None, budget_s: float, cell_s: float | None) -> str:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     # without a GPU: the demo config where there is one (the trainer-overhead target is measured on it), else smoke
@@ -238,6 +269,7 @@ def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int,
     unet = build_unet(cfg).to(device)
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
+    torch._dynamo.reset()  # nothing compiled by an earlier cell is reused
     model = torch.compile(unet) if compile_ == "full" else unet
     if compile_ == "regional":
         compile_regions(unet)
@@ -373,7 +405,8 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
                "the two; both in the note); data_wait_pct = share of the step spent waiting for the loader. heads64: "
                "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
                "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
-               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward). "
+               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a cold "
+               "compile cache unless TORCHINDUCTOR_CACHE_DIR was set. "
                "Reproduce: make bench-gpu.")
     reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,
