@@ -111,7 +111,7 @@ class Trainer:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.runs_dir() / ".compile-cache"))
             if cfg.compile == "full":
                 self.model = torch.compile(self.unet)
-            else:  # each ResNet and attention block, in place: a fraction of the compile time
+            else:  # each ResNet and attention block, in place (t2i.models.compile_regions)
                 compile_regions(acc.unwrap_model(self.unet))
         self.compiled = cfg.compile == "off"  # False until the first (compiling) step has run
         self.params = list(acc.unwrap_model(self.unet).parameters())

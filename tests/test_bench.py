@@ -51,6 +51,54 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     assert "includes the text encoder's forward" in celeba_trainer["note"]
     assert all(float(r["vs_bare"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in trainers)
     assert (paths.reports_dir() / "bench" / "gpu.provenance.json").exists()
+    with open(paths.reports_dir() / "bench" / "gpu_breakdown.csv") as f:  # where the time goes, per kind of op
+        breakdown = list(csv.DictReader(f))
+    assert [(r["experiment"], r["variant"]) for r in breakdown] == [
+        (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64")]
+    for row in breakdown:
+        shares = [float(row[f"{c}_pct"]) for c in gpu.CATEGORIES]
+        assert sum(shares) == pytest.approx(100) and shares[gpu.CATEGORIES.index("conv")] > 0, row
+        assert float(row["ms_step"]) > 0 and row["device_busy_pct"] == "" and "aten::" in row["note"], row
+    assert (paths.reports_dir() / "bench" / "gpu_breakdown.provenance.json").exists()
+
+
+@pytest.mark.parametrize("name, ancestors, category", [
+    ("aten::convolution_backward", ["autograd::engine::evaluate_function: ConvolutionBackward0"], "conv"),
+    ("aten::cudnn_convolution", ["aten::_convolution", "aten::convolution", "aten::conv2d"], "conv"),
+    ("aten::mm", ["aten::_scaled_dot_product_attention_math", "aten::scaled_dot_product_attention"], "attention"),
+    ("aten::_efficient_attention_backward", [], "attention"),
+    ("aten::addmm", ["aten::linear"], "matmul"),
+    ("aten::_to_copy", ["aten::to", "aten::group_norm"], "copy_cast"),  # autocast's float32 cast for the norm
+    ("aten::native_group_norm", ["aten::group_norm"], "norm"),
+    ("aten::lerp_", ["aten::_foreach_lerp_", "Optimizer.step#AdamW.step"], "optimizer"),
+    ("aten::silu", [], "other"),
+])
+def test_profiled_ops_are_sorted_by_kind_the_optimizer_and_attention_by_their_callers(name, ancestors, category):
+    assert gpu._category(name, ancestors) == category
+
+
+def test_a_gpu_profile_counts_each_ops_kernels_and_the_devices_busy_time():
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def op(name, start, end, parent=None, kernels=()):
+        event = FunctionEvent(id=start, name=name, thread=1, start_us=start, end_us=end, use_device="cuda")
+        if parent is not None:
+            event.set_cpu_parent(parent)
+            parent.append_cpu_child(event)
+        for kernel_us in kernels:
+            event.append_kernel("kernel", 0, kernel_us)
+        return event
+
+    step = op("Optimizer.step#AdamW.step", 0, 100)
+    events = [op("aten::conv2d", 0, 10, kernels=[30.0, 20.0]), op("aten::_to_copy", 10, 12, kernels=[5.0]),
+              step, op("aten::_fused_adamw_", 1, 90, parent=step, kernels=[40.0]), op("aten::silu", 90, 95)]
+    events += [FunctionEvent(id=100 + k, name="kernel", thread=7, start_us=k * 100, end_us=k * 100 + us,
+                             device_type=DeviceType.CUDA, use_device="cuda") for k, us in enumerate([30, 20, 5, 40])]
+    by_category, by_op, kernels, kernel_us = gpu._attribute(events, cuda=True)
+    assert by_category == {**dict.fromkeys(gpu.CATEGORIES, 0.0), "conv": 50.0, "copy_cast": 5.0, "optimizer": 40.0}
+    assert by_op["aten::conv2d"] == 50.0 and by_op["aten::silu"] == 0.0  # host time does not count on a GPU
+    assert (kernels, kernel_us) == (4, 95.0)
 
 
 def test_a_cell_reports_the_median_step_and_stops_timing_after_its_time_or_step_budget():

@@ -12,7 +12,10 @@ For each full config (on a machine without a GPU: the smoke configs, so CI runs 
   the same precision and layout, with the share of time spent waiting for data. WikiArt's trainer reads synthetic
   painting-size JPEG shards (1,400 x 1,100) through its DataLoader workers; CelebA's reads a synthetic latent cache,
   its workers caption and tokenise every image, and the step encodes the captions with a text encoder of the
-  config's size.
+  config's size;
+- **where the bare step's time goes** (``gpu_breakdown.md``), from ``torch.profiler``: the share of each kind of op
+  (:func:`_category`: convolution, attention, matmul, normalisation, copies and casts, optimizer, other), the
+  heaviest ops, and on a GPU how many kernels a step launches and how much of the wall time the device was busy.
 
 Each cell reports the median of its timed steps and their interquartile range (on a GPU timed by CUDA events, with
 no synchronisation between steps), so a ratio of two cells comes with how much each wobbled; a cell times up to
@@ -36,6 +39,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
+from torch import profiler
+from torch.autograd import DeviceType
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
@@ -82,10 +87,8 @@ def _compile_cache() -> Iterator[None]:
     """A cold torch.compile cache for the run, so compile_s is what a job's first step pays (unless the caller set
     TORCHINDUCTOR_CACHE_DIR to a directory of their own: then that cache, warm or not). Importing diffusers sets the
     variable to inductor's default directory, which is the one to avoid: earlier runs have filled it."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
     before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if before not in (None, default_cache_dir()):
+    if before not in (None, _default_cache_dir()):
         yield
         return
     with tempfile.TemporaryDirectory(prefix="t2i-bench-inductor-") as cold:
@@ -97,6 +100,15 @@ def _compile_cache() -> Iterator[None]:
                 del os.environ["TORCHINDUCTOR_CACHE_DIR"]
             else:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
+def _default_cache_dir() -> str | None:
+    """Inductor's default cache directory, from a private module (torch 2.14 has it; None where a torch lacks it)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return default_cache_dir()
 
 
 def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], profile: str | None,
@@ -134,7 +146,17 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
         print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
         _write(rows, out, card, peak, ceiling, steps, warmup, budget_s, cell_s, device)
 
-    timing = (steps, warmup, cell_s)
+    breakdown: list[dict] = []
+
+    def record_breakdown(experiment: str, variant: str, measured: dict) -> None:
+        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant,
+               "ms_step": measured.get("ms", ""), "device_busy_pct": measured.get("device_busy_pct", ""),
+               "kernels_step": measured.get("kernels_step", ""),
+               **{f"{c}_pct": measured.get(c, "") for c in CATEGORIES}, "note": measured.get("note", "")}
+        breakdown.append(row)
+        _write_breakdown(breakdown, out.with_name(out.name + "_breakdown"), card, profiled, device)
+
+    timing, profiled = (steps, warmup, cell_s), min(steps, 3)
     cheap = [v for v in variants if VARIANTS[v][3] == "off"]
     for experiment in experiments:
         cfg = cfgs[experiment]
@@ -155,6 +177,8 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
                          f"({100 * measured['encoder_flop'] / sizes[experiment][1]:.0f}% of the UNet step's)")
         measured["note"] = measured.get("note") or "; ".join(notes)
         record(experiment, f"trainer ({precision})", measured)
+        for variant in [own, *(["bf16+heads64"] if "bf16+heads64" in variants else [])]:
+            record_breakdown(experiment, variant, _guarded(_breakdown, cfg, variant, device, profiled, warmup))
     for variant in [v for v in variants if VARIANTS[v][3] != "off"]:
         for experiment in experiments:
             if time.monotonic() > deadline:
@@ -262,9 +286,20 @@ def _peak_gib(device: torch.device) -> float | str:
 
 def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, warmup: int, cell_s: float) -> dict:
     """UNet forward, MSE, backward and AdamW on fixed device tensors: the floor the trainer is measured against."""
+    _reset_memory(device)
+    step = _bare_step(cfg, variant, device)
+    first = _time(step, 1, device)  # includes compiling forward and backward for the compiled variants
+    _time(step, warmup, device)
+    measured = {**_summary(_step_times(step, steps, device, cell_s)), "peak_gib": _peak_gib(device)}
+    if VARIANTS[variant][3] != "off":
+        measured["compile_s"] = first / 1000
+    return measured
+
+
+def _bare_step(cfg: ExperimentConfig, variant: str, device: torch.device):
+    """The bare step of ``cfg`` in ``variant``, as a function of no arguments (its UNet, optimizer and tensors built)."""
     precision, channels_last, head_width, compile_ = VARIANTS[variant]
     cfg = cfg.replace(attention_head_width=head_width)
-    _reset_memory(device)
     torch.manual_seed(0)
     unet = build_unet(cfg).to(device)
     if channels_last:
@@ -289,12 +324,86 @@ def _bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int,
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    first = _time(step, 1, device)  # includes compiling forward and backward for the compiled variants
-    _time(step, warmup, device)
-    measured = {**_summary(_step_times(step, steps, device, cell_s)), "peak_gib": _peak_gib(device)}
-    if compile_ != "off":
-        measured["compile_s"] = first / 1000
+    return step
+
+
+def _breakdown(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, warmup: int) -> dict:
+    """Where the bare step's time goes, from ``torch.profiler`` over ``steps`` steps: each op's own time (on a GPU, its
+    kernels' time) summed by :func:`_category`, the three heaviest ops, and on a GPU the kernels per step and the
+    share of the wall time the device was busy. A busy share well under 100% means the GPU waits for the host to
+    launch kernels (what CUDA graphs remove); near 100% with many cheap ops means memory traffic (what fusing removes)."""
+    _reset_memory(device)
+    step = _bare_step(cfg, variant, device)
+    _time(step, warmup + 1, device)
+    cuda = device.type == "cuda"
+    activities = [profiler.ProfilerActivity.CPU, *([profiler.ProfilerActivity.CUDA] if cuda else [])]
+    with profiler.profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        wall_us = 1e6 * (time.perf_counter() - start)
+    by_category, by_op, kernels, kernel_us = _attribute(prof.events(), cuda)
+    attributed = sum(by_category.values())
+    if not attributed:
+        raise RuntimeError("the profiler recorded no op time")
+    measured = {"ms": wall_us / steps / 1000, **{category: 100 * us / attributed for category, us in by_category.items()}}
+    top = sorted(by_op.items(), key=lambda item: -item[1])[:3]
+    notes = [", ".join(f"{name} {100 * us / attributed:.0f}%" for name, us in top)]
+    if cuda:
+        busy = kernel_us or attributed
+        measured |= {"kernels_step": kernels / steps, "device_busy_pct": 100 * busy / wall_us}
+        if attributed < 0.95 * busy:  # kernels the profiler could not tie to the op that launched them
+            notes.append(f"{100 * attributed / busy:.0f}% of the kernel time tied to an op")
+    measured["note"] = "; ".join(notes)
     return measured
+
+
+def _attribute(events, cuda: bool) -> tuple[dict[str, float], dict[str, float], int, float]:
+    """Sum a profile's ``FunctionEvent`` list: microseconds by :func:`_category` and by op name (each host op's own
+    time, or on a GPU the time of the kernels it launched), and the number and total time of the device's kernels."""
+    by_category = dict.fromkeys(CATEGORIES, 0.0)
+    by_op: dict[str, float] = {}
+    kernels, kernel_us = 0, 0.0
+    for event in events:
+        if event.device_type == DeviceType.CUDA:
+            kernels, kernel_us = kernels + 1, kernel_us + event.time_range.elapsed_us()
+        if event.device_type != DeviceType.CPU or event.is_async:
+            continue
+        own = sum(k.duration for k in event.kernels) if cuda else event.self_cpu_time_total
+        ancestors, parent = [], event.cpu_parent
+        while parent is not None:
+            ancestors.append(parent.name)
+            parent = parent.cpu_parent
+        by_category[_category(event.name, ancestors)] += own
+        by_op[event.name] = by_op.get(event.name, 0.0) + own
+    return by_category, by_op, kernels, kernel_us
+
+
+# Kinds of op in a profile, in the breakdown's column order; see _category.
+CATEGORIES = ("conv", "attention", "matmul", "norm", "copy_cast", "optimizer", "other")
+MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation")
+COPY_OPS = ("copy_", "_to_copy", "to", "clone", "contiguous", "cat", "_copy_from", "_copy_from_and_resize")
+
+
+def _category(name: str, ancestors: Sequence[str] = ()) -> str:
+    """The kind of op a profiled op is, from its name and its callers' (innermost first). The optimizer's ops and
+    everything an attention op runs count as those; the rest by their own name, so the casts autocast inserts
+    before a normalisation (which it runs in float32) count as ``copy_cast``, not as the normalisation."""
+    if any(n.startswith("Optimizer.") for n in (name, *ancestors)):
+        return "optimizer"
+    if any("attention" in n for n in (name, *ancestors)):
+        return "attention"
+    op = name.removeprefix("aten::")
+    if "conv" in op:
+        return "conv"
+    if op in MATMUL_OPS:
+        return "matmul"
+    if any(kind in op for kind in ("group_norm", "layer_norm", "batch_norm")):
+        return "norm"
+    if op in COPY_OPS:
+        return "copy_cast"
+    return "other"
 
 
 def _trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: int, cell_s: float) -> dict:
@@ -388,6 +497,24 @@ def _encoder_flop(encoder: TextEncoder, batch: int) -> float:
     with FlopCounterMode(display=False) as counter:
         encoder.embed_tokens(tokens)
     return float(counter.get_total_flops())
+
+
+def _write_breakdown(rows: list[dict], out: Path, card: str, steps: int, device: torch.device) -> None:
+    cuda = device.type == "cuda"
+    caption = (f"Where the bare training step's time goes on {card} (torch {torch.__version__}), from torch.profiler over "
+               f"{steps} steps after warm-up: the share of "
+               + ("the kernels' time (on the device)" if cuda else "the ops' own time (on the CPU)")
+               + " by kind of op (t2i.bench.gpu._category: an optimizer's and an attention op's inner ops count as "
+               "those; copy_cast includes the float32 casts bf16 autocast inserts around normalisation, and "
+               "concatenation); note: the three heaviest ops. "
+               + ("device_busy_pct: kernel time over wall time (well under 100: the GPU waits for the host to launch "
+                  "kernels, which CUDA graphs remove; a lower bound, as the profiler slows the host); kernels_step: kernels "
+                  "launched per step. " if cuda else
+                  "device_busy_pct and kernels_step: GPU only. ")
+               + "ms_step is under the profiler (slower than gpu.md). Reproduce: make bench-gpu.")
+    reports.write_table(rows, out, caption=caption)
+    reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type, steps=steps,
+                             torch=torch.__version__, depends_on=DEPENDS_ON)
 
 
 def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
