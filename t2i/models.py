@@ -36,8 +36,8 @@ def build_unet(cfg: ExperimentConfig) -> UNet2DConditionModel:
 # Regional compilation (https://docs.pytorch.org/tutorials/recipes/regional_compilation.html): the blocks a UNet is
 # made of, compiled one by one; the code between blocks (time embedding, skip connections) stays eager. Blocks of one
 # class and shape share compiled code, but with static shapes (below) every level of the UNet is a shape of its own, so
-# compiling is not much quicker than a whole-model compile (this project's 2-core CPU: 67-106 s against 80-101 s,
-# reports/bench/gpu.md); what it may buy is a compile that works where the whole model's fails. diffusers' own
+# compiling takes about as long as a whole-model compile (`compile_s` in reports/bench/gpu.md); what it may buy is a
+# compile that works where the whole model's fails. diffusers' own
 # `compile_repeated_blocks` compiles only BasicTransformerBlock, which leaves out the ResNet blocks (GroupNorm, SiLU,
 # convolutions) where these UNets spend most of their time.
 COMPILED_REGIONS = ("ResnetBlock2D", "Transformer2DModel")
