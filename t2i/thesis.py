@@ -295,7 +295,7 @@ ARTEFACTS = (
              _timing, "make run-wikiart ARGS='-p timing_steps 50'"),
     Artefact("Table 4", "table4_step_time", "Training step time of every config and variant on a GPU.", "3.4.7",
              "bench:gpu", _bench_table("gpu", "Training step per config, precision and layout.",
-                                       {"experiment": "experiment", "variant": "variant", "ms_step": "ms_step",
+                                       {"experiment": "experiment", "variant": "variant", "batch": "batch", "ms_step": "ms_step",
                                         "img_s": "img_s", "util_pct": "util_pct", "vs_bare": "vs_bare",
                                         "note": "note"}), "make bench-gpu (on a GPU node)"),
     Artefact("Table 5", "table5_configs", "Configurations of MNIST, CIFAR-10 and WikiArt.", "3.4.8", "configs",

@@ -101,6 +101,49 @@ def test_a_gpu_profile_counts_each_ops_kernels_and_the_devices_busy_time():
     assert (kernels, kernel_us) == (4, 95.0)
 
 
+def test_a_cell_that_runs_out_of_memory_is_retried_at_half_the_batch_down_to_an_eighth():
+    cfg = configs.get("mnist", "full")  # batch 512
+    tried = []
+
+    def measure(cfg, fits_up_to):
+        tried.append(cfg.batch_size)
+        if cfg.batch_size > fits_up_to:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"ms": 10.0, "note": "measured"}
+
+    assert gpu._guarded(measure, cfg, 128) == {"ms": 10.0, "batch": 128,
+                                               "note": "batch 128: 512 ran out of memory; measured"}
+    assert tried == [512, 256, 128]
+    tried.clear()
+    assert gpu._guarded(measure, cfg, 1) == {"note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
+                                                     "2.00 GiB"}
+    assert tried == [512, 256, 128, 64]
+    assert gpu._guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}  # no retry
+
+
+def test_a_cell_at_a_smaller_batch_is_counted_at_its_batch_and_compared_per_image(monkeypatch, tmp_path):
+    monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
+    full = configs.get("mnist", "smoke").batch_size
+    bare = gpu._bare
+
+    def bare_that_fits_half(cfg, *args):
+        if cfg.batch_size == full:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return bare(cfg, *args)
+
+    monkeypatch.setattr(gpu, "_bare", bare_that_fits_half)
+    gpu.run(experiments=("mnist",), variants=("fp32",), profile="smoke", steps=3, warmup=1)
+    with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
+        bare_row, trainer = list(csv.DictReader(f))
+    assert (int(bare_row["batch"]), int(trainer["batch"])) == (full // 2, full)
+    assert bare_row["note"] == f"batch {full // 2}: {full} ran out of memory"
+    assert float(bare_row["tflop_step"]) == pytest.approx(float(trainer["tflop_step"]) / 2)
+    assert float(bare_row["img_s"]) == pytest.approx(full // 2 * 1000 / float(bare_row["ms_step"]))
+    before, after = (float(ms) for ms in trainer["note"].split(" ms (before / after)")[0].split()[-3::2])
+    per_image = (before + after) / 2 / (full // 2)
+    assert float(trainer["vs_bare"]) == pytest.approx(float(trainer["ms_step"]) / full / per_image, rel=1e-3)
+
+
 def test_a_cell_reports_the_median_step_and_stops_timing_after_its_time_or_step_budget():
     import time
 

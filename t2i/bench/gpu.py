@@ -134,10 +134,12 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
 
     def record(experiment: str, variant: str, measured: dict) -> None:
         params, flop = sizes[experiment]
-        ms = measured.get("ms")
-        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant, "params_m": params / 1e6, "tflop_step": flop / 1e12,
+        ms, batch = measured.get("ms"), measured.get("batch", cfgs[experiment].batch_size)
+        flop *= batch / cfgs[experiment].batch_size  # a cell that fell back to a smaller batch did less work
+        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant, "batch": batch,
+               "params_m": params / 1e6, "tflop_step": flop / 1e12,
                "ms_step": ms if ms is not None else "", "spread_pct": measured.get("spread_pct", ""),
-               "steps": measured.get("steps", ""), "img_s": cfgs[experiment].batch_size * 1000 / ms if ms else "",
+               "steps": measured.get("steps", ""), "img_s": batch * 1000 / ms if ms else "",
                "tflop_s": flop / ms / 1e9 if ms else "", "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
                "peak_gib": measured.get("peak_gib", ""), "compile_s": measured.get("compile_s", ""),
                "vs_bare": measured.get("vs_bare", ""), "data_wait_pct": measured.get("data_wait_pct", ""),
@@ -150,8 +152,8 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
 
     def record_breakdown(experiment: str, variant: str, measured: dict) -> None:
         row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant,
-               "ms_step": measured.get("ms", ""), "device_busy_pct": measured.get("device_busy_pct", ""),
-               "kernels_step": measured.get("kernels_step", ""),
+               "batch": measured.get("batch", cfgs[experiment].batch_size), "ms_step": measured.get("ms", ""),
+               "device_busy_pct": measured.get("device_busy_pct", ""), "kernels_step": measured.get("kernels_step", ""),
                **{f"{c}_pct": measured.get(c, "") for c in CATEGORIES}, "note": measured.get("note", "")}
         breakdown.append(row)
         _write_breakdown(breakdown, out.with_name(out.name + "_breakdown"), card, profiled, device)
@@ -164,18 +166,21 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
         own = _variant_of(precision)  # the bare step the trainer is compared with: timed right before and after it
         for variant in sorted(cheap, key=lambda v: v == own):
             record(experiment, variant, _guarded(_bare, cfg, variant, device, *timing))
-        before = rows[-1]["ms_step"] if own in cheap else ""
+        before = {"ms": rows[-1]["ms_step"], "batch": rows[-1]["batch"]} if own in cheap else {}
         measured = _guarded(_trainer, cfg, device, *timing)
-        after = _guarded(_bare, cfg, own, device, *timing).get("ms") if measured.get("ms") else None
-        bares = [ms for ms in (before, after) if ms]
-        notes = []
+        after = _guarded(_bare, cfg, own, device, *timing) if measured.get("ms") else {}
+        bares = [cell for cell in (before, after) if cell.get("ms")]
+        notes = [measured["note"]] if measured.get("note") else []
         if bares and measured.get("ms"):  # the machine drifts between cells: the mean of both sides of the trainer
-            measured["vs_bare"] = measured["ms"] / float(np.mean(bares))
-            notes.append(f"vs the bare {own} step " + " / ".join(f"{ms:.4g}" for ms in bares) + " ms (before / after)")
+            per_image = float(np.mean([cell["ms"] / cell["batch"] for cell in bares]))  # batches differ after an OOM
+            measured["vs_bare"] = measured["ms"] / measured["batch"] / per_image
+            notes.append(f"vs the bare {own} step " + " / ".join(f"{cell['ms']:.4g}" for cell in bares)
+                         + " ms (before / after)")
         if measured.get("encoder_flop"):  # work the bare step does not do: part of the ratio is this, not overhead
+            unet_flop = sizes[experiment][1] * measured["batch"] / cfg.batch_size
             notes.append(f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
-                         f"({100 * measured['encoder_flop'] / sizes[experiment][1]:.0f}% of the UNet step's)")
-        measured["note"] = measured.get("note") or "; ".join(notes)
+                         f"({100 * measured['encoder_flop'] / unet_flop:.0f}% of the UNet step's)")
+        measured["note"] = "; ".join(notes)
         record(experiment, f"trainer ({precision})", measured)
         for variant in [own, *(["bf16+heads64"] if "bf16+heads64" in variants else [])]:
             record_breakdown(experiment, variant, _guarded(_breakdown, cfg, variant, device, profiled, warmup))
@@ -192,14 +197,33 @@ def _variant_of(precision: str) -> str:
     return "bf16" if precision == "bf16" else "fp32"
 
 
-def _guarded(measure, *args) -> dict:
-    """A cell that fails (out of memory, a compiler error) is a row saying so, not the end of the benchmark."""
-    try:
-        return measure(*args)
-    except Exception as exc:  # noqa: BLE001 - reported in the table, the next cell still runs
-        if torch.cuda.is_available():
+def _guarded(measure, cfg: ExperimentConfig, *args) -> dict:
+    """``measure(cfg, *args)`` at the config's batch, or at half of it, a quarter, an eighth while the card runs out
+    of memory (WikiArt's bf16 step needs 82 GiB at batch 64: an 80 GB H100 holds it at 32), saying so in the note.
+    A cell that fails otherwise (a compiler error) is a row saying so, not the end of the benchmark."""
+    batch = cfg.batch_size
+    while True:
+        failure = None
+        try:
+            measured = {**measure(cfg.replace(batch_size=batch), *args), "batch": batch}
+            if batch < cfg.batch_size:
+                note = f"batch {batch}: {cfg.batch_size} ran out of memory"
+                measured["note"] = "; ".join(filter(None, [note, measured.get("note")]))
+            return measured
+        except torch.OutOfMemoryError as exc:
+            if batch // 2 < max(1, cfg.batch_size // 8):
+                failure = _failure(exc)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the next cell still runs
+            failure = _failure(exc)
+        if torch.cuda.is_available():  # out of the except block: the failed cell's tensors are freed by now
             torch.cuda.empty_cache()
-        return {"note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+        if failure:
+            return {"note": failure}
+        batch //= 2
+
+
+def _failure(exc: Exception) -> str:
+    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
 
 
 def _parameters(cfg: ExperimentConfig) -> int:
@@ -520,16 +544,18 @@ def _write_breakdown(rows: list[dict], out: Path, card: str, steps: int, device:
 def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
            warmup: int, budget_s: float, cell_s: float, device: torch.device) -> None:
     ceiling_text = f"; a measured 8192^3 bf16 matmul ran at {ceiling:.0f} TFLOP/s" if ceiling else ""
-    caption = (f"Training step of each config on {card} (torch {torch.__version__}): ms_step is the median of "
+    caption = (f"Training step of each config on {card} (torch {torch.__version__}) at the config's batch, or at half "
+               "of it (a quarter, an eighth) where that ran out of memory, as the note says: ms_step is the median of "
                f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
                "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
                "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's batch "
                f"(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
                + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
                + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
-               "step with its data path, objective, EMA and checks; vs_bare = trainer ms / bare ms in the same "
-               "precision and layout, the bare step timed right before and again right after the trainer (the mean of "
-               "the two; both in the note); data_wait_pct = share of the step spent waiting for the loader. heads64: "
+               "step with its data path, objective, EMA and checks; vs_bare = the trainer's ms per image over the bare "
+               "step's in the same precision and layout, the bare step timed right before and again right after the "
+               "trainer (the mean of the two; both in the note); data_wait_pct = share of the step spent waiting for "
+               "the loader. heads64: "
                "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
                "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
                "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a cold "
