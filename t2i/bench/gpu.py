@@ -199,7 +199,8 @@ def _variant_of(precision: str) -> str:
 
 def _guarded(measure, cfg: ExperimentConfig, *args) -> dict:
     """``measure(cfg, *args)`` at the config's batch, or at half of it, a quarter, an eighth while the card runs out
-    of memory (WikiArt's bf16 step needs 82 GiB at batch 64: an 80 GB H100 holds it at 32), saying so in the note.
+    of memory (WikiArt's bf16 step took 82 GiB at batch 64 on an H200, more than an 80 GB H100 has), saying so in
+    the note.
     A cell that fails otherwise (a compiler error) is a row saying so, not the end of the benchmark."""
     batch = cfg.batch_size
     while True:
