@@ -88,21 +88,13 @@ class TextEncoder:
         new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if new:
             self._warn_if_truncated(new)
-            tokens = self.tokenizer(new, padding="max_length", max_length=self.max_tokens, truncation=True,
-                                    return_tensors="pt").to(self.device)
-            with torch.no_grad():
-                hidden = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
-            for prompt, emb in zip(new, hidden.float().cpu()):
+            for prompt, emb in zip(new, self.embed_tokens(self.tokenize(new)).float().cpu()):
                 self._cache[prompt] = emb
         return torch.stack([self._cache[p] for p in prompts])
 
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` [len(prompts), max_tokens] (CPU): what :meth:`embed_tokens` reads.
-        Over-long prompts are truncated silently (training captions). Cheap and picklable, so CelebA's data
-        workers tokenise while the GPU trains."""
-        tokens = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_tokens, truncation=True,
-                                return_tensors="pt")
-        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        """:func:`tokenize` with this encoder's tokenizer and length: what :meth:`embed_tokens` reads."""
+        return tokenize(self.tokenizer, prompts, self.max_tokens)
 
     def embed_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings [N, max_tokens, hidden] of tokenised prompts, on the encoder's device, not cached: for
@@ -127,6 +119,14 @@ class TextEncoder:
             shown = ", ".join(repr(p) for p in long[:3]) + (" ..." if len(long) > 3 else "")
             warnings.warn(f"{len(long)} prompt(s) longer than {self.max_tokens} tokens were truncated: {shown}",
                           stacklevel=3)
+
+
+def tokenize(tokenizer, prompts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` [len(prompts), max_tokens] (CPU), padded to ``max_tokens``; over-long
+    prompts are truncated silently (training captions). Needs only the tokenizer, so CelebA's data workers tokenise
+    while the GPU trains."""
+    tokens = tokenizer(list(prompts), padding="max_length", max_length=max_tokens, truncation=True, return_tensors="pt")
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
 
 class CaptionTable:

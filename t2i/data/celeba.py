@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..configs import ExperimentConfig
-from ..text import TextEncoder
+from ..text import TextEncoder, tokenize
 from . import shards, synthetic
 from .images import BadSample, decode_image, to_tensor
 from .spec import RESNET18, DatasetSpec
@@ -211,9 +211,8 @@ class CaptionTokens:
 
     def __call__(self, example: tuple, rng: np.random.Generator) -> tuple:
         *latent, attributes = example
-        tokens = self.tokenizer(caption(attributes.numpy(), rng), padding="max_length", max_length=self.max_tokens,
-                                truncation=True, return_tensors="pt")
-        return (*latent, {"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0]})
+        tokens = tokenize(self.tokenizer, [caption(attributes.numpy(), rng)], self.max_tokens)
+        return (*latent, {name: ids[0] for name, ids in tokens.items()})
 
 
 class AttributeCaptions:
