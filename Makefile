@@ -19,6 +19,7 @@ PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-ba
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
+	@printf "  make %-34s %s\n" "run-<experiment>" "$(RUN_HELP)"
 
 setup: $(STAMP)  ## create .venv, install t2i + pinned deps, nbstripout filter, Jupyter kernel "t2i"
 
@@ -32,10 +33,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: setup  ## offline CPU demo: 01_mnist on the bundled digits, with a judge and an adherence table
 	mkdir -p $(REPORTS)/demo/mnist/demo
-	$(PAPERMILL) notebooks/01_mnist.ipynb $(REPORTS)/demo/mnist/demo/01_mnist.ipynb -p profile demo
+	T2I_NOTEBOOK=notebooks/01_mnist.ipynb $(PAPERMILL) notebooks/01_mnist.ipynb $(REPORTS)/demo/mnist/demo/01_mnist.ipynb -p profile demo
 
-test: setup  ## the test suite (offline, CPU)
-	$(PY) -m pytest
+TEST_WORKERS ?= 2
+test: setup  ## the test suite (offline, CPU; TEST_WORKERS=2 processes, one thread each)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS)
 
 # The thesis experiments, headless (`make assets` first; on SLURM: sbatch slurm/notebook.sbatch ...).
 # PROFILE=smoke runs the same notebook in seconds on synthetic data (the test suite does this for run-celeba);
@@ -46,21 +48,23 @@ RUN_NAME ?= $(PROFILE)
 EXECUTED = $(REPORTS)/$(PROFILE)/$*/$(RUN_NAME)/
 # run-<experiment> runs notebooks/NN_<experiment>[_*].ipynb: a new experiment's notebook needs no line here
 NB = $(basename $(notdir $(firstword $(wildcard notebooks/[0-9][0-9]_$*.ipynb notebooks/[0-9][0-9]_$*_*.ipynb))))
-run-mnist run-cifar10 run-wikiart run-celeba:  ## thesis Experiments 1-4 (sections 3.2-3.5); PROFILE=full
+# the experiments are the files t2i/experiments/<name>.py (t2i.experiments.NAMES), in the thesis's order
+EXPERIMENT_FILES := $(filter-out __init__,$(basename $(notdir $(wildcard t2i/experiments/*.py))))
+RUN_HELP := thesis Experiments 1-4 (sections 3.2-3.5), PROFILE=full|smoke: $(addprefix run-,$(EXPERIMENT_FILES))
 run-%: setup
 	@test -n "$(NB)" || { echo "no notebook notebooks/NN_$*.ipynb for make run-$*"; exit 2; }
 	mkdir -p $(EXECUTED)
-	$(PAPERMILL) notebooks/$(NB).ipynb $(EXECUTED)$(NB).ipynb -p profile $(PROFILE) -p run_name $(RUN_NAME) $(ARGS)
+	T2I_NOTEBOOK=notebooks/$(NB).ipynb $(PAPERMILL) notebooks/$(NB).ipynb $(EXECUTED)$(NB).ipynb -p profile $(PROFILE) -p run_name $(RUN_NAME) $(ARGS)
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
 	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]))" $(RUN)) && mkdir -p $$out && \
-	$(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
+	T2I_NOTEBOOK=notebooks/05_evaluate.ipynb $(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
 
 figures: setup  ## every thesis figure and table the runs can feed -> reports/$(PROFILE)/ with index.md (never trains)
 	$(PY) -m t2i figures --profile $(PROFILE) $(ARGS)
 
-EXPERIMENTS ?= mnist cifar10 wikiart celeba
+EXPERIMENTS ?= $(EXPERIMENT_FILES)
 assets: setup  ## on a node with internet: datasets and weights into the caches (EXPERIMENTS="mnist cifar10 ...")
 	for e in $(EXPERIMENTS); do HF_HUB_OFFLINE=0 $(PY) -m t2i assets --experiment $$e || exit 1; done
 

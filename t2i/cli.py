@@ -13,6 +13,7 @@ exits with status 1; ``--debug`` (or ``T2I_DEBUG=1``) shows the traceback. Preem
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (or resume) a run")
-    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+    p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
     p.add_argument("--profile", default="full")
     p.add_argument("--run-name", help="runs/<experiment>/<run-name> (default: the profile name)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -69,12 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
 
     p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
-    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+    p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
     p.add_argument("--profile", default="full")
     p.add_argument("--retrain", action="store_true", help="train again even if the judge exists")
 
     p = sub.add_parser("assets", help="download datasets and weights into the local caches (needs internet)")
-    p.add_argument("--experiment", default="mnist", choices=sorted(configs.PROFILES))
+    p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
 
     p = sub.add_parser("figures", help="draw every thesis figure and table the runs can feed into reports/<profile>/")
     p.add_argument("--profile", default="full")
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    cfg = configs.get(args.experiment, args.profile, **configs.parse_overrides(args.overrides))
+    cfg = configs.get(args.experiment, args.profile, **parse_overrides(args.overrides))
     cache_built = cfg.vae is not None and (latents.cache_dir(cfg) / shards.KEY_FILE).exists()
     assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not cache_built)
     run_dir = train(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile), restart=args.restart)
@@ -127,7 +128,7 @@ def _figures(args) -> int:
     for pair in args.run:
         experiment, sep, run_dir = pair.partition("=")
         if not sep or experiment not in configs.PROFILES:
-            raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {sorted(configs.PROFILES)}, "
+            raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {configs.EXPERIMENTS}, "
                               f"got {pair!r}")
         runs[experiment] = Path(run_dir)
     happened = thesis.build(args.profile, runs)
@@ -188,3 +189,18 @@ def _short(prompt: str, width: int = 40) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["epochs=5", "block_out_channels=[32,64]", "sampler=ddim"]`` -> dict. Values are JSON where they parse
+    as JSON and plain strings otherwise."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = raw
+    return parsed

@@ -2,14 +2,16 @@
 
 Every artefact ``name.ext`` gets ``name.provenance.json`` beside it: git commit, the command that made it, package
 versions, and what the caller knows (config, seed, checkpoint and its manifest hash, sample count, device), so a
-figure in the thesis can be traced to exactly what made it. ``depends_on`` names the code it came from: a committed
-report whose commit is older than the last change to that code is stale (tests/test_reports.py checks every one).
+figure in the thesis can be traced to exactly what made it. ``code`` holds the SHA-256 of every source file it was
+made from (the ``t2i`` modules the process imported, the notebook it ran, or what the writer names): a report is
+stale when one of those files changed, and only then (tests/test_reports.py checks every committed one).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -32,7 +34,6 @@ from . import paths  # noqa: E402
 from .configs import ExperimentConfig  # noqa: E402
 
 GUIDANCE_CONVENTION = "eps = eps_uncond + w (eps_cond - eps_uncond); w=0 unconditional, w=1 conditional"
-DEPENDS_ON = ("t2i", "notebooks")  # what an artefact's numbers depend on, unless its writer says less
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "numpy")
 
 
@@ -52,13 +53,45 @@ def git_commit() -> str:
         return "unknown"
 
 
+def code_files(depends_on: Sequence[str] | None = None) -> list[str]:
+    """The source files a report depends on, relative to the project root: ``depends_on`` (folders expand to their
+    ``.py`` files), else every ``t2i`` module this process imported and the notebook it runs (``$T2I_NOTEBOOK``,
+    which the Makefile sets for papermill)."""
+    root = paths.ROOT.resolve()
+    if depends_on is None:
+        found = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+                 if (name == "t2i" or name.startswith("t2i.")) and getattr(m, "__file__", None)}
+        if os.environ.get("T2I_NOTEBOOK"):
+            found.add((root / os.environ["T2I_NOTEBOOK"]).resolve())
+    else:
+        found = set()
+        for entry in depends_on:
+            path = (root / entry).resolve()
+            found.update(path.rglob("*.py") if path.is_dir() else [path])
+    return sorted(str(f.relative_to(root)) for f in found if f.is_file() and f.is_relative_to(root)
+                  and "__pycache__" not in f.parts)
+
+
+def file_sha256(relative: str) -> str | None:
+    path = paths.ROOT / relative
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def changed_code(record: dict) -> list[str]:
+    """The source files whose content differs from when the report was made: empty means it is fresh."""
+    if not isinstance(record.get("code"), dict):
+        return ["(no code hashes: made by older code)"]
+    return [file for file, sha in record["code"].items() if file_sha256(file) != sha]
+
+
 def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
-                     depends_on: tuple[str, ...] = DEPENDS_ON, **facts) -> Path:
+                     depends_on: Sequence[str] | None = None, **facts) -> Path:
     """Write ``<artefact stem>.provenance.json``: commit, time, the command (``$T2I_COMMAND``, which the Makefile
-    sets, else this process's arguments), package versions, config and whatever facts the caller knows (seed,
-    checkpoint, sample count, guidance scales...)."""
+    sets, else this process's arguments), package versions, the hash of every source file it came from
+    (:func:`code_files`), config and whatever facts the caller knows (seed, checkpoint, sample count...)."""
     artefact = Path(artefact)
-    record = {"artefact": artefact.name, "git_commit": git_commit(), "depends_on": list(depends_on),
+    record = {"artefact": artefact.name, "git_commit": git_commit(),
+              "code": {file: file_sha256(file) for file in code_files(depends_on)},
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "packages": {"python": platform.python_version(), **_versions()}}

@@ -1,7 +1,7 @@
 """A run folder, ``runs/<experiment>/<run>/``: its config and its logs, written as carefully as checkpoints.
 
 - ``config.json``: the config the run was trained with. Resuming with a different config is refused, except for
-  the fields in :data:`RESUMABLE_CHANGES` (how long to train, how often to checkpoint, speed switches).
+  the fields in :data:`t2i.configs.RESUMABLE` (how long to train, how often to checkpoint, speed switches).
 - ``loss.csv``: ``epoch,step,loss``, one row per optimizer step. Its header is written and flushed when the file is
   created; only whole lines count; on every start, rows past the checkpoint training resumes from are dropped
   (the file is rewritten atomically), so after any sequence of kills the log equals an uninterrupted run's.
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .checkpoints import write_atomic
-from .configs import ExperimentConfig
+from .configs import RESUMABLE, ExperimentConfig
 from .data import ReportsBadSamples
 from .data.shards import summarize_bad_samples
 from .errors import RunError
@@ -35,12 +35,6 @@ LOSS_LOG = "loss.csv"
 BAD_SAMPLES = "bad_samples.csv"
 LOSS_FIELDS = ("epoch", "step", "loss")
 BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
-# Fields that may change when a run is resumed or extended; anything else makes it a different run.
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sampler", "num_inference_steps", "guidance_scales",
-                     "checkpoint_every_steps", "keep_checkpoints", "mixed_precision", "channels_last", "compile",
-                     "gradient_checkpointing", "timing_steps", "num_workers", "judge_epochs", "report_to",
-                     "sample_every_steps", "sample_every_epochs", "sample_guidance_scale", "sample_columns",
-                     "eval_every_epochs", "eval_guidance_scales", "eval_samples_per_prompt"}
 
 
 def load_config(run_dir: Path) -> ExperimentConfig:
@@ -59,7 +53,7 @@ def write_or_check_config(run_dir: Path, cfg: ExperimentConfig, write: bool) -> 
     path = Path(run_dir) / CONFIG
     if path.exists():
         old = load_config(run_dir).to_dict()
-        changed = sorted(k for k, v in cfg.to_dict().items() if old[k] != v and k not in RESUMABLE_CHANGES)
+        changed = sorted(k for k, v in cfg.to_dict().items() if old[k] != v and k not in RESUMABLE)
         if changed:
             raise RunError(f"{run_dir} was trained with a different config ({', '.join(changed)} differ); choose a "
                            "new run name, or delete the run folder to start over")

@@ -357,15 +357,7 @@ def _sha(content: bytes | str) -> str:
     return hashlib.sha256(content if isinstance(content, bytes) else content.encode()).hexdigest()
 
 
-def code_sha() -> str:
-    """A hash of the package's source: a code change makes every artefact stale."""
-    digest = hashlib.sha256()
-    for file in sorted((paths.ROOT / "t2i").rglob("*.py")):
-        digest.update(file.relative_to(paths.ROOT).as_posix().encode() + file.read_bytes())
-    return digest.hexdigest()
-
-
-def status(artefact: Artefact, src: Sources, out: Path, code: str) -> tuple[str, dict | None]:
+def status(artefact: Artefact, src: Sources, out: Path) -> tuple[str, dict | None]:
     """``fresh``, ``stale`` (drawn from other inputs or code than there are now), ``missing`` (not drawn, or its
     inputs are not there), and the current inputs."""
     found = inputs(artefact, src)
@@ -373,20 +365,20 @@ def status(artefact: Artefact, src: Sources, out: Path, code: str) -> tuple[str,
     recorded = reports.read_provenance(target) if target.exists() else None
     if recorded is None:
         return "missing", found
-    if found is None or recorded.get("inputs") != found or recorded.get("code_sha256") != code:
+    if found is None or recorded.get("inputs") != found or reports.changed_code(recorded):
         return "stale", found
     return "fresh", found
 
 
 def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list[str] | None = None) -> dict[str, str]:
     """Draw every artefact whose inputs exist and that is not fresh; write the index. Returns {file: what happened}."""
-    src, out, code = Sources(profile, runs), paths.report_dir(profile), code_sha()
+    src, out = Sources(profile, runs), paths.report_dir(profile)
     out.mkdir(parents=True, exist_ok=True)
     happened = {}
     for artefact in ARTEFACTS:
         if only and artefact.file not in only:
             continue
-        state, found = status(artefact, src, out, code)
+        state, found = status(artefact, src, out)
         if state == "fresh":
             happened[artefact.file] = "up to date"
         elif found is None:
@@ -400,10 +392,10 @@ def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list
                 continue
             record = reports.read_provenance(path) or {}
             reports.write_provenance(path, **{k: v for k, v in record.items() if k not in (
-                "artefact", "git_commit", "created", "command", "packages", "depends_on")},
-                thesis=artefact.number, section=artefact.section, inputs=found, code_sha256=code)
+                "artefact", "git_commit", "created", "command", "packages", "code")},
+                thesis=artefact.number, section=artefact.section, inputs=found)
             happened[artefact.file] = "written"
-    write_index(src, out, code)
+    write_index(src, out)
     return happened
 
 
@@ -418,11 +410,11 @@ def how_to_make(artefact: Artefact, src: Sources) -> str:
     return artefact.make
 
 
-def write_index(src: Sources, out: Path, code: str) -> None:
+def write_index(src: Sources, out: Path) -> None:
     """``index.md`` (one row per artefact) and ``figures.tex`` (the present ones, with their captions)."""
     rows, tex = [], []  # figures.tex: what to \input into the thesis; index.md says how it was made
     for artefact in ARTEFACTS:
-        state, _ = status(artefact, src, out, code)
+        state, _ = status(artefact, src, out)
         file = artefact.file + artefact.path_suffix
         record = reports.read_provenance(out / file) if state != "missing" else None
         source = ", ".join(f"{v}" for k, v in (record or {}).get("inputs", {}).items() if k in ("run", "checkpoint", "file"))

@@ -6,23 +6,23 @@ import pytest
 import torch
 
 from t2i import configs, paths
-from t2i.bench import gpu
+from t2i.bench import breakdown, gpu, measure
 from t2i.models import build_unet
 
 
 def test_flop_count_of_the_mnist_step_is_1_22_tflop_and_linear_in_the_batch():
     cfg = configs.get("mnist", "full")
-    flop = gpu._flop_per_step(cfg)
+    flop = measure.flop_per_step(cfg)
     assert 1.20e12 < flop < 1.25e12  # 1.2226 TFLOP at batch 512 (forward + backward)
-    assert gpu._flop_per_step(cfg.replace(batch_size=256)) == pytest.approx(flop / 2)
+    assert measure.flop_per_step(cfg.replace(batch_size=256)) == pytest.approx(flop / 2)
 
 
 @pytest.mark.parametrize("experiment", ["cifar10", "wikiart"])
 def test_64_wide_heads_keep_the_thesis_parameters_and_flops_and_change_the_head_count(experiment):
     cfg = configs.get(experiment, "full")
     wide = cfg.replace(attention_head_width=64)
-    assert gpu._parameters(wide) == gpu._parameters(cfg)
-    assert gpu._flop_per_step(wide) == gpu._flop_per_step(cfg)
+    assert measure.parameters(wide) == measure.parameters(cfg)
+    assert measure.flop_per_step(wide) == measure.flop_per_step(cfg)
 
     def heads(c):
         with torch.device("meta"):
@@ -74,7 +74,7 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     ("aten::silu", [], "other"),
 ])
 def test_profiled_ops_are_sorted_by_kind_the_optimizer_and_attention_by_their_callers(name, ancestors, category):
-    assert gpu._category(name, ancestors) == category
+    assert breakdown.category(name, ancestors) == category
 
 
 def test_a_gpu_profile_counts_each_ops_kernels_and_the_devices_busy_time():
@@ -95,7 +95,7 @@ def test_a_gpu_profile_counts_each_ops_kernels_and_the_devices_busy_time():
               step, op("aten::_fused_adamw_", 1, 90, parent=step, kernels=[40.0]), op("aten::silu", 90, 95)]
     events += [FunctionEvent(id=100 + k, name="kernel", thread=7, start_us=k * 100, end_us=k * 100 + us,
                              device_type=DeviceType.CUDA, use_device="cuda") for k, us in enumerate([30, 20, 5, 40])]
-    by_category, by_op, kernels, kernel_us = gpu._attribute(events, cuda=True)
+    by_category, by_op, kernels, kernel_us = breakdown.attribute(events, cuda=True)
     assert by_category == {**dict.fromkeys(gpu.CATEGORIES, 0.0), "conv": 50.0, "copy_cast": 5.0, "optimizer": 40.0}
     assert by_op["aten::conv2d"] == 50.0 and by_op["aten::silu"] == 0.0  # host time does not count on a GPU
     assert (kernels, kernel_us) == (4, 95.0)
@@ -105,33 +105,33 @@ def test_a_cell_that_runs_out_of_memory_is_retried_at_half_the_batch_down_to_an_
     cfg = configs.get("mnist", "full")  # batch 512
     tried = []
 
-    def measure(cfg, fits_up_to):
+    def fake(cfg, fits_up_to):
         tried.append(cfg.batch_size)
         if cfg.batch_size > fits_up_to:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return {"ms": 10.0, "note": "measured"}
 
-    assert gpu._guarded(measure, cfg, 128) == {"ms": 10.0, "batch": 128,
+    assert measure.guarded(fake, cfg, 128) == {"ms": 10.0, "batch": 128,
                                                "note": "batch 128: 512 ran out of memory; measured"}
     assert tried == [512, 256, 128]
     tried.clear()
-    assert gpu._guarded(measure, cfg, 1) == {"note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
+    assert measure.guarded(fake, cfg, 1) == {"note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
                                                      "2.00 GiB"}
     assert tried == [512, 256, 128, 64]
-    assert gpu._guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}  # no retry
+    assert measure.guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}  # no retry
 
 
 def test_a_cell_at_a_smaller_batch_is_counted_at_its_batch_and_compared_per_image(monkeypatch, tmp_path):
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
     full = configs.get("mnist", "smoke").batch_size
-    bare = gpu._bare
+    bare = measure.bare
 
     def bare_that_fits_half(cfg, *args):
         if cfg.batch_size == full:
             raise torch.OutOfMemoryError("CUDA out of memory")
         return bare(cfg, *args)
 
-    monkeypatch.setattr(gpu, "_bare", bare_that_fits_half)
+    monkeypatch.setattr(gpu, "bare", bare_that_fits_half)
     gpu.run(experiments=("mnist",), variants=("fp32",), profile="smoke", steps=3, warmup=1)
     with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
         bare_row, trainer = list(csv.DictReader(f))
@@ -148,10 +148,10 @@ def test_a_cell_reports_the_median_step_and_stops_timing_after_its_time_or_step_
     import time
 
     cpu = torch.device("cpu")
-    assert len(gpu._step_times(lambda: time.sleep(0.02), steps=100, device=cpu, cell_s=0.05)) == 3  # at least 3
-    assert len(gpu._step_times(lambda: None, steps=7, device=cpu, cell_s=60)) == 7  # at most `steps`
-    assert len(gpu._step_times(lambda: None, steps=2, device=cpu, cell_s=0)) == 2  # fewer than 3 if asked
-    summary = gpu._summary([10.0, 11.0, 12.0, 13.0, 500.0])  # one stray slow step does not move the median
+    assert len(measure.step_times(lambda: time.sleep(0.02), steps=100, device=cpu, cell_s=0.05)) == 3  # at least 3
+    assert len(measure.step_times(lambda: None, steps=7, device=cpu, cell_s=60)) == 7  # at most `steps`
+    assert len(measure.step_times(lambda: None, steps=2, device=cpu, cell_s=0)) == 2  # fewer than 3 if asked
+    summary = measure.summary([10.0, 11.0, 12.0, 13.0, 500.0])  # one stray slow step does not move the median
     assert summary == {"ms": 12.0, "spread_pct": pytest.approx(100 * (13 - 11) / 12), "steps": 5}
 
 

@@ -1,12 +1,13 @@
 import pytest
 
 from t2i import configs
+from t2i.cli import parse_overrides
 from t2i.models import build_unet, count_parameters
 
 
 def test_mnist_full_unet_has_the_thesis_parameter_count():
     # thesis 3.2.2: "Total trainable parameters: 3,140,385"
-    assert count_parameters(build_unet(configs.MNIST_FULL)) == 3_140_385
+    assert count_parameters(build_unet(configs.get("mnist"))) == 3_140_385
 
 
 def test_full_profile_is_thesis_section_3_2():
@@ -24,7 +25,7 @@ def test_full_profile_is_thesis_section_3_2():
 
 
 def test_overrides_are_type_checked_and_unknown_keys_rejected():
-    cfg = configs.get("mnist", "smoke", **configs.parse_overrides(["epochs=3", "guidance_scales=[1, 2]", "sampler=ddim"]))
+    cfg = configs.get("mnist", "smoke", **parse_overrides(["epochs=3", "guidance_scales=[1, 2]", "sampler=ddim"]))
     assert (cfg.epochs, cfg.guidance_scales, cfg.sampler) == (3, (1.0, 2.0), "ddim")
     with pytest.raises(ValueError, match="unknown config keys"):
         configs.get("mnist", "smoke", epoch=3)
@@ -33,7 +34,7 @@ def test_overrides_are_type_checked_and_unknown_keys_rejected():
     with pytest.raises(ValueError, match="p_uncond"):
         configs.get("mnist", "smoke", p_uncond=1.5)
     with pytest.raises(ValueError, match="key=value"):
-        configs.parse_overrides(["epochs"])
+        parse_overrides(["epochs"])
 
 
 def test_config_survives_a_json_round_trip():

@@ -74,7 +74,6 @@ def run(out: Path | None = None, batch_size: int = 8, steps: int = 3) -> str:
                f"latents; VAE: {weights}. Reading the cache is {speedup:.1f}x faster per step. Reproduce: make bench-latent.")
     table = reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), cfg, batch_size=batch_size, steps=steps, device=str(device),
-                             speedup=speedup, vae_weights=weights, depends_on=(
-                                 "t2i/bench/latent.py", "t2i/models.py", "t2i/vae.py", "t2i/sampling.py", "t2i/configs.py"))
+                             speedup=speedup, vae_weights=weights)
     print(table)
     return table

@@ -133,7 +133,6 @@ def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100
                f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards existed). {checks}. Reproduce: make bench-loader.")
     table = reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), shard_mb=shard_mb, ratios=ratios, targets=TARGETS,
-                             machine=machine(), depends_on=("t2i/bench/loader.py", "t2i/data/shards.py",
-                                                            "t2i/data/images.py", "t2i/data/synthetic.py"))
+                             machine=machine())
     print(table)
     return table

@@ -103,7 +103,7 @@ def check_class_names(file: Path, column: str, expected: Sequence[str]) -> None:
 
     if found is not None and [norm(n) for n in found] != [norm(n) for n in expected]:
         raise ValueError(f"{Path(file).name}: column {column!r} labels are {found}, but the config captions them as "
-                         f"{list(expected)}; fix class_names (same order) in t2i/configs.py")
+                         f"{list(expected)}; fix class_names (same order) in t2i/experiments/")
 
 
 def image_bytes(value: Any) -> bytes | None:

@@ -1,0 +1,43 @@
+"""Experiment configs: the schema (:mod:`t2i.configs.schema`) filled with an experiment's values
+(``t2i/experiments/<name>.py``) in one of its profiles:
+
+- ``full``  the thesis experiment (cluster, GPU, real data and CLIP weights);
+- ``demo``  the offline CPU demo (`make demo`): bundled digits, bundled sentence encoder, small UNet;
+- ``smoke`` the test-suite profile: tiny and fast, exercises every code path.
+
+A config is ``BASE``, then the experiment's ``FULL``, then the profile's flat overrides, then the caller's. Every
+field is range-checked when a config is made, so a bad ``--set`` fails before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from ..experiments import BASE, NAMES, module
+from .schema import (BETA_SCHEDULES, COMPILE_MODES, LR_SCHEDULES, PRECISIONS, RENAMED, RESUMABLE, SAMPLERS,
+                     TRACKERS, ExperimentConfig)
+
+__all__ = ["BETA_SCHEDULES", "COMPILE_MODES", "EXPERIMENTS", "LR_SCHEDULES", "PRECISIONS", "PROFILES", "RENAMED",
+           "RESUMABLE", "SAMPLERS", "TRACKERS", "ExperimentConfig", "get"]
+
+EXPERIMENTS = NAMES
+
+
+def _profiles(name: str) -> dict[str, ExperimentConfig]:
+    experiment = module(name)
+    full = ExperimentConfig.from_dict({**BASE, **experiment.FULL})
+    return {"full": full, **{p: full.replace(**overrides) for p, overrides in experiment.PROFILES.items()}}
+
+
+PROFILES: dict[str, dict[str, ExperimentConfig]] = {name: _profiles(name) for name in EXPERIMENTS}
+
+
+def get(experiment: str, profile: str = "full", **overrides: Any) -> ExperimentConfig:
+    """The config of ``experiment`` in ``profile``, with ``overrides`` applied (``None`` values are ignored,
+    so notebook parameters can default to "use the profile's value")."""
+    if experiment not in PROFILES:
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {sorted(PROFILES)}")
+    if profile not in PROFILES[experiment]:
+        raise ConfigError(f"unknown profile {profile!r} for {experiment}; known: {sorted(PROFILES[experiment])}")
+    return PROFILES[experiment][profile].replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,49 @@
+"""The experiments, one file each: ``t2i/experiments/<name>.py`` holds ``FULL`` (the thesis's values, each with the
+section it comes from) and ``PROFILES`` (``demo``, ``smoke``...: flat overrides of ``FULL``).
+
+:data:`NAMES` is found from the files, and feeds the configs, the Makefile (``make run-<name>``), SLURM, the bench
+and the thesis registry: adding an experiment is one file here, a dataset module in ``t2i/data/`` if the dataset is
+new, and a notebook ``notebooks/NN_<name>.ipynb`` (docs/development.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+from typing import Any
+
+# What every experiment shares unless it says otherwise: library defaults (diffusers' UNet2DConditionModel and
+# DDPMScheduler, torch's AdamW). No experiment's own values live here.
+BASE: dict[str, Any] = dict(
+    profile="full",
+    train_subset=None,
+    layers_per_block=2,  # diffusers default
+    attention_head_dim=8,  # diffusers default
+    norm_num_groups=32,  # diffusers default
+    weight_decay=0.01,  # torch.optim.AdamW default
+    num_train_timesteps=1000,  # diffusers default
+    clip_sample=True,  # diffusers default
+)
+
+# What every smoke profile (the test suite's) shares: the bundled MiniLM encoder, a tiny UNet, a few steps.
+SMOKE: dict[str, Any] = dict(
+    profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
+    norm_num_groups=4, attention_head_dim=4, batch_size=16, checkpoint_every=1, num_inference_steps=3, judge_epochs=2,
+    report_to="none", sample_every_epochs=None, learning_rate=1e-3, epochs=1, guidance_scales=(0.0, 1.0, 5.0))
+
+# Four levels, cross-attention in the middle two: thesis 3.2.2, reused by 3.3.2 and 3.5.5.
+UNET_4 = dict(
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
+
+
+
+def module(name: str) -> ModuleType:
+    """``t2i.experiments.<name>``, which defines ``SECTION``, ``FULL`` and ``PROFILES``."""
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+# In the thesis's order (each file's SECTION); an experiment without one comes last.
+NAMES: tuple[str, ...] = tuple(sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
+                                      key=lambda name: (getattr(module(name), "SECTION", "~"), name)))
