@@ -1,11 +1,12 @@
 """t2i: CLIP-conditioned diffusion U-Nets with classifier-free guidance.
 
 The notebooks in ``notebooks/`` are thin drivers over this package. Modules, lower layers first (imports only point
-down; ``python3 ../shared/tools/import_cycles.py t2i`` finds no circle):
+down, and there are no import cycles):
 
 - :mod:`t2i.errors`      what a user can fix (one-line messages on the command line)
 - :mod:`t2i.paths`       where data, runs and reports live (anchored at the project root)
-- :mod:`t2i.configs`     one frozen config per experiment, from one neutral base; profiles ``full`` / ``demo`` / ``smoke``
+- :mod:`t2i.experiments` one file per experiment: its thesis values and profiles (``full`` / ``demo`` / ``smoke``)
+- :mod:`t2i.configs`     the config schema, its checks, and ``configs.get(experiment, profile)``
 - :mod:`t2i.console`     progress bars for terminals, JupyterLab and papermill
 - :mod:`t2i.text`        frozen text encoder, caption -> embedding cache, class caption table
 - :mod:`t2i.models`      the diffusers UNet built from a config
@@ -27,4 +28,10 @@ down; ``python3 ../shared/tools/import_cycles.py t2i`` finds no circle):
   the command line; benchmarks
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# $TORCHINDUCTOR_CACHE_DIR as the user set it before starting Python, read before anything imports diffusers (which
+# sets it to inductor's default directory): t2i.train.compile_cache_dir.
+USER_COMPILE_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")

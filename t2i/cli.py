@@ -187,10 +187,6 @@ def _short(prompt: str, width: int = 40) -> str:
     return prompt if len(prompt) <= width else prompt[: width - 3] + "..."
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def parse_overrides(pairs: list[str]) -> dict:
     """``["epochs=5", "block_out_channels=[32,64]", "sampler=ddim"]`` -> dict. Values are JSON where they parse
     as JSON and plain strings otherwise."""
@@ -204,3 +200,8 @@ def parse_overrides(pairs: list[str]) -> dict:
         except json.JSONDecodeError:
             parsed[key.strip()] = raw
     return parsed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -31,7 +31,8 @@ class TextToImage:
 
     def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
                  device: torch.device | str | None = None, checkpoint: Path | None = None,
-                 sampler: str | None = None, num_inference_steps: int | None = None):
+                 sampler: str | None = None, num_inference_steps: int | None = None, weights: str = "raw",
+                 codec: "LatentCodec | None" = None):
         check_text_width(cfg, text.hidden_size)
         self.cfg = cfg
         self.sampler = sampler or cfg.sampler  # defaults for images(); the run's config unless overridden
@@ -40,8 +41,10 @@ class TextToImage:
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.text = text
         self.checkpoint = checkpoint  # provenance: which weights made the images
-        self.weights = "raw"  # or "ema"
-        self.codec = None  # latent diffusion: the VAE that decodes sampled latents (see from_run)
+        self.weights = weights  # "raw" or "ema": provenance of the UNet's weights
+        self.codec = codec  # latent diffusion: the VAE that decodes sampled latents
+        if cfg.vae is not None and codec is not None:
+            check_latent_shape(cfg, codec)
 
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
@@ -55,13 +58,10 @@ class TextToImage:
         path = checkpoints.resolve(Path(run_dir), checkpoint)
         use_ema = (path / "ema").is_dir() if ema is None else ema
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
-        pipe = cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path, sampler=sampler,
-                   num_inference_steps=num_inference_steps)
-        pipe.weights = "ema" if use_ema else "raw"
-        if cfg.vae is not None:
-            pipe.codec = LatentCodec.from_pretrained(cfg.vae, device=pipe.device)
-            check_latent_shape(cfg, pipe.codec)
-        return pipe
+        device = torch.device(device) if device is not None else default_device()
+        codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
+        return cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path, sampler=sampler,
+                   num_inference_steps=num_inference_steps, weights="ema" if use_ema else "raw", codec=codec)
 
     def provenance(self, **facts) -> dict:
         """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,

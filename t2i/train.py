@@ -70,6 +70,16 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: Epsil
     return Path(run_dir)
 
 
+def compile_cache_dir() -> str:
+    """Where torch.compile keeps its compiled code: ``$TORCHINDUCTOR_CACHE_DIR`` as the user set it before starting
+    Python (:data:`t2i.USER_COMPILE_CACHE`), else ``runs/.compile-cache``, so a resumed job on a fresh node reuses the
+    code its earlier attempts compiled. Importing diffusers sets the variable to inductor's default directory
+    (in /tmp, per node), so ``os.environ.setdefault`` would never take effect."""
+    from . import USER_COMPILE_CACHE
+
+    return USER_COMPILE_CACHE or str(paths.runs_dir() / ".compile-cache")
+
+
 class Trainer:
     """The loop and the state it checkpoints. Read :meth:`run` first; the rest is bookkeeping."""
 
@@ -108,12 +118,12 @@ class Trainer:
         self.timer = StageTimer(cfg.timing_steps, acc.device)
         self.model = self.unet
         if cfg.compile != "off":  # compiled code is cached under the runs directory, so a resumed job compiles faster
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.runs_dir() / ".compile-cache"))
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache_dir()
             if cfg.compile == "full":
                 self.model = torch.compile(self.unet)
             else:  # each ResNet and attention block, in place (t2i.models.compile_regions)
                 compile_regions(acc.unwrap_model(self.unet))
-        self.compiled = cfg.compile == "off"  # False until the first (compiling) step has run
+        self.compile_pending = cfg.compile != "off"  # True until the first (compiling) step has run
         self.params = list(acc.unwrap_model(self.unet).parameters())
         self.ema = None if cfg.ema_decay is None else EMAModel(
             self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
@@ -196,10 +206,10 @@ class Trainer:
             batch = self.batches.to_device(batch)
         start = time.perf_counter()
         loss = self._train_step(batch)
-        if not self.compiled:  # the first compiled step compiles: say how long
+        if self.compile_pending:  # the first compiled step compiles: say how long
             if self.accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
-            self.compiled = True
+            self.compile_pending = False
             self.accelerator.print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s "
                                    f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
         self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
@@ -228,7 +238,7 @@ class Trainer:
                     norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
                             torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
                     self.window.norms.append(norm)
-                self._watch(loss.detach(), norm)
+                self._record_fault(loss.detach(), norm)
                 self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
                 self.lr_schedule.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -237,7 +247,7 @@ class Trainer:
                 self.ema.step(self.params)
         return loss.detach()
 
-    def _watch(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
+    def _record_fault(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
         """Remember, on the device, the first step whose loss or gradient norm is not finite (fp16's grad scaler
         skips steps with inf gradients by design, so there only the loss counts)."""
         bad_loss = ~torch.isfinite(loss)

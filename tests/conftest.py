@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from accelerate.state import AcceleratorState
 import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from accelerate.state import AcceleratorState
 from tokenizers import pre_tokenizers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from t2i import configs
 

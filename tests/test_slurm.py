@@ -12,8 +12,8 @@ import psutil
 
 from t2i import checkpoints, paths
 from t2i.preemption import MARKER
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "slurm" / "notebook.sbatch"
 
 

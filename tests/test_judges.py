@@ -1,8 +1,8 @@
-import json
+"""t2i.judges: adherence judges that learn held-out classes, train once per dataset and reload by name."""
 
 import torch
 
-from t2i import configs, data, reports
+from t2i import configs, data
 from t2i.judges import Judge, JudgeConfig, train_judge
 
 
@@ -16,47 +16,6 @@ def test_judge_learns_held_out_digits_and_survives_save_load(tmp_path):
     images, _ = data.load_images(cfg, "train")
     assert torch.equal(loaded.predict(images[:100]), judge.predict(images[:100]))
     assert loaded.test_accuracy == judge.test_accuracy
-
-
-def test_table_is_written_as_markdown_csv_and_latex(tmp_path):
-    rows = [{"guidance_scale": 0.0, "adherence": 0.1234, "samples": 100},
-            {"guidance_scale": 5.0, "adherence": 0.9, "samples": 100}]
-    md = reports.write_table(rows, tmp_path / "t", caption="w convention")
-    assert md.splitlines()[0] == "| guidance_scale | adherence | samples |"
-    assert "| 0.000 | 0.123 | 100 |" in md
-    assert (tmp_path / "t.csv").read_text().splitlines()[1] == "0.0,0.1234,100"
-    assert r"guidance\_scale & adherence & samples \\" in (tmp_path / "t.tex").read_text()
-
-
-def test_provenance_records_commit_config_and_facts(tmp_path):
-    cfg = configs.get("mnist", "smoke")
-    inside, outside = reports.paths.ROOT / "runs" / "mnist" / "x" / "checkpoints" / "epoch-0001", tmp_path / "elsewhere"
-    path = reports.write_provenance(tmp_path / "fig.png", cfg, seed=3, samples=10, checkpoint=inside, other=outside)
-    record = json.loads(path.read_text())
-    assert record["checkpoint"] == "runs/mnist/x/checkpoints/epoch-0001" and record["other"] == str(outside)
-    assert path.name == "fig.provenance.json"
-    assert record["git_commit"] and record["seed"] == 3 and record["samples"] == 10
-    assert record["config"]["experiment"] == "mnist"
-
-
-def test_commit_is_dirty_for_code_changes_but_not_for_regenerated_reports(tmp_path, monkeypatch):
-    import subprocess
-
-    repo = tmp_path / "repo"
-    (repo / "reports").mkdir(parents=True)
-    (repo / "code.py").write_text("a = 1\n")
-    (repo / "reports" / "fig.png").write_bytes(b"old")
-    git = lambda *args: subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)  # noqa: E731
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    monkeypatch.setattr(reports.paths, "ROOT", repo)
-    clean = reports.git_commit()
-    assert len(clean) == 40
-    (repo / "reports" / "fig.png").write_bytes(b"new")
-    assert reports.git_commit() == clean
-    (repo / "code.py").write_text("a = 2\n")
-    assert reports.git_commit() == clean + "-dirty"
 
 
 def test_judge_is_trained_once_per_dataset_and_resolution_and_then_loaded_by_name(monkeypatch):
