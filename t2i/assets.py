@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import try_to_load_from_cache
 
-from . import configs, data, metrics
+from . import configs, data, hub, metrics
 from .configs import ExperimentConfig
 from .errors import MissingAsset
 from .text import BUNDLED_PREFIX, TextEncoder, resolve
@@ -21,7 +21,7 @@ from .vae import SYNTHETIC, LatentCodec
 CLIP_SCORE_MODEL = "openai/clip-vit-base-patch16"  # the CLIP-score model (not the conditioning one; metrics.py)
 
 
-def missing(cfg: ExperimentConfig, *, text: bool = False, dataset: bool = False, vae: bool = False,
+def missing(cfg: ExperimentConfig | None, *, text: bool = False, dataset: bool = False, vae: bool = False,
             inception: bool = False, clip_model: str | None = None) -> list[str]:
     """The assets among those asked for that are not on disk, one phrase each."""
     found = []
@@ -76,4 +76,4 @@ def _model_available(name_or_path: str) -> bool:
         return True
     if Path(name_or_path).expanduser().exists():
         return (Path(name_or_path).expanduser() / "config.json").exists()
-    return isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+    return isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=hub.revision(name_or_path)), str)

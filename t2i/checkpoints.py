@@ -20,6 +20,7 @@ checkpoints are kept, and epoch milestones (every ``checkpoint_every`` epochs) a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 from .errors import RunError, UserError
+from .files import fsync_dir, write_atomic  # noqa: F401 - write_atomic: t2i.watch imports it from here
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
@@ -60,16 +62,29 @@ def save(run_dir: Path, name: str, writers: dict, state: dict, milestone: bool, 
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / name, root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for relative, write in writers.items():
-        write(tmp / relative)
-    (tmp / "state.json").write_text(json.dumps({**state, "milestone": milestone}, indent=2))
+    try:
+        tmp.mkdir()
+        for relative, write in writers.items():
+            write(tmp / relative)
+    except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line; anything else re-raises
+        message = _disk_problem(exc, root)
+        if message is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # the earlier checkpoints are untouched
+        raise CheckpointError(message) from exc
+    # a checkpoint under this name that was a milestone stays one (a preemption at the first batch of the next epoch
+    # writes the same epoch-NNNN again: it must not demote it, or pruning deletes the epoch's milestone)
+    milestone = milestone or (final.exists() and _was_milestone(final))
+    # every component is listed in state.json (which the manifest hashes): verify() requires each, so a checkpoint
+    # published without one of them can never pass as complete
+    (tmp / "state.json").write_text(json.dumps({**state, "milestone": milestone, "components": sorted(writers)},
+                                               indent=2))
     (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=2))
     _fsync_tree(tmp)
     if final.exists():  # re-writing the same name (e.g. resumed and preempted again at the same step)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     write_atomic(root / LATEST, name)
     _prune(root, keep)
     return final
@@ -81,13 +96,48 @@ def save_tensors(tensors: dict[str, torch.Tensor]):
 
 
 def verify(path: Path) -> None:
-    """Raise :class:`CheckpointError` unless every file in the manifest is present with its size and hash."""
+    """Raise :class:`CheckpointError` unless every file in the manifest is present with its size and hash, and every
+    component the checkpoint must have (``state.json``'s ``components``; ``unet`` for checkpoints written before
+    components were listed) is among them."""
     path = Path(path)
     expected = _read_manifest(path)
     for relative, (size, digest) in expected.items():
         file = path / relative
         if not file.exists() or file.stat().st_size != size or _sha256(file) != digest:
             raise CheckpointError(f"{path}: {relative} is missing or damaged")
+    if "state.json" not in expected:
+        raise CheckpointError(f"{path}: the manifest lists no state.json")
+    required = json.loads((path / "state.json").read_text()).get("components", ["unet"])
+    absent = [c for c in required if not any(f == c or f.startswith(c + "/") for f in expected)]
+    if absent:
+        raise CheckpointError(f"{path}: incomplete, it lacks {', '.join(absent)}")
+
+
+def _disk_problem(exc: BaseException, root: Path) -> str | None:
+    """A one-line reason if ``exc`` is a full (ENOSPC) or read-only (EROFS) disk, else None. safetensors reports
+    these as ``SafetensorError(... (os error 28))``, not as an OSError."""
+    code = getattr(exc, "errno", None) or next((c for c in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+                                                 if f"(os error {c})" in str(exc)), None)
+    if code == errno.EROFS:
+        return f"cannot write a checkpoint in {root}: the file system is read-only; point T2I_RUNS_DIR elsewhere"
+    if code not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    newest = next((p for p in candidates(root.parent) if p.is_dir()), None)
+    need = f"about {_folder_mb(newest):.0f} MB (the size of {newest.name})" if newest else "more space"
+    free = shutil.disk_usage(root).free / 2**20
+    return (f"no space left for a checkpoint in {root}: it needs {need}, {free:.0f} MB are free. The earlier "
+            "checkpoints are intact: free some space and run the same command again to resume")
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def _was_milestone(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / "state.json").read_text()).get("milestone", False))
+    except (OSError, ValueError):
+        return False
 
 
 def candidates(run_dir: Path) -> list[Path]:
@@ -111,6 +161,9 @@ def latest(run_dir: Path) -> Path | None:
     named = root / pointer.read_text().strip() if pointer.exists() else None
     if named in ordered:
         ordered = [named] + [p for p in ordered if p != named]
+    elif named is not None and ordered:
+        warnings.warn(f"{pointer} names {pointer.read_text().strip()!r}, which is not a checkpoint of this run; "
+                      "using the newest valid one", stacklevel=2)
     for path in ordered:
         try:
             verify(path)
@@ -124,6 +177,8 @@ def latest(run_dir: Path) -> Path | None:
 def resolve(run_dir: Path, checkpoint: str | None = None) -> Path:
     """A checkpoint of a run by name (``epoch-0005``) or the latest valid one; a clear error if there is none."""
     if checkpoint:
+        if "/" in checkpoint or "\\" in checkpoint or checkpoint in (".", ".."):
+            raise RunError(f"--checkpoint {checkpoint!r}: name a checkpoint of the run (e.g. epoch-0005), not a path")
         path = checkpoint_dir(run_dir) / checkpoint
         if not path.is_dir():
             have = [p.name for p in candidates(run_dir)]
@@ -194,27 +249,9 @@ def _fsync_tree(directory: Path) -> None:
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
     for d in [directory, *[d for d in directory.rglob("*") if d.is_dir()]]:
-        _fsync_dir(d)
+        fsync_dir(d)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file, fsync, rename over ``path``, fsync the folder: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -294,7 +331,13 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    """Every RNG a training step may touch: ``{"tensors": ... for safetensors, "json": ...}``."""
+    """Every RNG a training step may touch: ``{"tensors": ... for safetensors, "json": ...}``.
+
+    The training step draws its noise, timesteps and dropout masks from ``generator`` alone, which is what makes a
+    resumed run bitwise equal to an uninterrupted one. The global torch state is saved and restored too, but after a
+    resume it differs from an uninterrupted run's: building the model and loading a checkpoint draw from it (weight
+    initialisation before the checkpoint overwrites the weights). No training computation reads it afterwards, so
+    weights and losses are unaffected (tests/test_resume.py compares them bit for bit)."""
     tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
         tensors["cuda"] = torch.cuda.get_rng_state()

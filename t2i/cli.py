@@ -13,6 +13,7 @@ exits with status 1; ``--debug`` (or ``T2I_DEBUG=1``) shows the traceback. Preem
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -36,11 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
-    except UserError as exc:
+    except (UserError, PermissionError) as exc:
         if args.debug or os.environ.get("T2I_DEBUG") == "1":
             raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT) or args.debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The message alone: a DataLoader worker re-raises an error with its whole traceback in the message ("Caught X
+    in DataLoader worker process 0. Original Traceback ..."); its last line is what the user needs."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +114,10 @@ def _sample(args) -> int:
         raise ConfigError(f"--num-inference-steps {args.num_inference_steps} is more than the run's "
                                   f"{cfg.num_train_timesteps} training timesteps")
     assets.require(cfg, text=True, vae=True)
+    folder = args.out.resolve().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write {args.out}: {folder} {'is not writable' if folder.is_dir() else 'does not exist'}"
+                        " (checked before sampling)")
     pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint, ema=False if args.no_ema else None,
                                 sampler=args.sampler, num_inference_steps=args.num_inference_steps)
     prompts = [p for p in args.prompt for _ in range(args.samples_per_prompt)]
@@ -124,6 +143,9 @@ def _judge(args) -> int:
 
 
 def _figures(args) -> int:
+    known = sorted({p for profiles in configs.PROFILES.values() for p in profiles})
+    if args.profile not in known:
+        raise ConfigError(f"unknown profile {args.profile!r}; known: {known}")
     runs = {}
     for pair in args.run:
         experiment, sep, run_dir = pair.partition("=")

@@ -20,6 +20,14 @@ def resolve_precision(setting: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def local_device() -> torch.device:
+    """This process's GPU before accelerate has started (``LOCAL_RANK``, which ``accelerate launch`` and torchrun
+    set), or the CPU: work done while datasets are built (the latent cache) must not pile every rank onto cuda:0."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Independent, reproducible stream for (run seed, epoch, process)."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])

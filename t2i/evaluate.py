@@ -71,6 +71,19 @@ def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu"):
     raise ValueError(f"unknown feature extractor {name!r}; known: auto, inception, judge")
 
 
+def make_clip_scorer(name: str, device: torch.device | str = "cpu") -> "metrics.ClipScorer | None":
+    """``auto``: the CLIP-score model (:data:`t2i.assets.CLIP_SCORE_MODEL`) when `make assets` staged it, saying so
+    when it did not; ``""``: no CLIP score; anything else: that model (an error if it is not there)."""
+    from . import assets
+
+    if name == "auto":
+        if assets.missing(None, clip_model=assets.CLIP_SCORE_MODEL):
+            print(f"no CLIP score: {assets.CLIP_SCORE_MODEL} is not staged (`make assets` stages it)")
+            return None
+        name = assets.CLIP_SCORE_MODEL
+    return metrics.ClipScorer(name, device) if name else None
+
+
 def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_prompt: int, *,
           prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None) -> list[dict]:
     """A Table 1-style sweep: FID, KID, IS, judge adherence and (optionally) CLIP score per guidance scale.
@@ -78,7 +91,8 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
     The generated images follow the dataset's sweep conditions (every class, or CelebA attribute sets of held-out
     faces, ``samples_per_prompt`` each): N of them per row, against the first N real training images (their features
     are cached, keyed by the images' content). The first row, ``real``, compares the next N real images with those:
-    the floor each metric can reach at this N.
+    the floor each metric can reach at this N; its adherence is the judge's on up to N held-out (``judge_test``)
+    images, which neither the judge nor the diffusion model trained on.
     """
     cfg, spec = pipe.cfg, data.spec(pipe.cfg)
     seed = cfg.seed if seed is None else seed
@@ -106,6 +120,11 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
                 "samples": len(images)}
 
     rows = [row("real", real_images[n:2 * n], real_conditions[n:2 * n])]
+    # the real row's adherence: on held-out images (judge_test), never on images the judge trained on (for CIFAR-10
+    # and WikiArt, judge_train is the diffusion model's own training split)
+    held_out, held_out_conditions = data.load_images(cfg, "judge_test", limit=n)
+    rows[0]["adherence"] = spec.adherence(judge.predict(metrics.to_uint8(held_out).float() / 255),
+                                          held_out_conditions)["adherence"]
     prompt_texts = spec.prompts(cfg, conditions)
     for w in progress(guidance_scales, desc="guidance sweep"):
         rows.append(row(float(w), pipe.images(prompt_texts, w, seed=seed, show_progress=False), conditions))

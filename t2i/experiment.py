@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import configs, data, evaluate, judges, objectives, paths, watch
 from .configs import ExperimentConfig
+from .errors import ConfigError
 from .models import check_text_width, count_parameters
 from .pipeline import TextToImage
 from .text import TextEncoder
@@ -34,6 +35,7 @@ def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
     CelebA's data workers draw and tokenise a fresh caption per image and epoch, and its conditioner keeps the encoder
     to embed them in the step."""
     spec = data.spec(cfg)
+    check_periodic_eval(cfg)
     text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     check_text_width(cfg, text.hidden_size)
     conditioner = spec.conditioner(cfg, text)
@@ -43,6 +45,19 @@ def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
     dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples",  # builds the latent cache on first use
                                 transform=conditioner.example_transform)
     return fit(cfg, Path(run_dir), dataset, objective, restart=restart, hooks=hooks)
+
+
+def check_periodic_eval(cfg: ExperimentConfig) -> None:
+    """``eval_every_epochs`` compares N generated images with 2 N real ones (the real-vs-real floor): check there are
+    enough before the first epoch, not after it."""
+    if not cfg.eval_every_epochs:
+        return
+    n = len(data.spec(cfg).sweep_conditions(cfg, cfg.eval_samples_per_prompt, None))
+    have = len(data.load_images(cfg, "train", limit=2 * n)[0])
+    if have < 2 * n:
+        raise ConfigError(f"eval_every_epochs needs 2 x {n} real training images (eval_samples_per_prompt="
+                          f"{cfg.eval_samples_per_prompt} per prompt), the training set has {have}: lower "
+                          "eval_samples_per_prompt, or raise train_subset")
 
 
 def describe(pipe: TextToImage) -> str:

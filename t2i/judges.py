@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import data, paths
+from . import data, hub, paths
 from .console import progress
+from .files import build_lock
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,14 @@ class Judge:
         """Multi-label judges: the accuracy of each output."""
         return (self.predict(images) == labels).float().mean(0).tolist()
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, data: str | None = None) -> None:
+        """``data``: the ``repo@commit`` the judge learned from (t2i.hub.downloaded), None for local data."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous().cpu() for k, v in self.net.state_dict().items()}, directory / "judge.safetensors")
         (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg), "test_accuracy": self.test_accuracy,
-                                                          "per_class_accuracy": self.per_class_accuracy}, indent=2))
+                                                          "per_class_accuracy": self.per_class_accuracy, "data": data},
+                                                         indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> "Judge":
@@ -195,13 +198,16 @@ def for_config(cfg, retrain: bool = False) -> Judge:
     """The judge for a config's dataset and resolution, by name: loaded if it was trained before, else trained on
     the dataset's ``judge_train`` split (images the diffusion model never sees), measured on ``judge_test``, saved."""
     directory = judge_dir(cfg)
-    if (directory / "judge.json").exists() and not retrain:
-        return Judge.load(directory)
-    recipe = judge_config(cfg)
-    judge = train_judge(*data.load_images(cfg, "judge_train", resolution=recipe.resolution),
-                        *data.load_images(cfg, "judge_test", resolution=recipe.resolution), recipe)
-    judge.save(directory)
-    return judge
+    with build_lock(directory):  # several ranks or jobs: one trains it, the others wait and load it
+        source = hub.downloaded(cfg.judge_shards or cfg.shards, paths.data_dir()) if cfg.shards else None
+        saved = directory / "judge.json"
+        if saved.exists() and not retrain and json.loads(saved.read_text()).get("data") == source:
+            return Judge.load(directory)  # (trained on data of another revision: trained again)
+        recipe = judge_config(cfg)
+        judge = train_judge(*data.load_images(cfg, "judge_train", resolution=recipe.resolution),
+                            *data.load_images(cfg, "judge_test", resolution=recipe.resolution), recipe)
+        judge.save(directory, data=source)
+        return judge
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
 
-from . import paths
+from . import hub, paths
 from .errors import MissingAsset
 from .console import progress
 
@@ -191,8 +191,9 @@ class ClipScorer:
         from transformers import CLIPModel, CLIPProcessor
 
         try:
-            self.model = CLIPModel.from_pretrained(model).eval().to(device)
-            self.processor = CLIPProcessor.from_pretrained(model)
+            pinned = hub.revision(model)  # t2i.hub
+            self.model = CLIPModel.from_pretrained(model, revision=pinned).eval().to(device)
+            self.processor = CLIPProcessor.from_pretrained(model, revision=pinned)
         except OSError as exc:
             raise MissingAsset(f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
                                     "internet, or pass a local directory") from exc

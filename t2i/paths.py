@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 ROOT = Path(os.environ.get("T2I_ROOT", Path(__file__).resolve().parents[1]))
 
 
@@ -34,6 +36,10 @@ def reports_dir() -> Path:
 
 
 def run_dir(experiment: str, run_name: str) -> Path:
+    """``runs/<experiment>/<run_name>``; a run name is one path component (no separators, not ``.`` or ``..``), so a
+    run can never be written outside the runs folder."""
+    if not run_name or run_name in (".", "..") or "/" in run_name or "\\" in run_name or "\0" in run_name:
+        raise ConfigError(f"run name {run_name!r} must be a single folder name (no '/', not '..')")
     return runs_dir() / experiment / run_name
 
 

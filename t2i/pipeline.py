@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, hub, paths
 from .configs import ExperimentConfig
 from .console import progress
 from .models import check_text_width
@@ -20,6 +20,12 @@ from .vae import LatentCodec, check_latent_shape
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def assets_used(cfg: ExperimentConfig) -> dict[str, str | None]:
+    """The published artefacts a run's results come from, each ``repo@commit`` (t2i.hub), for provenance."""
+    return {"text_encoder": hub.describe(cfg.text_encoder), "vae": hub.describe(cfg.vae),
+            "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None}
 
 
 class TextToImage:
@@ -70,7 +76,7 @@ class TextToImage:
         return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
                 "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, "device": str(self.device),
                 "checkpoint_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest else None,
-                **facts}
+                "assets": assets_used(self.cfg), **facts}
 
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,

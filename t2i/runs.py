@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import csv
 import datetime
+import fcntl
 import io
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints import write_atomic
+from .files import write_atomic
 from .configs import RESUMABLE, ExperimentConfig
 from .data import ReportsBadSamples
 from .data.shards import summarize_bad_samples
@@ -35,6 +38,47 @@ LOSS_LOG = "loss.csv"
 BAD_SAMPLES = "bad_samples.csv"
 LOSS_FIELDS = ("epoch", "step", "loss")
 BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
+
+
+
+LOCK = ".lock"  # held (fcntl) by the one process that trains the run
+
+
+class RunLock:
+    """An exclusive ``fcntl`` lock on ``<run>/.lock``, held while a trainer writes the run: a second trainer on the
+    same run (a job submitted twice, a requeued job starting while the old one still writes) refuses at once with one
+    line naming the holder. The kernel releases the lock when its holder's process ends, however it ends (a kill, a
+    node that dies: on NFS the server drops the lock with the client's lease), so a stale lock never blocks a requeued
+    job; the host, PID and start time written in the file are only for the message."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{self.path.parent} is being trained by {holder}; wait for it to finish, or train under "
+                           "another --run-name") from None
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        handle.write(f"host {socket.gethostname()}, pid {os.getpid()}, since {started}\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 def load_config(run_dir: Path) -> ExperimentConfig:

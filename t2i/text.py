@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+
+from . import hub
 from .errors import MissingAsset
 
 BUNDLED_PREFIX = "bundled:"
@@ -55,13 +57,13 @@ class TextEncoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, max_tokens: int, device: torch.device | str = "cpu") -> "TextEncoder":
-        source = resolve(name_or_path)
+        source, pinned = resolve(name_or_path), hub.revision(name_or_path)  # the Hub commit t2i.hub pins
         try:
-            config = AutoConfig.from_pretrained(source)
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            config = AutoConfig.from_pretrained(source, revision=pinned)
+            tokenizer = AutoTokenizer.from_pretrained(source, revision=pinned)
             # CLIP checkpoints hold text and vision towers; only the text tower conditions the UNet.
             model_cls = CLIPTextModel if config.model_type in ("clip", "clip_text_model") else AutoModel
-            model = model_cls.from_pretrained(source)
+            model = model_cls.from_pretrained(source, revision=pinned)
         except (OSError, ValueError) as exc:  # ValueError: a directory without a model config
             hint = (f"the directory {source} does not hold a complete model" if Path(source).exists() else
                     f"{source!r} is not in the Hugging Face cache (HF_HOME) and cannot be downloaded here: "

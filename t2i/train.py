@@ -94,6 +94,7 @@ class Trainer:
             mixed_precision=self.precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with=tracking.log_with(cfg.report_to), project_dir=run_dir,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+        self.lock = self._lock_run()  # one writer per run folder, before anything in it is touched
         if restart and acc.is_main_process:
             aside = runs.set_aside(run_dir)
             if aside:
@@ -136,6 +137,27 @@ class Trainer:
         self.synced = True  # the last step updated the weights (not between the batches of one accumulated update)
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.__exit__()
+
+    def _lock_run(self) -> runs.RunLock | None:
+        """The main process takes the run folder's lock; if another trainer holds it, every process stops with the
+        main process's one-line reason."""
+        acc, lock, refused = self.accelerator, None, None
+        if acc.is_main_process:
+            try:
+                lock = runs.RunLock(self.run_dir).__enter__()
+            except RunError as exc:
+                refused = exc
+        (held_elsewhere,) = any_process(acc, refused is not None)
+        if held_elsewhere:
+            raise refused or RunError(f"{self.run_dir} is being trained by another job (the main process says which)")
+        return lock
+
+    def _run(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         resumed_mid_epoch = self._resume()
         if acc.is_main_process:
@@ -189,11 +211,14 @@ class Trainer:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
                 for hook in self.hooks:
                     hook.after_epoch(self)
-                milestone = self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs
-                if milestone or self._steps_due():
-                    self._checkpoint(log, milestone=milestone)
+                if self._is_milestone() or self._steps_due():
+                    self._checkpoint(log)
         acc.wait_for_everyone()
         acc.end_training()
+
+    def _is_milestone(self) -> bool:
+        """At an epoch's end: is it one whose checkpoint is kept for good (every ``checkpoint_every``-th, the last)?"""
+        return self.step_in_epoch == 0 and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs)
 
     def _steps_due(self) -> bool:
         every = self.cfg.checkpoint_every_steps
@@ -265,8 +290,10 @@ class Trainer:
                                  "learning_rate or set grad_clip.")
 
     # --- checkpoints -------------------------------------------------------------------------------------------
-    def _checkpoint(self, log: runs.LossLog, milestone: bool = False) -> Path:
-        """Write the full training state; every process contributes its RNG state, the main process writes."""
+    def _checkpoint(self, log: runs.LossLog) -> Path:
+        """Write the full training state; every process contributes its RNG state, the main process writes. At an
+        epoch boundary it is that epoch's checkpoint, milestone or not, whether the epoch's end or a preemption at the
+        next epoch's first batch writes it."""
         acc, cfg = self.accelerator, self.cfg
         self._flush(log)
         unet = acc.unwrap_model(self.unet)
@@ -280,7 +307,7 @@ class Trainer:
                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
                      "config": cfg.to_dict()}
             path = checkpoints.save_training(self.run_dir, name, unet, self.ema, self.optimizer, self.lr_schedule, rng,
-                                             state, milestone, cfg.keep_checkpoints)
+                                             state, self._is_milestone(), cfg.keep_checkpoints)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path

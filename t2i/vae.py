@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 
-from . import paths
+from . import hub, paths
 from .configs import ExperimentConfig
 from .errors import MissingAsset
+from .files import build_lock
 
 SYNTHETIC = "synthetic:tiny-vae"
 
@@ -23,12 +24,13 @@ def resolve(name_or_path: str) -> str:
     if name_or_path != SYNTHETIC:
         return name_or_path
     folder = paths.data_dir() / "synthetic" / "tiny-vae"
-    if not (folder / "config.json").exists():
-        torch.manual_seed(0)
-        AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                      up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-                      latent_channels=4, norm_num_groups=4, sample_size=64, scaling_factor=0.18215,
-                      ).save_pretrained(folder)
+    with build_lock(folder):
+        if not (folder / "config.json").exists():
+            torch.manual_seed(0)
+            AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
+                          layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64,
+                          scaling_factor=0.18215).save_pretrained(folder)
     return str(folder)
 
 
@@ -44,7 +46,8 @@ class LatentCodec:
                         dtype: torch.dtype = torch.float32) -> "LatentCodec":
         """A hub id (offline: from the Hugging Face cache that `make assets` filled) or a local folder."""
         try:
-            vae = AutoencoderKL.from_pretrained(resolve(name_or_path), torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(resolve(name_or_path), torch_dtype=dtype,
+                                                revision=hub.revision(name_or_path))  # pinned in t2i.hub
         except OSError as exc:
             raise MissingAsset(
                 f"VAE {name_or_path!r} is not available offline; run `make assets EXPERIMENTS=celeba` on a node with "

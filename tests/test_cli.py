@@ -30,6 +30,11 @@ BAD_COMMAND_LINES = [
     (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "-5", "--out", "g.png"], 2, "is negative"),
     (["sample", "RUN", "--prompt", "x", "--samples-per-prompt", "0", "--out", "g.png"], 2, "must be at least 1"),
     (["sample", "RUN", "--prompt", "x", "--out", "OUTDIR"], 2, "is a directory"),
+    (["sample", "RUN", "--prompt", "x", "--out", "NODIR/g.png"], 1, "does not exist (checked before sampling)"),
+    (["sample", "RUN", "--prompt", "x", "--checkpoint", "../../ref", "--out", "g.png"], 1, "not a path"),
+    (["figures", "--profile", "nope"], 1, "unknown profile 'nope'"),
+    (["train", "--profile", "smoke", "--run-name", "../../escape"], 1, "must be a single folder name"),
+    (["train", "--set", "eval_every_epochs=1", "--set", "eval_samples_per_prompt=100"], 1, "eval_every_epochs needs"),
     (["sample", "RUN", "--prompt", "x", "--out", "grid.jpg"], 2, "must end in .png"),
     (["sample", "NORUN", "--prompt", "x", "--out", "g.png"], 1, "is not a run folder"),
     (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1, "more than the run's"),
@@ -64,7 +69,8 @@ def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(args, statu
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "empty-data"))  # the full profile's assets are missing here
     (tmp_path / "OUTDIR").mkdir()
     args = [{"RUN": str(sample_run), "NORUN": str(tmp_path / "nothing"), "OUTDIR": str(tmp_path / "OUTDIR"),
-             "g.png": str(tmp_path / "g.png"), "grid.jpg": str(tmp_path / "grid.jpg")}.get(a, a) for a in args]
+             "g.png": str(tmp_path / "g.png"), "grid.jpg": str(tmp_path / "grid.jpg"),
+             "NODIR/g.png": str(tmp_path / "nodir" / "g.png")}.get(a, a) for a in args]
     if args[0] == "train" and "--profile" not in args:
         args += ["--experiment", "mnist", "--profile", "smoke", "--run-name", "bad"]
     before = sorted(p.relative_to(sample_run) for p in sample_run.rglob("*"))
@@ -80,6 +86,9 @@ def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(args, statu
     assert not any(line.startswith("Traceback") for line in err)
     if args[0] == "train":
         assert not paths.run_dir("mnist", "bad").exists()  # nothing written: the corrected command starts clean
+        assert not (paths.runs_dir().parent / "escape").exists()
+    elif args[0] == "figures":
+        assert not (paths.reports_dir() / "nope").exists()
     else:  # no image written, and the run sampled from is as it was
         assert not (tmp_path / "g.png").exists() and not (tmp_path / "grid.jpg").exists()
         assert not any((tmp_path / "OUTDIR").iterdir())

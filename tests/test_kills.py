@@ -55,7 +55,8 @@ def run_files(run: Path) -> dict[str, bytes]:
     """What must be identical between an interrupted and an uninterrupted run: weights, logs and sample grids, byte for
     byte."""
     latest = checkpoints.latest(run)
-    return {**{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},"loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
+    return {**{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},
+            "loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
             "unet": (latest / "unet" / "diffusion_pytorch_model.safetensors").read_bytes(),
             "ema": (latest / "ema" / "diffusion_pytorch_model.safetensors").read_bytes(), "checkpoint": latest.name}
 

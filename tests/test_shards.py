@@ -217,3 +217,14 @@ def test_a_stream_read_by_several_workers_ends_its_cosine_schedule_on_its_last_s
     assert runs.read_loss_log(run)["step"].tolist() == list(range(1, 19))
     last_lr = checkpoints.load_state(checkpoints.latest(run))["lr_schedule"]["_last_lr"][0]
     assert last_lr == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("damage", ["zero_bytes", "cut_footer"])
+def test_a_shard_that_cannot_be_opened_is_one_line_naming_it(tmp_path, damage):
+    from t2i.data import synthetic
+
+    files = synthetic.write_class_shards(tmp_path, num_shards=2, rows_per_shard=8, num_classes=3)
+    content = files[1].read_bytes()
+    files[1].write_bytes(b"" if damage == "zero_bytes" else content[:-20])
+    with pytest.raises(shards.UnreadableShard, match=f"{files[1].name} .* is not a readable parquet file"):
+        shards.ShardStream(files, shards.ImageLabel(16, (0.0, 1.0), 3))

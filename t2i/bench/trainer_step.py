@@ -67,8 +67,8 @@ def trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
         workers = max(cfg.num_workers, 1)
         rows = -(-n // workers) + cfg.batch_size  # every worker yields full batches
         synthetic.write_class_shards(work / "shards", workers, rows, len(cfg.class_names), image_size=(1400, 1100),
-                                     label_column=cfg.label_column, grain=0.012, row_group_size=64,
-                                     distinct_images=2 * len(cfg.class_names))
+                                     image_column=cfg.image_column, label_column=cfg.label_column, grain=0.012,
+                                     row_group_size=64, distinct_images=2 * len(cfg.class_names))
         dataset = shards.ShardStream(shards.find_shards(str(work / "shards" / "train-*.parquet")),
                                      data.spec(cfg).row_decoder(cfg), seed=cfg.seed,
                                      max_bad_fraction=cfg.max_bad_fraction)

@@ -112,6 +112,7 @@ class ExperimentConfig:
     # --- parquet shards (WikiArt, CelebA, synthetic smoke data; t2i.data.shards) ---
     shards: str | None = _field(default=None)  # glob of training shards under the data dir; None = torchvision
     judge_shards: str | None = _field(default=None)  # held-out shards for the judge (None = 20% of the rows)
+    image_column: str = _field(default="image")  # the image column ({bytes, path} struct) of the shards
     label_column: str = _field(default="label")  # integer class column (WikiArt: "style")
     num_workers: int = _field("nonnegative", resumable=True, default=0)  # DataLoader processes
     max_bad_fraction: float = _field("unit", default=0.01)  # more unreadable rows than this stops the run

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from ..configs import ExperimentConfig
@@ -241,7 +242,11 @@ class CelebA(DatasetSpec):
     default_prompts = 50  # attribute sets in a guidance sweep unless told otherwise
 
     def check_shards(self, file: Path, cfg: ExperimentConfig) -> None:
-        """Nothing to check: captions come from the attribute columns, not from a label's name."""
+        """Captions come from the attribute columns, not from a label's name: every one must be there."""
+        absent = [name for name in ("image", *ATTRIBUTES) if name not in pq.read_schema(file).names]
+        if absent:
+            raise ValueError(f"{Path(file).name} lacks the CelebA columns {absent}: expected flwrlabs/celeba's layout "
+                             "(image, celeb_id and the 40 attribute columns)")
 
     def row_decoder(self, cfg: ExperimentConfig) -> CelebaRow:
         return CelebaRow(cfg.resolution, cfg.pixel_range)
@@ -251,7 +256,8 @@ class CelebA(DatasetSpec):
         synthetic.write_class_shards(
             out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, num_classes=10,
             image_size=(cfg.resolution * 178 // 256, cfg.resolution * 218 // 256), label_column="celeb_id",
-            row_group_size=16, extra_columns=lambda labels, rng: attributes_table(len(labels), rng))
+            row_group_size=16, extra_columns=lambda labels, rng: attributes_table(len(labels), rng),
+            extra_features={name: {"dtype": "bool", "_type": "Value"} for name in ATTRIBUTES})
 
     def conditioner(self, cfg: ExperimentConfig, text: TextEncoder) -> AttributeCaptions:
         return AttributeCaptions(text)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .. import paths
+from .. import hub, paths
 from ..configs import ExperimentConfig
 from ..vae import check_latent_shape
 from . import shards
@@ -52,7 +52,8 @@ def cache_dir(cfg: ExperimentConfig) -> Path:
 
 def cache_key(cfg: ExperimentConfig) -> dict:
     """What the cached latents depend on (plus the source shards, added by derive_shards)."""
-    return {"kind": "vae-posterior (scaled by the VAE's scaling_factor)", "vae": cfg.vae,
+    return {"kind": "vae-posterior (scaled by the VAE's scaling_factor)", "vae": hub.describe(cfg.vae),
+            "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None,
             "resolution": cfg.resolution, "latent_shape": list(cfg.model_shape), "preprocessing": PREPROCESSING,
             "dtype": "float16", "format": FORMAT}
 
@@ -98,7 +99,7 @@ def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = 
     """Training examples ``(mean, std, condition)`` from the cache, file-sequentially (``transform`` applied to each:
     CelebA's caption tokens in place of the attributes)."""
     key = json.loads((Path(files[0]).parent / shards.KEY_FILE).read_text())
-    if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != cfg.vae:
+    if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != hub.describe(cfg.vae):
         raise ValueError(f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
                          f"the config wants {cfg.vae} / {list(cfg.model_shape)}")
     return shards.ShardStream(files, LatentRow(cfg.model_shape), seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction,

@@ -41,6 +41,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..console import progress
 from ..errors import MissingAsset, UserError
+from ..files import build_lock
 from .images import BadSample, decode_image, to_tensor
 
 Piece = tuple[int, tuple[int, ...]]  # (shard index, row groups of that shard)
@@ -84,9 +85,24 @@ def find_shards(pattern: str | Path, root: Path | None = None) -> list[Path]:
     return files
 
 
+class UnreadableShard(UserError, ValueError):
+    """A shard file that is not a readable parquet file (cut footer, zero bytes, not parquet)."""
+
+
+def open_parquet(file: Path) -> pq.ParquetFile:
+    """The file's footer (row groups, schema), or one line naming the file if it cannot be read: a shard that cannot
+    be opened at all stops the run before training, since its rows cannot even be counted."""
+    try:
+        return pq.ParquetFile(file)
+    except (OSError, pa.ArrowException) as exc:
+        size = Path(file).stat().st_size if Path(file).exists() else 0
+        raise UnreadableShard(f"{file} ({size:,} bytes) is not a readable parquet file ({' '.join(str(exc).split())}); "
+                              "download it again (`make assets`) or move it out of the shard folder") from None
+
+
 def class_names(file: Path, column: str) -> list[str] | None:
     """The class names a Hugging Face parquet export records for ``column`` (a ClassLabel), if it records any."""
-    metadata = pq.read_schema(file).metadata or {}
+    metadata = open_parquet(file).schema_arrow.metadata or {}
     if b"huggingface" not in metadata:
         return None
     feature = json.loads(metadata[b"huggingface"]).get("info", {}).get("features", {}).get(column, {})
@@ -155,17 +171,22 @@ class ShardStream(IterableDataset):
 
     def __init__(self, files: Sequence[Path], decoder: RowDecoder, seed: int = 0, shuffle: bool = True,
                  max_bad_fraction: float = 0.01, rank: int | None = None, world_size: int | None = None,
-                 log_dir: Path | None = None, transform: ExampleTransform | None = None):
+                 log_dir: Path | None = None, transform: ExampleTransform | None = None,
+                 keep: Callable[[int], bool] | None = None):
+        """``keep(k)``: read only the rows whose position ``k`` in the stream (bad rows included) it accepts; the
+        others are never decoded. Only for an unshuffled stream read by one process (the judge's splits)."""
         if not files:
             raise FileNotFoundError("ShardStream needs at least one parquet shard")
         if not 0.0 <= max_bad_fraction < 1.0:
             raise ValueError(f"max_bad_fraction={max_bad_fraction} must be in [0, 1)")
         self.files = [Path(f) for f in files]
         self.decoder, self.seed, self.shuffle, self.max_bad_fraction = decoder, seed, shuffle, max_bad_fraction
-        self.transform = transform
+        self.transform, self.keep = transform, keep
+        if keep is not None and shuffle:
+            raise ValueError("ShardStream(keep=...) selects rows by stream position: it needs shuffle=False")
         # row counts per row group, from the footers only (no data is read)
         self.row_groups = [[pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-                           for pf in map(pq.ParquetFile, self.files)]
+                           for pf in map(open_parquet, self.files)]
         default_rank, default_world = _distributed()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
@@ -205,12 +226,15 @@ class ShardStream(IterableDataset):
         pieces = self.assignment(worker, num_workers)
         budget = self.max_bad_fraction * self._rows(pieces)
         log = self.log_dir / f"epoch-{self.epoch:04d}.rank{self.rank}.worker{worker}.jsonl"
-        bad = 0
+        bad, position = 0, -1
         for shard, groups in pieces:
             table, numbers = self._read(shard, groups)
             order = (np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(numbers)) if self.shuffle
                      else range(len(numbers)))
             for i in order:
+                position += 1
+                if self.keep is not None and not self.keep(position):
+                    continue  # not this split's row: never decoded
                 try:
                     example = self.decoder(table.slice(i, 1).to_pylist()[0])  # one row as Python objects
                     if self.transform is not None:  # the same draws for this row and epoch in any worker, on resume
@@ -314,11 +338,17 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
 
     ``convert(source)`` returns the derived table and the rows it skipped. Each shard is written to a temporary file
     and renamed, so an interrupted build resumes at the first missing shard and never leaves a half-written one.
-    ``key`` (JSON) says what the cache depends on; a different key deletes the old shards and rebuilds.
+    ``key`` (JSON) says what the cache depends on; a different key deletes the old shards and rebuilds. One process
+    builds, others wait for it (:func:`t2i.files.build_lock`).
     Skipped rows are kept in ``<shard>.skipped.jsonl`` next to each shard.
     """
     out_dir = Path(out_dir)
-    key = _full_key(sources, key)
+    with build_lock(out_dir):  # ranks that start together: one builds, the others wait and reuse
+        return _derive_shards(sources, out_dir, _full_key(sources, key), convert, desc)
+
+
+def _derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
+                   convert: Callable[[Path], tuple[pa.Table, list[dict]]], desc: str) -> list[Path]:
     key_path = out_dir / KEY_FILE
     if key_path.exists() and json.loads(key_path.read_text()) != key:
         for stale in list(out_dir.glob("*.parquet")) + list(out_dir.glob("*.skipped.jsonl")):
@@ -328,6 +358,8 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
     key_path.write_text(json.dumps(key, indent=2))
     outputs = [out_dir / Path(s).name for s in sources]
     todo = [(s, o) for s, o in zip(sources, outputs) if not o.exists()]
+    if todo:
+        print(f"{desc}: building {len(todo)} of {len(sources)} shards in {out_dir}", flush=True)
     for source, output in progress(todo, desc=desc, disable=not todo):
         table, skipped = convert(Path(source))
         (out_dir / f"{output.name}.skipped.jsonl").write_text("".join(json.dumps(r) + "\n" for r in skipped))
@@ -362,9 +394,10 @@ def skipped_rows(out_dir: Path) -> list[dict]:
     return records
 
 
-def preprocess(sources: Sequence[Path], out_dir: Path, decoder: ImageLabel) -> list[Path]:
+def preprocess(sources: Sequence[Path], out_dir: Path, decoder: ImageLabel, data: str | None = None) -> list[Path]:
     """Decode every image once into fixed-size uint8 shards at the training resolution (an epoch then reads memory
-    instead of decoding JPEGs). Read them back with :class:`Pixels`."""
+    instead of decoding JPEGs). Read them back with :class:`Pixels`. ``data``: the sources' ``repo@commit``
+    (t2i.hub.downloaded), part of the cache key, so shards fetched at another revision are preprocessed again."""
     size = decoder.resolution * decoder.resolution * 3
 
     def convert(source: Path) -> tuple[pa.Table, list[dict]]:
@@ -381,5 +414,5 @@ def preprocess(sources: Sequence[Path], out_dir: Path, decoder: ImageLabel) -> l
         return pa.table({"pixels": pa.array(pixels, pa.binary(size)), decoder.label_column: pa.array(labels, pa.int64())}), skipped
 
     key = {"kind": "pixels", "resolution": decoder.resolution, "resize": "shorter side, bicubic, centre crop",
-           "label_column": decoder.label_column, "num_classes": decoder.num_classes}
+           "label_column": decoder.label_column, "num_classes": decoder.num_classes, "data": data}
     return derive_shards(sources, out_dir, key, convert, desc="preprocessing shards")

@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from .. import paths
+from .. import hub, paths
 from ..configs import ExperimentConfig
+from ..distributed import local_device
+from ..files import build_lock
 from ..text import CaptionTable, TextEncoder
 from . import latents, shards, synthetic
 
@@ -78,22 +80,31 @@ class DatasetSpec:
         decoder = self.row_decoder(cfg)
         if cfg.preprocess:
             out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
-            files = shards.preprocess(files, out, decoder)
+            files = shards.preprocess(files, out, decoder, data=hub.downloaded(cfg.shards, paths.data_dir()))
             decoder = shards.Pixels(cfg.resolution, cfg.pixel_range, len(cfg.class_names), cfg.label_column)
         return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir,
                                   transform=transform)
 
     def row_decoder(self, cfg: ExperimentConfig) -> shards.ImageLabel:
         """A parquet row -> (x0 in pixel_range, class index); its ``parse`` gives the uint8 image instead."""
-        return shards.ImageLabel(cfg.resolution, cfg.pixel_range, len(cfg.class_names), label_column=cfg.label_column)
+        return shards.ImageLabel(cfg.resolution, cfg.pixel_range, len(cfg.class_names), image_column=cfg.image_column,
+                                 label_column=cfg.label_column)
+
+    def file_label_names(self, cfg: ExperimentConfig) -> tuple[str, ...]:
+        """The label names the published files record for ``label_column`` (synthetic shards carry them too)."""
+        return cfg.class_names
 
     def shard_files(self, cfg: ExperimentConfig, pattern: str) -> list[Path]:
         """The shards matching ``pattern`` under the data dir. Patterns under ``synthetic/`` (the smoke profiles) are
         written on first use; the rest come from `make assets`. The first shard is checked (:meth:`check_shards`)."""
-        if pattern.startswith("synthetic/") and not list(paths.data_dir().glob(pattern)):
+        if pattern.startswith("synthetic/"):
             out = paths.data_dir() / "synthetic" / cfg.dataset
-            print(f"writing synthetic {cfg.dataset} shards to {out} (smoke profile)")
-            self.write_synthetic(cfg, out)
+            with build_lock(out):  # ranks that start together: one writes them, the others wait
+                if not synthetic.is_current(out):
+                    print(f"writing synthetic {cfg.dataset} shards to {out} (smoke profile)")
+                    synthetic.clear(out)
+                    self.write_synthetic(cfg, out)
+                    synthetic.mark_current(out)
         files = shards.find_shards(pattern, paths.data_dir())
         self.check_shards(files[0], cfg)
         return files
@@ -106,7 +117,8 @@ class DatasetSpec:
         """Smoke-test shards in the dataset's layout: 3 train shards of 40 rows (+2 test shards if the config has
         judge shards), images wider than tall so resizing and centre-cropping are exercised."""
         common = dict(num_classes=len(cfg.class_names), image_size=(cfg.resolution * 3, cfg.resolution * 5 // 2),
-                      label_column=cfg.label_column, row_group_size=16)
+                      image_column=cfg.image_column, label_column=cfg.label_column,
+                      label_names=self.file_label_names(cfg), row_group_size=16)
         synthetic.write_class_shards(out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, **common)
         if cfg.judge_shards:
             synthetic.write_class_shards(out_dir, num_shards=2, rows_per_shard=40, prefix="test", seed=1, **common)
@@ -117,8 +129,7 @@ class DatasetSpec:
         if not latents.is_built(cfg, files):
             from ..vae import LatentCodec  # diffusers' VAE: loaded only when the cache must be built
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            latents.build(cfg, files, self.row_decoder(cfg), LatentCodec.from_pretrained(cfg.vae, device=device))
+            latents.build(cfg, files, self.row_decoder(cfg), LatentCodec.from_pretrained(cfg.vae, device=local_device()))
         return [latents.cache_dir(cfg) / f.name for f in files]
 
     # --- assets -------------------------------------------------------------------------------------------------
@@ -131,7 +142,8 @@ class DatasetSpec:
         for pattern in filter(None, (cfg.shards, cfg.judge_shards)):
             folder, _, inside = pattern.partition("/")
             snapshot_download(self.hub_repo, repo_type="dataset", allow_patterns=[inside],
-                              local_dir=paths.data_dir() / folder)
+                              revision=hub.revision(self.hub_repo), local_dir=paths.data_dir() / folder)
+            hub.record_download(paths.data_dir() / folder, self.hub_repo)
 
     def missing(self, cfg: ExperimentConfig) -> list[str]:
         """What :meth:`fetch` would bring that is not on disk (nothing for synthetic smoke data)."""
@@ -180,16 +192,17 @@ class DatasetSpec:
 def _shard_images(spec: DatasetSpec, cfg: ExperimentConfig, split: str,
                   limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows in file order (no shuffling). judge_train / judge_test: every JUDGE_TEST_EVERY-th row of the judge shards
-    (or of the training shards when there are none) is a test row."""
+    (or of the training shards when there are none) is a test row; the other split's rows are not decoded."""
     pattern = cfg.shards if split == "train" or cfg.judge_shards is None else cfg.judge_shards
+    test = split == "judge_test"
+    keep = None if split == "train" else (lambda k: (k % JUDGE_TEST_EVERY == 0) == test)  # rows chosen before decoding
     stream = shards.ShardStream(spec.shard_files(cfg, pattern), spec.row_decoder(cfg), shuffle=False, rank=0,
-                                world_size=1, max_bad_fraction=cfg.max_bad_fraction)
+                                world_size=1, max_bad_fraction=cfg.max_bad_fraction, keep=keep)
     cap = limit if split == "train" else min(limit or JUDGE_MAX_ROWS, JUDGE_MAX_ROWS)
     images, conditions = [], []
-    for k, (x, condition) in enumerate(stream):
-        if split == "train" or (k % JUDGE_TEST_EVERY == 0) == (split == "judge_test"):
-            images.append(x)
-            conditions.append(torch.as_tensor(condition))
+    for x, condition in stream:
+        images.append(x)
+        conditions.append(torch.as_tensor(condition))
         if cap is not None and len(images) >= cap:
             break
     skipped = stream.bad_samples(0)

@@ -9,6 +9,7 @@ sizes are realistic, not the incompressible noise a random array would give.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -74,8 +75,38 @@ def bad_row(kind: str, good_jpeg: bytes) -> tuple[bytes | None, str]:
     }[kind]
 
 
+FORMAT = 2  # bumped when what the writers put in the files changes: older synthetic data is rewritten
+MARKER = "t2i-synthetic.json"
+
+
+def is_current(out_dir: Path) -> bool:
+    marker = Path(out_dir) / MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("format") == FORMAT
+
+
+def clear(out_dir: Path) -> None:
+    for old in Path(out_dir).glob("*.parquet"):
+        old.unlink()
+
+
+def mark_current(out_dir: Path) -> None:
+    (Path(out_dir) / MARKER).write_text(json.dumps({"format": FORMAT}) + "\n")
+
+
+def hf_metadata(image_column: str, label_column: str, label_names: Sequence[str] | None,
+                extra: dict | None = None) -> dict[bytes, bytes]:
+    """The schema metadata the `datasets` library writes into every parquet file it exports (key "huggingface":
+    ``info.features``, with the ClassLabel names of the label column), as the Hub's files carry it."""
+    features = {image_column: {"_type": "Image"},
+                label_column: ({"names": list(label_names), "_type": "ClassLabel"} if label_names is not None
+                               else {"dtype": "int64", "_type": "Value"}), **(extra or {})}
+    return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+
+
 def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_classes: int, *,
-                       image_size: tuple[int, int] = (48, 40), label_column: str = "label", prefix: str = "train",
+                       image_size: tuple[int, int] = (48, 40), image_column: str = "image", label_column: str = "label",
+                       label_names: Sequence[str] | None = None, extra_features: dict | None = None,
+                       prefix: str = "train",
                        odd_rows: dict[tuple[int, int], str] | None = None, distinct_images: int = 64,
                        row_group_size: int = 64, seed: int = 0, grain: float = 0.0,
                        extra_columns: Callable[[np.ndarray, np.random.Generator], dict[str, Sequence]] | None = None,
@@ -103,11 +134,13 @@ def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_
                 data, label_kind = bad_row(odd_rows[(shard, row)], data)
             images.append({"bytes": data, "path": f"{shard:05d}-{row:05d}.jpg"})
             label_values.append({"ok": int(label), "missing": None, "unknown": num_classes + 7}[label_kind])
-        columns = {"image": images, label_column: pa.array(label_values, pa.int64())}
+        columns = {image_column: images, label_column: pa.array(label_values, pa.int64())}
         if extra_columns is not None:
             columns.update(extra_columns(labels, rng))
         path = out_dir / f"{prefix}-{shard:05d}-of-{num_shards:05d}.parquet"
         # no dictionary encoding: the pool repeats images, real datasets do not, and disk size should match memory
-        pq.write_table(pa.table(columns), path, row_group_size=row_group_size, use_dictionary=False)
+        table = pa.table(columns).replace_schema_metadata(hf_metadata(image_column, label_column, label_names,
+                                                                     extra_features))
+        pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=False)
         files.append(path)
     return files

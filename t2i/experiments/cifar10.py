@@ -32,6 +32,9 @@ FULL = dict(
     sampler="ddpm",  # 3.3.5
     num_inference_steps=50,  # 3.3.5
     guidance_scales=(0.0, 1.0, 2.0, 5.0, 10.0),  # 3.3.5 tested {0, 2, 5, 10}; w = 1 added (no guidance)
+    # read from torchvision's pickles; shards in the Hub's parquet layout (uoft-cs/cifar10, the smoke profile) name
+    # their columns "img" and "label" (dataset card, dataset_info.features: img: image, label: class_label)
+    image_column="img",
 )
 
 PROFILES = {

@@ -4,8 +4,11 @@ from . import SMOKE
 
 SECTION = "3.4"  # the thesis section it reproduces
 
-STYLES = (  # 3.4.2, in the order of huggan/wikiart's `style` labels
-    "Abstract Expressionism", "Action Painting", "Analytical Cubism", "Art Nouveau Modern", "Baroque",
+# 3.4.2, in the order of huggan/wikiart's `style` ClassLabel (t2i.data.wikiart.STYLE_LABELS, which every shard's
+# schema metadata carries and the loader checks). Label 3 is "Art_Nouveau" there; the thesis's "Art Nouveau Modern"
+# is the folder name of the original ArtGAN release.
+STYLES = (
+    "Abstract Expressionism", "Action Painting", "Analytical Cubism", "Art Nouveau", "Baroque",
     "Color Field Painting", "Contemporary Realism", "Cubism", "Early Renaissance", "Expressionism", "Fauvism",
     "High Renaissance", "Impressionism", "Mannerism Late Renaissance", "Minimalism", "Naive Art Primitivism",
     "New Realism", "Northern Renaissance", "Pointillism", "Pop Art", "Post Impressionism", "Realism", "Rococo",
