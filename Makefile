@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval figures assets bench-loader bench-latent bench-gpu lab watch clean
+.PHONY: help setup demo test eval guidance figures assets bench-loader bench-latent bench-gpu lab watch clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -61,6 +61,11 @@ eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP sco
 	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]))" $(RUN)) && mkdir -p $$out && \
 	T2I_NOTEBOOK=notebooks/05_evaluate.ipynb $(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
 
+guidance: setup  ## every guidance method on one fidelity/adherence front: make guidance RUN=runs/mnist/demo [ARGS=...]
+	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]).parent / 'guidance')" $(RUN)) && \
+	mkdir -p $$out && T2I_NOTEBOOK=notebooks/06_guidance.ipynb $(PAPERMILL) notebooks/06_guidance.ipynb \
+	$$out/06_guidance.ipynb -p run_dir $(RUN) $(ARGS)
+
 figures: setup  ## every thesis figure and table the runs can feed -> reports/$(PROFILE)/ with index.md (never trains)
 	$(PY) -m t2i figures --profile $(PROFILE) $(ARGS)
 
@@ -74,7 +79,7 @@ bench-loader: setup  ## thesis Table 2: naive / LRU / file-sequential / preproce
 bench-latent: setup  ## CelebA step reading the latent cache vs encoding with the VAE -> reports/bench/latent.md
 	$(PY) -m t2i.bench latent
 
-bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/gpu.md
+bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/<device>/gpu.md
 	$(PY) -m t2i.bench gpu $(ARGS)
 
 # As root (containers) JupyterLab needs --allow-root; ARGS passes the rest, e.g. ARGS="--no-browser --ip=0.0.0.0 --port=8888"

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import assets, configs, judges, paths, reports, thesis
+from . import assets, comparison, configs, guidance, judges, paths, reports, thesis
 from .data import latents, shards
 from .errors import ConfigError, UserError
 from .experiment import train
@@ -32,8 +32,8 @@ from .runs import load_config
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets,
-                "figures": _figures}[args.command](args)
+        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
+                "guidance": _guidance}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -83,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
     p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
+    _guidance_arguments(p)
+    p.add_argument("--guidance-method", default="cfg", choices=sorted(guidance.METHODS),
+                   help="how to guide (t2i.guidance; default: plain CFG, the thesis's)")
+    p.add_argument("--guidance-param", dest="guidance_params", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the method, e.g. --guidance-param phi=0.5 (default: the paper's)")
+
+    p = sub.add_parser("guidance", help="every guidance method at several strengths on one fidelity/adherence front")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--samples-per-prompt", type=_positive, default=50, help="images per prompt, method and strength")
+    p.add_argument("--methods", nargs="+", choices=sorted(guidance.METHODS), help="default: all the run can use")
+    p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
+    p.add_argument("--features", default="auto", choices=["auto", "inception", "judge"])
+    _guidance_arguments(p)
 
     p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
     p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
@@ -122,15 +135,39 @@ def _sample(args) -> int:
                                 sampler=args.sampler, num_inference_steps=args.num_inference_steps)
     prompts = [p for p in args.prompt for _ in range(args.samples_per_prompt)]
     seed = cfg.seed if args.seed is None else args.seed
-    images = pipe.images(prompts, args.guidance_scale, seed=seed)
+    params = {k: float(v) for k, v in parse_overrides(args.guidance_params).items()}
+    guidance.parameters(args.guidance_method, params)  # an unknown parameter fails before sampling
+    guide = comparison.load_guide(args.run_dir, args.guide_checkpoint, args.guide_run)
+    images = pipe.images(prompts, args.guidance_scale, seed=seed, method=args.guidance_method, params=params,
+                         guide=guide)
     reports.image_grid(images, args.out, nrow=args.samples_per_prompt,
                        row_labels=[_short(p) for p in args.prompt] if len(args.prompt) > 1 else (),
                        title=f"{' | '.join(args.prompt) if len(args.prompt) == 1 else ''} (w={args.guidance_scale:g})\n"
                              f"[{reports.GUIDANCE_CONVENTION}]")
     reports.write_provenance(args.out, **pipe.provenance(seed=seed, samples=len(images), prompts=args.prompt,
                                                          guidance_scale=args.guidance_scale,
+                                                         guidance_method=args.guidance_method,
+                                                         guidance_params=guidance.parameters(args.guidance_method,
+                                                                                             params),
+                                                         guide=args.guide_checkpoint or args.guide_run,
                                                          samples_per_prompt=args.samples_per_prompt))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _guidance_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--guide-checkpoint", help="autoguidance's weaker model: an earlier checkpoint, e.g. epoch-0010")
+    group.add_argument("--guide-run", type=Path, help="... or another run trained on the same data (a smaller model)")
+
+
+def _guidance(args) -> int:
+    rows, out = comparison.for_run(args.run_dir, args.samples_per_prompt, methods=args.methods,
+                                   strengths=args.strengths, guide_checkpoint=args.guide_checkpoint,
+                                   guide_run=args.guide_run, features=args.features)
+    print((out / "guidance.md").read_text())
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}")
     return 0
 
 

@@ -84,29 +84,45 @@ def make_clip_scorer(name: str, device: torch.device | str = "cpu") -> "metrics.
     return metrics.ClipScorer(name, device) if name else None
 
 
+def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Tensor, torch.Tensor]:
+    """The features of the first ``n`` real training images (cached, keyed by their content, so whatever split or
+    subset the caller passes, a stale cache can never be reused), and the next ``n`` images with their conditions:
+    the real-vs-real floor at this N."""
+    real_images, real_conditions = data.load_images(cfg, "train", limit=2 * n)
+    if len(real_images) < 2 * n:
+        raise ValueError(f"the real-vs-real row needs 2 x {n} real images, the dataset has {len(real_images)}; "
+                         f"ask for fewer samples_per_prompt")
+    reference_images = metrics.to_uint8(real_images[:n])
+    key = {"dataset": cfg.dataset, "resolution": cfg.resolution, "n": n,
+           "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
+    reference = metrics.cached_features(extractor, lambda: reference_images, key)
+    return reference, real_images[n:2 * n], real_conditions[n:2 * n]
+
+
+def held_out_adherence(cfg, judge: Judge, n: int) -> float:
+    """The judge's adherence on up to ``n`` held-out real images (``judge_test``): never images it trained on (for
+    CIFAR-10 and WikiArt, judge_train is the diffusion model's own training split)."""
+    images, conditions = data.load_images(cfg, "judge_test", limit=n)
+    return data.spec(cfg).adherence(judge.predict(metrics.to_uint8(images).float() / 255), conditions)["adherence"]
+
+
 def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_prompt: int, *,
-          prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None) -> list[dict]:
+          prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None,
+          method: str = "cfg", params: dict | None = None, guide: torch.nn.Module | None = None) -> list[dict]:
     """A Table 1-style sweep: FID, KID, IS, judge adherence and (optionally) CLIP score per guidance scale.
 
     The generated images follow the dataset's sweep conditions (every class, or CelebA attribute sets of held-out
     faces, ``samples_per_prompt`` each): N of them per row, against the first N real training images (their features
     are cached, keyed by the images' content). The first row, ``real``, compares the next N real images with those:
     the floor each metric can reach at this N; its adherence is the judge's on up to N held-out (``judge_test``)
-    images, which neither the judge nor the diffusion model trained on.
+    images, which neither the judge nor the diffusion model trained on. ``method``, ``params`` and ``guide``: the
+    guidance method of every row (:mod:`t2i.guidance`), its parameters and, for autoguidance, the weaker UNet.
     """
     cfg, spec = pipe.cfg, data.spec(pipe.cfg)
     seed = cfg.seed if seed is None else seed
     conditions = spec.sweep_conditions(cfg, samples_per_prompt, prompts)
     n = len(conditions)
-    real_images, real_conditions = data.load_images(cfg, "train", limit=2 * n)
-    if len(real_images) < 2 * n:
-        raise ValueError(f"the real-vs-real row needs 2 x {n} real images, the dataset has {len(real_images)}; "
-                         f"ask for fewer samples_per_prompt")
-    reference_images = metrics.to_uint8(real_images[:n])
-    # keyed by content, so whatever split or subset the caller passes, a stale cache can never be reused
-    key = {"dataset": cfg.dataset, "resolution": cfg.resolution, "n": n,
-           "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
-    reference = metrics.cached_features(extractor, lambda: reference_images, key)
+    reference, real_images, real_conditions = reference_set(cfg, extractor, n)
 
     def row(name, images: torch.Tensor, row_conditions: torch.Tensor) -> dict:
         uint8 = metrics.to_uint8(images)
@@ -119,15 +135,12 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
                 "clip_score": clip(images, spec.prompts(cfg, row_conditions)) if clip is not None else "n/a",
                 "samples": len(images)}
 
-    rows = [row("real", real_images[n:2 * n], real_conditions[n:2 * n])]
-    # the real row's adherence: on held-out images (judge_test), never on images the judge trained on (for CIFAR-10
-    # and WikiArt, judge_train is the diffusion model's own training split)
-    held_out, held_out_conditions = data.load_images(cfg, "judge_test", limit=n)
-    rows[0]["adherence"] = spec.adherence(judge.predict(metrics.to_uint8(held_out).float() / 255),
-                                          held_out_conditions)["adherence"]
+    rows = [row("real", real_images, real_conditions)]
+    rows[0]["adherence"] = held_out_adherence(cfg, judge, n)
     prompt_texts = spec.prompts(cfg, conditions)
     for w in progress(guidance_scales, desc="guidance sweep"):
-        rows.append(row(float(w), pipe.images(prompt_texts, w, seed=seed, show_progress=False), conditions))
+        rows.append(row(float(w), pipe.images(prompt_texts, w, seed=seed, show_progress=False, method=method,
+                                              params=params, guide=guide), conditions))
     return rows
 
 

@@ -119,6 +119,27 @@ def frechet_distance(a: Features, b: Features) -> float:
         return float("nan")
 
 
+def bootstrap_frechet_distances(a: Features, reference: Features, resamples: np.ndarray) -> np.ndarray:
+    """The Frechet distance of ``a[rows]`` to ``reference`` for every row of index arrays ``resamples`` [B, n]: the
+    same quantity as :func:`frechet_distance`, in the form tr(sqrt(S_a^1/2 S_r S_a^1/2)) = sum of the square roots of
+    the eigenvalues of the centred Gram matrix X S_r X^T / (n - 1), with S_r's factor computed once, so each resample
+    is one symmetric eigendecomposition of size min(n, D) instead of a general matrix square root."""
+    mu_r, sigma_r = _stats(reference.features)
+    eigenvalues, vectors = np.linalg.eigh(sigma_r)
+    root_r = (vectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ vectors.T  # S_r^(1/2)
+    trace_r = np.trace(sigma_r)
+    out = np.empty(len(resamples))
+    for k, rows in enumerate(resamples):
+        x = a.features[rows]
+        mu = x.mean(axis=0)
+        centred = (x - mu) @ root_r / np.sqrt(len(rows) - 1)  # rows of X S_r^(1/2)
+        small = centred @ centred.T if len(rows) <= centred.shape[1] else centred.T @ centred
+        covmean_trace = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum()
+        trace_a = ((x - mu) ** 2).sum() / (len(rows) - 1)
+        out[k] = ((mu - mu_r) ** 2).sum() + trace_a + trace_r - 2 * covmean_trace
+    return out
+
+
 def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 

@@ -56,3 +56,24 @@ def eval_dir(run_dir: Path) -> Path:
     """Where `make eval` of a run writes: ``reports/<profile>/<experiment>/<run>/eval/`` (read from its config.json)."""
     cfg = json.loads((Path(run_dir) / "config.json").read_text())
     return report_dir(cfg["profile"], cfg["experiment"], Path(run_dir).name) / "eval"
+
+
+PER_DEVICE_BENCH = ("gpu", "gpu_breakdown")  # written per device: reports/bench/<device>/<name>.*
+CPU_BENCH_PREFIX = "cpu-"  # device folders of CPU runs (t2i.bench.device_slug)
+
+
+def bench_report(name: str) -> Path:
+    """``reports/bench/<name>.csv``, or for the per-device reports the one to quote: the newest GPU run's (by its
+    provenance's ``created``), else the newest CPU run's. A CPU run never hides a GPU report."""
+    root = reports_dir() / "bench"
+    if name not in PER_DEVICE_BENCH:
+        return root / f"{name}.csv"
+    found = [p for p in root.glob(f"*/{name}.csv")]
+
+    def rank(path: Path) -> tuple[bool, str]:
+        sidecar = path.with_name(f"{name}.provenance.json")
+        created = json.loads(sidecar.read_text()).get("created", "") if sidecar.exists() else ""
+        return (not path.parent.name.startswith(CPU_BENCH_PREFIX), created)
+
+    return max(found, key=rank) if found else root / f"{name}.csv"
+

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, hub, paths
+from . import checkpoints, guidance, hub, paths
 from .configs import ExperimentConfig
 from .console import progress
 from .models import check_text_width
 from .runs import load_config
-from .sampling import classifier_free_guidance, initial_noise, make_scheduler, sample, unet_eps
+from .sampling import initial_noise, make_scheduler, sample, unet_eps
 from .text import TextEncoder
 from .vae import LatentCodec, check_latent_shape
 
@@ -81,12 +81,16 @@ class TextToImage:
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
                sampler: str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
-               show_progress: bool = True, callback=None) -> torch.Tensor:
+               show_progress: bool = True, callback=None, method: str = "cfg", params: dict | None = None,
+               guide: torch.nn.Module | None = None) -> torch.Tensor:
         """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU. ``callback(i, t, x_t)``
-        sees every step of every batch (the trajectory of thesis Figure 1)."""
+        sees every step of every batch (the trajectory of thesis Figure 1). ``method`` and ``params``: the guidance
+        method (:mod:`t2i.guidance`; plain CFG by default), ``guide`` the weaker UNet autoguidance needs."""
         cfg = self.cfg
         seed = cfg.seed if seed is None else seed
-        scheduler = make_scheduler(sampler or self.sampler, cfg)
+        scheduler = make_scheduler(sampler or self.sampler, cfg, **guidance.scheduler_options(method, params))
+        context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod,
+                                   guide=unet_eps(guide.eval().to(self.device)) if guide is not None else None)
         steps = num_inference_steps or self.num_inference_steps
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding
@@ -98,7 +102,8 @@ class TextToImage:
             seeds = range(seed + start, seed + min(start + batch_size, len(prompts)))
             x_T, generators = initial_noise(seeds, shape, self.device)
             c = cond[start:start + len(seeds)].to(self.device)
-            denoiser = classifier_free_guidance(model, c, uncond.expand_as(c).to(self.device), guidance_scale)
+            denoiser = guidance.denoiser(method, model, c, uncond.expand_as(c).to(self.device), guidance_scale, params,
+                                         context)
             x0 = sample(denoiser, x_T, scheduler, steps, generator=generators, callback=callback)
             if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
                 x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])

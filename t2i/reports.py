@@ -152,7 +152,7 @@ def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", 
         ax.xaxis.tick_top()
     width_chars = int(fig.get_figwidth() * 13)  # ~13 characters per inch at 8 pt
     ax.set_title("\n".join(textwrap.fill(line, width_chars) for line in title.splitlines()), fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training loss") -> Path:
@@ -171,7 +171,7 @@ def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training
     ax.set_title(f"{title} ({int(step[-1]):,} steps)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance: float | None = None,
@@ -195,7 +195,7 @@ def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance:
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def tradeoff(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "") -> Path:
@@ -209,7 +209,7 @@ def tradeoff(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
@@ -252,7 +252,7 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX.get(ch, ch) for ch in str(text))
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -214,7 +214,7 @@ def _table1(src: Sources, path: Path) -> None:
 
 def _bench_table(name: str, caption: str, columns: dict[str, str]):
     def draw(src: Sources, path: Path) -> None:
-        source = paths.reports_dir() / "bench" / f"{name}.csv"
+        source = paths.bench_report(name)
         with open(source) as f:
             rows = [{new: _number(r[old]) for old, new in columns.items()} for r in csv.DictReader(f)]
         bench = reports.read_provenance(source.with_suffix(".md")) or {}
@@ -329,7 +329,7 @@ def inputs(artefact: Artefact, src: Sources) -> dict | None:
     if kind == "configs":
         return {"configs": _sha(json.dumps({e: configs.get(e, "full").to_dict() for e in configs.PROFILES}))}
     if kind == "bench":
-        return _files(paths.reports_dir() / "bench" / f"{experiment}.csv")
+        return _files(paths.bench_report(experiment))
     if kind == "eval":
         return _files(src.eval_dir(experiment) / "sweep.csv")
     if kind == "timing":

@@ -77,7 +77,18 @@ def compile_cache_dir() -> str:
     (in /tmp, per node), so ``os.environ.setdefault`` would never take effect."""
     from . import USER_COMPILE_CACHE
 
-    return USER_COMPILE_CACHE or str(paths.runs_dir() / ".compile-cache")
+    if USER_COMPILE_CACHE and USER_COMPILE_CACHE != inductor_default_cache_dir():  # (diffusers imported before t2i)
+        return USER_COMPILE_CACHE
+    return str(paths.runs_dir() / ".compile-cache")
+
+
+def inductor_default_cache_dir() -> str | None:
+    """Inductor's default cache directory, from a private module (torch 2.14 has it; None where a torch lacks it)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return default_cache_dir()
 
 
 class Trainer:

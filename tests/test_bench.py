@@ -1,6 +1,10 @@
 """The benchmarks run on a CPU (CI) exactly as on a GPU; what they count is checked here, never how fast it was."""
 
 import csv
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,7 +39,7 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
     table = gpu.run(variants=("fp32", "bf16+heads64"), profile="smoke", steps=1, warmup=1)
     assert "trainer" in table
-    with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
+    with open(paths.bench_report("gpu")) as f:
         rows = list(csv.DictReader(f))
     assert [(r["experiment"], r["variant"]) for r in rows] == [
         (e, v) for e in gpu.EXPERIMENTS for v in ("bf16+heads64", "fp32", "trainer (no)")]  # fp32 right before
@@ -50,8 +54,8 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     celeba_trainer = next(r for r in trainers if r["experiment"] == "celeba")  # its step also runs the text encoder
     assert "includes the text encoder's forward" in celeba_trainer["note"]
     assert all(float(r["vs_bare"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in trainers)
-    assert (paths.reports_dir() / "bench" / "gpu.provenance.json").exists()
-    with open(paths.reports_dir() / "bench" / "gpu_breakdown.csv") as f:  # where the time goes, per kind of op
+    assert paths.bench_report("gpu").with_name("gpu.provenance.json").exists()
+    with open(paths.bench_report("gpu_breakdown")) as f:  # where the time goes, per kind of op
         breakdown = list(csv.DictReader(f))
     assert [(r["experiment"], r["variant"]) for r in breakdown] == [
         (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64")]
@@ -59,7 +63,7 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
         shares = [float(row[f"{c}_pct"]) for c in gpu.CATEGORIES]
         assert sum(shares) == pytest.approx(100) and shares[gpu.CATEGORIES.index("conv")] > 0, row
         assert float(row["ms_step"]) > 0 and row["device_busy_pct"] == "" and "aten::" in row["note"], row
-    assert (paths.reports_dir() / "bench" / "gpu_breakdown.provenance.json").exists()
+    assert paths.bench_report("gpu_breakdown").with_name("gpu_breakdown.provenance.json").exists()
 
 
 @pytest.mark.parametrize("name, ancestors, category", [
@@ -133,7 +137,7 @@ def test_a_cell_at_a_smaller_batch_is_counted_at_its_batch_and_compared_per_imag
 
     monkeypatch.setattr(gpu, "bare", bare_that_fits_half)
     gpu.run(experiments=("mnist",), variants=("fp32",), profile="smoke", steps=3, warmup=1)
-    with open(paths.reports_dir() / "bench" / "gpu.csv") as f:
+    with open(paths.bench_report("gpu")) as f:
         bare_row, trainer = list(csv.DictReader(f))
     assert (int(bare_row["batch"]), int(trainer["batch"])) == (full // 2, full)
     assert bare_row["note"] == f"batch {full // 2}: {full} ran out of memory"
@@ -168,3 +172,31 @@ def test_compile_cells_start_from_a_cold_cache_unless_the_caller_chose_one(monke
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # a cache of the caller's own: used as it is
     with gpu._compile_cache():
         assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+
+
+def test_a_cpu_run_never_hides_a_gpu_report_and_each_device_keeps_its_own(tmp_path):
+    root = paths.reports_dir() / "bench"
+    for device, created in (("nvidia-h200", "2026-11-20T00:00:00+00:00"), ("cpu-x86-64-2cpus", "2026-12-01T00:00:00"),
+                            ("nvidia-h100-80gb-hbm3", "2026-11-25T00:00:00+00:00")):
+        (root / device).mkdir(parents=True)
+        (root / device / "gpu.csv").write_text("experiment\n")
+        (root / device / "gpu.provenance.json").write_text(json.dumps({"created": created}))
+    assert paths.bench_report("gpu").parent.name == "nvidia-h100-80gb-hbm3"  # the newest GPU run, not the CPU's
+    assert paths.bench_report("loader") == root / "loader.csv"
+    from t2i.bench import device_slug
+
+    assert device_slug("NVIDIA H200", cpu=False) == "nvidia-h200" and device_slug("x", cpu=True).startswith("cpu-")
+
+
+def test_the_compile_cache_is_the_runs_folder_even_after_diffusers_set_the_variable():
+    """Importing diffusers sets TORCHINDUCTOR_CACHE_DIR to inductor's default (per node, in /tmp): a setdefault would
+    never take effect. A value the user set before Python started wins."""
+    code = ("import os, diffusers, t2i.train as t; print(os.environ.get('TORCHINDUCTOR_CACHE_DIR')); "
+            "print(t.compile_cache_dir())")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    after_import, chosen = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                          check=True).stdout.split()
+    assert chosen == str(paths.runs_dir() / ".compile-cache") and after_import != chosen
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "TORCHINDUCTOR_CACHE_DIR": "/mine"},
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert mine == ["/mine", "/mine"]

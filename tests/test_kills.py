@@ -86,7 +86,7 @@ def test_random_kills_then_reruns_end_with_the_weights_and_logs_of_an_uninterrup
     run = paths.run_dir("mnist", "killed")
     args = cli_args("killed", stream_settings)
     kills = []
-    for attempt in range(6):
+    for attempt in range(5):
         if latest_step(run) >= total - 2:
             break
         target = min(latest_step(run) + rng.randint(1, 3), total - 2) if attempt else None

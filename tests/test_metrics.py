@@ -177,3 +177,15 @@ def test_fid_where_pytorch_fid_finds_no_real_square_root_is_nan_with_a_warning(m
     monkeypatch.setattr(metrics, "calculate_frechet_distance", lambda *a: (_ for _ in ()).throw(ValueError("other")))
     with pytest.raises(ValueError, match="other"):  # any other failure is still a failure
         metrics.frechet_distance(features, features)
+
+
+def test_bootstrap_frechet_distances_equal_pytorch_fids_formula_on_each_resample():
+    rng = np.random.default_rng(0)
+    a = metrics.Features(rng.normal(size=(80, 12)), None)
+    reference = metrics.Features(rng.normal(0.3, 1.2, size=(90, 12)), None)
+    resamples = rng.integers(0, 80, (5, 80))
+    fast = metrics.bootstrap_frechet_distances(a, reference, resamples)
+    slow = [metrics.frechet_distance(metrics.Features(a.features[r], None), reference) for r in resamples]
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+    few = rng.integers(0, 80, (2, 8))  # fewer images than dimensions: the Gram form, still the same quantity
+    assert np.isfinite(metrics.bootstrap_frechet_distances(a, reference, few)).all()

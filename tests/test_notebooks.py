@@ -29,7 +29,7 @@ def test_notebook_is_a_thin_stripped_driver(path):
         assert not defs, f"{path.name} defines {defs}: move them into t2i/"
 
 
-def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny_clip_dir):
+def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermill(tmp_path, tiny_clip_dir):
     if KERNEL not in KernelSpecManager().find_kernel_specs():
         pytest.fail(f"Jupyter kernel {KERNEL!r} is not registered: run `make setup`")
     reports = tmp_path / "reports"
@@ -67,6 +67,14 @@ def test_01_mnist_then_05_evaluate_run_end_to_end_under_papermill(tmp_path, tiny
     for name in ("fid_vs_w", "kid_vs_w", "is_vs_w", "adherence_vs_w", "fid_vs_adherence"):
         assert json.loads((out / f"{name}.provenance.json").read_text())["features"] == "judge-penultimate"
     assert "real" in (out / "sweep.md").read_text() and "N = 20" in (out / "sweep.md").read_text()
+
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / "06_guidance.ipynb"), str(tmp_path / "06_guidance.ipynb"), kernel_name=KERNEL,
+        progress_bar=False, cwd=str(tmp_path), parameters={"run_dir": str(run), "samples_per_prompt": 2,
+                                                           "methods": ["cfg", "autoguidance"], "strengths": [3.0],
+                                                           "guide_checkpoint": "epoch-0001", "features": "judge"})
+    with open(reports / "smoke" / "mnist" / "smoke" / "guidance" / "guidance.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["cfg", "autoguidance"]
 
 
 @pytest.mark.parametrize("name, experiment, judge", [("02_cifar10", "cifar10", "cifar10-16px"),

@@ -94,25 +94,26 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_d
     assert runs.read_loss_log(killed)["loss"].tolist() == runs.read_loss_log(paths.run_dir("mnist", "straight"))["loss"].tolist()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
-def test_preemption_signal_checkpoints_exits_for_requeue_and_resumes_exactly(tiny_clip_dir, signum):
+def test_preemption_signals_checkpoint_exit_for_requeue_and_resume_exactly(tiny_clip_dir):
+    """SIGUSR1 (SLURM's warning before the time limit) and SIGTERM (preemption), each against the same
+    uninterrupted run."""
     settings = {"epochs": 25}
     finish(cli_train(settings, "straight", tiny_clip_dir))
+    for signum in (signal.SIGUSR1, signal.SIGTERM):
+        run = paths.run_dir("mnist", f"preempted-{signum.name}")
+        proc = cli_train(settings, run.name, tiny_clip_dir)
+        wait_for(lambda: latest_step(run) >= 4, proc)  # after the first epoch checkpoint
+        proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == REQUEUE_EXIT_CODE, out
+        assert signal.Signals(signum).name in out
+        ckpt = checkpoints.latest(run)
+        assert (run / MARKER).read_text().strip() == ckpt.name
+        assert checkpoints.load_state(ckpt)["step"] < 100, "the signal arrived after the run finished"
 
-    run = paths.run_dir("mnist", "preempted")
-    proc = cli_train(settings, "preempted", tiny_clip_dir)
-    wait_for(lambda: latest_step(run) >= 4, proc)  # after the first epoch checkpoint
-    proc.send_signal(signum)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == REQUEUE_EXIT_CODE, out
-    assert signal.Signals(signum).name in out
-    ckpt = checkpoints.latest(run)
-    assert (run / MARKER).read_text().strip() == ckpt.name
-    assert checkpoints.load_state(ckpt)["step"] < 100, "the signal arrived after the run finished"
-
-    finish(cli_train(settings, "preempted", tiny_clip_dir))
-    assert not (run / MARKER).exists()
-    assert_same_weights(paths.run_dir("mnist", "straight"), run)
+        finish(cli_train(settings, run.name, tiny_clip_dir))
+        assert not (run / MARKER).exists()
+        assert_same_weights(paths.run_dir("mnist", "straight"), run)
 
 
 def cli_train(cfg_overrides: dict, run_name: str, tiny_clip_dir) -> subprocess.Popen:

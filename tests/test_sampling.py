@@ -3,7 +3,8 @@ import torch
 
 from t2i.models import build_unet
 from t2i.pipeline import TextToImage
-from t2i.sampling import classifier_free_guidance, make_scheduler
+from t2i.guidance import denoiser
+from t2i.sampling import make_scheduler
 from t2i.text import TextEncoder
 
 
@@ -31,20 +32,20 @@ def inputs():
 def test_guidance_scale_zero_equals_unconditional(inputs):
     x, t, cond, uncond = inputs
     model = FakeEps()
-    assert torch.equal(classifier_free_guidance(model, cond, uncond, 0.0)(x, t), model(x, t, uncond))
+    assert torch.equal(denoiser("cfg", model, cond, uncond, 0.0)(x, t), model(x, t, uncond))
 
 
 def test_guidance_scale_one_equals_conditional(inputs):
     x, t, cond, uncond = inputs
     model = FakeEps()
-    assert torch.equal(classifier_free_guidance(model, cond, uncond, 1.0)(x, t), model(x, t, cond))
+    assert torch.equal(denoiser("cfg", model, cond, uncond, 1.0)(x, t), model(x, t, cond))
 
 
 @pytest.mark.parametrize("w", [0.5, 3.0, 7.5])
 def test_guidance_follows_the_formula_in_one_batched_forward(inputs, w):
     x, t, cond, uncond = inputs
     model = FakeEps()
-    guided = classifier_free_guidance(model, cond, uncond, w)(x, t)
+    guided = denoiser("cfg", model, cond, uncond, w)(x, t)
     assert model.batch_sizes == [8]  # cond and uncond together
     eps_uncond, eps_cond = model(x, t, uncond), model(x, t, cond)
     assert torch.allclose(guided, eps_uncond + w * (eps_cond - eps_uncond), atol=1e-6)

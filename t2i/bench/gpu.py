@@ -38,7 +38,8 @@ import torch
 
 from .. import configs, paths, reports
 from ..distributed import resolve_precision
-from . import machine
+from ..train import inductor_default_cache_dir
+from . import device_slug, machine
 from .breakdown import CATEGORIES, profile_step
 from .measure import VARIANTS, bare, flop_per_step, guarded, matmul_ceiling, parameters
 from .trainer_step import trainer
@@ -46,7 +47,6 @@ from .trainer_step import trainer
 EXPERIMENTS = configs.EXPERIMENTS
 
 
-# What the numbers depend on: a later change to any of these makes a committed gpu.md stale (tests/test_reports.py).
 # Dense bf16 tensor-core TFLOP/s by device name (vendor datasheets, no sparsity); first match wins.
 PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
              ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2))
@@ -55,7 +55,7 @@ PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200"
 def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, variants: Sequence[str] = tuple(VARIANTS),
         profile: str | None = None, steps: int | None = None, warmup: int | None = None,
         budget_s: float = 420.0, cell_s: float | None = None) -> str:
-    """Time every cell, rewriting ``reports/bench/gpu.md`` after each; returns the table."""
+    """Time every cell, rewriting ``reports/bench/<device>/gpu.md`` after each; returns the table."""
     with _compile_cache():
         return _run(out, experiments, variants, profile, steps, warmup, budget_s, cell_s)
 
@@ -66,7 +66,7 @@ def _compile_cache() -> Iterator[None]:
     TORCHINDUCTOR_CACHE_DIR to a directory of their own: then that cache, warm or not). Importing diffusers sets the
     variable to inductor's default directory, which is the one to avoid: earlier runs have filled it."""
     before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if before not in (None, _default_cache_dir()):
+    if before not in (None, inductor_default_cache_dir()):
         yield
         return
     with tempfile.TemporaryDirectory(prefix="t2i-bench-inductor-") as cold:
@@ -79,14 +79,6 @@ def _compile_cache() -> Iterator[None]:
             else:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
-
-def _default_cache_dir() -> str | None:
-    """Inductor's default cache directory, from a private module (torch 2.14 has it; None where a torch lacks it)."""
-    try:
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    except ImportError:
-        return None
-    return default_cache_dir()
 
 
 def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], profile: str | None,
@@ -102,8 +94,9 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     deadline = time.monotonic() + budget_s
-    out = Path(out or paths.reports_dir() / "bench" / "gpu")
     card = torch.cuda.get_device_name() if cuda else machine()
+    # one folder per device: a CPU run (CI) never overwrites a GPU's evidence, and each card keeps its newest run
+    out = Path(out or paths.reports_dir() / "bench" / device_slug(card, cpu=not cuda) / "gpu")
     peak = next((p for name, p in PEAK_BF16 if name in card), None) if cuda else None
     ceiling = matmul_ceiling() if cuda else None
     cfgs = {e: configs.get(e, profiles[e]) for e in experiments}
