@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from t2i import checkpoints, configs, data, experiment, paths, runs
-from t2i.data import shards, synthetic
+from t2i.data import derived, shards, synthetic
 from t2i.data.images import BadSample, decode_image, to_rgb
 
 
@@ -136,20 +136,20 @@ def test_odd_modes_become_rgb_with_transparency_on_white():
 def test_preprocessed_shards_hold_the_decoded_pixels_and_rebuild_when_the_key_changes(bad_shards, tmp_path):
     decoder = shards.ImageLabel(16, (-1.0, 1.0), 4)
     out = tmp_path / "pre"
-    files = shards.preprocess(bad_shards, out, decoder)
-    assert len(shards.skipped_rows(out)) == len(BAD_ROWS)
+    files = derived.preprocess(bad_shards, out, decoder)
+    assert len(derived.skipped_rows(out)) == len(BAD_ROWS)
     plain = list(shards.ShardStream(bad_shards, decoder, shuffle=False, max_bad_fraction=0.1, log_dir=tmp_path))
     fast = list(shards.ShardStream(files, shards.Pixels(16, (-1.0, 1.0), 4), shuffle=False))
     assert len(fast) == len(plain)
     assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(plain, fast))
 
     mtimes = [f.stat().st_mtime_ns for f in files]
-    shards.preprocess(bad_shards, out, decoder)  # same key: reused as is
+    derived.preprocess(bad_shards, out, decoder)  # same key: reused as is
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     files[1].unlink()  # an interrupted build: resumes with the missing shard only
-    shards.preprocess(bad_shards, out, decoder)
+    derived.preprocess(bad_shards, out, decoder)
     assert files[1].exists() and [f.stat().st_mtime_ns for f in (files[0], files[2])] == [mtimes[0], mtimes[2]]
-    shards.preprocess(bad_shards, out, shards.ImageLabel(8, (-1.0, 1.0), 4))  # new resolution: rebuilt
+    derived.preprocess(bad_shards, out, shards.ImageLabel(8, (-1.0, 1.0), 4))  # new resolution: rebuilt
     assert all(f.stat().st_mtime_ns != m for f, m in zip(files, mtimes))
 
 

@@ -4,7 +4,7 @@ four ways, each in a fresh process so its peak memory is its own:
 - ``naive``: a map-style dataset with random access that reads the row's whole shard for every sample (3.4.3);
 - ``lru``: the same with an LRU cache of loaded shards (fewer shards cached than exist, as on the cluster);
 - ``stream``: :class:`~t2i.data.shards.ShardStream`, file-sequential;
-- ``preprocessed``: the same stream over uint8 shards written once by :func:`~t2i.data.shards.preprocess`.
+- ``preprocessed``: the same stream over uint8 shards written once by :func:`~t2i.data.derived.preprocess`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, Dataset
 
 from .. import paths, reports
-from ..data import shards, synthetic
+from ..data import derived, shards, synthetic
 from . import machine
 
 STRATEGIES = ("naive", "lru", "stream", "preprocessed")
@@ -72,7 +72,7 @@ def _measure(strategy: str, files: list[str], resolution: int, num_classes: int,
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
     else:
         if strategy == "preprocessed":  # written beforehand by the parent; this only finds them
-            files = shards.preprocess(files, Path(preprocessed_dir), decoder)
+            files = derived.preprocess(files, Path(preprocessed_dir), decoder)
             decoder = shards.Pixels(resolution, (-1.0, 1.0), num_classes, label_column="style")
         loader = DataLoader(shards.ShardStream(files, decoder, seed=0, rank=0, world_size=1), batch_size=batch_size)
     baseline = _memory_mb("VmRSS")
@@ -101,7 +101,7 @@ def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100
     jpeg_kb = shard_mb * 1024 / rows_per_shard
     start = time.perf_counter()
     preprocessed = data / f"preprocessed-{resolution}px"
-    shards.preprocess(files, preprocessed, shards.ImageLabel(resolution, (-1.0, 1.0), 27, label_column="style"))
+    derived.preprocess(files, preprocessed, shards.ImageLabel(resolution, (-1.0, 1.0), 27, label_column="style"))
     preprocess_s = time.perf_counter() - start  # ~0 when the shards already exist
     budget = {"naive": 64, "lru": 256}  # random access is slow by design: a few batches show the rate
     results = []

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel
 
 from .. import assets, data, objectives, runs
 from ..configs import ExperimentConfig
-from ..data import celeba, latents, shards, synthetic
+from ..data import celeba, derived, latents, shards, synthetic
 from ..text import CaptionTable, TextEncoder, resolve
 from ..train import Trainer
 from .measure import peak_gib, reset_memory, step_times, summary, time_steps
@@ -95,7 +95,7 @@ def synthetic_latent_cache(cfg: ExperimentConfig, out: Path, rows: int) -> list[
                           "condition": pa.array([a.tobytes() for a in attributes], pa.binary())})
         files.append(out / f"train-{k:05d}-of-{workers:05d}.parquet")
         pq.write_table(table, files[-1], row_group_size=64)
-    (out / shards.KEY_FILE).write_text(json.dumps(latents.cache_key(cfg)))
+    (out / derived.KEY_FILE).write_text(json.dumps(latents.cache_key(cfg)))
     return files
 
 

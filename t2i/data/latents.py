@@ -3,7 +3,7 @@
 Each cached row holds the VAE posterior's mean and std (float16, already multiplied by the VAE's scaling factor)
 and the row's condition (CelebA: its 40 attributes), so every epoch still draws a fresh latent
 ``z = mean + std * eps`` (and, for CelebA, a fresh caption), as if the VAE encoded every step, without running it. The
-cache is one derived shard per source shard (:func:`~t2i.data.shards.derive_shards`): keyed by VAE, resolution and
+cache is one derived shard per source shard (:func:`~t2i.data.derived.derive_shards`): keyed by VAE, resolution and
 preprocessing (a change rebuilds it), written atomically shard by shard (an interrupted build resumes where it
 stopped), bad rows skipped and listed.
 """
@@ -23,7 +23,7 @@ import torch
 from .. import hub, paths
 from ..configs import ExperimentConfig
 from ..vae import check_latent_shape
-from . import shards
+from . import derived, shards
 from .images import BadSample, to_tensor
 
 PREPROCESSING = "shorter side to the resolution (bicubic), centre crop, RGB in [-1, 1]"  # thesis 3.5.2
@@ -59,7 +59,7 @@ def cache_key(cfg: ExperimentConfig) -> dict:
 
 
 def is_built(cfg: ExperimentConfig, sources: Sequence[Path], out_dir: Path | None = None) -> bool:
-    return shards.derived_complete(sources, Path(out_dir or cache_dir(cfg)), cache_key(cfg))
+    return derived.derived_complete(sources, Path(out_dir or cache_dir(cfg)), cache_key(cfg))
 
 
 def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_dir: Path | None = None,
@@ -91,14 +91,14 @@ def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_di
         return table, skipped
 
     out_dir = Path(out_dir or cache_dir(cfg))
-    return shards.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
+    return derived.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
 
 
 def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = None,
            transform: shards.ExampleTransform | None = None) -> shards.ShardStream:
     """Training examples ``(mean, std, condition)`` from the cache, file-sequentially (``transform`` applied to each:
     CelebA's caption tokens in place of the attributes)."""
-    key = json.loads((Path(files[0]).parent / shards.KEY_FILE).read_text())
+    key = json.loads((Path(files[0]).parent / derived.KEY_FILE).read_text())
     if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != hub.describe(cfg.vae):
         raise ValueError(f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
                          f"the config wants {cfg.vae} / {list(cfg.model_shape)}")

@@ -28,7 +28,7 @@ from ..configs import ExperimentConfig
 from ..distributed import local_device
 from ..files import build_lock
 from ..text import CaptionTable, TextEncoder
-from . import latents, shards, synthetic
+from . import derived, latents, shards, synthetic
 
 SPLITS = ("train", "judge_train", "judge_test")
 JUDGE_TEST_EVERY = 5  # parquet datasets: every 5th held-out row measures the judge, the rest train it
@@ -80,7 +80,7 @@ class DatasetSpec:
         decoder = self.row_decoder(cfg)
         if cfg.preprocess:
             out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
-            files = shards.preprocess(files, out, decoder, data=hub.downloaded(cfg.shards, paths.data_dir()))
+            files = derived.preprocess(files, out, decoder, data=hub.downloaded(cfg.shards, paths.data_dir()))
             decoder = shards.Pixels(cfg.resolution, cfg.pixel_range, len(cfg.class_names), cfg.label_column)
         return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir,
                                   transform=transform)
