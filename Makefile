@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance figures assets bench-loader bench-latent bench-gpu lab watch clean
+.PHONY: help setup demo test eval guidance export figures assets bench-loader bench-latent bench-gpu lab watch clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ guidance: setup  ## every guidance method on one fidelity/adherence front: make 
 	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]).parent / 'guidance')" $(RUN)) && \
 	mkdir -p $$out && T2I_NOTEBOOK=notebooks/06_guidance.ipynb $(PAPERMILL) notebooks/06_guidance.ipynb \
 	$$out/06_guidance.ipynb -p run_dir $(RUN) $(ARGS)
+
+OUT ?= exported/$(notdir $(RUN))
+export: setup  ## a trained run as a diffusers pipeline folder + model card: make export RUN=runs/mnist/demo [OUT=...] [ARGS="--push-to-hub user/repo"]
+	$(PY) -m t2i export $(RUN) $(OUT) $(ARGS)
 
 figures: setup  ## every thesis figure and table the runs can feed -> reports/$(PROFILE)/ with index.md (never trains)
 	$(PY) -m t2i figures --profile $(PROFILE) $(ARGS)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
-                "guidance": _guidance}[args.command](args)
+                "guidance": _guidance, "export": _export}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
     p.add_argument("--features", default="auto", choices=["auto", "inception", "judge"])
     _guidance_arguments(p)
+
+    p = sub.add_parser("export", help="a trained run as a diffusers pipeline folder with a model card (t2i.export)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
 
     p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
     p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
@@ -168,6 +176,15 @@ def _guidance(args) -> int:
     print((out / "guidance.md").read_text())
     print((out / "summary.md").read_text())
     print(f"wrote {out}")
+    return 0
+
+
+def _export(args) -> int:
+    from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
+
+    folder = export.export(args.run_dir, args.out, args.checkpoint, args.weights)
+    if args.push_to_hub:
+        print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
     return 0
 
 

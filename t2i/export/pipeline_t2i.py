@@ -1,0 +1,66 @@
+"""T2IPipeline: a text-to-image pipeline for runs trained with t2i, as a diffusers ``DiffusionPipeline``.
+
+Self-contained on purpose (torch, diffusers and transformers only): an exported folder carries a copy of this file,
+so plain diffusers loads it with ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder/pipeline_t2i.py)``.
+It samples exactly as t2i does: prompts padded to ``max_tokens`` with their attention mask, the empty prompt as the
+unconditional one, guidance ``eps_u + w (eps_c - eps_u)`` (w = 0 unconditional, w = 1 conditional, computed alone),
+images mapped from the training pixel range (or decoded by the VAE) to [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+class T2IPipeline(DiffusionPipeline):
+    _optional_components = ["vae"]  # pixel-space runs have none
+
+    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, max_tokens: int = 77,
+                 pixel_low: float = -1.0, pixel_high: float = 1.0):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
+        self.register_to_config(max_tokens=max_tokens, pixel_low=pixel_low, pixel_high=pixel_high)
+
+    @torch.no_grad()
+    def embed(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.config.max_tokens, truncation=True,
+                                return_tensors="pt")
+        return self.text_encoder(input_ids=tokens["input_ids"].to(self.device),
+                                 attention_mask=tokens["attention_mask"].to(self.device)).last_hidden_state
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], guidance_scale: float = 5.0, num_inference_steps: int = 50,
+                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
+                 return_dict: bool = True):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cond = self.embed(prompts)
+        uncond = self.embed([""]).expand_as(cond)
+        w = float(guidance_scale)
+        shape = (len(prompts), self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
+        x = randn_tensor(shape, generator=generator, device=self.device) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = self.scheduler.scale_model_input(x, t)
+            if w == 0.0:
+                eps = self.unet(model_input, t, encoder_hidden_states=uncond).sample
+            elif w == 1.0:
+                eps = self.unet(model_input, t, encoder_hidden_states=cond).sample
+            else:
+                eps_uncond, eps_cond = self.unet(torch.cat([model_input, model_input]), t,
+                                                 encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+                eps = eps_uncond + w * (eps_cond - eps_uncond)
+            x = self.scheduler.step(eps, t, x, generator=generator).prev_sample
+        if self.vae is not None:  # latents -> pixels in [-1, 1]
+            x = torch.cat([self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+                           for z in x.split(16)])
+            low, high = -1.0, 1.0
+        else:
+            low, high = self.config.pixel_low, self.config.pixel_high
+        images = ((x.float() - low) / (high - low)).clamp(0, 1).cpu()
+        if output_type == "pil":
+            images = self.numpy_to_pil(images.permute(0, 2, 3, 1).numpy())
+        elif output_type == "np":
+            images = images.permute(0, 2, 3, 1).numpy()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
