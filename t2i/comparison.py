@@ -103,7 +103,9 @@ def write(rows: list[dict], pipe: TextToImage, extractor, out: Path, *, floor: f
                f"{pipe.sampler} x {pipe.num_inference_steps} steps), N = {n} generated images per row with the same "
                f"prompts and seeds for every row. fd: Frechet distance in {extractor.name} features to N real images "
                f"(real-vs-real floor {floor:.2f}); adherence: the judge's (held-out real images: {real_adherence:.3f}); "
-               f"_lo/_hi: {LEVEL:.0%} bootstrap interval over {BOOTSTRAP} resamples of the generated images. "
+               f"_lo/_hi: {LEVEL:.0%} bootstrap interval over {BOOTSTRAP} resamples of the generated images (the same "
+               "resamples for every row; an FD interval lies above its point estimate, since a resampled set repeats "
+               "images and FD grows with repetition, so compare intervals with intervals). "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
     reports.write_table(rows, out / "guidance", caption=caption)
     facts = pipe.provenance(samples=n, floor=floor, real_adherence=real_adherence, extractor=extractor.name,
@@ -119,11 +121,13 @@ def front(rows: list[dict], path: Path, floor: float) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        ax.errorbar([r["fd"] for r in mine], [r["adherence"] for r in mine],
-                    xerr=[[r["fd"] - r["fd_lo"] for r in mine], [r["fd_hi"] - r["fd"] for r in mine]],
-                    yerr=[[r["adherence"] - r["adherence_lo"] for r in mine],
-                          [r["adherence_hi"] - r["adherence"] for r in mine]],
-                    marker="o", capsize=2, label=method, lw=2.5 if method == "cfg" else 1.2)
+        line, = ax.plot([r["fd"] for r in mine], [r["adherence"] for r in mine], marker="o", label=method,
+                        lw=2.5 if method == "cfg" else 1.2)
+        # the intervals as segments: the FD interval need not contain the point (see the table's caption)
+        ax.hlines([r["adherence"] for r in mine], [r["fd_lo"] for r in mine], [r["fd_hi"] for r in mine],
+                  color=line.get_color(), alpha=0.4)
+        ax.vlines([r["fd"] for r in mine], [r["adherence_lo"] for r in mine], [r["adherence_hi"] for r in mine],
+                  color=line.get_color(), alpha=0.4)
         for r in mine:
             ax.annotate(f"{r['w']:g}", (r["fd"], r["adherence"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
