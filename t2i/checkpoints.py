@@ -62,25 +62,25 @@ def save(run_dir: Path, name: str, writers: dict, state: dict, milestone: bool, 
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / name, root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    # a checkpoint under this name that was a milestone stays one (a preemption at the first batch of the next epoch
+    # writes the same epoch-NNNN again: it must not demote it, or pruning deletes the epoch's milestone)
+    milestone = milestone or (final.exists() and _was_milestone(final))
     try:
         tmp.mkdir()
         for relative, write in writers.items():
             write(tmp / relative)
+        # every component is listed in state.json (which the manifest hashes): verify() requires each, so a
+        # checkpoint published without one of them can never pass as complete
+        (tmp / "state.json").write_text(json.dumps({**state, "milestone": milestone, "components": sorted(writers)},
+                                                   indent=2))
+        (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=2))
+        _fsync_tree(tmp)
     except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line; anything else re-raises
         message = _disk_problem(exc, root)
         if message is None:
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # the earlier checkpoints are untouched
         raise CheckpointError(message) from exc
-    # a checkpoint under this name that was a milestone stays one (a preemption at the first batch of the next epoch
-    # writes the same epoch-NNNN again: it must not demote it, or pruning deletes the epoch's milestone)
-    milestone = milestone or (final.exists() and _was_milestone(final))
-    # every component is listed in state.json (which the manifest hashes): verify() requires each, so a checkpoint
-    # published without one of them can never pass as complete
-    (tmp / "state.json").write_text(json.dumps({**state, "milestone": milestone, "components": sorted(writers)},
-                                               indent=2))
-    (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=2))
-    _fsync_tree(tmp)
     if final.exists():  # re-writing the same name (e.g. resumed and preempted again at the same step)
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -7,6 +7,10 @@
   (the file is rewritten atomically), so after any sequence of kills the log equals an uninterrupted run's.
 - ``bad_samples.csv``: ``epoch,shard,row,reason``, the rows a stream skipped, appended at each epoch end, each
   (epoch, shard, row) once; rows of epochs after the resumed checkpoint are dropped on start like the losses.
+- ``eval.csv``: the periodic evaluations (:class:`t2i.watch.PeriodicEval`), one row per guidance scale; rows of
+  steps after the resumed checkpoint are dropped on start too.
+- ``tracking/``: the trackers' files (:mod:`t2i.tracking`); TensorBoard hides the events a killed attempt wrote
+  after the resumed checkpoint (``purge_step``).
 - ``checkpoints/``: :mod:`t2i.checkpoints`.
 
 Everything here is plain text with "\\n" line endings.
@@ -38,8 +42,8 @@ LOSS_LOG = "loss.csv"
 BAD_SAMPLES = "bad_samples.csv"
 LOSS_FIELDS = ("epoch", "step", "loss")
 BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
-
-
+EVAL_LOG = "eval.csv"
+EVAL_FIELDS = ("epoch", "step", "guidance_scale", "adherence", "kid", "kid_std", "fid", "samples", "features")
 
 LOCK = ".lock"  # held (fcntl) by the one process that trains the run
 
@@ -151,11 +155,12 @@ def read_loss_log(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
-    """Keep the loss rows up to ``step`` and the bad samples of the first ``epoch`` epochs: what the run had logged
-    when the checkpoint it resumes from (or step 0) was written."""
+    """Keep the loss rows and evaluations up to ``step`` and the bad samples of the first ``epoch`` epochs: what the
+    run had logged when the checkpoint it resumes from (or step 0) was written."""
     run_dir = Path(run_dir)
     for name, fields, keep in ((LOSS_LOG, LOSS_FIELDS, lambda r: int(r["step"]) <= step),
-                               (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch)):
+                               (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch),
+                               (EVAL_LOG, EVAL_FIELDS, lambda r: int(r["step"]) <= step)):
         path = run_dir / name
         if path.exists():
             rows = _read_rows(path, fields)

@@ -5,12 +5,17 @@ Written at every loss-log flush (every ``log_every`` steps), without waiting for
 loss, a smoothed loss, the learning rate, the gradient norm, images per second, the share of time spent waiting for
 data, and peak GPU memory. :mod:`t2i.watch` adds sample grids and periodic evaluations. TensorBoard's files go to
 ``runs/<experiment>/<run>/tracking/`` (``make watch RUN=...``).
+
+A resumed run shows what an uninterrupted one would: the trackers are flushed before every checkpoint is published,
+TensorBoard hides whatever a killed attempt logged after the checkpoint training resumes from (``purge_step``), and
+the smoothed loss continues from the value saved in the checkpoint.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,11 +41,26 @@ def log_with(report_to: str) -> list[str] | str | None:
     return [report_to]
 
 
-def start(accelerator: Accelerator, cfg: ExperimentConfig) -> None:
-    """Open the trackers, with the config as the run's hyper-parameters (lists as text)."""
-    if accelerator.log_with:
-        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in cfg.to_dict().items()}
-        accelerator.init_trackers(PROJECT, config=values)
+def start(accelerator: Accelerator, cfg: ExperimentConfig, run_dir: Path, step: int) -> None:
+    """Open the trackers for a run resumed after ``step`` (0: a new run), with the config as the run's
+    hyper-parameters (lists as text); TensorBoard records them once per run folder."""
+    if not accelerator.log_with:
+        return
+    # SummaryWriter(purge_step=s): TensorBoard drops the events of earlier files in this folder at steps >= s
+    accelerator.init_trackers(PROJECT, init_kwargs={"tensorboard": {"purge_step": step + 1}})
+    folder = Path(run_dir) / PROJECT
+    recorded = folder.is_dir() and any(folder.glob("*/hparams.yml"))  # accelerate's record of them, one per start
+    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in cfg.to_dict().items()}
+    for tracker in accelerator.trackers:
+        if not (tracker.name == "tensorboard" and recorded):
+            tracker.store_init_configuration(values)
+
+
+def flush(accelerator: Accelerator) -> None:
+    """Write what the trackers hold, so a kill after the next checkpoint loses none of the events before it."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.flush()
 
 
 class Window:

@@ -180,7 +180,7 @@ class Trainer:
                   f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
                   f"{self.batches.per_epoch(self.epoch):,} batches of {cfg.batch_size} in epoch {self.epoch + 1} of "
                   f"{cfg.epochs}")
-        tracking.start(acc, cfg)
+        tracking.start(acc, cfg, self.run_dir, self.step)
         with PreemptionFlag() as preemption, runs.LossLog(self.run_dir, acc.is_main_process) as log:
             while self.epoch < cfg.epochs:
                 self.batches.set_epoch(self.epoch)
@@ -307,6 +307,7 @@ class Trainer:
         next epoch's first batch writes it."""
         acc, cfg = self.accelerator, self.cfg
         self._flush(log)
+        tracking.flush(acc)  # every event up to this step is on disk before the checkpoint that ends at it is
         unet = acc.unwrap_model(self.unet)
         if not torch.stack([torch.isfinite(p).all() for p in unet.parameters()]).all():
             raise NonFiniteError(f"a weight is NaN or infinite at step {self.step}; stopped without saving")
@@ -316,7 +317,7 @@ class Trainer:
         if acc.is_main_process:
             state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
-                     "config": cfg.to_dict()}
+                     "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed}
             path = checkpoints.save_training(self.run_dir, name, unet, self.ema, self.optimizer, self.lr_schedule, rng,
                                              state, self._is_milestone(), cfg.keep_checkpoints)
         acc.wait_for_everyone()
@@ -334,6 +335,7 @@ class Trainer:
             state, rng = checkpoints.load_training(path, acc.unwrap_model(self.unet), self.ema, self.optimizer,
                                                    self.lr_schedule, acc.process_index)
             self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
+            self.window.smoothed = state.get("loss_smoothed")  # absent from checkpoints written before it was kept
             if state["num_processes"] == acc.num_processes:
                 checkpoints.set_rng_state(self.generator, *rng)
             elif self.step_in_epoch:

@@ -16,6 +16,7 @@ import torch
 from diffusers import UNet2DConditionModel
 
 from . import evaluate, judges, metrics, reports, tracking
+from .runs import EVAL_FIELDS, EVAL_LOG
 from .checkpoints import write_atomic
 from .configs import ExperimentConfig
 from .figures import short_labels
@@ -24,8 +25,6 @@ from .text import TextEncoder
 from .train import Hook, Trainer
 from .vae import LatentCodec
 
-EVAL_LOG = "eval.csv"
-EVAL_FIELDS = ("epoch", "step", "guidance_scale", "adherence", "kid", "kid_std", "fid", "samples", "features")
 
 
 def hooks_for(cfg: ExperimentConfig, run_dir: Path, text: TextEncoder) -> tuple[Hook, ...]:

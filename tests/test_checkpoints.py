@@ -145,6 +145,34 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder_and_the_r
         "3 bad rows"
 
 
+def test_a_really_full_disk_stops_with_one_line_and_after_space_is_freed_the_run_ends_as_a_lone_run(
+        smoke_cfg, fit, tmp_path, monkeypatch, capsys):
+    """A tmpfs as the runs folder with room for one and a half checkpoints: the first fits, the second does not."""
+    from t2i import cli
+    from tests.helpers import mounts, weights
+
+    sets = ["--set", f"text_encoder={smoke_cfg.text_encoder}", "--set", "cross_attention_dim=32", "--set", "epochs=3"]
+    args = ["train", "--experiment", "mnist", "--profile", "smoke", "--run-name", "full", *sets]
+    assert cli.main(args) == 0
+    alone = paths.run_dir("mnist", "full")
+    size = sum(f.stat().st_size for f in (alone / "checkpoints" / "epoch-0001").rglob("*")) / 2**20
+    with mounts.tmpfs(tmp_path / "small-disk", 1.5 * size) as disk:
+        monkeypatch.setenv("T2I_RUNS_DIR", str(disk))
+        assert cli.main(args) == 1
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"error: no space left for a checkpoint in {disk}/mnist/full/checkpoints: it needs "
+                                f"about {size:.0f} MB (the size of epoch-0001)") and "intact" in error, error
+        run = paths.run_dir("mnist", "full")
+        assert checkpoints.latest(run).name == "epoch-0001" and not list((run / "checkpoints").glob(".*.tmp"))
+        mounts.resize(disk, 8 * size)  # space freed: the same command resumes
+        assert cli.main(args) == 0
+        assert "resuming full from epoch-0001" in capsys.readouterr().out
+        for ema in (False, True):
+            a, b = weights(alone, ema), weights(run, ema)
+            assert all(torch.equal(a[k], b[k]) for k in a)
+        assert (run / runs.LOSS_LOG).read_bytes() == (alone / runs.LOSS_LOG).read_bytes()
+
+
 def test_a_checkpoint_is_named_not_given_as_a_path_and_a_junk_latest_pointer_warns(smoke_cfg, fit):
     run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "named"))
     with pytest.raises(RunError, match="not a path"):

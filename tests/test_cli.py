@@ -138,3 +138,13 @@ def sample_run(tmp_path_factory) -> Path:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return runs_dir / "mnist" / "ok"
+
+
+def test_figures_into_a_read_only_reports_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    from tests.helpers import mounts
+
+    with mounts.tmpfs(tmp_path / "read-only", 1, read_only=True) as folder:
+        monkeypatch.setenv("T2I_REPORTS_DIR", str(folder))
+        assert cli.main(["figures", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and "Read-only" in err, err

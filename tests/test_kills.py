@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from t2i import checkpoints, paths, runs
+from t2i import checkpoints, paths, runs, watch
 from t2i.data import synthetic
 from t2i.errors import RunError
-from tests.helpers import ROOT
+from tests.helpers import ROOT, tensorboard_events
 
 BAD_ROWS = {(0, 3): "garbage", (1, 5): "truncated_jpeg", (2, 1): "missing_label"}
 
@@ -30,8 +32,20 @@ def cli_args(run_name: str, sets: dict) -> list[str]:
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "t2i", *args], cwd=ROOT, env=os.environ.copy(),
+    return subprocess.Popen([sys.executable, "-m", "t2i", *args], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def collect_output(proc: subprocess.Popen) -> list[str]:
+    """The lines ``proc`` prints, collected as they come by a thread."""
+    lines: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
 
 
 def finish(args: list[str]) -> str:
@@ -51,12 +65,15 @@ def stream_settings(tmp_path, monkeypatch) -> dict:
             "max_bad_fraction": 0.2, "epochs": 3, "checkpoint_every_steps": 1, "sample_every_steps": 5}
 
 
+WATCHED = {"report_to": "tensorboard", "eval_every_epochs": 1, "eval_guidance_scales": [1.0, 3.0],
+           "eval_samples_per_prompt": 2}
 def run_files(run: Path) -> dict[str, bytes]:
     """What must be identical between an interrupted and an uninterrupted run: weights, logs and sample grids, byte for
     byte."""
     latest = checkpoints.latest(run)
     return {**{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},
             "loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
+            "eval.csv": (run / runs.EVAL_LOG).read_bytes(), "events": tensorboard_events(run),
             "unet": (latest / "unet" / "diffusion_pytorch_model.safetensors").read_bytes(),
             "ema": (latest / "ema" / "diffusion_pytorch_model.safetensors").read_bytes(), "checkpoint": latest.name}
 
@@ -71,42 +88,60 @@ def latest_step(run: Path) -> int:
 
 
 def test_random_kills_then_reruns_end_with_the_weights_and_logs_of_an_uninterrupted_run(stream_settings):
-    """SIGKILL at random moments: the first as soon as the loss log exists (before any checkpoint), the others a
-    random 0-150 ms after a random checkpoint (one is written after every step, so kills land in checkpoint writes,
-    log flushes and steps alike). After each kill the same command runs again, until one finishes."""
-    finish(cli_args("straight", stream_settings))
+    """SIGKILL at random moments of a run that draws grids, evaluates every epoch and reports to TensorBoard: the
+    first kill as soon as the loss log exists (before any checkpoint); then, in turn, a random 0-150 ms after a random
+    checkpoint (one is written after every step, so kills land in checkpoint writes, log flushes, steps and grids) and
+    a random 0-300 ms into an epoch-end evaluation (it starts once the epoch's bad rows are printed). After each kill
+    the same command runs again, until one finishes: weights, logs, grids, evaluations and TensorBoard's events
+    (tags, steps, values, images) end as the uninterrupted run's."""
+    settings = {**stream_settings, **WATCHED}
+    finish(cli_args("straight", settings))
     straight = paths.run_dir("mnist", "straight")
     expected = run_files(straight)
     assert [k for k in expected if k.startswith("samples/")] == ["samples/step-00000005.png", "samples/step-00000010.png",
                                                                   "samples/step-00000015.png"]
     total = checkpoints.load_state(checkpoints.latest(straight))["step"]
     assert expected["bad_samples.csv"].count(b"\n") == 1 + 3 * len(BAD_ROWS)  # header + 3 epochs x 3 rows
+    assert expected["eval.csv"].count(b"\n") == 1 + 3 * 3  # header + 3 epochs x (real, w=1, w=3)
+    assert {"loss", "loss_smoothed", "lr", "eval/adherence_w3", "samples"} <= set(expected["events"])
+    assert [step for step, _ in expected["events"]["loss"]] == list(range(1, total + 1))
 
     rng = random.Random(12)
     run = paths.run_dir("mnist", "killed")
-    args = cli_args("killed", stream_settings)
-    kills = []
-    for attempt in range(5):
+    args = cli_args("killed", settings)
+    kills, in_eval = [], 0
+    for attempt in range(7):
         if latest_step(run) >= total - 2:
             break
-        target = min(latest_step(run) + rng.randint(1, 3), total - 2) if attempt else None
-        proc = start(args)
+        moment = "log" if attempt == 0 else ("eval" if attempt % 2 == 0 else "checkpoint")
+        target = min(latest_step(run) + rng.randint(1, 3), total - 2)
+        proc, ended = start(args), []
+        lines = collect_output(proc)
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            ready = (run / runs.LOSS_LOG).exists() if target is None else latest_step(run) >= target
-            if ready:
+            if moment == "log" and (run / runs.LOSS_LOG).exists():
+                break
+            if moment == "checkpoint" and latest_step(run) >= target:
                 time.sleep(rng.uniform(0.0, 0.15))
+                break
+            ended = [int(m.group(1)) for m in map(re.compile(r"epoch (\d+): \d+ bad rows").search, list(lines)) if m]
+            if moment == "eval" and ended:
+                time.sleep(rng.uniform(0.0, 0.3))
                 break
             time.sleep(0.005)
         if proc.poll() is not None:  # it finished first
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        kills.append(latest_step(run))
-    assert len(kills) >= 4, f"only {len(kills)} kills landed before the run finished"
-    assert min(kills) < total and kills[0] <= 1, kills
+        kills.append((moment, latest_step(run)))
+        if moment == "eval":
+            evaluated = {int(r["epoch"]) for r in watch.read_eval_log(run)} if (run / runs.EVAL_LOG).exists() else set()
+            in_eval += bool(ended) and ended[-1] not in evaluated  # killed before that epoch's evaluation was written
+    assert len(kills) >= 5, f"only {len(kills)} kills landed before the run finished: {kills}"
+    assert kills[0][1] <= 1 and in_eval >= 1, kills
     finish(args)
-    assert run_files(run) == expected, f"kills after steps {kills}"
+    assert run_files(run) == expected, f"kills (moment, latest checkpoint's step): {kills}"
+    assert len(list((run / "tracking").glob("*/hparams.yml"))) == 1  # the hyper-parameters, recorded once
 
 
 def test_a_kill_right_after_the_log_is_created_leaves_a_run_that_resumes(smoke_cfg, fit):

@@ -6,6 +6,7 @@ import pytest
 
 from t2i import experiment, paths, runs
 from t2i.errors import MissingAsset
+from tests.helpers import tensorboard_events
 
 
 def test_a_tracked_run_writes_tensorboard_events_with_losses_lr_and_a_sample_grid(smoke_cfg):
@@ -30,3 +31,19 @@ def test_reporting_to_a_tracker_that_is_not_installed_says_what_to_install(smoke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(MissingAsset, match="pip install wandb"):
         fit(smoke_cfg.replace(epochs=1, report_to="wandb"), paths.run_dir("mnist", "wandb"))
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_shows_each_step_once_with_the_values_of_a_lone_run(smoke_cfg):
+    """What a kill after a checkpoint leaves: events past it. TensorBoard hides them (purge_step); the smoothed loss
+    carries on from the checkpoint."""
+    import shutil
+
+    cfg = smoke_cfg.replace(epochs=2, report_to="tensorboard", sample_every_steps=3, sample_every_epochs=None)
+    alone = experiment.train(cfg, paths.run_dir("mnist", "alone"))
+    run = experiment.train(cfg, paths.run_dir("mnist", "again"))
+    shutil.rmtree(run / "checkpoints" / "epoch-0002")  # as if killed after step 8's events, before its checkpoint
+    (run / "checkpoints" / "latest").write_text("epoch-0001")
+    experiment.train(cfg, run)
+    assert tensorboard_events(run) == tensorboard_events(alone)
+    assert [step for step, _ in tensorboard_events(run)["loss"]] == list(range(1, 9))
+    assert len(list((run / "tracking").glob("*/hparams.yml"))) == 1

@@ -35,7 +35,7 @@ class Digits(DatasetSpec):
         return []
 
     def judge_recipe(self, cfg: ExperimentConfig) -> dict:
-        return {**SMALL_CNN, "channels": 1, "num_classes": len(cfg.class_names), "epochs": cfg.judge_epochs}
+        return {**SMALL_CNN, "channels": cfg.channels, "num_classes": len(cfg.class_names), "epochs": cfg.judge_epochs}
 
 
 def split_indices(n: int) -> dict[str, np.ndarray]:

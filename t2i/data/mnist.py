@@ -50,7 +50,7 @@ class Mnist(DatasetSpec):
         return [] if (raw / "t10k-labels-idx1-ubyte").exists() else [f"MNIST under {raw}"]
 
     def judge_recipe(self, cfg: ExperimentConfig) -> dict:
-        return {**SMALL_CNN, "channels": 1, "num_classes": len(cfg.class_names), "epochs": cfg.judge_epochs}
+        return {**SMALL_CNN, "channels": cfg.channels, "num_classes": len(cfg.class_names), "epochs": cfg.judge_epochs}
 
 
 def check_grayscale(cfg: ExperimentConfig) -> None:
