@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance export figures assets bench-loader bench-latent bench-gpu lab watch clean
+.PHONY: help setup demo test eval guidance export figures assets bench-loader bench-latent bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ lab: setup  ## JupyterLab with the t2i kernel (ARGS="--no-browser --port 8888" o
 PORT ?= 6006
 watch: setup  ## TensorBoard over a run (or all runs): loss, LR, speed, sample grids, evaluations; make watch RUN=runs/mnist/demo
 	$(VENV)/bin/tensorboard --logdir $(or $(RUN),runs) --port $(PORT) $(ARGS)
+
+screenshots: setup  ## retake reports/watch/: a tracked 12-epoch demo run in TensorBoard, pictured by headless Chromium
+	$(PY) -m t2i.screenshots
 
 # the nbstripout git filter runs .venv's Python: take it out with the environment, or every `git add` of a notebook fails
 clean:  ## remove the environment (runs/, data/ and reports/ are kept)

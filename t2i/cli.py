@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from . import assets, comparison, configs, guidance, judges, paths, reports, thesis
-from .data import derived, latents
+from .data import latents
 from .errors import ConfigError, UserError
 from .experiment import train
 from .pipeline import TextToImage
@@ -122,8 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     cfg = configs.get(args.experiment, args.profile, **parse_overrides(args.overrides))
-    cache_built = cfg.vae is not None and (latents.cache_dir(cfg) / derived.KEY_FILE).exists()
-    assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not cache_built)
+    assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not latents.is_ready(cfg))
     run_dir = train(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile), restart=args.restart)
     print(f"run: {run_dir}")
     return 0

@@ -60,7 +60,7 @@ def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path,
     prompts, n = spec.prompts(cfg, conditions), len(conditions)
     reference, real_images, _ = evaluate.reference_set(cfg, extractor, n)
     floor = metrics.frechet_distance(extractor(metrics.to_uint8(real_images)), reference)
-    real_adherence = evaluate.held_out_adherence(cfg, judge, n)
+    real_adherence, _ = evaluate.real_adherence(cfg, judge, limit=n)
     resamples = np.random.default_rng(0).integers(0, n, (BOOTSTRAP, n))
     rows = []
     for method, w in progress([(m, w) for m in methods for w in strengths], desc="guidance methods"):

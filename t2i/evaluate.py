@@ -32,11 +32,14 @@ def adherence_sweep(pipe: TextToImage, judge: Judge, conditions: torch.Tensor, g
     return rows
 
 
-def real_adherence(cfg, judge: Judge) -> tuple[float, int]:
-    """The judge's adherence score on real held-out images against their own conditions (the ceiling a generator
-    can reach under this judge; for class datasets, the judge's test accuracy), and how many images that was."""
-    images, conditions = data.load_images(cfg, "judge_test", resolution=judge.cfg.resolution)
-    return data.spec(cfg).adherence(judge.predict(images), conditions)["adherence"], len(images)
+def real_adherence(cfg, judge: Judge, limit: int | None = None) -> tuple[float, int]:
+    """The judge's adherence on real held-out images (``judge_test``, the first ``limit`` if given) against their own
+    conditions, and how many images that was: the ceiling a generator can reach under this judge (for class
+    datasets, its test accuracy). Never images the judge trained on (for CIFAR-10 and WikiArt, judge_train is the
+    diffusion model's own training split); rounded to 8 bits, as generated images are before they are judged."""
+    images, conditions = data.load_images(cfg, "judge_test", limit=limit, resolution=judge.cfg.resolution)
+    predictions = judge.predict(metrics.to_uint8(images).float() / 255)
+    return data.spec(cfg).adherence(predictions, conditions)["adherence"], len(images)
 
 
 def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, path: Path, *, samples_per_prompt: int,
@@ -99,13 +102,6 @@ def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Ten
     return reference, real_images[n:2 * n], real_conditions[n:2 * n]
 
 
-def held_out_adherence(cfg, judge: Judge, n: int) -> float:
-    """The judge's adherence on up to ``n`` held-out real images (``judge_test``): never images it trained on (for
-    CIFAR-10 and WikiArt, judge_train is the diffusion model's own training split)."""
-    images, conditions = data.load_images(cfg, "judge_test", limit=n)
-    return data.spec(cfg).adherence(judge.predict(metrics.to_uint8(images).float() / 255), conditions)["adherence"]
-
-
 def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_prompt: int, *,
           prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None,
           method: str = "cfg", params: dict | None = None, guide: torch.nn.Module | None = None) -> list[dict]:
@@ -136,7 +132,7 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
                 "samples": len(images)}
 
     rows = [row("real", real_images, real_conditions)]
-    rows[0]["adherence"] = held_out_adherence(cfg, judge, n)
+    rows[0]["adherence"] = real_adherence(cfg, judge, limit=n)[0]
     prompt_texts = spec.prompts(cfg, conditions)
     for w in progress(guidance_scales, desc="guidance sweep"):
         rows.append(row(float(w), pipe.images(prompt_texts, w, seed=seed, show_progress=False, method=method,

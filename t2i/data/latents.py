@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from .. import hub, paths
+from ..errors import MissingAsset
 from ..configs import ExperimentConfig
 from ..vae import check_latent_shape
 from . import derived, shards
@@ -60,6 +61,15 @@ def cache_key(cfg: ExperimentConfig) -> dict:
 
 def is_built(cfg: ExperimentConfig, sources: Sequence[Path], out_dir: Path | None = None) -> bool:
     return derived.derived_complete(sources, Path(out_dir or cache_dir(cfg)), cache_key(cfg))
+
+
+def is_ready(cfg: ExperimentConfig) -> bool:
+    """Is the latent cache of the config's training shards built and current (so training needs no VAE)? False
+    while the shards themselves are missing."""
+    try:
+        return is_built(cfg, shards.find_shards(cfg.shards, paths.data_dir()))
+    except MissingAsset:
+        return False
 
 
 def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_dir: Path | None = None,
