@@ -23,14 +23,14 @@ class Sources:
 
     def __init__(self, profile: str, runs: dict[str, Path] | None = None):
         self.profile = profile
-        self.runs = {e: Path(runs[e]) if runs and e in runs else paths.run_dir(e, profile) for e in configs.PROFILES}
+        self.runs = {e: Path(runs[e]) if runs and e in runs else paths.run_dir(e, profile) for e in configs.EXPERIMENTS}
         self._pipes: dict[str, TextToImage] = {}
 
     def cfg(self, experiment: str) -> ExperimentConfig | None:
         """The run's config if it exists, else the profile's (None: the experiment has no such profile)."""
         if (self.runs[experiment] / CONFIG).exists():
             return load_config(self.runs[experiment])
-        return configs.PROFILES[experiment].get(self.profile)
+        return configs.profiles(experiment).get(self.profile)
 
     def checkpoint(self, experiment: str) -> Path | None:
         if not (self.runs[experiment] / CONFIG).exists():

@@ -196,13 +196,13 @@ def _judge(args) -> int:
 
 
 def _figures(args) -> int:
-    known = sorted({p for profiles in configs.PROFILES.values() for p in profiles})
+    known = sorted({p for e in configs.EXPERIMENTS for p in configs.profiles(e)})
     if args.profile not in known:
         raise ConfigError(f"unknown profile {args.profile!r}; known: {known}")
     runs = {}
     for pair in args.run:
         experiment, sep, run_dir = pair.partition("=")
-        if not sep or experiment not in configs.PROFILES:
+        if not sep or experiment not in configs.EXPERIMENTS:
             raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {configs.EXPERIMENTS}, "
                               f"got {pair!r}")
         runs[experiment] = Path(run_dir)

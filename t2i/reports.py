@@ -2,13 +2,15 @@
 
 Every artefact ``name.ext`` gets ``name.provenance.json`` beside it: git commit, the command that made it, package
 versions, and what the caller knows (config, seed, checkpoint and its manifest hash, sample count, device), so a
-figure in the thesis can be traced to exactly what made it. ``code`` holds the SHA-256 of every source file it was
-made from (the ``t2i`` modules the process imported, the notebook it ran, or what the writer names): a report is
-stale when one of those files changed, and only then (tests/test_reports.py checks every committed one).
+figure in the thesis can be traced to exactly what made it. ``code`` holds a hash of every source file it was made
+from (the ``t2i`` modules the process imported, the notebook it ran, or what the writer names): a report is stale when
+what one of those files *does* changed, and only then (tests/test_reports.py checks every committed one). The hash
+(:func:`code_hash`) is of the file's syntax tree without docstrings, so a comment or a docstring edit stales nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import datetime
 import hashlib
@@ -72,16 +74,54 @@ def code_files(depends_on: Sequence[str] | None = None) -> list[str]:
                   and "__pycache__" not in f.parts)
 
 
+CODE_HASH = "ast-v1"  # what the ``code`` hashes of a sidecar are: :func:`code_hash`
+
+
 def file_sha256(relative: str) -> str | None:
+    """The SHA-256 of a file's bytes (what sidecars written before :data:`CODE_HASH` recorded)."""
     path = paths.ROOT / relative
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+def code_hash(relative: str) -> str | None:
+    """A hash of what a source file does: the SHA-256 of its syntax tree (``ast.dump``, no line numbers) with every
+    docstring and bare string statement removed, so comments, docstrings and layout do not count. A notebook is
+    hashed by its code cells (prose, outputs and metadata do not count); any other file, or Python that does not
+    parse, by its bytes. None if the file is gone."""
+    path = paths.ROOT / relative
+    if not path.is_file():
+        return None
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text()).get("cells", [])
+        sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                   for c in cells if c.get("cell_type") == "code"]
+        return hashlib.sha256("\n".join(_syntax(s) for s in sources).encode()).hexdigest()
+    if path.suffix == ".py":
+        return hashlib.sha256(_syntax(path.read_text()).encode()).hexdigest()
+    return file_sha256(relative)
+
+
+def _syntax(source: str) -> str:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                                            and isinstance(s.value.value, str))]
+            node.body = kept or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def changed_code(record: dict) -> list[str]:
-    """The source files whose content differs from when the report was made: empty means it is fresh."""
+    """The source files whose code differs from when the report was made: empty means it is fresh. Sidecars from
+    before :data:`CODE_HASH` recorded the bytes, and are compared by bytes."""
     if not isinstance(record.get("code"), dict):
         return ["(no code hashes: made by older code)"]
-    return [file for file, sha in record["code"].items() if file_sha256(file) != sha]
+    current = code_hash if record.get("code_hash") == CODE_HASH else file_sha256
+    return [file for file, sha in record["code"].items() if current(file) != sha]
 
 
 def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
@@ -91,7 +131,7 @@ def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
     (:func:`code_files`), config and whatever facts the caller knows (seed, checkpoint, sample count...)."""
     artefact = Path(artefact)
     record = {"artefact": artefact.name, "git_commit": git_commit(),
-              "code": {file: file_sha256(file) for file in code_files(depends_on)},
+              "code": {file: code_hash(file) for file in code_files(depends_on)}, "code_hash": CODE_HASH,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "packages": {"python": platform.python_version(), **_versions()}}

@@ -97,7 +97,7 @@ def inputs(artefact: Artefact, src: Sources) -> dict | None:
     kind, _, experiment = artefact.reads.partition(":")
     run = src.runs.get(experiment)
     if kind == "configs":
-        return {"configs": _sha(json.dumps({e: configs.get(e, "full").to_dict() for e in configs.PROFILES}))}
+        return {"configs": _sha(json.dumps({e: configs.get(e, "full").to_dict() for e in configs.EXPERIMENTS}))}
     if kind == "bench":
         return _files(paths.bench_report(experiment))
     if kind == "eval":
@@ -162,7 +162,7 @@ def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list
                 continue
             record = reports.read_provenance(path) or {}
             reports.write_provenance(path, **{k: v for k, v in record.items() if k not in (
-                "artefact", "git_commit", "created", "command", "packages", "code")},
+                "artefact", "git_commit", "created", "command", "packages", "code", "code_hash")},
                 thesis=artefact.number, section=artefact.section, inputs=found)
             happened[artefact.file] = "written"
     write_index(src, out)
@@ -172,7 +172,7 @@ def build(profile: str = "full", runs: dict[str, Path] | None = None, only: list
 def how_to_make(artefact: Artefact, src: Sources) -> str:
     """The command that makes what an artefact reads, for this profile (or why this profile cannot have it)."""
     kind, _, experiment = artefact.reads.partition(":")
-    if kind in ("checkpoint", "loss", "eval", "timing", "data") and src.profile not in configs.PROFILES[experiment]:
+    if kind in ("checkpoint", "loss", "eval", "timing", "data") and src.profile not in configs.profiles(experiment):
         return f"{experiment} has no {src.profile} profile; the thesis run: {artefact.make}, then make figures"
     if kind in ("checkpoint", "loss", "eval", "timing") and src.profile != "full":
         run = f"make run-{experiment} PROFILE={src.profile}" if src.profile != "demo" else "make demo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -24,17 +25,60 @@ def test_a_report_goes_stale_when_a_file_it_was_made_from_changes_and_only_then(
     reports.write_provenance(tmp_path / "table.md", depends_on=["t2i/used.py"])
     record = reports.read_provenance(tmp_path / "table.md")
     assert list(record["code"]) == ["t2i/used.py"] and reports.changed_code(record) == []
-    (tmp_path / "t2i" / "unrelated.py").write_text('"""a docstring fix"""\ny = 1\n')
+    (tmp_path / "t2i" / "unrelated.py").write_text("y = 2\n")
     assert reports.changed_code(record) == []  # an edit elsewhere leaves it fresh
     (tmp_path / "t2i" / "used.py").write_text("x = 2\n")
     assert reports.changed_code(record) == ["t2i/used.py"]  # an edit to what made it makes it stale
     assert reports.changed_code({"depends_on": ["t2i"]}) != []  # a sidecar without hashes is never fresh
 
 
-def test_a_report_records_the_t2i_modules_its_process_imported():
-    files = reports.code_files()
-    assert "t2i/reports.py" in files and "t2i/configs/schema.py" in files
-    assert all(f.startswith("t2i/") for f in files)
+def test_a_docstring_or_comment_edit_stales_nothing_and_a_code_edit_does(tmp_path, monkeypatch):
+    """The hash is of what the code does: a real module with its docstrings, comments and layout changed is the same
+    code; one changed constant is not."""
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    (tmp_path / "t2i").mkdir()
+    source = (ROOT / "t2i" / "sampling.py").read_text()
+    module = tmp_path / "t2i" / "sampling.py"
+    module.write_text(source)
+    reports.write_provenance(tmp_path / "fig.png", depends_on=["t2i/sampling.py"])
+    record = reports.read_provenance(tmp_path / "fig.png")
+    reworded = source.replace('"""Schedulers by name', '"""Samplers, reworded: schedulers by name', 1)
+    reworded = reworded.replace("def sample(", "# a new comment\n\n\ndef sample(", 1)
+    reworded = reworded.replace('    """Run the reverse process', '    """Run, in other words, the reverse process', 1)
+    assert reworded != source
+    module.write_text(reworded)
+    assert reports.changed_code(record) == []
+    module.write_text(reworded.replace("return x\n", "return x * 1\n", 1))
+    assert reports.changed_code(record) == ["t2i/sampling.py"]
+
+
+def test_sidecars_from_before_syntax_hashes_are_compared_by_their_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    legacy = {"code": {"a.py": reports.file_sha256("a.py")}}
+    assert reports.changed_code(legacy) == []
+    (tmp_path / "a.py").write_text("# a comment\nx = 1\n")
+    assert reports.changed_code(legacy) == ["a.py"]
+
+
+def imported_code(*statements: str) -> list[str]:
+    """``reports.code_files()`` in a fresh process that ran ``statements``: what a report made there depends on."""
+    script = "; ".join(["from t2i import reports", *statements, "print('\\n'.join(reports.code_files()))"])
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_a_report_depends_on_exactly_the_t2i_modules_its_process_imported():
+    bare = imported_code()
+    assert "t2i/reports.py" in bare and "t2i/paths.py" in bare and "t2i/train.py" not in bare
+    assert "t2i/train.py" in imported_code("import t2i.train")
+
+
+def test_one_experiments_report_does_not_depend_on_another_experiments_file():
+    """Listing the experiments imports none of them: a code edit in experiments/celeba.py stales no MNIST report."""
+    files = imported_code("from t2i import configs", "configs.get('mnist', 'demo')", "print(configs.EXPERIMENTS)")
+    assert "t2i/experiments/mnist.py" in files
+    assert not {"t2i/experiments/celeba.py", "t2i/experiments/cifar10.py", "t2i/experiments/wikiart.py"} & set(files)
 
 
 def test_every_committed_report_was_made_by_the_code_as_it_is_now():

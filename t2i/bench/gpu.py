@@ -86,7 +86,7 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     # without a GPU: the demo config where there is one (the trainer-overhead target is measured on it), else smoke
-    profiles = {e: profile or ("full" if cuda else "demo" if "demo" in configs.PROFILES[e] else "smoke")
+    profiles = {e: profile or ("full" if cuda else "demo" if "demo" in configs.profiles(e) else "smoke")
                 for e in experiments}
     steps, warmup = steps or (30 if cuda else 10), warmup or (3 if cuda else 1)
     cell_s = cell_s or (5.0 if cuda else 3.0)  # a cell stops timing after this long (at least 3 steps)

@@ -11,6 +11,7 @@ field is range-checked when a config is made, so a bad ``--set`` fails before an
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from ..errors import ConfigError
@@ -18,26 +19,26 @@ from ..experiments import BASE, NAMES, module
 from .schema import (BETA_SCHEDULES, COMPILE_MODES, LR_SCHEDULES, PRECISIONS, RENAMED, RESUMABLE, SAMPLERS,
                      TRACKERS, ExperimentConfig)
 
-__all__ = ["BETA_SCHEDULES", "COMPILE_MODES", "EXPERIMENTS", "LR_SCHEDULES", "PRECISIONS", "PROFILES", "RENAMED",
-           "RESUMABLE", "SAMPLERS", "TRACKERS", "ExperimentConfig", "get"]
+__all__ = ["BETA_SCHEDULES", "COMPILE_MODES", "EXPERIMENTS", "LR_SCHEDULES", "PRECISIONS", "RENAMED", "RESUMABLE",
+           "SAMPLERS", "TRACKERS", "ExperimentConfig", "get", "profiles"]
 
 EXPERIMENTS = NAMES
 
 
-def _profiles(name: str) -> dict[str, ExperimentConfig]:
-    experiment = module(name)
-    full = ExperimentConfig.from_dict({**BASE, **experiment.FULL})
-    return {"full": full, **{p: full.replace(**overrides) for p, overrides in experiment.PROFILES.items()}}
-
-
-PROFILES: dict[str, dict[str, ExperimentConfig]] = {name: _profiles(name) for name in EXPERIMENTS}
+@cache
+def profiles(experiment: str) -> dict[str, ExperimentConfig]:
+    """Every profile of ``experiment`` (``full`` first). Only this experiment's file is imported."""
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; known: {sorted(EXPERIMENTS)}")
+    spec = module(experiment)
+    full = ExperimentConfig.from_dict({**BASE, **spec.FULL})
+    return {"full": full, **{p: full.replace(**overrides) for p, overrides in spec.PROFILES.items()}}
 
 
 def get(experiment: str, profile: str = "full", **overrides: Any) -> ExperimentConfig:
     """The config of ``experiment`` in ``profile``, with ``overrides`` applied (``None`` values are ignored,
     so notebook parameters can default to "use the profile's value")."""
-    if experiment not in PROFILES:
-        raise ConfigError(f"unknown experiment {experiment!r}; known: {sorted(PROFILES)}")
-    if profile not in PROFILES[experiment]:
-        raise ConfigError(f"unknown profile {profile!r} for {experiment}; known: {sorted(PROFILES[experiment])}")
-    return PROFILES[experiment][profile].replace(**{k: v for k, v in overrides.items() if v is not None})
+    known = profiles(experiment)
+    if profile not in known:
+        raise ConfigError(f"unknown profile {profile!r} for {experiment}; known: {sorted(known)}")
+    return known[profile].replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -8,8 +8,10 @@ new, and a notebook ``notebooks/NN_<name>.ipynb`` (docs/development.md).
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -44,6 +46,16 @@ def module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
-# In the thesis's order (each file's SECTION); an experiment without one comes last.
+def _section(name: str) -> str:
+    """An experiment file's ``SECTION``, read from its source without importing it: listing the experiments imports
+    none of them, so a report made from one experiment never depends on another's file (t2i.reports)."""
+    tree = ast.parse((Path(__file__).with_name(f"{name}.py")).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "SECTION" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return "~"  # an experiment without one comes last
+
+
+# In the thesis's order (each file's SECTION).
 NAMES: tuple[str, ...] = tuple(sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
-                                      key=lambda name: (getattr(module(name), "SECTION", "~"), name)))
+                                      key=lambda name: (_section(name), name)))
