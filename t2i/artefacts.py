@@ -195,7 +195,7 @@ def table1(src: Sources, path: Path) -> None:
     _table(out, path, f"CIFAR-10 generation metrics across guidance scales, N = {out[0]['samples']} images per "
                   "row; 'real' compares two disjoint real sets (the floor at this N). Adherence: our CIFAR-10 judge's "
                   "accuracy on the prompted class (the thesis's 'accuracy' came from an ImageNet ResNet-18 never "
-                  f"trained on CIFAR-10). Source: {reports._portable(sweep)}. Guidance: {reports.GUIDANCE_CONVENTION}.",
+                  f"trained on CIFAR-10). Source: {paths.portable(sweep)}. Guidance: {reports.GUIDANCE_CONVENTION}.",
                   source=sweep)
 
 
@@ -206,7 +206,7 @@ def bench_table(name: str, caption: str, columns: dict[str, str]):
             rows = [{new: _number(r[old]) for old, new in columns.items()} for r in csv.DictReader(f)]
         bench = reports.read_provenance(source.with_suffix(".md")) or {}
         _table(rows, path, f"{caption} Measured by `make bench-{name}` at {bench.get('git_commit', '?')[:7]} "
-                      f"({reports._portable(source)}).", source=source)
+                      f"({paths.portable(source)}).", source=source)
     return draw
 
 
@@ -215,7 +215,7 @@ def timing(src: Sources, path: Path) -> None:
     with open(source) as f:
         rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     _table(rows, path, "WikiArt training step by stage (timing_steps of the run; thesis: data loading 70.4%, "
-                  f"forward 10.3%, backward 15.4% at batch 16). Source: {reports._portable(source)}.", source=source)
+                  f"forward 10.3%, backward 15.4% at batch 16). Source: {paths.portable(source)}.", source=source)
 
 
 def pixel_vs_latent(src: Sources, path: Path) -> None:
@@ -233,7 +233,7 @@ def pixel_vs_latent(src: Sources, path: Path) -> None:
     rows.append({"aspect": "training step, cache vs VAE every step", "pixel (WikiArt)": "",
                  "latent (CelebA)": f"{float(bench[0]['speedup']):.1f}x faster from the cache"})
     _table(rows, path, "Pixel-space vs latent-space diffusion, from the full configs; the speed-up of reading the "
-                  f"latent cache is `make bench-latent` ({reports._portable(source)}).", source=source)
+                  f"latent cache is `make bench-latent` ({paths.portable(source)}).", source=source)
 
 
 def _number(text: str):

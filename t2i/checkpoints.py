@@ -35,7 +35,7 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
 from .errors import RunError, UserError
-from .files import fsync_dir, write_atomic  # noqa: F401 - write_atomic: t2i.watch imports it from here
+from .files import fsync_dir, write_atomic
 
 LATEST = "latest"
 MANIFEST = "manifest.json"

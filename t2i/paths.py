@@ -35,6 +35,15 @@ def reports_dir() -> Path:
     return _dir("T2I_REPORTS_DIR", ROOT / "reports")
 
 
+def portable(path: Path) -> str:
+    """A path inside the project relative to its root (so a sidecar or a card reads the same on every clone); any
+    other path as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def run_dir(experiment: str, run_name: str) -> Path:
     """``runs/<experiment>/<run_name>``; a run name is one path component (no separators, not ``.`` or ``..``), so a
     run can never be written outside the runs folder."""

@@ -135,7 +135,7 @@ def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "packages": {"python": platform.python_version(), **_versions()}}
-    record.update({k: _portable(v) if isinstance(v, Path) else v for k, v in facts.items()})
+    record.update({k: paths.portable(v) if isinstance(v, Path) else v for k, v in facts.items()})
     if cfg is not None:
         record["config"] = cfg.to_dict()
     path = artefact.with_name(artefact.stem + ".provenance.json")
@@ -156,14 +156,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
-
-
-def _portable(path: Path) -> str:
-    """Paths inside the project are recorded relative to its root, so a sidecar reads the same on every clone."""
-    try:
-        return str(Path(path).resolve().relative_to(paths.ROOT.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", row_labels: Sequence[str] = (),

@@ -114,13 +114,13 @@ def inputs(artefact: Artefact, src: Sources) -> dict | None:
     ckpt = src.checkpoint(experiment)
     if ckpt is None:
         return None
-    return {"run": reports._portable(run), "checkpoint": ckpt.name,
+    return {"run": paths.portable(run), "checkpoint": ckpt.name,
             "manifest_sha256": _sha((ckpt / checkpoints.MANIFEST).read_bytes()),
             "config_sha256": _sha((run / CONFIG).read_bytes())}
 
 
 def _files(path: Path) -> dict | None:
-    return {"file": reports._portable(path), "sha256": _sha(path.read_bytes())} if path.exists() else None
+    return {"file": paths.portable(path), "sha256": _sha(path.read_bytes())} if path.exists() else None
 
 
 def _sha(content: bytes | str) -> str:
@@ -176,7 +176,7 @@ def how_to_make(artefact: Artefact, src: Sources) -> str:
         return f"{experiment} has no {src.profile} profile; the thesis run: {artefact.make}, then make figures"
     if kind in ("checkpoint", "loss", "eval", "timing") and src.profile != "full":
         run = f"make run-{experiment} PROFILE={src.profile}" if src.profile != "demo" else "make demo"
-        return run + (f" && make eval RUN={reports._portable(src.runs[experiment])}" if kind == "eval" else "")
+        return run + (f" && make eval RUN={paths.portable(src.runs[experiment])}" if kind == "eval" else "")
     return artefact.make
 
 

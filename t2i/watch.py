@@ -17,7 +17,7 @@ from diffusers import UNet2DConditionModel
 
 from . import evaluate, judges, metrics, reports, tracking
 from .runs import EVAL_FIELDS, EVAL_LOG
-from .checkpoints import write_atomic
+from .files import write_atomic
 from .configs import ExperimentConfig
 from .figures import short_labels
 from .pipeline import TextToImage

@@ -1,5 +1,5 @@
 """Datasets: one module per dataset (``mnist``, ``digits``, ``cifar10``, ``wikiart``, ``celeba``), each defining a
-:class:`~t2i.data.spec.DatasetSpec`, found by name through :func:`spec`; and the machinery they share: parquet
+:class:`~t2i.data.base.DatasetSpec`, found by name through :func:`spec`; and the machinery they share: parquet
 streaming (``shards``), image decoding (``images``), the VAE latent cache (``latents``), synthetic shards
 (``synthetic``).
 
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ..configs import ExperimentConfig
 from .registry import spec
 from .shards import ReportsBadSamples
-from .spec import SPLITS, DatasetSpec
+from .base import SPLITS, DatasetSpec
 
 __all__ = ["SPLITS", "DatasetSpec", "ReportsBadSamples", "load_dataset", "load_images", "spec"]
 

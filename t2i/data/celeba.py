@@ -41,7 +41,7 @@ from ..configs import ExperimentConfig
 from ..text import TextEncoder, tokenize
 from . import shards, synthetic
 from .images import BadSample, decode_image, to_tensor
-from .spec import RESNET18, DatasetSpec
+from .base import RESNET18, DatasetSpec
 
 # The 40 attributes in CelebA's order (list_attr_celeba.txt; the column names of flwrlabs/celeba).
 ATTRIBUTES = (

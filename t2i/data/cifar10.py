@@ -14,7 +14,7 @@ from .. import paths
 from ..configs import ExperimentConfig
 from ..errors import MissingAsset
 from .mnist import resize
-from .spec import RESNET18, DatasetSpec
+from .base import RESNET18, DatasetSpec
 
 
 class Cifar10(DatasetSpec):

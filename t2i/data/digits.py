@@ -11,7 +11,7 @@ import torch
 
 from ..configs import ExperimentConfig
 from .mnist import check_grayscale, resize
-from .spec import SMALL_CNN, DatasetSpec
+from .base import SMALL_CNN, DatasetSpec
 
 SPLIT_SEED = 0
 

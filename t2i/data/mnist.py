@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .. import paths
 from ..configs import ExperimentConfig
 from ..errors import MissingAsset
-from .spec import SMALL_CNN, DatasetSpec
+from .base import SMALL_CNN, DatasetSpec
 
 JUDGE_TRAIN = 8000
 

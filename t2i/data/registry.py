@@ -1,5 +1,5 @@
 """Datasets by name: ``cfg.dataset`` names a module ``t2i/data/<name>.py`` whose ``DATASET`` is its
-:class:`~t2i.data.spec.DatasetSpec`. A new dataset is one new module."""
+:class:`~t2i.data.base.DatasetSpec`. A new dataset is one new module."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 
 from ..configs import ExperimentConfig
 from ..configs.schema import DATA_DIR
-from .spec import DatasetSpec
+from .base import DatasetSpec
 
 
 def spec(dataset: str | ExperimentConfig) -> DatasetSpec:
@@ -17,5 +17,5 @@ def spec(dataset: str | ExperimentConfig) -> DatasetSpec:
         raise ValueError(f"unknown dataset {name!r}: there is no module t2i/data/{name}.py")
     found = getattr(importlib.import_module(f"{__package__}.{name}"), "DATASET", None)
     if not isinstance(found, DatasetSpec):
-        raise TypeError(f"t2i/data/{name}.py must define DATASET, a t2i.data.spec.DatasetSpec")
+        raise TypeError(f"t2i/data/{name}.py must define DATASET, a t2i.data.base.DatasetSpec")
     return found

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..configs import ExperimentConfig
 from .cifar10 import class_resnet_recipe
-from .spec import DatasetSpec
+from .base import DatasetSpec
 
 
 # The `style` ClassLabel names of huggan/wikiart in label order, as every parquet shard records them (schema metadata

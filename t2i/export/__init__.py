@@ -99,7 +99,7 @@ def card(pipe: TextToImage, run_dir: Path, out: Path, weights: str):
               f"num_inference_steps={cfg.num_inference_steps}).images[0]\n")
     real = next((r for r in rows if r["guidance_scale"] == "real"), None)
     evaluation = ("No evaluation was made from this checkpoint (run `make eval RUN=...` and export again)." if not rows
-                  else f"From `{reports._portable(sweep)}` (features: see its caption), N = {rows[0]['samples']} per "
+                  else f"From `{paths.portable(sweep)}` (features: see its caption), N = {rows[0]['samples']} per "
                        f"row; the real-vs-real floor is FID {float(real['fid']):.2f}, adherence "
                        f"{float(real['adherence']):.3f} on held-out images.\n\n"
                        + "\n".join(f"- w = {r['guidance_scale']}: FID {float(r['fid']):.2f}, adherence "
