@@ -194,7 +194,7 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
                f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
                "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
                "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's batch "
-               f"(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
+               "(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
                + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
                + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
                "step with its data path, objective, EMA and checks; vs_bare = the trainer's ms per image over the bare "
