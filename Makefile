@@ -58,11 +58,11 @@ run-%: setup
 
 RUN ?= runs/mnist/demo
 eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
-	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]))" $(RUN)) && mkdir -p $$out && \
+	out=$$($(PY) -m t2i where eval --run $(RUN)) && mkdir -p $$out && \
 	T2I_NOTEBOOK=notebooks/05_evaluate.ipynb $(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
 
 guidance: setup  ## every guidance method on one fidelity/adherence front: make guidance RUN=runs/mnist/demo [ARGS=...]
-	out=$$($(PY) -c "import sys; from t2i import paths; print(paths.eval_dir(sys.argv[1]).parent / 'guidance')" $(RUN)) && \
+	out=$$($(PY) -m t2i where guidance --run $(RUN)) && \
 	mkdir -p $$out && T2I_NOTEBOOK=notebooks/06_guidance.ipynb $(PAPERMILL) notebooks/06_guidance.ipynb \
 	$$out/06_guidance.ipynb -p run_dir $(RUN) $(ARGS)
 

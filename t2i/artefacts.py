@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, configs, data, figures, paths, reports
+from . import checkpoints, configs, data, figures, paths, reports, runs
 from .configs import ExperimentConfig
 from .errors import UserError
 from .models import build_unet, count_parameters
@@ -24,7 +24,7 @@ class Sources:
     def __init__(self, profile: str, runs: dict[str, Path] | None = None):
         self.profile = profile
         self.runs = {e: Path(runs[e]) if runs and e in runs else paths.run_dir(e, profile) for e in configs.EXPERIMENTS}
-        self._pipes: dict[str, TextToImage] = {}
+        self._pipes: dict[Path, TextToImage] = {}
 
     def cfg(self, experiment: str) -> ExperimentConfig | None:
         """The run's config if it exists, else the profile's (None: the experiment has no such profile)."""
@@ -38,14 +38,18 @@ class Sources:
         return checkpoints.latest(self.runs[experiment])
 
     def pipe(self, experiment: str) -> TextToImage:
-        if experiment not in self._pipes:
-            self._pipes[experiment] = TextToImage.from_run(self.runs[experiment])
-        return self._pipes[experiment]
-
-    def eval_dir(self, experiment: str) -> Path:
-        """Where `make eval` of the experiment's run wrote its sweep."""
+        """The experiment's run as a pipeline, loaded once per run folder."""
         run = self.runs[experiment]
-        return paths.eval_dir(run) if (run / CONFIG).exists() else paths.report_dir(self.profile, experiment, run.name) / "eval"
+        if run not in self._pipes:
+            self._pipes[run] = TextToImage.from_run(run)
+        return self._pipes[run]
+
+    def sweep_table(self, experiment: str) -> Path:
+        """The CSV of the `make eval` sweep of the experiment's run."""
+        run = self.runs[experiment]
+        if (run / CONFIG).exists():
+            return paths.sweep_table(run)
+        return paths.report_dir(self.profile, experiment, run.name) / paths.EVAL / f"{paths.SWEEP}.csv"
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def config_table(experiments: tuple[str, ...], caption: str):
 
 
 def table1(src: Sources, path: Path) -> None:
-    sweep = src.eval_dir("cifar10") / "sweep.csv"
+    sweep = src.sweep_table("cifar10")
     with open(sweep) as f:
         rows = list(csv.DictReader(f))
     out = []
@@ -211,7 +215,7 @@ def bench_table(name: str, caption: str, columns: dict[str, str]):
 
 
 def timing(src: Sources, path: Path) -> None:
-    source = src.runs["wikiart"] / "timing.csv"
+    source = runs.timing_table(src.runs["wikiart"])
     with open(source) as f:
         rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
     _table(rows, path, "WikiArt training step by stage (timing_steps of the run; thesis: data loading 70.4%, "

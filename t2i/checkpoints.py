@@ -204,6 +204,18 @@ def load_unet(path: Path, ema: bool = False) -> UNet2DConditionModel:
     return UNet2DConditionModel.from_pretrained(sub)
 
 
+def load_weights(path: Path, ema: bool | None = None) -> tuple[UNet2DConditionModel, str]:
+    """The UNet to sample with and which weights it holds (``"ema"`` or ``"raw"``): the EMA weights when the checkpoint
+    has them, unless ``ema`` says otherwise (True: EMA or an error, False: the raw weights)."""
+    use_ema = (Path(path) / "ema").is_dir() if ema is None else ema
+    return load_unet(path, ema=use_ema), "ema" if use_ema else "raw"
+
+
+def manifest_sha256(path: Path) -> str:
+    """The SHA-256 of a checkpoint's manifest: one hash that names every byte of its weights and state."""
+    return _sha256(Path(path) / MANIFEST)
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(Path(path) / "training_state.safetensors")
 

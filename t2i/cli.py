@@ -2,6 +2,10 @@
 
     python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...] [--restart]
     python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance-scale 5 --samples-per-prompt 8 --out grid.png
+    python -m t2i eval RUN_DIR       # FID, KID, IS, adherence and CLIP score per guidance scale (what `make eval` runs)
+    python -m t2i guidance RUN_DIR   # every guidance method on one fidelity / adherence front
+    python -m t2i export RUN_DIR OUT # a diffusers pipeline folder with a model card
+    python -m t2i where eval --run RUN_DIR   # where a command writes (the Makefile and SLURM ask this)
     python -m t2i judge --experiment mnist --profile full   # the adherence judge of that dataset and resolution
     python -m t2i assets --experiment wikiart    # on a node with internet: data and weights into the caches
     python -m t2i figures --profile demo    # every thesis figure and table the runs can feed -> reports/demo/
@@ -20,20 +24,19 @@ import os
 import sys
 from pathlib import Path
 
-from . import assets, comparison, configs, guidance, judges, paths, reports, thesis
+from . import assets, comparison, configs, evaluate, experiments, figures, guidance, judges, paths, pipeline, thesis
 from .data import latents
 from .errors import ConfigError, UserError
-from .experiment import train
-from .pipeline import TextToImage
+from .experiment import Run
+from .files import check_writable
 from .preemption import REQUEUE_EXIT_CODE, Preempted
-from .runs import load_config
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
-                "guidance": _guidance, "export": _export}[args.command](args)
+                "eval": _eval, "guidance": _guidance, "export": _export, "where": _where}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -89,12 +92,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-param", dest="guidance_params", action="append", default=[], metavar="KEY=VALUE",
                    help="a parameter of the method, e.g. --guidance-param phi=0.5 (default: the paper's)")
 
+    p = sub.add_parser("eval", help="FID, KID, IS, adherence and CLIP score of a trained run per guidance scale")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--guidance-scales", nargs="+", type=_finite, default=[0.0, 1.0, 2.0, 3.0, 5.0, 10.0])
+    p.add_argument("--samples-per-prompt", type=_positive, default=50, help="images per prompt and guidance scale")
+    p.add_argument("--prompts", type=_positive, help="CelebA: attribute sets of held-out faces (default: 50)")
+    p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
+    p.add_argument("--clip-model", default="auto", help='CLIP-score model ("auto": when staged; "": none)')
+    p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
+    p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
+    p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
+
     p = sub.add_parser("guidance", help="every guidance method at several strengths on one fidelity/adherence front")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samples-per-prompt", type=_positive, default=50, help="images per prompt, method and strength")
+    p.add_argument("--samples-per-prompt", type=_positive, default=comparison.SAMPLES_PER_PROMPT,
+                   help="images per prompt, method and strength (default: N = 500 for ten classes)")
     p.add_argument("--methods", nargs="+", choices=sorted(guidance.METHODS), help="default: all the run can use")
     p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
-    p.add_argument("--features", default="auto", choices=["auto", "inception", "judge"])
+    p.add_argument("--features", default="staged", choices=["staged", *evaluate.FEATURES],
+                   help="staged: every feature space that is on disk (the judge's always)")
+    p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ and compare its verdicts with the main "
+                                                   "report's (e.g. a check at N = 2,000)")
     _guidance_arguments(p)
 
     p = sub.add_parser("export", help="a trained run as a diffusers pipeline folder with a model card (t2i.export)")
@@ -104,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=["ema", "raw"], default="ema")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
+
+    p = sub.add_parser("where", help="where a run or a report is written (for the Makefile and SLURM scripts)")
+    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE])
+    p.add_argument("--notebook", type=Path, help="experiment, run, reports: notebooks/NN_<experiment>[_*].ipynb")
+    p.add_argument("--experiment", choices=configs.EXPERIMENTS, help="run, reports: instead of --notebook")
+    p.add_argument("--profile", default="full")
+    p.add_argument("--run-name", help="run, reports: default the profile name")
+    p.add_argument("--run", type=Path, help=f"{paths.EVAL}, {paths.GUIDANCE}: a trained run's folder")
 
     p = sub.add_parser("judge", help="train the adherence judge of an experiment's dataset and resolution")
     p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
@@ -123,41 +149,24 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     cfg = configs.get(args.experiment, args.profile, **parse_overrides(args.overrides))
     assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not latents.is_ready(cfg))
-    run_dir = train(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile), restart=args.restart)
-    print(f"run: {run_dir}")
+    run = Run(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
+    run.train(restart=args.restart)
+    print(f"run: {run.dir}")
     return 0
 
 
 def _sample(args) -> int:
-    cfg = load_config(args.run_dir)
-    if args.num_inference_steps is not None and args.num_inference_steps > cfg.num_train_timesteps:
-        raise ConfigError(f"--num-inference-steps {args.num_inference_steps} is more than the run's "
-                                  f"{cfg.num_train_timesteps} training timesteps")
-    assets.require(cfg, text=True, vae=True)
-    folder = args.out.resolve().parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"cannot write {args.out}: {folder} {'is not writable' if folder.is_dir() else 'does not exist'}"
-                        " (checked before sampling)")
-    pipe = TextToImage.from_run(args.run_dir, checkpoint=args.checkpoint, ema=False if args.no_ema else None,
-                                sampler=args.sampler, num_inference_steps=args.num_inference_steps)
-    prompts = [p for p in args.prompt for _ in range(args.samples_per_prompt)]
-    seed = cfg.seed if args.seed is None else args.seed
-    params = {k: float(v) for k, v in parse_overrides(args.guidance_params).items()}
-    guidance.parameters(args.guidance_method, params)  # an unknown parameter fails before sampling
-    guide = comparison.load_guide(args.run_dir, args.guide_checkpoint, args.guide_run)
-    images = pipe.images(prompts, args.guidance_scale, seed=seed, method=args.guidance_method, params=params,
-                         guide=guide)
-    reports.image_grid(images, args.out, nrow=args.samples_per_prompt,
-                       row_labels=[_short(p) for p in args.prompt] if len(args.prompt) > 1 else (),
-                       title=f"{' | '.join(args.prompt) if len(args.prompt) == 1 else ''} (w={args.guidance_scale:g})\n"
-                             f"[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(args.out, **pipe.provenance(seed=seed, samples=len(images), prompts=args.prompt,
-                                                         guidance_scale=args.guidance_scale,
-                                                         guidance_method=args.guidance_method,
-                                                         guidance_params=guidance.parameters(args.guidance_method,
-                                                                                             params),
-                                                         guide=args.guide_checkpoint or args.guide_run,
-                                                         samples_per_prompt=args.samples_per_prompt))
+    run = Run.open(args.run_dir)
+    assets.require(run.cfg, text=True, vae=True)
+    check_writable(args.out)
+    params = guidance.parameters(args.guidance_method, {k: float(v) for k, v in
+                                                        parse_overrides(args.guidance_params).items()})
+    pipe = run.pipeline(checkpoint=args.checkpoint, ema=False if args.no_ema else None, sampler=args.sampler,
+                        num_inference_steps=args.num_inference_steps)
+    guide = pipeline.load_guide(run.dir, args.guide_checkpoint, args.guide_run)
+    figures.prompt_grid(pipe, args.prompt, args.samples_per_prompt, args.guidance_scale, args.out, seed=args.seed,
+                        method=args.guidance_method, params=params, guide=guide,
+                        guide_name=str(args.guide_run or args.guide_checkpoint or "") or None)
     print(f"wrote {args.out}")
     return 0
 
@@ -168,11 +177,20 @@ def _guidance_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--guide-run", type=Path, help="... or another run trained on the same data (a smaller model)")
 
 
+def _eval(args) -> int:
+    run = Run.open(args.run_dir)
+    print(run.evaluate(args.guidance_scales, args.samples_per_prompt, prompts=args.prompts, features=args.features,
+                       clip_model=args.clip_model, seed=args.seed, sampler=args.sampler,
+                       num_inference_steps=args.num_inference_steps))
+    print(f"wrote {run.eval_dir}")
+    return 0
+
+
 def _guidance(args) -> int:
-    rows, out = comparison.for_run(args.run_dir, args.samples_per_prompt, methods=args.methods,
-                                   strengths=args.strengths, guide_checkpoint=args.guide_checkpoint,
-                                   guide_run=args.guide_run, features=args.features)
-    print((out / "guidance.md").read_text())
+    run = Run.open(args.run_dir)
+    out = run.compare_guidance(args.samples_per_prompt, methods=args.methods, strengths=args.strengths,
+                               guide_checkpoint=args.guide_checkpoint, guide_run=args.guide_run,
+                               features=args.features, check=args.check)
     print((out / "summary.md").read_text())
     print(f"wrote {out}")
     return 0
@@ -181,9 +199,27 @@ def _guidance(args) -> int:
 def _export(args) -> int:
     from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
 
-    folder = export.export(args.run_dir, args.out, args.checkpoint, args.weights)
+    folder = export.export(Run.open(args.run_dir), args.out, args.checkpoint, args.weights)
     if args.push_to_hub:
         print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
+    return 0
+
+
+def _where(args) -> int:
+    """One line: the folder asked for, computed by the code that writes there, never by a copy of its rules."""
+    if args.what in (paths.EVAL, paths.GUIDANCE):
+        if args.run is None:
+            raise ConfigError(f"where {args.what} needs --run RUN_DIR")
+        run = Run.open(args.run)
+        print(run.eval_dir if args.what == paths.EVAL else run.guidance_dir)
+        return 0
+    if args.notebook is None and (args.experiment is None or args.what == "experiment"):
+        raise ConfigError(f"where {args.what} needs --notebook notebooks/NN_<experiment>.ipynb"
+                          + ("" if args.what == "experiment" else " or --experiment NAME"))
+    experiment = experiments.from_notebook(args.notebook) if args.notebook else args.experiment
+    run_name = args.run_name or args.profile
+    print({"experiment": experiment, "run": paths.run_dir(experiment, run_name),
+           "reports": paths.report_dir(args.profile, experiment, run_name)}[args.what])
     return 0
 
 
@@ -256,10 +292,6 @@ def _png_path(text: str) -> Path:
     if path.suffix.lower() != ".png":
         raise argparse.ArgumentTypeError(f"{text} must end in .png")
     return path
-
-
-def _short(prompt: str, width: int = 40) -> str:
-    return prompt if len(prompt) <= width else prompt[: width - 3] + "..."
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -1,50 +1,183 @@
-"""The steps every experiment shares, so notebooks and the command line stay parameters and calls.
+"""One run from setup to report: :class:`Run`, which the notebooks, the command line, ``eval``, ``guidance`` and
+``export`` all take, so a run is named once and every folder follows from it.
 
-:func:`train` is where a run is assembled: the dataset's module (:func:`t2i.data.spec`) gives the training examples
-and the conditioner, :mod:`t2i.objectives` the loss, :mod:`t2i.train` the loop.
+``setup(name, profile, run_name, **overrides)`` makes the run a notebook trains; ``Run.open(run_dir)`` is a trained
+run, as its folder records it. A run knows its config, its folder (``runs/<experiment>/<run>/``, :mod:`t2i.runs`) and
+its report folder (``reports/<profile>/<experiment>/<run>/``, :mod:`t2i.paths`); its methods are the steps every
+experiment shares: train, draw a thesis figure, measure adherence, evaluate, compare guidance methods.
+
+:meth:`Run.train` is where a run is assembled: the dataset's module (:func:`t2i.data.spec`) gives the training
+examples and the conditioner, :mod:`t2i.objectives` the loss, :mod:`t2i.watch` what watches it, :mod:`t2i.train` the
+loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
-from . import configs, data, evaluate, judges, objectives, paths, watch
+from . import comparison, configs, data, evaluate, judges, objectives, paths, runs, thesis, watch
 from .configs import ExperimentConfig
 from .errors import ConfigError
 from .models import check_text_width, count_parameters
-from .pipeline import TextToImage
+from .pipeline import TextToImage, load_guide
 from .text import TextEncoder
 from .train import fit
 
 
-def setup(experiment: str, profile: str, run_name: str = "", **overrides) -> tuple[ExperimentConfig, Path, Path]:
-    """The config (profile + overrides; ``None`` = the profile's value), the run folder and the run's report folder
-    (``reports/<profile>/<experiment>/<run>/``)."""
+def setup(experiment: str, profile: str, run_name: str = "", **overrides) -> "Run":
+    """The run a notebook trains: ``experiment``'s config in ``profile`` with ``overrides`` (``None`` = the profile's
+    value), in ``runs/<experiment>/<run_name or profile>``."""
     cfg = configs.get(experiment, profile, **overrides)
-    run_name = run_name or profile
-    run_dir = paths.run_dir(cfg.experiment, run_name)
-    out = paths.report_dir(profile, cfg.experiment, run_name)
-    print(f"run: {run_dir}\nreports: {out}")
+    run = Run(cfg, paths.run_dir(cfg.experiment, run_name or profile))
+    print(f"run: {run.dir}\nreports: {run.reports}")
     print(cfg.to_json())
-    return cfg, run_dir, out
+    return run
 
 
 def train(cfg: ExperimentConfig, run_dir: Path, restart: bool = False) -> Path:
-    """Train (or resume) a run: the frozen text encoder, the dataset's conditioner and training examples, the
-    objective, what watches the run (:mod:`t2i.watch`), then :func:`t2i.train.fit`. Class captions are encoded once;
-    CelebA's data workers draw and tokenise a fresh caption per image and epoch, and its conditioner keeps the encoder
-    to embed them in the step."""
-    spec = data.spec(cfg)
-    check_periodic_eval(cfg)
-    text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
-    check_text_width(cfg, text.hidden_size)
-    conditioner = spec.conditioner(cfg, text)
-    objective = objectives.for_config(cfg, conditioner)
-    hooks = watch.hooks_for(cfg, Path(run_dir), text)  # sample grids and evaluations while training, if asked for
-    del text  # only the conditioner's and the hooks' references remain, if they need one
-    dataset = spec.training_set(cfg, log_dir=Path(run_dir) / "bad_samples",  # builds the latent cache on first use
-                                transform=conditioner.example_transform)
-    return fit(cfg, Path(run_dir), dataset, objective, restart=restart, hooks=hooks)
+    """Train (or resume) ``cfg`` in ``run_dir`` (:meth:`Run.train`); returns the run folder."""
+    return Run(cfg, run_dir).train(restart=restart)
+
+
+class Run:
+    """A run: its config, its folder and its report folder, and the steps every experiment shares."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path):
+        self.cfg, self.dir = cfg, Path(run_dir)
+        self.reports = paths.report_dir(cfg.profile, cfg.experiment, self.dir.name)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "Run":
+        """A run that exists, under the config it was trained with (its ``config.json``)."""
+        run_dir = paths.ROOT / run_dir  # relative folders are taken from the project root (notebooks, SLURM)
+        return cls(runs.load_config(run_dir), run_dir)
+
+    def __repr__(self) -> str:
+        return f"Run({self.cfg.experiment}/{self.dir.name}, profile {self.cfg.profile})"
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.reports / paths.EVAL
+
+    @property
+    def guidance_dir(self) -> Path:
+        return self.reports / paths.GUIDANCE
+
+    # --- training -----------------------------------------------------------------------------------------------
+    def train(self, restart: bool = False) -> Path:
+        """Train (or resume) the run: the frozen text encoder, the dataset's conditioner and training examples, the
+        objective, what watches the run (:mod:`t2i.watch`), then :func:`t2i.train.fit`. Class captions are encoded
+        once; CelebA's data workers draw and tokenise a fresh caption per image and epoch, and its conditioner keeps
+        the encoder to embed them in the step."""
+        cfg, spec = self.cfg, data.spec(self.cfg)
+        check_periodic_eval(cfg)
+        text = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
+        check_text_width(cfg, text.hidden_size)
+        conditioner = spec.conditioner(cfg, text)
+        objective = objectives.for_config(cfg, conditioner)
+        hooks = watch.hooks_for(cfg, self.dir, text)  # sample grids and evaluations while training, if asked for
+        del text  # only the conditioner's and the hooks' references remain, if they need one
+        dataset = spec.training_set(cfg, log_dir=self.dir / runs.BAD_SAMPLE_LOGS,  # builds the latent cache first
+                                    transform=conditioner.example_transform)
+        return fit(cfg, self.dir, dataset, objective, restart=restart, hooks=hooks)
+
+    def timed(self) -> bool:
+        """Did the run time the stages of its first steps (``timing_steps``; thesis Table 3)?"""
+        return runs.timing_table(self.dir).exists()
+
+    def bad_samples(self) -> str:
+        """The rows its data streams skipped (``bad_samples.csv``), or a line saying there were none."""
+        path = self.dir / runs.BAD_SAMPLES
+        return path.read_text() if path.exists() else "no rows were skipped"
+
+    # --- sampling and figures -------------------------------------------------------------------------------------
+    @cached_property
+    def sources(self) -> thesis.Sources:
+        """Every thesis artefact drawn by this run comes from this run, whichever experiment the thesis drew it for
+        (a new experiment's notebook draws Figure 6 from its own loss log, not MNIST's)."""
+        return thesis.Sources(self.cfg.profile, {e: self.dir for e in configs.EXPERIMENTS})
+
+    @property
+    def pipe(self) -> TextToImage:
+        """The run's newest checkpoint (EMA weights when it has them) as prompts -> images, loaded once."""
+        return self.sources.pipe(self.cfg.experiment)
+
+    def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
+                 num_inference_steps: int | None = None, device=None) -> TextToImage:
+        """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights, a sampler or steps."""
+        if (checkpoint, ema, sampler, num_inference_steps, device) == (None,) * 5:
+            return self.pipe
+        return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler,
+                                    num_inference_steps=num_inference_steps, device=device, cfg=self.cfg)
+
+    def draw(self, artefact: str) -> Path:
+        """Draw a thesis artefact (:data:`t2i.thesis.ARTEFACTS`, e.g. ``fig06_loss``) from this run into its report
+        folder; returns the figure, or the table's markdown."""
+        return thesis.draw(artefact, self.sources, self.reports)
+
+    def describe(self) -> str:
+        """One line for the notebook: the model that made the figures."""
+        pipe = self.pipe
+        return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint "
+                f"{pipe.checkpoint.name} ({pipe.weights} weights); sampler {pipe.sampler}, {pipe.num_inference_steps} "
+                f"steps; seed {pipe.cfg.seed}")
+
+    # --- measuring ----------------------------------------------------------------------------------------------
+    @cached_property
+    def judge(self) -> judges.Judge:
+        """The dataset's adherence judge (trained on first use, shared by every run of the dataset and resolution)."""
+        return judges.for_config(self.cfg)
+
+    def adherence(self, samples_per_prompt: int, prompts: int | None = None, name: str = "extra_adherence") -> str:
+        """The judge's score on real held-out images, and the adherence sweep over the config's guidance scales with
+        ``samples_per_prompt`` images of each prompt (every class, or ``prompts`` CelebA attribute sets), written to
+        ``<reports>/<name>.md/.csv/.tex/.png``; returns the markdown table."""
+        pipe, judge = self.pipe, self.judge
+        real, n = evaluate.real_adherence(self.cfg, judge)
+        print(f"judge ({judge.cfg.arch}): {real:.1%} adherence on {n} real held-out images")
+        conditions = data.spec(self.cfg).sweep_conditions(self.cfg, samples_per_prompt, prompts)
+        rows = evaluate.adherence_sweep(pipe, judge, conditions, self.cfg.guidance_scales)
+        return evaluate.write_adherence_report(rows, pipe, judge, self.reports / name,
+                                               samples_per_prompt=samples_per_prompt, real=real)
+
+    def evaluate(self, guidance_scales: Sequence[float], samples_per_prompt: int, *, prompts: int | None = None,
+                 features: str = "auto", clip_model: str = "auto", seed: int | None = None,
+                 sampler: str | None = None, num_inference_steps: int | None = None) -> str:
+        """`make eval`: FID, KID, IS, adherence and CLIP score per guidance scale (:func:`t2i.evaluate.sweep`),
+        written to :attr:`eval_dir`; returns the markdown table."""
+        pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps)
+        extractor = evaluate.make_extractor(features, self.judge, pipe.device)
+        clip = evaluate.make_clip_scorer(clip_model, pipe.device)
+        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), sampler {pipe.sampler} x "
+              f"{pipe.num_inference_steps}, features {extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; "
+              f"reports: {self.eval_dir}")
+        rows = evaluate.sweep(pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts,
+                              clip=clip, seed=seed)
+        return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir)
+
+    def compare_guidance(self, samples_per_prompt: int = comparison.SAMPLES_PER_PROMPT, *,
+                         methods: Sequence[str] | None = None, strengths: Sequence[float] = comparison.STRENGTHS,
+                         guide_checkpoint: str | None = None, guide_run: Path | None = None,
+                         features: str = "staged", check: str | None = None) -> Path:
+        """`make guidance`: every guidance method on one fidelity / adherence front with paired verdicts
+        (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
+        feature space, or name one. ``check``: write to ``guidance/<check>/`` instead, and compare its verdicts with
+        the main report's (a check at a larger N). Returns the folder of the report (remade, or up to date)."""
+        pipe = self.pipe
+        extractors = (evaluate.staged_extractors(self.judge, pipe.device) if features == "staged"
+                      else [evaluate.make_extractor(features, self.judge, pipe.device)])
+        guide = load_guide(self.dir, guide_checkpoint, guide_run)
+        out = self.guidance_dir / check if check else self.guidance_dir
+        comparison.run(pipe, self.judge, extractors, samples_per_prompt, out, methods=methods, strengths=strengths,
+                       guide=guide, tune=check is None, compare_with=self.guidance_dir if check else None,
+                       guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg))
+        return out
 
 
 def check_periodic_eval(cfg: ExperimentConfig) -> None:
@@ -58,21 +191,3 @@ def check_periodic_eval(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"eval_every_epochs needs 2 x {n} real training images (eval_samples_per_prompt="
                           f"{cfg.eval_samples_per_prompt} per prompt), the training set has {have}: lower "
                           "eval_samples_per_prompt, or raise train_subset")
-
-
-def describe(pipe: TextToImage) -> str:
-    """One line for the notebook: the model that made the figures."""
-    return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint {pipe.checkpoint.name} "
-            f"({pipe.weights} weights); sampler {pipe.sampler}, {pipe.num_inference_steps} steps; seed {pipe.cfg.seed}")
-
-
-def adherence(pipe: TextToImage, path: Path, samples_per_prompt: int, prompts: int | None = None) -> str:
-    """The dataset's judge (trained on first use), its score on real held-out images, and the adherence sweep over
-    the config's guidance scales with ``samples_per_prompt`` images of each prompt (every class, or ``prompts``
-    CelebA attribute sets), written to ``path`` (.md/.csv/.tex/.png); returns the markdown table."""
-    judge = judges.for_config(pipe.cfg)
-    real, n = evaluate.real_adherence(pipe.cfg, judge)
-    print(f"judge ({judge.cfg.arch}): {real:.1%} adherence on {n} real held-out images")
-    conditions = data.spec(pipe.cfg).sweep_conditions(pipe.cfg, samples_per_prompt, prompts)
-    rows = evaluate.adherence_sweep(pipe, judge, conditions, pipe.cfg.guidance_scales)
-    return evaluate.write_adherence_report(rows, pipe, judge, path, samples_per_prompt=samples_per_prompt, real=real)

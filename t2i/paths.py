@@ -61,10 +61,31 @@ def report_dir(profile: str, experiment: str | None = None, run_name: str | None
     return base / experiment / run_name if experiment and run_name else base
 
 
-def eval_dir(run_dir: Path) -> Path:
-    """Where `make eval` of a run writes: ``reports/<profile>/<experiment>/<run>/eval/`` (read from its config.json)."""
+def run_reports(run_dir: Path) -> Path:
+    """The report folder of an existing run, ``reports/<profile>/<experiment>/<run>/`` (from its config.json)."""
     cfg = json.loads((Path(run_dir) / "config.json").read_text())
-    return report_dir(cfg["profile"], cfg["experiment"], Path(run_dir).name) / "eval"
+    return report_dir(cfg["profile"], cfg["experiment"], Path(run_dir).name)
+
+
+# What the commands that measure a trained run write, each in its folder of the run's reports.
+EVAL = "eval"  # `make eval` (t2i.evaluate): sweep.md/.csv/.tex and a plot per metric
+SWEEP = "sweep"  # the eval sweep's table
+GUIDANCE = "guidance"  # `make guidance` (t2i.comparison)
+
+
+def eval_dir(run_dir: Path) -> Path:
+    """Where `make eval` of a run writes: ``reports/<profile>/<experiment>/<run>/eval/``."""
+    return run_reports(run_dir) / EVAL
+
+
+def sweep_table(run_dir: Path) -> Path:
+    """The CSV of a run's `make eval` sweep (thesis Table 1 and the model card read it)."""
+    return eval_dir(run_dir) / f"{SWEEP}.csv"
+
+
+def guidance_dir(run_dir: Path) -> Path:
+    """Where `make guidance` of a run writes: ``reports/<profile>/<experiment>/<run>/guidance/``."""
+    return run_reports(run_dir) / GUIDANCE
 
 
 PER_DEVICE_BENCH = ("gpu", "gpu_breakdown")  # written per device: reports/bench/<device>/<name>.*

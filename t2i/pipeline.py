@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from . import checkpoints, guidance, hub, paths
 from .configs import ExperimentConfig
+from .errors import ConfigError
 from .console import progress
 from .models import check_text_width
 from .runs import load_config
@@ -32,7 +32,7 @@ class TextToImage:
     """UNet + text encoder + sampler. ``images(prompts, guidance_scale, seed)`` returns images in [0, 1].
 
     Image ``i`` is drawn from seed ``seed + i`` with its own generator, so the same seed gives the same image
-    for a prompt whatever the batch size.
+    for a prompt whatever the batch size; no seed means the run's (:meth:`seed_for`).
     """
 
     def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
@@ -40,6 +40,9 @@ class TextToImage:
                  sampler: str | None = None, num_inference_steps: int | None = None, weights: str = "raw",
                  codec: "LatentCodec | None" = None):
         check_text_width(cfg, text.hidden_size)
+        if num_inference_steps is not None and not 1 <= num_inference_steps <= cfg.num_train_timesteps:
+            raise ConfigError(f"num_inference_steps {num_inference_steps} must be between 1 and the run's "
+                              f"{cfg.num_train_timesteps} training timesteps")
         self.cfg = cfg
         self.sampler = sampler or cfg.sampler  # defaults for images(); the run's config unless overridden
         self.num_inference_steps = num_inference_steps or cfg.num_inference_steps
@@ -55,27 +58,31 @@ class TextToImage:
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
                  text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None) -> "TextToImage":
-        """Load a run's config, its latest (or named) checkpoint and its text encoder.
+                 num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None) -> "TextToImage":
+        """A run's latest (or named) checkpoint with its text encoder (and VAE), under its config (``cfg``, when the
+        caller has read it already).
 
         ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
         """
-        cfg = load_config(run_dir)
+        cfg = cfg or load_config(run_dir)
         path = checkpoints.resolve(Path(run_dir), checkpoint)
-        use_ema = (path / "ema").is_dir() if ema is None else ema
+        unet, weights = checkpoints.load_weights(path, ema)
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
         device = torch.device(device) if device is not None else default_device()
         codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
-        return cls(cfg, checkpoints.load_unet(path, ema=use_ema), text, device, checkpoint=path, sampler=sampler,
-                   num_inference_steps=num_inference_steps, weights="ema" if use_ema else "raw", codec=codec)
+        return cls(cfg, unet, text, device, checkpoint=path, sampler=sampler, num_inference_steps=num_inference_steps,
+                   weights=weights, codec=codec)
+
+    def seed_for(self, seed: int | None) -> int:
+        """The seed images are drawn from: the given one, or the run's."""
+        return self.cfg.seed if seed is None else int(seed)
 
     def provenance(self, **facts) -> dict:
         """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,
         checkpoint, weights, sampler, steps and seed (the run's, unless ``facts`` say otherwise), plus ``facts``."""
-        manifest = Path(self.checkpoint) / checkpoints.MANIFEST if self.checkpoint else None
         return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
                 "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, "device": str(self.device),
-                "checkpoint_manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest else None,
+                "checkpoint_manifest_sha256": checkpoints.manifest_sha256(self.checkpoint) if self.checkpoint else None,
                 "assets": assets_used(self.cfg), **facts}
 
     @torch.no_grad()
@@ -87,9 +94,9 @@ class TextToImage:
         sees every step of every batch (the trajectory of thesis Figure 1). ``method`` and ``params``: the guidance
         method (:mod:`t2i.guidance`; plain CFG by default), ``guide`` the weaker UNet autoguidance needs."""
         cfg = self.cfg
-        seed = cfg.seed if seed is None else seed
-        scheduler = make_scheduler(sampler or self.sampler, cfg, **guidance.scheduler_options(method, params))
-        context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod,
+        seed = self.seed_for(seed)
+        scheduler = make_scheduler(sampler or self.sampler, cfg)
+        context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod, data_range=self.data_range,
                                    guide=unet_eps(guide.eval().to(self.device)) if guide is not None else None)
         steps = num_inference_steps or self.num_inference_steps
         cond = self.text.encode(list(prompts))
@@ -108,5 +115,21 @@ class TextToImage:
             if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
                 x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])
             out.append(x0.float().cpu())
-        low, high = (-1.0, 1.0) if self.codec is not None else cfg.pixel_range
+        low, high = (-1.0, 1.0) if self.codec is not None else cfg.pixel_range  # the VAE decodes to [-1, 1]
         return ((torch.cat(out) - low) / (high - low)).clamp(0, 1)
+
+    @property
+    def data_range(self) -> tuple[float, float]:
+        """The range of what the UNet denoises: the training pixels, or nominally [-1, 1] for scaled latents."""
+        return (-1.0, 1.0) if self.codec is not None else tuple(self.cfg.pixel_range)
+
+
+def load_guide(run_dir: Path, checkpoint: str | None = None, guide_run: Path | None = None) -> torch.nn.Module | None:
+    """Autoguidance's weaker model: an earlier checkpoint of the run (``checkpoint``, e.g. epoch-0010), or the newest
+    of another run trained on the same data (``guide_run``), each with its EMA weights if it has them; None if
+    neither is given."""
+    if guide_run is not None:
+        return checkpoints.load_weights(checkpoints.resolve(Path(guide_run)))[0]
+    if checkpoint is not None:
+        return checkpoints.load_weights(checkpoints.resolve(Path(run_dir), checkpoint))[0]
+    return None

@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import write_atomic
 from .configs import RESUMABLE, ExperimentConfig
 from .data import ReportsBadSamples
 from .data.shards import summarize_bad_samples
+from .distributed import any_process
 from .errors import RunError
+from .files import write_atomic
 
 CONFIG = "config.json"
 LOSS_LOG = "loss.csv"
@@ -43,6 +44,11 @@ BAD_SAMPLES = "bad_samples.csv"
 LOSS_FIELDS = ("epoch", "step", "loss")
 BAD_SAMPLE_FIELDS = ("epoch", "shard", "row", "reason")
 EVAL_LOG = "eval.csv"
+TIMING = "timing"  # timing.md/.csv/.tex: the stages of the first timing_steps steps (t2i.timing)
+TIMING_FILES = tuple(f"{TIMING}{suffix}" for suffix in (".md", ".csv", ".tex"))
+SAMPLES = "samples"  # sample grids while training (t2i.watch)
+BAD_SAMPLE_LOGS = "bad_samples"  # what each stream wrote about the rows it skipped (t2i.data.shards)
+TRACKING = "tracking"  # the trackers' files (t2i.tracking)
 EVAL_FIELDS = ("epoch", "step", "guidance_scale", "adherence", "kid", "kid_std", "fid", "samples", "features")
 
 LOCK = ".lock"  # held (fcntl) by the one process that trains the run
@@ -83,6 +89,34 @@ class RunLock:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
+
+
+def open_for_training(run_dir: Path, cfg: ExperimentConfig, accelerator, restart: bool = False) -> RunLock | None:
+    """Open a run folder for its one trainer, before anything in it is touched: the main process takes the
+    :class:`RunLock` (if another trainer holds it, every process stops with the main process's one-line reason),
+    ``restart`` sets the old run aside (:func:`set_aside`), and the config is written or checked against the run's
+    (:func:`write_or_check_config`). Returns the lock (None on the other processes); release it when training ends."""
+    lock, refused = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = RunLock(run_dir).__enter__()
+        except RunError as exc:
+            refused = exc
+    (held_elsewhere,) = any_process(accelerator, refused is not None)
+    if held_elsewhere:
+        raise refused or RunError(f"{run_dir} is being trained by another job (the main process says which)")
+    try:
+        if restart and accelerator.is_main_process:
+            aside = set_aside(run_dir)
+            if aside:
+                accelerator.print(f"--restart: the old run's files are in {aside}")
+        accelerator.wait_for_everyone()
+        write_or_check_config(run_dir, cfg, accelerator.is_main_process)
+    except BaseException:
+        if lock is not None:
+            lock.__exit__()
+        raise
+    return lock
 
 
 def load_config(run_dir: Path) -> ExperimentConfig:
@@ -214,14 +248,19 @@ def _csv_text(fields: tuple[str, ...], rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def timing_table(run_dir: Path) -> Path:
+    """The CSV of a run's stage timing (thesis Table 3), whether or not the run was timed."""
+    return Path(run_dir) / f"{TIMING}.csv"
+
+
 def set_aside(run_dir: Path) -> Path | None:
     """Start a run over on purpose (``--restart``): move its config, checkpoints, logs, sample grids, evaluations and
     tracker events into ``<run>/restarted-<UTC time>/`` (the new run starts with none of the old one's); nothing is
     deleted. Returns that folder (None if there was nothing to move)."""
     run_dir = Path(run_dir)
-    watched = ("samples", "eval.csv", "tracking")  # t2i.watch's grids and evaluations, t2i.tracking's events
-    names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, "bad_samples", "checkpoints", "timing.md", "timing.csv",
-                         "timing.tex", *watched) if (run_dir / n).exists()]
+    watched = (SAMPLES, EVAL_LOG, TRACKING)  # t2i.watch's grids and evaluations, t2i.tracking's events
+    names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, BAD_SAMPLE_LOGS, "checkpoints", *TIMING_FILES,
+                         *watched) if (run_dir / n).exists()]
     if not names:
         return None
     aside = run_dir / ("restarted-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

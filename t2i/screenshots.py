@@ -44,7 +44,7 @@ def main() -> int:
     out = paths.reports_dir() / "watch"
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run / "tracking"),
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run / runs.TRACKING),
                               "--port", str(port), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:

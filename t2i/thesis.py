@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 
-from . import checkpoints, configs, data, paths, reports
+from . import checkpoints, configs, data, paths, reports, runs
 from .artefacts import (Artefact, Sources, bench_table, class_grid, config_table, digits_row, guidance_grid, loss,
                         pixel_vs_latent, table1, timing, training_samples, trajectory)
 from .errors import UserError
@@ -101,9 +101,9 @@ def inputs(artefact: Artefact, src: Sources) -> dict | None:
     if kind == "bench":
         return _files(paths.bench_report(experiment))
     if kind == "eval":
-        return _files(src.eval_dir(experiment) / "sweep.csv")
+        return _files(src.sweep_table(experiment))
     if kind == "timing":
-        return _files(run / "timing.csv")
+        return _files(runs.timing_table(run))
     if kind == "loss":
         return _files(run / LOSS_LOG)
     if kind == "data":
@@ -115,7 +115,7 @@ def inputs(artefact: Artefact, src: Sources) -> dict | None:
     if ckpt is None:
         return None
     return {"run": paths.portable(run), "checkpoint": ckpt.name,
-            "manifest_sha256": _sha((ckpt / checkpoints.MANIFEST).read_bytes()),
+            "manifest_sha256": checkpoints.manifest_sha256(ckpt),
             "config_sha256": _sha((run / CONFIG).read_bytes())}
 
 

@@ -23,8 +23,9 @@ from accelerate import Accelerator
 
 from .configs import ExperimentConfig
 from .errors import MissingAsset
+from .runs import TRACKING
 
-PROJECT = "tracking"
+PROJECT = TRACKING  # the trackers write into <run>/tracking/
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 SMOOTHING = 0.9  # the smoothed loss: an exponential moving average over steps
 

@@ -17,10 +17,11 @@ holds it; AdamW is fused and the EMA uses foreach kernels on CUDA; in-memory dat
 
 from __future__ import annotations
 
+import math
 import os
 import time
-import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,29 +33,39 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import Dataset
 
-from . import checkpoints, paths, runs, tracking
+from . import checkpoints, runs, speed, tracking
 from .batches import Batches
 from .configs import ExperimentConfig
 from .console import progress
 from .distributed import any_process, epoch_seed, resolve_precision
-from .errors import RunError, UserError
-from .models import build_unet, compile_regions, count_parameters
+from .errors import RunError
+from .models import build_unet, count_parameters
+from .nonfinite import FirstNonFinite, NonFiniteError
 from .objectives import EpsilonObjective
 from .preemption import MARKER, Preempted, PreemptionFlag
 from .timing import StageTimer
 
 
-class NonFiniteError(UserError, FloatingPointError):
-    """The loss or the gradient became NaN or infinite; nothing after the last checkpoint was saved."""
+@dataclass
+class State:
+    """Where training is, and what a hook may read: the counters (one progress counter, ``step``; ``epoch`` counts
+    finished epochs), the accelerator, the UNet being trained (unwrapped) and its EMA (None without one)."""
+
+    accelerator: Accelerator
+    unet: torch.nn.Module
+    ema: EMAModel | None
+    epoch: int = 0
+    step: int = 0
+    step_in_epoch: int = 0
 
 
 class Hook(Protocol):
     """Work done beside training that must not change it (:mod:`t2i.watch`: sample grids, periodic evaluation). Called
     on every process after each step and each epoch, before any checkpoint of that step or epoch is written."""
 
-    def after_step(self, trainer: "Trainer") -> None: ...
+    def after_step(self, state: State) -> None: ...
 
-    def after_epoch(self, trainer: "Trainer") -> None: ...
+    def after_epoch(self, state: State) -> None: ...
 
 
 def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective, log_every: int = 10,
@@ -70,82 +81,46 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: Epsil
     return Path(run_dir)
 
 
-def compile_cache_dir() -> str:
-    """Where torch.compile keeps its compiled code: ``$TORCHINDUCTOR_CACHE_DIR`` as the user set it before starting
-    Python (:data:`t2i.USER_COMPILE_CACHE`), else ``runs/.compile-cache``, so a resumed job on a fresh node reuses the
-    code its earlier attempts compiled. Importing diffusers sets the variable to inductor's default directory
-    (in /tmp, per node), so ``os.environ.setdefault`` would never take effect."""
-    from . import USER_COMPILE_CACHE
-
-    if USER_COMPILE_CACHE and USER_COMPILE_CACHE != inductor_default_cache_dir():  # (diffusers imported before t2i)
-        return USER_COMPILE_CACHE
-    return str(paths.runs_dir() / ".compile-cache")
-
-
-def inductor_default_cache_dir() -> str | None:
-    """Inductor's default cache directory, from a private module (torch 2.14 has it; None where a torch lacks it)."""
-    try:
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    except ImportError:
-        return None
-    return default_cache_dir()
-
-
 class Trainer:
     """The loop and the state it checkpoints. Read :meth:`run` first; the rest is bookkeeping."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective,
                  log_every: int, restart: bool, hooks: tuple[Hook, ...] = ()):
         self.cfg, self.run_dir, self.log_every, self.dataset, self.hooks = cfg, run_dir, log_every, dataset, hooks
-        if torch.cuda.is_available():  # TF32 matmuls/convolutions on Ampere+: ~free speed, fp32 range
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        speed.enable_tf32()
         self.precision = resolve_precision(cfg.mixed_precision)
         acc = self.accelerator = Accelerator(
             mixed_precision=self.precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             log_with=tracking.log_with(cfg.report_to), project_dir=run_dir,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
-        self.lock = self._lock_run()  # one writer per run folder, before anything in it is touched
-        if restart and acc.is_main_process:
-            aside = runs.set_aside(run_dir)
-            if aside:
-                acc.print(f"--restart: the old run's files are in {aside}")
-        acc.wait_for_everyone()
-        runs.write_or_check_config(run_dir, cfg, acc.is_main_process)
+        self.lock = runs.open_for_training(run_dir, cfg, acc, restart)  # one writer, before anything is touched
 
         set_seed(cfg.seed)  # the UNet's initial weights
-        unet = build_unet(cfg).to(acc.device)
-        if cfg.channels_last:
-            unet = unet.to(memory_format=torch.channels_last)
-        if cfg.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        fused = acc.device.type == "cuda"
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
+        unet = speed.prepare(build_unet(cfg).to(acc.device), cfg)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                      fused=acc.device.type == "cuda")
         self.batches = Batches(dataset, cfg, acc)
-        accumulation = cfg.gradient_accumulation_steps
-        updates = sum(math.ceil(self.batches.per_epoch(e) / accumulation) for e in range(cfg.epochs))
+        updates = sum(math.ceil(self.batches.per_epoch(e) / cfg.gradient_accumulation_steps) for e in range(cfg.epochs))
         lr_schedule = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
                                     num_training_steps=updates * acc.num_processes)  # accelerate steps it per process
         self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
-        self.timer = StageTimer(cfg.timing_steps, acc.device)
-        self.model = self.unet
-        if cfg.compile != "off":  # compiled code is cached under the runs directory, so a resumed job compiles faster
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache_dir()
-            if cfg.compile == "full":
-                self.model = torch.compile(self.unet)
-            else:  # each ResNet and attention block, in place (t2i.models.compile_regions)
-                compile_regions(acc.unwrap_model(self.unet))
+        self.model = speed.compiled(self.unet, cfg, acc)  # what the step calls
         self.compile_pending = cfg.compile != "off"  # True until the first (compiling) step has run
         self.params = list(acc.unwrap_model(self.unet).parameters())
-        self.ema = None if cfg.ema_decay is None else EMAModel(
+        ema = None if cfg.ema_decay is None else EMAModel(
             self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
+        self.state = State(acc, acc.unwrap_model(self.unet), ema)
         self.objective = objective.to(acc.device)
         self.generator = torch.Generator(acc.device)
-        self.epoch, self.step, self.step_in_epoch = 0, 0, 0
-        self.fault = torch.zeros(3, dtype=torch.long, device=acc.device)  # first non-finite: step, epoch, 1 loss/2 grad
+        self.timer = StageTimer(cfg.timing_steps, acc.device)
+        self.nonfinite = FirstNonFinite(acc.device, fp16=self.precision == "fp16")
         self.last_checkpoint: Path | None = None
         self.window = tracking.Window()
         self.synced = True  # the last step updated the weights (not between the batches of one accumulated update)
+
+    @property
+    def ema(self) -> EMAModel | None:
+        return self.state.ema
 
     def run(self) -> None:
         try:
@@ -154,43 +129,29 @@ class Trainer:
             if self.lock is not None:
                 self.lock.__exit__()
 
-    def _lock_run(self) -> runs.RunLock | None:
-        """The main process takes the run folder's lock; if another trainer holds it, every process stops with the
-        main process's one-line reason."""
-        acc, lock, refused = self.accelerator, None, None
-        if acc.is_main_process:
-            try:
-                lock = runs.RunLock(self.run_dir).__enter__()
-            except RunError as exc:
-                refused = exc
-        (held_elsewhere,) = any_process(acc, refused is not None)
-        if held_elsewhere:
-            raise refused or RunError(f"{self.run_dir} is being trained by another job (the main process says which)")
-        return lock
-
     def _run(self) -> None:
-        cfg, acc = self.cfg, self.accelerator
+        cfg, acc, state = self.cfg, self.accelerator, self.state
         resumed_mid_epoch = self._resume()
         if acc.is_main_process:
             (self.run_dir / MARKER).unlink(missing_ok=True)  # this attempt is the resumption
-        if self.epoch >= cfg.epochs:
-            acc.print(f"{self.run_dir.name}: already trained for {self.epoch} epochs")
+        if state.epoch >= cfg.epochs:
+            acc.print(f"{self.run_dir.name}: already trained for {state.epoch} epochs")
             return
         acc.print(f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
                   f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
-                  f"{self.batches.per_epoch(self.epoch):,} batches of {cfg.batch_size} in epoch {self.epoch + 1} of "
-                  f"{cfg.epochs}")
-        tracking.start(acc, cfg, self.run_dir, self.step)
+                  f"{self.batches.per_epoch(state.epoch):,} batches of {cfg.batch_size} in epoch {state.epoch + 1} "
+                  f"of {cfg.epochs}")
+        tracking.start(acc, cfg, self.run_dir, state.step)
         with PreemptionFlag() as preemption, runs.LossLog(self.run_dir, acc.is_main_process) as log:
-            while self.epoch < cfg.epochs:
-                self.batches.set_epoch(self.epoch)
+            while state.epoch < cfg.epochs:
+                self.batches.set_epoch(state.epoch)
                 if not resumed_mid_epoch:
-                    self.generator.manual_seed(epoch_seed(cfg.seed, self.epoch, acc.process_index))
-                batches = self.batches.iterate(skip=self.step_in_epoch if resumed_mid_epoch else 0)
+                    self.generator.manual_seed(epoch_seed(cfg.seed, state.epoch, acc.process_index))
+                batches = self.batches.iterate(skip=state.step_in_epoch if resumed_mid_epoch else 0)
                 resumed_mid_epoch = False
                 self.unet.train()
-                in_epoch = self.batches.per_epoch(self.epoch)
-                bar = progress(desc=f"epoch {self.epoch + 1}/{cfg.epochs}", initial=self.step_in_epoch,
+                in_epoch = self.batches.per_epoch(state.epoch)
+                bar = progress(desc=f"epoch {state.epoch + 1}/{cfg.epochs}", initial=state.step_in_epoch,
                                total=in_epoch, disable=not acc.is_main_process)
                 while True:
                     with self.timer("data wait"):
@@ -212,16 +173,16 @@ class Trainer:
                     if mean_loss is not None:
                         bar.set_postfix(loss=f"{mean_loss:.4f}")
                     for hook in self.hooks:
-                        hook.after_step(self)
-                    if self._steps_due() and self.step_in_epoch < in_epoch:  # epoch ends: below
+                        hook.after_step(state)
+                    if self._steps_due() and state.step_in_epoch < in_epoch:  # epoch ends: below
                         self._checkpoint(log)
                     if self.timer.step_done() and acc.is_main_process:
-                        print(self.timer.write(self.run_dir / "timing", self.cfg, acc.device, self.precision))
+                        print(self.timer.write(self.run_dir / runs.TIMING, cfg, acc.device, self.precision))
                 bar.close()
-                runs.record_bad_samples(self.run_dir, self.dataset, self.epoch, acc)
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                runs.record_bad_samples(self.run_dir, self.dataset, state.epoch, acc)
+                state.epoch, state.step_in_epoch = state.epoch + 1, 0
                 for hook in self.hooks:
-                    hook.after_epoch(self)
+                    hook.after_epoch(state)
                 if self._is_milestone() or self._steps_due():
                     self._checkpoint(log)
         acc.wait_for_everyone()
@@ -229,11 +190,12 @@ class Trainer:
 
     def _is_milestone(self) -> bool:
         """At an epoch's end: is it one whose checkpoint is kept for good (every ``checkpoint_every``-th, the last)?"""
-        return self.step_in_epoch == 0 and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs)
+        epoch = self.state.epoch
+        return self.state.step_in_epoch == 0 and (epoch % self.cfg.checkpoint_every == 0 or epoch == self.cfg.epochs)
 
     def _steps_due(self) -> bool:
         every = self.cfg.checkpoint_every_steps
-        return bool(every) and self.step % every == 0 and self.synced
+        return bool(every) and self.state.step % every == 0 and self.synced
 
     def advance(self, batch, log: runs.LossLog) -> float | None:
         """One optimizer step on a batch as the loader gave it, logged; every ``log_every`` steps the log is flushed
@@ -248,15 +210,16 @@ class Trainer:
             self.compile_pending = False
             self.accelerator.print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s "
                                    f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
-        self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
-        if log.add(self.epoch + 1, self.step, loss) < self.log_every:
+        state = self.state
+        state.step, state.step_in_epoch = state.step + 1, state.step_in_epoch + 1
+        if log.add(state.epoch + 1, state.step, loss) < self.log_every:
             return None
         return float(np.mean([loss for _, _, loss in self._flush(log)]))
 
     def _flush(self, log: runs.LossLog) -> list[tuple[int, int, float]]:
         """Write the pending losses, check they are finite (the step's only wait for the device), tell the trackers."""
         rows = log.flush()
-        self._check_finite()
+        self.nonfinite.check(self.last_checkpoint)
         self.window.log(self.accelerator, rows, self.cfg.batch_size, self.lr_schedule.get_last_lr()[0])
         return rows
 
@@ -274,7 +237,7 @@ class Trainer:
                     norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
                             torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
                     self.window.norms.append(norm)
-                self._record_fault(loss.detach(), norm)
+                self.nonfinite.record(loss.detach(), norm, self.state.step + 1, self.state.epoch + 1)
                 self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
                 self.lr_schedule.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -283,68 +246,50 @@ class Trainer:
                 self.ema.step(self.params)
         return loss.detach()
 
-    def _record_fault(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
-        """Remember, on the device, the first step whose loss or gradient norm is not finite (fp16's grad scaler
-        skips steps with inf gradients by design, so there only the loss counts)."""
-        bad_loss = ~torch.isfinite(loss)
-        bad = bad_loss if self.precision == "fp16" or norm is None else bad_loss | ~torch.isfinite(norm)
-        found = torch.stack([torch.full_like(self.fault[0], self.step + 1), torch.full_like(self.fault[0], self.epoch + 1),
-                             torch.where(bad_loss, 1, 2)])
-        self.fault = torch.where((self.fault[0] == 0) & bad, found, self.fault)
-
-    def _check_finite(self) -> None:
-        step, epoch, kind = self.fault.tolist()  # the one device synchronisation per log flush
-        if step:
-            last = self.last_checkpoint.name if self.last_checkpoint else "none (the run has no checkpoint yet)"
-            raise NonFiniteError(f"the {'loss' if kind == 1 else 'gradient'} became NaN or infinite at step {step} "
-                                 f"(epoch {epoch}); stopped without saving. Last good checkpoint: {last}. Try a lower "
-                                 "learning_rate or set grad_clip.")
-
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _checkpoint(self, log: runs.LossLog) -> Path:
         """Write the full training state; every process contributes its RNG state, the main process writes. At an
         epoch boundary it is that epoch's checkpoint, milestone or not, whether the epoch's end or a preemption at the
         next epoch's first batch writes it."""
-        acc, cfg = self.accelerator, self.cfg
+        acc, cfg, state = self.accelerator, self.cfg, self.state
         self._flush(log)
         tracking.flush(acc)  # every event up to this step is on disk before the checkpoint that ends at it is
-        unet = acc.unwrap_model(self.unet)
-        if not torch.stack([torch.isfinite(p).all() for p in unet.parameters()]).all():
-            raise NonFiniteError(f"a weight is NaN or infinite at step {self.step}; stopped without saving")
+        if not torch.stack([torch.isfinite(p).all() for p in state.unet.parameters()]).all():
+            raise NonFiniteError(f"a weight is NaN or infinite at step {state.step}; stopped without saving")
         rng = gather_object([checkpoints.rng_state(self.generator)])  # one entry per process, in rank order
-        name = checkpoints.name_for(self.epoch, self.step, self.step_in_epoch)
+        name = checkpoints.name_for(state.epoch, state.step, state.step_in_epoch)
         path = checkpoints.checkpoint_dir(self.run_dir) / name
         if acc.is_main_process:
-            state = {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-                     "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
-                     "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed}
-            path = checkpoints.save_training(self.run_dir, name, unet, self.ema, self.optimizer, self.lr_schedule, rng,
-                                             state, self._is_milestone(), cfg.keep_checkpoints)
+            record = {"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch,
+                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
+                      "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed}
+            path = checkpoints.save_training(self.run_dir, name, state.unet, self.ema, self.optimizer,
+                                             self.lr_schedule, rng, record, self._is_milestone(), cfg.keep_checkpoints)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
 
     def _resume(self) -> bool:
         """Load the latest valid checkpoint, if any, and cut the logs back to it; True if it was taken mid-epoch."""
-        acc = self.accelerator
+        acc, state = self.accelerator, self.state
         path = checkpoints.latest(self.run_dir)
         if path is None and checkpoints.candidates(self.run_dir):
             raise RunError(f"{self.run_dir} has checkpoints, but none passes its manifest check (see the warnings "
                            "above); run again with --restart to set them aside and start over")
         if path is not None:
-            state, rng = checkpoints.load_training(path, acc.unwrap_model(self.unet), self.ema, self.optimizer,
-                                                   self.lr_schedule, acc.process_index)
-            self.epoch, self.step, self.step_in_epoch = state["epoch"], state["step"], state["step_in_epoch"]
-            self.window.smoothed = state.get("loss_smoothed")  # absent from checkpoints written before it was kept
-            if state["num_processes"] == acc.num_processes:
+            saved, rng = checkpoints.load_training(path, state.unet, self.ema, self.optimizer, self.lr_schedule,
+                                                   acc.process_index)
+            state.epoch, state.step, state.step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
+            self.window.smoothed = saved.get("loss_smoothed")  # absent from checkpoints written before it was kept
+            if saved["num_processes"] == acc.num_processes:
                 checkpoints.set_rng_state(self.generator, *rng)
-            elif self.step_in_epoch:
-                warnings.warn(f"checkpoint written by {state['num_processes']} processes, resuming on "
+            elif state.step_in_epoch:
+                warnings.warn(f"checkpoint written by {saved['num_processes']} processes, resuming on "
                               f"{acc.num_processes}: the rest of this epoch draws new noise (no longer bit-reproducible)")
-                self.generator.manual_seed(epoch_seed(self.cfg.seed, self.epoch, acc.process_index) + self.step)
+                self.generator.manual_seed(epoch_seed(self.cfg.seed, state.epoch, acc.process_index) + state.step)
             self.last_checkpoint = path
-            acc.print(f"resuming {self.run_dir.name} from {path.name} (epoch {self.epoch}, step {self.step})")
+            acc.print(f"resuming {self.run_dir.name} from {path.name} (epoch {state.epoch}, step {state.step})")
         if acc.is_main_process:
-            runs.truncate_logs(self.run_dir, self.epoch, self.step)
+            runs.truncate_logs(self.run_dir, state.epoch, state.step)
         acc.wait_for_everyone()
-        return self.step_in_epoch > 0
+        return state.step_in_epoch > 0

@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 
-from . import evaluate, judges, metrics, reports, tracking
-from .runs import EVAL_FIELDS, EVAL_LOG
-from .files import write_atomic
+from . import evaluate, judges, metrics, reports, runs, tracking
 from .configs import ExperimentConfig
+from .files import write_atomic
 from .figures import short_labels
 from .pipeline import TextToImage
+from .runs import EVAL_FIELDS, EVAL_LOG
 from .text import TextEncoder
-from .train import Hook, Trainer
+from .train import Hook, State
 from .vae import LatentCodec
 
 
@@ -44,19 +44,17 @@ class EmaSampler:
     def __init__(self, cfg: ExperimentConfig, text: TextEncoder):
         self.cfg, self.text, self.pipe = cfg, text, None
 
-    def pipeline(self, trainer: Trainer) -> TextToImage:
-        unet = trainer.accelerator.unwrap_model(trainer.unet)
+    def pipeline(self, state: State) -> TextToImage:
+        device = state.accelerator.device
         if self.pipe is None:
-            copy = UNet2DConditionModel.from_config(unet.config)
-            self.pipe = TextToImage(self.cfg, copy, self.text, device=trainer.accelerator.device)
-            if self.cfg.vae is not None:
-                self.pipe.codec = LatentCodec.from_pretrained(self.cfg.vae, device=trainer.accelerator.device)
+            codec = LatentCodec.from_pretrained(self.cfg.vae, device=device) if self.cfg.vae is not None else None
+            self.pipe = TextToImage(self.cfg, UNet2DConditionModel.from_config(state.unet.config), self.text,
+                                    device=device, weights="raw" if state.ema is None else "ema", codec=codec)
         target = list(self.pipe.unet.parameters())
-        if trainer.ema is not None:
-            trainer.ema.copy_to(target)
-            self.pipe.weights = "ema"
+        if state.ema is not None:
+            state.ema.copy_to(target)
         else:
-            for mine, theirs in zip(target, unet.parameters()):
+            for mine, theirs in zip(target, state.unet.parameters()):
                 mine.data.copy_(theirs.data)
         return self.pipe
 
@@ -73,37 +71,37 @@ class SampleGrids:
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path, sampler: EmaSampler):
         self.cfg, self.sampler = cfg, sampler
-        self.folder = Path(run_dir) / "samples"
+        self.folder = Path(run_dir) / runs.SAMPLES
         self.last_step = -1
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_step(self, state: State) -> None:
         every = self.cfg.sample_every_steps
-        if every and trainer.step % every == 0:
-            self.draw(trainer)
+        if every and state.step % every == 0:
+            self.draw(state)
 
-    def after_epoch(self, trainer: Trainer) -> None:
+    def after_epoch(self, state: State) -> None:
         every = self.cfg.sample_every_epochs
-        if every and trainer.epoch % every == 0:
-            self.draw(trainer)
+        if every and state.epoch % every == 0:
+            self.draw(state)
 
-    def draw(self, trainer: Trainer) -> None:
-        if not trainer.accelerator.is_main_process or trainer.step == self.last_step:
+    def draw(self, state: State) -> None:
+        if not state.accelerator.is_main_process or state.step == self.last_step:
             return
         cfg, columns = self.cfg, self.cfg.sample_columns
-        with _forked_rng(trainer.accelerator.device):
-            pipe = self.sampler.pipeline(trainer)
+        with _forked_rng(state.accelerator.device):
+            pipe = self.sampler.pipeline(state)
             prompts = [caption for caption in cfg.captions for _ in range(columns)]
             images = pipe.images(prompts, cfg.sample_guidance_scale, seed=cfg.seed, show_progress=False)
-        path = self.folder / f"step-{trainer.step:08d}.png"
+        path = self.folder / f"step-{state.step:08d}.png"
         reports.image_grid(images, path, nrow=columns, row_labels=short_labels(cfg.class_names), title=(
-            f"{cfg.experiment}: step {trainer.step:,} (epoch {trainer.epoch + (trainer.step_in_epoch > 0)}), "
+            f"{cfg.experiment}: step {state.step:,} (epoch {state.epoch + (state.step_in_epoch > 0)}), "
             f"{pipe.weights} weights, w = {cfg.sample_guidance_scale:g}, seeds {cfg.seed}..{cfg.seed + columns - 1}\n"
             f"[{reports.GUIDANCE_CONVENTION}]"))
         grid = torch.stack([images[i * columns:(i + 1) * columns] for i in range(len(cfg.captions))])
         grid = grid.permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)  # rows of images -> one [H, W, C] picture
         picture = (grid.expand(-1, -1, 3) * 255).round().to(torch.uint8).numpy()
-        tracking.log_image(trainer.accelerator, "samples", picture, trainer.step)
-        self.last_step = trainer.step
+        tracking.log_image(state.accelerator, "samples", picture, state.step)
+        self.last_step = state.step
 
 
 class PeriodicEval:
@@ -116,20 +114,20 @@ class PeriodicEval:
         self.cfg, self.sampler = cfg, sampler
         self.path = Path(run_dir) / EVAL_LOG
 
-    def after_step(self, trainer: Trainer) -> None:
+    def after_step(self, state: State) -> None:
         pass
 
-    def after_epoch(self, trainer: Trainer) -> None:
-        if trainer.epoch % self.cfg.eval_every_epochs or not trainer.accelerator.is_main_process:
+    def after_epoch(self, state: State) -> None:
+        if state.epoch % self.cfg.eval_every_epochs or not state.accelerator.is_main_process:
             return
-        with _forked_rng(trainer.accelerator.device):
-            judge = judges.for_config(self.cfg).to(trainer.accelerator.device)
+        with _forked_rng(state.accelerator.device):
+            judge = judges.for_config(self.cfg).to(state.accelerator.device)
             extractor = metrics.JudgeExtractor(judge)
-            rows = evaluate.sweep(self.sampler.pipeline(trainer), judge, extractor, self.cfg.eval_guidance_scales,
+            rows = evaluate.sweep(self.sampler.pipeline(state), judge, extractor, self.cfg.eval_guidance_scales,
                                   self.cfg.eval_samples_per_prompt)
-        records = [{"epoch": trainer.epoch, "step": trainer.step, **{k: r[k] for k in EVAL_FIELDS[2:-1]},
+        records = [{"epoch": state.epoch, "step": state.step, **{k: r[k] for k in EVAL_FIELDS[2:-1]},
                     "features": extractor.name} for r in rows]
-        old = [r for r in self._read() if int(r["step"]) != trainer.step]  # a resumed run evaluates a step again
+        old = [r for r in self._read() if int(r["step"]) != state.step]  # a resumed run evaluates a step again
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=EVAL_FIELDS, lineterminator="\n")
         writer.writeheader()
@@ -137,9 +135,9 @@ class PeriodicEval:
         write_atomic(self.path, text.getvalue())  # a kill mid-write leaves the previous evaluations, never half a file
         for r in records[1:]:  # the first row is real-vs-real: the floor, not a measurement of the model
             w = f"{r['guidance_scale']:g}"
-            trainer.accelerator.log({f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"],
-                                     f"eval/fid_w{w}": r["fid"]}, step=trainer.step)
-        print(f"epoch {trainer.epoch} eval: " + ", ".join(f"w={r['guidance_scale']:g} adherence {r['adherence']:.3f} "
+            state.accelerator.log({f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"],
+                                     f"eval/fid_w{w}": r["fid"]}, step=state.step)
+        print(f"epoch {state.epoch} eval: " + ", ".join(f"w={r['guidance_scale']:g} adherence {r['adherence']:.3f} "
                                                           f"KID {r['kid']:.4f}" for r in records[1:]))
 
     def _read(self) -> list[dict]:

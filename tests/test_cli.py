@@ -30,14 +30,15 @@ BAD_COMMAND_LINES = [
     (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "-5", "--out", "g.png"], 2, "is negative"),
     (["sample", "RUN", "--prompt", "x", "--samples-per-prompt", "0", "--out", "g.png"], 2, "must be at least 1"),
     (["sample", "RUN", "--prompt", "x", "--out", "OUTDIR"], 2, "is a directory"),
-    (["sample", "RUN", "--prompt", "x", "--out", "NODIR/g.png"], 1, "does not exist (checked before sampling)"),
+    (["sample", "RUN", "--prompt", "x", "--out", "NODIR/g.png"], 1, "nodir does not exist"),
+    (["sample", "RUN", "--prompt", "x", "--out", "/proc/g.png"], 1, "cannot write /proc/g.png"),
     (["sample", "RUN", "--prompt", "x", "--checkpoint", "../../ref", "--out", "g.png"], 1, "not a path"),
     (["figures", "--profile", "nope"], 1, "unknown profile 'nope'"),
     (["train", "--profile", "smoke", "--run-name", "../../escape"], 1, "must be a single folder name"),
     (["train", "--set", "eval_every_epochs=1", "--set", "eval_samples_per_prompt=100"], 1, "eval_every_epochs needs"),
     (["sample", "RUN", "--prompt", "x", "--out", "grid.jpg"], 2, "must end in .png"),
     (["sample", "NORUN", "--prompt", "x", "--out", "g.png"], 1, "is not a run folder"),
-    (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1, "more than the run's"),
+    (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1, "run's 1000 training timesteps"),
     (["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"], 1, "no checkpoint 'epoch-0099'"),
 ]
 

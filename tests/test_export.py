@@ -25,7 +25,7 @@ def test_a_pixel_run_exports_a_pipeline_that_samples_what_t2i_samples_in_t2i_and
     judge = judges.for_config(pipe.cfg.replace(judge_epochs=1))
     evaluate.write_sweep_report(evaluate.sweep(pipe, judge, evaluate.make_extractor("judge", judge), [3.0], 2), pipe,
                                 evaluate.make_extractor("judge", judge), paths.eval_dir(run))
-    out = export(run, tmp_path / "exported")
+    out = export(experiment.Run.open(run), tmp_path / "exported")
     prompts, w = ["A handwritten digit 3", "A handwritten digit 7"], 3.0
     expected = pipe.images(prompts, w)
     ours = T2IPipeline.from_pretrained(out)(prompts, guidance_scale=w, num_inference_steps=pipe.num_inference_steps,
@@ -47,7 +47,7 @@ def test_a_pixel_run_exports_a_pipeline_that_samples_what_t2i_samples_in_t2i_and
 def test_a_latent_run_loads_in_the_stock_stable_diffusion_pipeline(tmp_path):
     cfg = configs.get("celeba", "smoke")
     run = experiment.train(cfg, paths.run_dir("celeba", "export"))
-    out = export(run, tmp_path / "celeba")
+    out = export(experiment.Run.open(run), tmp_path / "celeba")
     card = (out / "README.md").read_text()
     assert "No evaluation was made from this checkpoint" in card and "steps_offset = 1" in card
     sd = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)

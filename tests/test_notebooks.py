@@ -10,6 +10,7 @@ import papermill
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
+from t2i import experiments
 from tests.conftest import TINY_CLIP_WIDTH
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -27,6 +28,24 @@ def test_notebook_is_a_thin_stripped_driver(path):
         tree = ast.parse(cell.source)
         defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         assert not defs, f"{path.name} defines {defs}: move them into t2i/"
+
+
+EXPERIMENT_NOTEBOOKS = [p for p in NOTEBOOKS if experiments.NOTEBOOK_NAME.match(p.stem)
+                        and experiments.NOTEBOOK_NAME.match(p.stem)["experiment"] in experiments.NAMES]
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_NOTEBOOKS, ids=lambda p: p.name)
+def test_an_experiments_notebook_names_its_experiment_once_in_its_setup_call(path):
+    """notebooks/NN_<name>.ipynb runs <name>: the file name says it (make run-<name>, SLURM), the one `setup("<name>")`
+    call says it again (a test checks they agree), and no other literal or metadata copy does."""
+    name = experiments.from_notebook(path)
+    nb = nbformat.read(path, as_version=4)
+    assert "t2i_experiment" not in nb.metadata
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "setup"]
+    assert len(calls) == 1 and isinstance(calls[0].args[0], ast.Constant) and calls[0].args[0].value == name
+    literals = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Constant) and n.value == name]
+    assert len(literals) == 1, f"{path.name} names {name!r} {len(literals)} times"
 
 
 def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermill(tmp_path, tiny_clip_dir):

@@ -150,10 +150,10 @@ def test_speed_switches_train_on_cpu(smoke_cfg, fit, switch, monkeypatch):
 
 def test_the_trainer_compiles_regions_of_the_unet_it_trains(smoke_cfg, fit, monkeypatch):
     """compile="regional" hands the trainer's own UNet to compile_regions (compiling itself is tested above)."""
-    from t2i import train
+    from t2i import speed
 
     compiled = []
-    monkeypatch.setattr(train, "compile_regions", lambda unet: compiled.append(unet) or 0)
+    monkeypatch.setattr(speed, "compile_regions", lambda unet: compiled.append(unet) or 0)
     run = fit(smoke_cfg.replace(epochs=1, train_subset=32, compile="regional"), paths.run_dir("mnist", "regional"))
     assert len(compiled) == 1 and type(compiled[0]).__name__ == "UNet2DConditionModel"
     assert runs.load_config(run).compile == "regional" and checkpoints.latest(run) is not None

@@ -38,7 +38,7 @@ import torch
 
 from .. import configs, paths, reports
 from ..distributed import resolve_precision
-from ..train import inductor_default_cache_dir
+from ..speed import inductor_default_cache_dir
 from . import device_slug, machine
 from .breakdown import CATEGORIES, profile_step
 from .measure import VARIANTS, bare, flop_per_step, guarded, matmul_ceiling, parameters

@@ -11,9 +11,12 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from ..errors import ConfigError
 
 # What every experiment shares unless it says otherwise: library defaults (diffusers' UNet2DConditionModel and
 # DDPMScheduler, torch's AdamW). No experiment's own values live here.
@@ -59,3 +62,17 @@ def _section(name: str) -> str:
 # In the thesis's order (each file's SECTION).
 NAMES: tuple[str, ...] = tuple(sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
                                       key=lambda name: (_section(name), name)))
+
+# notebooks/NN_<experiment>[_<more>].ipynb runs <experiment>: the Makefile's rule for `make run-<experiment>`
+NOTEBOOK_NAME = re.compile(r"^[0-9]{2}_(?P<experiment>[^_]+)(_.*)?$")
+
+
+def from_notebook(notebook: str | Path) -> str:
+    """The experiment a notebook runs, from its file name alone (SLURM asks this; the notebook's ``setup`` call
+    names the same experiment, tests/test_notebooks.py checks it)."""
+    found = NOTEBOOK_NAME.match(Path(notebook).stem)
+    if found is None or found["experiment"] not in NAMES:
+        raise ConfigError(f"{notebook} is not an experiment's notebook: its name must be NN_<experiment>[_*].ipynb "
+                          f"with <experiment> one of {NAMES}")
+    return found["experiment"]
+

@@ -33,6 +33,7 @@ from diffusers import StableDiffusionPipeline
 from .. import checkpoints, hub, paths, reports
 from ..errors import UserError
 from ..models import count_parameters
+from ..experiment import Run
 from ..pipeline import TextToImage
 from ..sampling import make_scheduler
 from .pipeline_t2i import T2IPipeline
@@ -40,12 +41,12 @@ from .pipeline_t2i import T2IPipeline
 __all__ = ["T2IPipeline", "export", "push"]
 
 
-def export(run_dir: Path, out: Path, checkpoint: str | None = None, weights: str = "ema") -> Path:
-    """Write run ``run_dir`` (its newest checkpoint, or ``checkpoint``) as a diffusers pipeline folder ``out``."""
-    run_dir, out = Path(run_dir), Path(out)
+def export(run: Run, out: Path, checkpoint: str | None = None, weights: str = "ema") -> Path:
+    """Write ``run`` (its newest checkpoint, or ``checkpoint``) as a diffusers pipeline folder ``out``."""
+    run_dir, out = run.dir, Path(out)
     if weights not in ("ema", "raw"):
         raise UserError(f"--weights {weights!r}: choose ema or raw")
-    pipe = TextToImage.from_run(run_dir, checkpoint=checkpoint, ema=weights == "ema", device="cpu")
+    pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema", device="cpu")
     cfg = pipe.cfg
     tokenizer, encoder = pipe.text.tokenizer, pipe.text.model
     tokenizer.model_max_length = cfg.max_tokens
@@ -150,7 +151,7 @@ exported at commit `{reports.git_commit()}`; assets: {json.dumps(pipe.provenance
 
 def _newest_sweep(run_dir: Path, checkpoint: Path) -> tuple[Path | None, list[dict]]:
     """The run's `make eval` sweep, if it was made from this checkpoint (else no numbers: none is invented)."""
-    sweep = paths.eval_dir(run_dir) / "sweep.csv"
+    sweep = paths.sweep_table(run_dir)
     record = reports.read_provenance(sweep.with_suffix(".md")) if sweep.exists() else None
     if not record or Path(str(record.get("checkpoint", ""))).name != checkpoint.name:
         return None, []
