@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from huggingface_hub import try_to_load_from_cache
-
 from . import configs, data, hub, metrics
 from .configs import ExperimentConfig
 from .errors import MissingAsset
@@ -49,7 +47,7 @@ def require(cfg: ExperimentConfig, **needs: bool | str | None) -> None:
 
 def fetch(experiment: str) -> None:
     """Fill the caches a compute node reads (needs internet): the dataset, the text encoder and VAE in the Hugging
-    Face cache, pytorch-fid's Inception weights under TORCH_HOME, the CLIP-score model."""
+    Face cache, pytorch-fid's Inception weights under TORCH_HOME, the CLIP-score model and DINOv2 (FD_DINOv2)."""
     cfg = configs.get(experiment, "full")
     data.spec(cfg).fetch(cfg)
     print(f"{cfg.dataset} data in {cfg.shards or 'the data dir'}")
@@ -62,6 +60,8 @@ def fetch(experiment: str) -> None:
     print(f"FID Inception weights in {metrics.inception_weights_path()}")
     metrics.ClipScorer(CLIP_SCORE_MODEL)
     print(f"{CLIP_SCORE_MODEL} in the Hugging Face cache")
+    metrics.DinoV2Extractor(metrics.DINOV2_MODEL)  # FD_DINOv2 (make guidance, where staged)
+    print(f"{metrics.DINOV2_MODEL} in the Hugging Face cache")
 
 
 def _model_available(name_or_path: str) -> bool:
@@ -76,4 +76,4 @@ def _model_available(name_or_path: str) -> bool:
         return True
     if Path(name_or_path).expanduser().exists():
         return (Path(name_or_path).expanduser() / "config.json").exists()
-    return isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=hub.revision(name_or_path)), str)
+    return hub.cached(name_or_path)

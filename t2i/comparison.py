@@ -1,170 +1,530 @@
-"""``make guidance RUN=...``: every guidance method of :mod:`t2i.guidance` at several strengths, on one fidelity /
-adherence front, with bootstrap intervals, on the same prompts and seeds.
+"""``make guidance RUN=...``: every guidance method of :mod:`t2i.guidance` on one fidelity / adherence front, with
+paired statistics and a verdict per method that follows from the numbers.
 
-For each method and strength it samples the run's sweep conditions (``samples_per_prompt`` per prompt, the same
-seeds for every method, so the rows are paired), and measures:
+Every row (a method at a strength w) samples the same N prompts from the same N seeds, so rows are compared image by
+image (:mod:`t2i.stats`): one bootstrap resample draws the seeds and the real reference images together, for every
+row at once. For each row, in every staged feature space (the judge's penultimate layer always; Inception and DINOv2
+where `make assets` staged them): FD and KID to N real training images with intervals that contain their estimates,
+FD over the real-vs-real floor at the same N, and the judge's adherence with an exact interval.
 
-- the Frechet distance (FD) of the generated images' features to N real training images, in the extractor's
-  feature space (the judge's penultimate layer offline, Inception where its weights are staged), beside the
-  real-vs-real floor at the same N;
-- the judge's adherence, beside its accuracy on held-out real images;
-- 90% bootstrap intervals of both, resampling the N generated images (the same resamples for every row).
+Methods are compared with CFG *along the curve*, not at one w: each method's FD where its curve first reaches an
+adherence level (and its adherence where it first reaches an FD level), against CFG's at the same level, with a
+paired interval and a p-value; Holm's correction runs over every test of the primary feature space. The verdict per
+method is "better than CFG", "worse", "mixed" or "not resolved at N = ..." with the N the largest effect would need.
+The guidance interval is tuned per model on separate seeds (EDM2-S's interval stays as a labelled row); autoguidance's
+row names its guide's training length and size.
 
-It writes ``reports/<profile>/<experiment>/<run>/guidance/``: ``guidance.md/.csv/.tex`` (one row per method and
-strength), ``front.png`` (adherence against FD, one curve per method), ``summary.md`` (which methods reach a point
-that plain CFG's front does not, beyond the intervals) and provenance.
+It writes ``reports/<profile>/<experiment>/<run>/guidance/`` (or a named sub-folder, for a check at another N):
+``guidance.md/.csv/.tex`` (one row per method and w), ``matched.md/.csv/.tex`` (the tests along the curve),
+``tuning.md`` (the interval grid), ``front.png`` and ``summary.md``, each with provenance.
 """
 
 from __future__ import annotations
 
+import csv
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy import stats as scipy_stats
 
-from . import checkpoints, data, evaluate, guidance, judges, metrics, paths, reports
+from . import checkpoints, data, evaluate, guidance, metrics, reports, stats
 from .console import progress
+from .models import count_parameters
 from .pipeline import TextToImage
 
-STRENGTHS = (1.5, 2.0, 3.0, 5.0)  # w of every method (w = 1, the conditional model, is the same for all)
-BOOTSTRAP = 200  # resamples of the N generated images, for the intervals
-LEVEL = 0.90  # interval coverage
+STRENGTHS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)  # w; w = 1 (the conditional model) is one shared row
+SAMPLES_PER_PROMPT = 50  # N = 500 for ten classes
+BOOTSTRAP = 200  # paired resamples of the seeds and the reference images
+ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
+FD_LEVELS = (1.25, 1.5, 2.0, 3.0)  # matched FD, as multiples of the real-vs-real floor
+INTERVAL_GRID = [(lo, hi) for lo in (0.0, 0.28, 1.0) for hi in (2.0, 5.42, 20.0, math.inf)]  # (sigma_lo, sigma_hi]
+TUNE_STRENGTH = 2.0  # the interval is tuned at this w ...
+TUNE_SAMPLES_PER_PROMPT = 10  # ... on this many images per prompt ...
+TUNE_SEED_OFFSET = 1_000_000  # ... from other seeds than the comparison's
+STRETCH = (0.99, 1.25)  # the goal: adherence >= 0.99 at FD <= 1.25 x the floor
 
 
-def applicable(pipe: TextToImage, guide: torch.nn.Module | None) -> list[str]:
-    """The methods this run can use: autoguidance needs a weaker model; dynamic thresholding pixel space."""
-    return [m for m in guidance.METHODS if (m != "autoguidance" or guide is not None)
-            and (m != "dynamic-thresholding" or pipe.codec is None)]
+@dataclass(frozen=True)
+class Variant:
+    """One curve of the front: a method with its parameters, under a label."""
+
+    label: str
+    method: str
+    params: dict = field(default_factory=dict)
+
+    def describe(self, guide_name: str | None) -> str:
+        if self.method == "autoguidance":
+            return f"guide={guide_name}"
+        given = guidance.parameters(self.method, self.params)
+        return ", ".join(f"{k}={v:g}" for k, v in given.items())
 
 
-def load_guide(run_dir: Path, checkpoint: str | None = None, guide_run: Path | None = None) -> torch.nn.Module | None:
-    """Autoguidance's weaker model: an earlier checkpoint of the run (``checkpoint``, e.g. epoch-0010), or the
-    latest of another run trained on the same data (``guide_run``); None if neither is given."""
-    if guide_run is not None:
-        return TextToImage.from_run(guide_run).unet
-    if checkpoint is not None:
-        path = checkpoints.resolve(run_dir, checkpoint)
-        return checkpoints.load_unet(path, ema=(path / "ema").is_dir())
-    return None
+@dataclass
+class Row:
+    variant: Variant
+    w: float
+    hits: np.ndarray  # each image's adherence (0/1 for class prompts)
+    features: dict[str, stats.FeatureSet]  # feature space -> this row against the reference
 
 
-def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path, *,
-        methods: Sequence[str] | None = None, strengths: Sequence[float] = STRENGTHS,
-        guide: torch.nn.Module | None = None, guide_name: str | None = None, seed: int | None = None) -> list[dict]:
-    """Measure every method at every strength and write the report; returns the rows."""
+def variants(pipe: TextToImage, methods: Sequence[str] | None, guide, interval: tuple[float, float] | None
+             ) -> list[Variant]:
+    """The curves a run can have: every method it can use (autoguidance needs a guide, dynamic thresholding pixels),
+    the guidance interval twice (tuned here, and EDM2-S's as published)."""
+    names = list(methods) if methods else [m for m in guidance.METHODS if m != "apg-eps"] + ["apg-eps"]
+    found = []
+    for name in names:
+        m = guidance.method(name)
+        if (m.weak == "guide" and guide is None) or (m.pixel_only and pipe.codec is not None):
+            continue
+        if name == "interval":
+            if interval is not None:
+                found.append(Variant("interval (tuned)", name, {"sigma_lo": interval[0], "sigma_hi": interval[1]}))
+            found.append(Variant("interval (EDM2-S)", name, {}))
+        else:
+            found.append(Variant(name, name, {}))
+    return found
+
+
+def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out: Path, *,
+        methods: Sequence[str] | None = None, strengths: Sequence[float] = STRENGTHS, guide=None,
+        guide_name: str | None = None, seed: int | None = None, bootstrap: int = BOOTSTRAP,
+        tune: bool = True, compare_with: Path | None = None) -> dict | None:
+    """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
+    what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
+    settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
+    check at a larger N) confirms or contradicts (``check.md``)."""
+    inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
+              "sampler": pipe.sampler, "steps": pipe.num_inference_steps, "samples_per_prompt": samples_per_prompt,
+              "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
+              "guide": guide_name, "seed": pipe.seed_for(seed), "bootstrap": bootstrap, "tune": tune,
+              "features": [e.name for e in extractors]}
+    if reports.is_fresh(Path(out) / "summary.md", inputs):
+        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+        return None
     cfg, spec = pipe.cfg, data.spec(pipe.cfg)
-    methods = list(methods or applicable(pipe, guide))
     conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
     prompts, n = spec.prompts(cfg, conditions), len(conditions)
-    reference, real_images, _ = evaluate.reference_set(cfg, extractor, n)
-    floor = metrics.frechet_distance(extractor(metrics.to_uint8(real_images)), reference)
-    real_adherence, _ = evaluate.real_adherence(cfg, judge, limit=n)
-    resamples = np.random.default_rng(0).integers(0, n, (BOOTSTRAP, n))
-    rows = []
-    for method, w in progress([(m, w) for m in methods for w in strengths], desc="guidance methods"):
-        images = pipe.images(prompts, w, seed=seed, method=method, guide=guide, show_progress=False)
+    spaces = [e.name for e in extractors]
+    reference, floors = {}, {}
+    for extractor in extractors:  # the first N real training images, and the floor: the next N against them
+        reference[extractor.name], second_set, _ = evaluate.reference_set(cfg, extractor, n)
+        floors[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)),
+                                                          reference[extractor.name])
+    real_adherence, real_n = evaluate.real_adherence(cfg, judge, limit=n)
+    ref_grams = {s: reference[s].features @ reference[s].features.T for s in spaces}
+
+    def measure(variant: Variant, w: float, row_seed: int | None, row_prompts, row_conditions) -> Row:
+        images = pipe.images(row_prompts, w, seed=row_seed, method=variant.method, params=variant.params, guide=guide,
+                             show_progress=False)
         uint8 = metrics.to_uint8(images)
-        features = extractor(uint8)
-        predicted = judge.predict(uint8.float() / 255)
-        adherence = spec.adherence(predicted, conditions)["adherence"]
-        # per-image hits for the intervals (class prompts; CelebA's attribute sets have no per-image score here)
-        right = (predicted == conditions).float().numpy() if conditions.ndim == 1 else None
-        fd = metrics.frechet_distance(features, reference)
-        fds = metrics.bootstrap_frechet_distances(features, reference, resamples)
-        ads = [float(right[i].mean()) for i in resamples] if right is not None else [adherence] * BOOTSTRAP
-        lo, hi = (1 - LEVEL) / 2 * 100, (1 + LEVEL) / 2 * 100
-        rows.append({"method": method, "w": float(w), "params": _params(method, guide_name),
-                     "fd": fd, "fd_lo": float(np.nanpercentile(fds, lo)), "fd_hi": float(np.nanpercentile(fds, hi)),
-                     "adherence": adherence, "adherence_lo": float(np.percentile(ads, lo)),
-                     "adherence_hi": float(np.percentile(ads, hi)), "samples": n})
-    write(rows, pipe, extractor, out, floor=floor, real_adherence=real_adherence, n=n)
-    return rows
+        hits = spec.image_adherence(judge.predict(uint8.float() / 255), row_conditions).numpy().astype(np.float64)
+        return Row(variant, float(w), hits, {e.name: stats.FeatureSet(e(uint8).features, reference[e.name].features,
+                                                                      ref_grams[e.name]) for e in extractors})
+
+    interval, tuning = None, []
+    wanted = list(methods or guidance.METHODS)
+    if "interval" in wanted and tune:
+        interval, tuning = tune_interval(pipe, judge, extractors[0], samples_per_prompt, seed)
+    curves = variants(pipe, methods, guide, interval)
+    if not any(v.method == "cfg" for v in curves):
+        curves.insert(0, Variant("cfg", "cfg", {}))
+    rows: list[Row] = []
+    shared_one: Row | None = None
+    jobs = [(v, float(w)) for v in curves for w in strengths]
+    for variant, w in progress(jobs, desc="guidance methods"):
+        if w == 1.0 and guidance.method(variant.method).at_one_is_conditional:
+            shared_one = shared_one or measure(Variant("conditional", "cfg", {}), 1.0, seed, prompts, conditions)
+            rows.append(Row(variant, 1.0, shared_one.hits, shared_one.features))
+            continue
+        rows.append(measure(variant, w, seed, prompts, conditions))
+    result = analyse(rows, spaces, floors, real_adherence, spec.binary_adherence, bootstrap)
+    result.update(n=n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval, guide_name=guide_name,
+                  inputs=inputs)
+    write(result, pipe, out)
+    if compare_with is not None:
+        print(check_against(result, Path(compare_with), out))
+        reports.write_provenance(out / "check.md", **pipe.provenance(inputs=inputs, main_report=Path(compare_with)))
+    return result
 
 
-def _params(method: str, guide_name: str | None) -> str:
-    given = guidance.parameters(method)
-    text = ", ".join(f"{k}={v:g}" for k, v in given.items())
-    return f"guide={guide_name}" if method == "autoguidance" else text
+def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, seed: int | None
+                  ) -> tuple[tuple[float, float], list[dict]]:
+    """The guidance interval for this model, tuned as Kynkaanniemi et al. tune theirs, on seeds the comparison does
+    not use: at w = :data:`TUNE_STRENGTH`, the grid point with the lowest FD among those whose adherence is at least
+    plain CFG's there (a narrower interval always lowers FD by guiding less; the question is what keeps the adherence).
+    Returns the chosen (sigma_lo, sigma_hi) and the grid's rows."""
+    cfg, spec = pipe.cfg, data.spec(pipe.cfg)
+    per_prompt = min(TUNE_SAMPLES_PER_PROMPT, samples_per_prompt)
+    conditions = spec.sweep_conditions(cfg, per_prompt, None)
+    prompts, n = spec.prompts(cfg, conditions), len(conditions)
+    reference, _, _ = evaluate.reference_set(cfg, extractor, n)
+    tune_seed = pipe.seed_for(seed) + TUNE_SEED_OFFSET
+    found = []
+    for lo, hi in progress(INTERVAL_GRID, desc="tuning the guidance interval"):
+        images = pipe.images(prompts, TUNE_STRENGTH, seed=tune_seed, method="interval",
+                             params={"sigma_lo": lo, "sigma_hi": hi}, show_progress=False)
+        uint8 = metrics.to_uint8(images)
+        hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions)
+        found.append({"sigma_lo": lo, "sigma_hi": hi, "w": TUNE_STRENGTH, "fd": metrics.frechet_distance(
+            extractor(uint8), reference), "adherence": float(hits.float().mean()), "samples": n})
+    plain = next(r for r in found if r["sigma_lo"] == 0.0 and r["sigma_hi"] == math.inf)  # the whole range: CFG
+    feasible = [r for r in found if r["adherence"] >= plain["adherence"]] or [max(found, key=lambda r: r["adherence"])]
+    best = min(feasible, key=lambda r: r["fd"])
+    for r in found:
+        r["chosen"] = "yes" if r is best else ""
+    return (best["sigma_lo"], best["sigma_hi"]), found
 
 
-def dominated(rows: list[dict], by: dict) -> list[dict]:
-    """The CFG rows that ``by`` beats beyond the intervals: lower FD and higher adherence, each interval clear of the
-    other's."""
-    return [r for r in rows if r["method"] == "cfg" and by["fd_hi"] < r["fd_lo"]
-            and by["adherence_lo"] > r["adherence_hi"]]
+# --- statistics -------------------------------------------------------------------------------------------------
+def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_adherence: float, binary: bool,
+            bootstrap: int) -> dict:
+    """Every number the report shows, from the rows: marginal values with intervals, paired differences to CFG at
+    the same w, and the tests along the curve with Holm's correction and a verdict per variant."""
+    n, m = len(rows[0].hits), len(rows[0].features[spaces[0]].y)
+    draws, refs = stats.resamples(n, m, bootstrap)
+    boot = {s: np.array([[r.features[s].fd(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
+    kid_boot = {s: np.array([[r.features[s].kid(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
+    adh_boot = np.array([[r.hits[d].mean() for d in draws] for r in rows])
+    fd = {s: np.array([r.features[s].fd() for r in rows]) for s in spaces}
+    kid = {s: np.array([r.features[s].kid() for r in rows]) for s in spaces}
+    adh = np.array([r.hits.mean() for r in rows])
+    cfg_at = {r.w: k for k, r in enumerate(rows) if r.variant.method == "cfg" and r.variant.label == "cfg"}
+
+    table = []
+    for k, r in enumerate(rows):
+        entry = {"method": r.variant.label, "w": r.w, "params": r.variant.describe(None), "adherence": float(adh[k])}
+        lo, hi = (stats.clopper_pearson(int(r.hits.sum()), n) if binary else stats.interval(adh[k], adh_boot[k]))
+        entry.update(adherence_lo=lo, adherence_hi=hi)
+        base = cfg_at.get(r.w)
+        if base is not None and base != k:
+            if binary:
+                d, dlo, dhi = stats.newcombe_paired(r.hits > 0.5, rows[base].hits > 0.5)
+                p = stats.mcnemar_exact(r.hits > 0.5, rows[base].hits > 0.5)
+            else:
+                d = float(adh[k] - adh[base])
+                dlo, dhi = stats.interval(d, adh_boot[k] - adh_boot[base])
+                p = stats.p_value(d, adh_boot[k] - adh_boot[base])
+            entry.update(d_adherence=d, d_adherence_lo=dlo, d_adherence_hi=dhi, p_adherence=p)
+        for s in spaces:
+            tag = _tag(s, spaces)
+            lo, hi = stats.interval(fd[s][k], boot[s][k])
+            klo, khi = stats.interval(kid[s][k], kid_boot[s][k])
+            entry.update({f"fd{tag}": float(fd[s][k]), f"fd{tag}_lo": lo, f"fd{tag}_hi": hi,
+                          f"fd{tag}_over_floor": float(fd[s][k] / floors[s]), f"kid{tag}": float(kid[s][k]),
+                          f"kid{tag}_lo": klo, f"kid{tag}_hi": khi})
+            if base is not None and base != k:
+                d = float(fd[s][k] - fd[s][base])
+                dlo, dhi = stats.interval(d, boot[s][k] - boot[s][base])
+                entry.update({f"d_fd{tag}": d, f"d_fd{tag}_lo": dlo, f"d_fd{tag}_hi": dhi,
+                              f"p_fd{tag}": stats.p_value(d, boot[s][k] - boot[s][base])})
+        entry["samples"] = n
+        table.append(entry)
+
+    levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
+    tests = []
+    for s in spaces:
+        for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):
+            mine = [k for k, r in enumerate(rows) if r.variant.label == label]
+            cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
+            for axis, levels in (("adherence", levels_a), ("fd", [f * floors[s] for f in FD_LEVELS])):
+                for level in levels:
+                    test = _matched(axis, level, mine, cfgs, adh, adh_boot, fd[s], boot[s], floors[s])
+                    if test is not None:
+                        tests.append({"method": label, "features": s, **test})
+    for s in spaces:
+        mine = [t for t in tests if t["features"] == s]
+        for t, adjusted in zip(mine, stats.holm_adjusted([t["p"] for t in mine])):
+            t["p_holm"] = adjusted
+            t["verdict"] = ("not resolved" if adjusted > 1 - stats.LEVEL
+                            else "better" if t["better"] else "worse")
+    moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
+    return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
+            "levels": levels_a, "moved": moved, "binary": binary,
+            "needed": _needed(rows, tests, spaces[0]), "bootstrap": bootstrap}
 
 
-def write(rows: list[dict], pipe: TextToImage, extractor, out: Path, *, floor: float, real_adherence: float,
-          n: int) -> None:
+def _tag(space: str, spaces: list[str]) -> str:
+    return "" if space == spaces[0] else "_" + space.split("-")[0]
+
+
+def _matched(axis: str, level: float, mine: list[int], cfgs: list[int], adh, adh_boot, fd, fd_boot,
+             floor: float) -> dict | None:
+    """One test along the curve: at adherence ``level``, FD(method) - FD(CFG) (lower is better); at FD ``level``,
+    adherence(method) - adherence(CFG) (higher is better). None where either curve does not reach the level."""
+    def read(rows, a, f):
+        along, value = (a, f) if axis == "adherence" else (f, a)
+        return stats.crossing(along[rows], value[rows], level)
+
+    ours, theirs = read(mine, adh, fd), read(cfgs, adh, fd)
+    if not (np.isfinite(ours) and np.isfinite(theirs)):
+        return None
+    boot = np.array([read(mine, adh_boot[:, b], fd_boot[:, b]) - read(cfgs, adh_boot[:, b], fd_boot[:, b])
+                     for b in range(adh_boot.shape[1])])
+    reached = np.isfinite(boot).mean()
+    if reached < 0.9:  # the level sits at a curve's end: most resamples do not reach it
+        return None
+    difference = ours - theirs
+    lo, hi = stats.interval(difference, boot)
+    better = difference < 0 if axis == "adherence" else difference > 0
+    at = (f"adherence {level:.3f}" if axis == "adherence" else f"FD {level / floor:.2f}x floor")
+    return {"axis": axis, "at": at, "level": float(level), "cfg": theirs, "value": ours, "difference": difference,
+            "lo": lo, "hi": hi, "p": stats.p_value(difference, boot), "better": bool(better),
+            "reached": float(reached)}
+
+
+def _moved(table: list[dict], label: str, spaces: list[str]) -> dict:
+    """Whether a variant changed anything against CFG at the same w: the largest paired FD and adherence differences,
+    and whether any paired interval excludes 0."""
+    mine = [e for e in table if e["method"] == label and "d_fd" in e]
+    if not mine:
+        return {"compared": 0}
+    excludes = any(e["d_fd_lo"] > 0 or e["d_fd_hi"] < 0 or e["d_adherence_lo"] > 0 or e["d_adherence_hi"] < 0
+                   for e in mine)
+    return {"compared": len(mine), "max_abs_d_fd": max(abs(e["d_fd"]) for e in mine),
+            "max_abs_d_adherence": max(abs(e["d_adherence"]) for e in mine), "any_excludes_zero": excludes}
+
+
+def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
+    """For each variant with no resolved test: the N at which its largest effect would be resolved after Holm's
+    correction, extrapolated from the effect's standard error on subsamples of N / 4, N / 2 and N seeds."""
+    primary = [t for t in tests if t["features"] == space]
+    z = scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1)))  # Holm's strictest step
+    n, found = len(rows[0].hits), {}
+    for label in dict.fromkeys(t["method"] for t in primary):
+        mine = [t for t in primary if t["method"] == label]
+        if any(t["verdict"] != "not resolved" for t in mine):
+            continue
+        strongest = min(mine, key=lambda t: t["p"])
+        ours = [k for k, r in enumerate(rows) if r.variant.label == label]
+        cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
+        sizes = [n // 4, n // 2, n]
+        errors = []
+        for size in sizes:
+            draws, refs = stats.resamples(n, n, 60, seed=size)
+            draws, refs = draws[:, :size], refs[:, :size]
+            adh = np.full((len(rows), len(draws)), np.nan)
+            fd = np.full((len(rows), len(draws)), np.nan)
+            for k in ours + cfgs:
+                adh[k] = [rows[k].hits[d].mean() for d in draws]
+                fd[k] = [rows[k].features[space].fd(d, q) for d, q in zip(draws, refs)]
+            along, value = (adh, fd) if strongest["axis"] == "adherence" else (fd, adh)
+            diffs = np.array([stats.crossing(along[ours, b], value[ours, b], strongest["level"])
+                              - stats.crossing(along[cfgs, b], value[cfgs, b], strongest["level"])
+                              for b in range(len(draws))])
+            errors.append(float(np.nanstd(diffs, ddof=1)) if np.isfinite(diffs).sum() > 10 else float("nan"))
+        found[label] = stats.samples_needed(strongest["difference"], sizes, errors, z)
+    return found
+
+
+# --- the report ---------------------------------------------------------------------------------------------------
+def write(result: dict, pipe: TextToImage, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    n, spaces = result["n"], result["spaces"]
+    primary = spaces[0]
+    facts = pipe.provenance(inputs=result["inputs"], samples=n, floors=result["floors"],
+                            real_adherence=result["real_adherence"],
+                            features=spaces, bootstrap=result["bootstrap"], guide=result["guide_name"],
+                            interval=result["interval"], methods=sorted({r.variant.label for r in result["rows"]}))
+    for e in result["table"]:
+        if e["method"] == "autoguidance":
+            e["params"] = f"guide={result['guide_name']}"
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
-               f"{pipe.sampler} x {pipe.num_inference_steps} steps), N = {n} generated images per row with the same "
-               f"prompts and seeds for every row. fd: Frechet distance in {extractor.name} features to N real images "
-               f"(real-vs-real floor {floor:.2f}); adherence: the judge's (held-out real images: {real_adherence:.3f}); "
-               f"_lo/_hi: {LEVEL:.0%} bootstrap interval over {BOOTSTRAP} resamples of the generated images (the same "
-               "resamples for every row; an FD interval lies above its point estimate, since a resampled set repeats "
-               "images and FD grows with repetition, so compare intervals with intervals). "
+               f"{pipe.sampler} x {pipe.num_inference_steps} steps): N = {n} images per row from the same prompts and "
+               f"seeds. fd: Frechet distance in {primary} features to N real training images (real-vs-real floor "
+               f"{result['floors'][primary]:.2f} at this N; fd_over_floor = fd / floor); kid: unbiased KID; "
+               f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
+               f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: bias-corrected paired "
+               f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, so they contain "
+               "their estimates). d_*: the paired difference to CFG at the same w (adherence: Newcombe's score "
+               "interval, p_adherence McNemar's exact test). Other feature spaces carry their name as a suffix. "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
-    reports.write_table(rows, out / "guidance", caption=caption)
-    facts = pipe.provenance(samples=n, floor=floor, real_adherence=real_adherence, extractor=extractor.name,
-                            methods=sorted({r["method"] for r in rows}), bootstrap=BOOTSTRAP)
+    reports.write_table(result["table"], out / "guidance", caption=caption)
     reports.write_provenance(out / "guidance.md", **facts)
-    front(rows, out / "front.png", floor)
+    if result["tests"]:
+        shown = [{k: t[k] for k in ("method", "features", "at", "cfg", "value", "difference", "lo", "hi", "p",
+                                    "p_holm", "verdict")} for t in result["tests"]]
+        reports.write_table(shown, out / "matched", caption=(
+            "Each method against CFG along the curve: at an adherence level, FD where each curve first reaches it "
+            "(lower is better); at an FD level, adherence there (higher is better). difference = method - CFG, "
+            f"{stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error; p_holm "
+            f"Holm-adjusted over the tests of each feature space (verdict at family-wise {1 - stats.LEVEL:.0%})."))
+        reports.write_provenance(out / "matched.md", **facts)
+    if result["tuning"]:
+        reports.write_table(result["tuning"], out / "tuning", caption=(
+            f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "
+            f"images from other seeds than the comparison's: the lowest FD ({primary}) among the intervals whose "
+            "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."))
+        reports.write_provenance(out / "tuning.md", **facts)
+    front(result, out / "front.png")
     reports.write_provenance(out / "front.png", **facts)
-    (out / "summary.md").write_text(summary(rows, floor))
+    (out / "summary.md").write_text(summary(result, pipe))
     reports.write_provenance(out / "summary.md", **facts)
 
 
-def front(rows: list[dict], path: Path, floor: float) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        line, = ax.plot([r["fd"] for r in mine], [r["adherence"] for r in mine], marker="o", label=method,
-                        lw=2.5 if method == "cfg" else 1.2)
-        # the intervals as segments: the FD interval need not contain the point (see the table's caption)
-        ax.hlines([r["adherence"] for r in mine], [r["fd_lo"] for r in mine], [r["fd_hi"] for r in mine],
-                  color=line.get_color(), alpha=0.4)
-        ax.vlines([r["fd"] for r in mine], [r["adherence_lo"] for r in mine], [r["adherence_hi"] for r in mine],
-                  color=line.get_color(), alpha=0.4)
-        for r in mine:
-            ax.annotate(f"{r['w']:g}", (r["fd"], r["adherence"]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.axvline(floor, ls="--", color="gray", label=f"real-vs-real floor ({floor:.1f})")
-    ax.set_xlabel("Frechet distance to real images (lower is better)")
-    ax.set_ylabel("prompt adherence (judge)")
-    ax.set_title("Guidance methods: fidelity vs adherence (labels: w)")
-    ax.legend(fontsize=8)
-    return reports.save(fig, path)
+def verdicts(result: dict, space: str) -> dict[str, str]:
+    """Each variant's verdict in one feature space: better, worse, mixed or not resolved."""
+    found = {}
+    for label in dict.fromkeys(t["method"] for t in result["tests"] if t["features"] == space):
+        kinds = {t["verdict"] for t in result["tests"] if t["features"] == space and t["method"] == label}
+        found[label] = ("mixed" if {"better", "worse"} <= kinds else "better" if "better" in kinds
+                        else "worse" if "worse" in kinds else "not resolved")
+    return found
 
 
-def summary(rows: list[dict], floor: float) -> str:
-    lines = ["# Guidance methods against plain CFG", "",
-             f"A point beats CFG when its whole {LEVEL:.0%} interval has a lower FD and a higher adherence than a CFG "
-             f"point's interval (same prompts, seeds and N). Real-vs-real FD floor: {floor:.2f}.", ""]
-    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "cfg"):
-        wins = [(r, dominated(rows, r)) for r in rows if r["method"] == method]
-        wins = [(r, d) for r, d in wins if d]
-        if not wins:
-            lines.append(f"- **{method}**: no point beats a CFG point beyond the intervals.")
-            continue
-        shown = "; ".join(f"w={r['w']:g} (FD {r['fd']:.1f}, adherence {r['adherence']:.3f}) beats CFG at w="
-                          + ", ".join(f"{d['w']:g}" for d in beaten) for r, beaten in wins)
-        lines.append(f"- **{method}**: {shown}.")
+def summary(result: dict, pipe: TextToImage) -> str:
+    n, spaces, floors = result["n"], result["spaces"], result["floors"]
+    primary = spaces[0]
+    tests = [t for t in result["tests"] if t["features"] == primary]
+    lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, N = {n}", "",
+             f"Every row samples the same {n} prompts from the same seeds ({pipe.checkpoint.name}, {pipe.weights} "
+             f"weights, {pipe.sampler} x {pipe.num_inference_steps} steps). A method is compared with CFG *along the "
+             f"curve*: its FD where it first reaches an adherence level ({', '.join(f'{lv:g}' for lv in result['levels'])}"
+             f"; {result['real_adherence']:.3f} is the judge on real held-out images) and its adherence where it "
+             f"first reaches an FD level ({', '.join(f'{f:g}' for f in FD_LEVELS)} x the real-vs-real floor, "
+             f"{floors[primary]:.2f} in {primary} features at this N). Differences are paired ({result['bootstrap']} "
+             f"joint resamples of the seeds and the reference images) with {stats.LEVEL:.0%} bias-corrected intervals "
+             f"that contain their estimates; verdicts are Holm-corrected over the {len(tests)} tests at family-wise "
+             f"{1 - stats.LEVEL:.0%}. Guidance: {reports.GUIDANCE_CONVENTION}.", ""]
+    found = verdicts(result, primary)
+    for label, verdict in found.items():
+        mine = sorted((t for t in tests if t["method"] == label), key=lambda t: t["p_holm"])
+        resolved = [t for t in mine if t["verdict"] != "not resolved"]
+        shown = resolved[:3] or mine[:1]
+        detail = "; ".join(_describe(t, floors[primary]) for t in shown)
+        head = {"better": "better than CFG", "worse": "worse than CFG", "mixed": "mixed (better at some levels, "
+                "worse at others)", "not resolved": f"not resolved at N = {n}"}[verdict]
+        needed = result["needed"].get(label)
+        if verdict == "not resolved" and needed is not None:
+            head += (f" (its largest effect would need about N = {needed:,.0f}, if it stayed as measured)"
+                     if math.isfinite(needed) else " (no effect to extrapolate)")
+        others = [s for s in spaces[1:] if label in verdicts(result, s)]
+        agree = ("" if not others else " Same verdict in " + ", ".join(others) + "." if all(
+            verdicts(result, s)[label] == verdict for s in others) else " Other feature spaces disagree: " + ", ".join(
+            f"{s}: {verdicts(result, s)[label]}" for s in others) + ".")
+        moved = result["moved"].get(label, {})
+        still = ("" if not moved.get("compared") or moved["any_excludes_zero"] else
+                 f" It moved nothing measurable here: at every w its paired differences to CFG contain 0 (largest "
+                 f"|dFD| {moved['max_abs_d_fd']:.2f}, |d adherence| {moved['max_abs_d_adherence']:.3f}).")
+        lines.append(f"- **{label}**: {head}. {detail}.{still}{agree}")
+    untested = [label for label in dict.fromkeys(e["method"] for e in result["table"])
+                if label not in found and label != "cfg"]
+    if untested:
+        lines.append(f"- Not compared (its curve and CFG's share no level in reach): {', '.join(untested)}.")
+    goal_a, goal_f = STRETCH
+    reached = [e for e in result["table"] if e["adherence"] >= goal_a and e["fd_over_floor"] <= goal_f]
+    lines += ["", f"Stretch goal, adherence >= {goal_a:g} at FD <= {goal_f:g} x the floor (N = {n}): " + (
+        "reached by " + "; ".join(f"{e['method']} at w = {e['w']:g} ({e['adherence']:.3f}, {e['fd_over_floor']:.2f}x)"
+                                  for e in reached) if reached else "not reached by any row.")]
+    if result["interval"] is not None:
+        lo, hi = result["interval"]
+        lines.append(f"The guidance interval tuned for this model is ({lo:g}, {hi:g}] (tuning.md); EDM2-S's "
+                     "(0.28, 5.42] is its own row.")
     return "\n".join(lines) + "\n"
 
 
-def for_run(run_dir: Path, samples_per_prompt: int = 50, *, methods: Sequence[str] | None = None,
-            strengths: Sequence[float] = STRENGTHS, guide_checkpoint: str | None = None,
-            guide_run: Path | None = None, features: str = "auto") -> tuple[list[dict], Path]:
-    """The comparison of one trained run, written to ``reports/<profile>/<experiment>/<run>/guidance/``."""
-    pipe = TextToImage.from_run(run_dir)
-    judge = judges.for_config(pipe.cfg)
-    extractor = evaluate.make_extractor(features, judge, pipe.device)
-    guide = load_guide(Path(run_dir), guide_checkpoint, guide_run)
-    name = str(guide_run) if guide_run else guide_checkpoint
-    out = paths.eval_dir(Path(run_dir)).parent / "guidance"
-    rows = run(pipe, judge, extractor, samples_per_prompt, out, methods=methods, strengths=strengths, guide=guide,
-               guide_name=name)
-    return rows, out
+def _describe(t: dict, floor: float) -> str:
+    unit = "FD" if t["axis"] == "adherence" else "adherence"
+    fmt = (lambda v: f"{v:.2f}") if unit == "FD" else (lambda v: f"{v:.3f}")
+    return (f"at {t['at']}, {unit} {fmt(t['value'])} vs CFG's {fmt(t['cfg'])} (difference {fmt(t['difference'])} "
+            f"[{fmt(t['lo'])}, {fmt(t['hi'])}], p_holm {t['p_holm']:.3g})")
+
+
+def front(result: dict, path: Path) -> Path:
+    """Left: adherence against FD / floor, one curve per method, CFG on top; the judge's real-image accuracy as a
+    line; intervals that contain their points; points beyond the x range drawn at its edge. Right: each method's FD
+    difference to CFG at matched adherence, with its interval (left of 0 is better)."""
+    spaces, table = result["spaces"], result["table"]
+    fig, (ax, forest) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
+    ratios = np.array([e["fd_over_floor"] for e in table])
+    right = max(1.5, float(np.quantile(ratios, 0.9)) * 1.05)  # the outliers' tenth does not squeeze the rest
+    labels = list(dict.fromkeys(e["method"] for e in table))
+    colours = {label: plt.cm.tab10(k % 10) for k, label in enumerate(labels)}
+    floor = result["floors"][spaces[0]]
+    for label in sorted(labels, key=lambda lb: lb == "cfg"):  # CFG last: on top
+        mine = [e for e in table if e["method"] == label]
+        x = np.minimum([e["fd_over_floor"] for e in mine], right)
+        y = [e["adherence"] for e in mine]
+        cfg = label == "cfg"
+        ax.plot(x, y, marker="o", ms=4, lw=2.8 if cfg else 1.2, color="black" if cfg else colours[label],
+                label=label, zorder=10 if cfg else 2)
+        ax.errorbar(x, y, xerr=[np.clip(x - np.array([e["fd_lo"] for e in mine]) / floor, 0, None),
+                                np.clip(np.array([e["fd_hi"] for e in mine]) / floor - x, 0, None)],
+                    yerr=[np.array(y) - [e["adherence_lo"] for e in mine], [e["adherence_hi"] for e in mine] - np.array(y)],
+                    fmt="none", ecolor="black" if cfg else colours[label], alpha=0.35, zorder=9 if cfg else 1)
+        clipped = [e for e in mine if e["fd_over_floor"] > right]
+        for e in clipped:
+            ax.annotate(f"{e['fd_over_floor']:.1f}x", (right, e["adherence"]), fontsize=7, xytext=(-26, -10),
+                        textcoords="offset points", color=colours[label])
+        if cfg:
+            for e, xv in zip(mine, x):
+                ax.annotate(f"w={e['w']:g}", (xv, e["adherence"]), fontsize=7, xytext=(4, -10),
+                            textcoords="offset points", zorder=11)
+    ax.axhline(result["real_adherence"], ls="--", color="tab:green", lw=1,
+               label=f"judge on real images ({result['real_adherence']:.3f})")
+    ax.axvline(1.0, ls=":", color="gray", lw=1, label="real-vs-real floor")
+    ax.set_xlim(0.9, right * 1.02)
+    ax.set_xlabel(f"FD / real-vs-real floor ({spaces[0]}; floor {floor:.1f} at N = {result['n']})")
+    ax.set_ylabel("prompt adherence (judge)")
+    ax.set_title(f"The front, N = {result['n']} (CFG in black, labelled by w)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    tests = [t for t in result["tests"] if t["features"] == spaces[0] and t["axis"] == "adherence"]
+    for k, t in enumerate(tests):
+        colour = {"better": "tab:green", "worse": "tab:red"}.get(t["verdict"], "gray")
+        forest.errorbar(t["difference"], k, xerr=[[t["difference"] - t["lo"]], [t["hi"] - t["difference"]]],
+                        fmt="o", color=colour, ms=4, capsize=2)
+    forest.set_yticks(range(len(tests)), [f"{t['method']} @ {t['at'].split()[-1]}" for t in tests], fontsize=7)
+    forest.axvline(0, color="black", lw=1)
+    forest.invert_yaxis()
+    forest.set_xlabel("FD(method) - FD(CFG) at matched adherence (left is better)")
+    forest.set_title(f"Paired, {stats.LEVEL:.0%}; green/red: resolved after Holm", fontsize=10)
+    forest.grid(alpha=0.3, axis="x")
+    return reports.save(fig, path)
+
+
+def read_tests(folder: Path) -> list[dict]:
+    """The tests along the curve a report wrote (``matched.csv``)."""
+    with open(Path(folder) / "matched.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def check_against(result: dict, main: Path, out: Path) -> str:
+    """Compare this (larger-N) comparison's verdicts with those the main report made at the same levels: a
+    contradiction is a resolved verdict of the opposite sign. Writes ``check.md`` beside this report."""
+    earlier = {(t["method"], t["features"], t["at"]): t for t in read_tests(main)}
+    rows = []
+    for t in result["tests"]:
+        before = earlier.get((t["method"], t["features"], t["at"]))
+        if before is None:
+            continue
+        contradicted = {before["verdict"], t["verdict"]} == {"better", "worse"}
+        rows.append({"method": t["method"], "features": t["features"], "at": t["at"],
+                     "verdict_main": before["verdict"], "difference_main": float(before["difference"]),
+                     "verdict_here": t["verdict"], "difference_here": t["difference"], "lo": t["lo"], "hi": t["hi"],
+                     "contradicted": "yes" if contradicted else "no"})
+    caption = (f"The verdicts of the main report against this comparison at N = {result['n']}, at the levels both "
+               f"reached. contradicted: resolved verdicts of opposite signs ({sum(r['contradicted'] == 'yes' for r in rows)}"
+               f" of {len(rows)}).")
+    if not rows:
+        (out / "check.md").write_text(f"No level in common with the main report.\n\n{caption}\n")
+        return "no level in common"
+    return reports.write_table(rows, out / "check", caption=caption)
+
+
+def guide_description(guide_run: Path | None, guide_checkpoint: str | None, unet: torch.nn.Module | None,
+                      run_cfg) -> str | None:
+    """What autoguidance's guide is, for its row: the checkpoint or run, its training length and its size."""
+    if unet is None:
+        return None
+    size = f"{count_parameters(unet, trainable_only=False) / 1e6:.1f}M parameters"
+    if guide_checkpoint:
+        return f"{guide_checkpoint} of this run (of {run_cfg.epochs} epochs), {size}"
+    latest = checkpoints.latest(Path(guide_run))
+    state = checkpoints.load_state(latest)
+    return f"{guide_run} ({latest.name}, {state['epoch']} epochs), {size}"

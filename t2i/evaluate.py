@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, metrics, reports
+from . import data, hub, metrics, paths, reports
 from .console import progress
 from .judges import Judge
 from .pipeline import TextToImage
@@ -23,7 +23,7 @@ def adherence_sweep(pipe: TextToImage, judge: Judge, conditions: torch.Tensor, g
                     seed: int | None = None) -> list[dict]:
     """For each w, one image per condition (its prompt from the dataset), scored by the judge. Every w uses the same
     seeds (paired samples), so differences between rows come from w, not from the noise."""
-    spec, seed = data.spec(pipe.cfg), pipe.cfg.seed if seed is None else seed
+    spec, seed = data.spec(pipe.cfg), pipe.seed_for(seed)
     prompts = spec.prompts(pipe.cfg, conditions)
     rows = []
     for w in progress(guidance_scales, desc="adherence sweep"):
@@ -62,16 +62,33 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, pa
     return table
 
 
-def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu"):
-    """``inception`` (pytorch-fid's network; needs its weights staged), ``judge`` (the judge's penultimate layer),
-    or ``auto``: Inception when its weights are on disk, else the judge."""
+FEATURES = ("auto", "inception", "dinov2", "judge")  # the --features choices
+
+
+def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu", dinov2: str = metrics.DINOV2_MODEL):
+    """``inception`` (pytorch-fid's network; needs its weights staged), ``dinov2`` (FD_DINOv2's network, staged by
+    `make assets`), ``judge`` (the judge's penultimate layer), or ``auto``: Inception when its weights are on disk,
+    else the judge."""
     if name == "auto":
         name = "inception" if metrics.inception_weights_path().exists() else "judge"
     if name == "inception":
         return metrics.InceptionExtractor(device)
+    if name == "dinov2":
+        return metrics.DinoV2Extractor(dinov2, device)
     if name == "judge":
         return metrics.JudgeExtractor(judge)
-    raise ValueError(f"unknown feature extractor {name!r}; known: auto, inception, judge")
+    raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(FEATURES)}")
+
+
+def staged_extractors(judge: Judge, device: torch.device | str = "cpu", dinov2: str = metrics.DINOV2_MODEL) -> list:
+    """Every feature space this machine can measure in: the judge's always, Inception's and DINOv2's where staged
+    (a verdict that has the same sign in each is the stronger for it). The first is the primary one (``auto``)."""
+    found = [make_extractor("auto", judge, device)]
+    if not isinstance(found[0], metrics.JudgeExtractor):
+        found.append(metrics.JudgeExtractor(judge))
+    if Path(dinov2).exists() or hub.cached(dinov2):
+        found.append(metrics.DinoV2Extractor(dinov2, device))
+    return found
 
 
 def make_clip_scorer(name: str, device: torch.device | str = "cpu") -> "metrics.ClipScorer | None":
@@ -115,7 +132,7 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
     guidance method of every row (:mod:`t2i.guidance`), its parameters and, for autoguidance, the weaker UNet.
     """
     cfg, spec = pipe.cfg, data.spec(pipe.cfg)
-    seed = cfg.seed if seed is None else seed
+    seed = pipe.seed_for(seed)
     conditions = spec.sweep_conditions(cfg, samples_per_prompt, prompts)
     n = len(conditions)
     reference, real_images, real_conditions = reference_set(cfg, extractor, n)
@@ -151,8 +168,8 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
                f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
                f"feature space). Adherence: {data.spec(pipe.cfg).adherence_meaning(pipe.cfg)}. "
                f"Guidance: {reports.GUIDANCE_CONVENTION}.")
-    table = reports.write_table(rows, directory / "sweep", caption=caption)
-    artefacts = [directory / "sweep.md"]
+    table = reports.write_table(rows, directory / paths.SWEEP, caption=caption)
+    artefacts = [directory / f"{paths.SWEEP}.md"]
     generated = [r for r in rows if r["guidance_scale"] != "real"]
     real = rows[0]
     for metric in ("fid", "kid", "is", "adherence") + (("clip_score",) if real["clip_score"] != "n/a" else ()):

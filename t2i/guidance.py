@@ -1,41 +1,47 @@
 """Guidance methods as denoiser wrappers, k-diffusion style: each turns a text-conditioned eps-model into a denoiser
 ``(x_t, t) -> eps`` that :func:`t2i.sampling.sample` runs; the samplers know nothing about guidance.
 
-Every method takes the thesis's guidance scale ``w`` (``eps_u + w (eps_c - eps_u)``: w = 0 unconditional, w = 1
-conditional) and its own parameters at the paper's defaults (:data:`METHODS`). Where diffusers 0.42's
-``diffusers.guiders`` implements the same formula, its function is used directly (tests/test_guidance.py checks
-each wrapper against the guider class to 1e-6):
+One formula underlies them all (EDM2's ``ref_Dx.lerp(Dx, guidance)``): ``weak + w (strong - weak)``, where ``strong``
+is the conditional prediction and ``weak`` either the unconditional one (classifier-free guidance) or a weaker model's
+conditional one (autoguidance). w = 0 is the weak prediction, w = 1 the conditional one, w > 1 extrapolates. Each
+method is one :class:`Method` in :data:`METHODS`: how it combines the two predictions, its parameters at its paper's
+defaults, and what it needs. Where diffusers 0.42's ``diffusers.guiders`` implements the same formula, its function is
+used (tests/test_guidance.py checks each against the guider class). Methods that act on the denoised image D (x0)
+convert eps to x0 at the step's noise level and back, around the data's mid-point (:class:`Step`):
 
 - ``cfg``: classifier-free guidance, Ho & Salimans 2022, eq. 6 (the thesis's formula).
-- ``cfg-rescale``: Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed", eqs. 15-16:
-  rescale the guided prediction to the conditional one's standard deviation, then mix by ``phi`` (0.7 in the paper).
-  diffusers' ``rescale_noise_cfg``.
+- ``cfg-rescale``: Lin et al. 2023, "Common diffusion noise schedules and sample steps are flawed", eqs. 15-16: the
+  guided prediction rescaled to the conditional one's standard deviation, mixed by ``phi`` (0.7). The paper matches
+  the std of v-predictions, whose scale is the data's; on eps the two stds are nearly equal and the method does
+  nothing, so it acts on x0, centred on the data's mid-point (diffusers' ``rescale_noise_cfg`` on those).
 - ``interval``: Kynkaanniemi et al. 2024, "Applying guidance in a limited interval improves sample and distribution
-  quality": guide only while the noise level sigma is in ``(sigma_lo, sigma_hi]`` (EDM2-S: (0.28, 5.42]), plain
-  conditional elsewhere. The interval is in noise levels, as the paper defines it, not a fraction of steps; for a
-  DDPM schedule sigma_t = sqrt((1 - alphabar_t) / alphabar_t), the EDM noise level of the same x_t.
+  quality": guidance only while the EDM noise level sigma = sqrt((1 - alphabar) / alphabar) is in
+  ``(sigma_lo, sigma_hi]``, conditional elsewhere. The paper tunes the interval per model; the defaults are EDM2-S's
+  on ImageNet-512 latents, (0.28, 5.42], and `make guidance` tunes its own (t2i.comparison).
 - ``apg``: adaptive projected guidance, Sadat et al. 2024, eq. 12 with momentum (sec. 4.2) and the norm threshold
-  ``r``: ``D_c + (w - 1) (P_perp(dD) + eta P_par(dD))``, eta = 0, momentum beta = -0.5. This is diffusers'
-  ``normalized_guidance`` with ``use_original_formulation=True`` and scale ``w - 1``; diffusers' default
-  (``pred_uncond + w * update``) equals the paper only at eta = 1.
+  ``r``, on the denoised image as the paper defines it: ``D_c + (w - 1) (P_perp(dD) + eta P_par(dD))``, eta = 0,
+  beta = -0.5, r = 15 on the data scaled to [-1, 1]. This is diffusers' ``normalized_guidance`` with
+  ``use_original_formulation=True`` and scale ``w - 1``. ``apg-eps`` is the same update on eps (a named variant:
+  not the paper's method).
 - ``cfg-zero-star``: Fan et al. 2025, "CFG-Zero*": the unconditional prediction scaled by the optimised
-  ``s* = <eps_c, eps_u> / ||eps_u||^2`` per sample (diffusers' ``cfg_zero_star_scale``). The paper's zero-init
-  (the first steps output zero) is made for flow matching, where a zero velocity is a step that stays put; for
-  eps-prediction a zero eps means "x_t is clean data" and would freeze the initial noise into the image, so it is off.
-- ``autoguidance``: Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1:
-  ``D_0 + w (D_1 - D_0)`` with D_1 the model and D_0 a weaker one, both conditional: an earlier checkpoint of the
-  same run, or another run (a smaller model on the same data), as the paper recommends. diffusers' ``AutoGuidance``
-  instead perturbs layers of the same model, which is not the paper's method, so it is not used here.
-- ``dynamic-thresholding``: Saharia et al. 2022 (Imagen), sec. 2.3: CFG, with each step's predicted x0 clipped to
-  its ``percentile`` absolute value s (when s > 1) and divided by s. Pixel space only; it is diffusers' scheduler
-  option (``thresholding=True``, ``dynamic_thresholding_ratio``), set by :func:`scheduler_options`. diffusers caps s
-  at ``sample_max_value`` (default 1.0, which makes it plain clipping); the paper does not, so the cap is infinite.
+  ``s* = <eps_c, eps_u> / ||eps_u||^2`` per sample (diffusers' ``cfg_zero_star_scale``). The paper's zero-init (the
+  first steps output zero) is made for flow matching, where a zero velocity stays put; for eps-prediction a zero eps
+  means "x_t is clean data" and would freeze the initial noise into the image, so it is off.
+- ``autoguidance``: Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1, with a
+  weaker model's conditional prediction as ``weak``: an earlier checkpoint of the same run, or another run (a smaller
+  model on the same data), as the paper recommends. diffusers' ``AutoGuidance`` perturbs layers of the same model
+  instead, which is not the paper's method.
+- ``dynamic-thresholding``: Saharia et al. 2022 (Imagen), sec. 2.3: CFG, then each step's x0, mapped to [-1, 1]
+  around the data's mid-point, clipped to its ``percentile`` absolute value s (when s > 1) and divided by s (the
+  paper caps s at nothing; diffusers' ``sample_max_value`` would). Pixel space only. Imagen's data is [-1, 1]; on
+  [0, 1] data, dividing x0 itself by s would pull every pixel to 0 (black), so the mapping is what keeps it Imagen's.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
@@ -45,100 +51,183 @@ from diffusers.guiders.guider_utils import rescale_noise_cfg
 from .errors import ConfigError
 from .sampling import Denoiser, EpsModel
 
-# name -> the parameters it takes and their defaults (the papers'); "w" is every method's strength
-METHODS: dict[str, dict[str, float]] = {
-    "cfg": {},
-    "cfg-rescale": {"phi": 0.7},
-    "interval": {"sigma_lo": 0.28, "sigma_hi": 5.42},
-    "apg": {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0},
-    "cfg-zero-star": {},
-    "autoguidance": {},
-    "dynamic-thresholding": {"percentile": 0.995, "max_value": float("inf")},  # the paper caps s at nothing
+
+@dataclass(frozen=True)
+class Step:
+    """One sampling step as a method may need it: the model input ``x`` (x_t, variance-preserving), the timestep
+    ``t``, alphabar at t, and the data's range, for methods that act on the denoised image x0."""
+
+    x: torch.Tensor
+    t: torch.Tensor | float
+    alpha: float
+    data_range: tuple[float, float] = (-1.0, 1.0)
+
+    @property
+    def sigma(self) -> float:
+        """The EDM noise level of x_t: sqrt((1 - alphabar) / alphabar)."""
+        return math.sqrt((1 - self.alpha) / self.alpha)
+
+    def x0(self, eps: torch.Tensor) -> torch.Tensor:
+        """The denoised image D that ``eps`` implies, mapped to [-1, 1] around the data's mid-point."""
+        low, high = self.data_range
+        x0 = (self.x - math.sqrt(1 - self.alpha) * eps) / math.sqrt(self.alpha)
+        return (x0 - (low + high) / 2) / ((high - low) / 2)
+
+    def eps(self, x0: torch.Tensor) -> torch.Tensor:
+        """The eps that implies the denoised image ``x0`` (given as :meth:`x0` returns it, in [-1, 1])."""
+        low, high = self.data_range
+        x0 = x0 * ((high - low) / 2) + (low + high) / 2
+        return (self.x - math.sqrt(self.alpha) * x0) / math.sqrt(1 - self.alpha)
+
+
+Combine = Callable[[torch.Tensor, torch.Tensor, Step], torch.Tensor]  # (strong, weak, step) -> guided eps
+
+
+@dataclass(frozen=True)
+class Method:
+    """One guidance method: ``build(w, params)`` makes its combine function for one sampling run (fresh, so state
+    such as APG's momentum starts empty), and the flags the pipeline and the comparison read."""
+
+    build: Callable[[float, dict[str, float]], Combine]
+    defaults: dict[str, float] = field(default_factory=dict)
+    weak: str = "uncond"  # "uncond": the unconditional prediction; "guide": a weaker model's conditional one
+    pixel_only: bool = False  # acts on pixel values (needs bounded data: not latents)
+    at_one_is_conditional: bool = True  # w = 1 gives exactly the conditional prediction (one shared point)
+    active: Callable[[Step, dict[str, float]], bool] | None = None  # where it guides; elsewhere: conditional only
+    evaluations: int = 2  # network evaluations per step (strong and weak), below w = 1's single one
+
+
+def lerp(w: float) -> Combine:
+    """EDM2's form of CFG and autoguidance: weak + w (strong - weak)."""
+    return lambda strong, weak, step: weak + w * (strong - weak)
+
+
+def _rescale(w: float, p: dict[str, float]) -> Combine:
+    def combine(strong, weak, step):
+        x0_strong, x0_weak = step.x0(strong), step.x0(weak)
+        return step.eps(rescale_noise_cfg(x0_weak + w * (x0_strong - x0_weak), x0_strong, p["phi"]))
+    return combine
+
+
+def _apg(w: float, p: dict[str, float], on_x0: bool = True) -> Combine:
+    buffer = MomentumBuffer(p["momentum"]) if p["momentum"] else None
+
+    def combine(strong, weak, step):
+        if not on_x0:
+            return normalized_guidance(strong, weak, w - 1.0, buffer, eta=p["eta"], norm_threshold=p["norm_threshold"],
+                                       use_original_formulation=True)
+        guided = normalized_guidance(step.x0(strong), step.x0(weak), w - 1.0, buffer, eta=p["eta"],
+                                     norm_threshold=p["norm_threshold"], use_original_formulation=True)
+        return step.eps(guided)
+    return combine
+
+
+def _zero_star(w: float, p: dict[str, float]) -> Combine:
+    def combine(strong, weak, step):
+        s = cfg_zero_star_scale(strong.flatten(1), weak.flatten(1)).view(-1, *(1,) * (strong.ndim - 1))
+        return s * weak + w * (strong - s * weak)
+    return combine
+
+
+def threshold(x0: torch.Tensor, percentile: float, max_value: float = math.inf) -> torch.Tensor:
+    """Imagen's dynamic thresholding of x0 in [-1, 1] (diffusers' ``_threshold_sample``): per image, s = the
+    ``percentile`` quantile of |x0|, at least 1 and at most ``max_value``; x0 clipped to [-s, s] and divided by s."""
+    flat = x0.reshape(len(x0), -1).float()
+    s = torch.quantile(flat.abs(), percentile, dim=1).clamp(min=1, max=max_value).view(-1, *(1,) * (x0.ndim - 1))
+    return (torch.maximum(torch.minimum(x0, s), -s) / s).to(x0.dtype)
+
+
+def _thresholded(w: float, p: dict[str, float]) -> Combine:
+    guided = lerp(w)
+    return lambda strong, weak, step: step.eps(threshold(step.x0(guided(strong, weak, step)), p["percentile"],
+                                                         p["max_value"]))
+
+
+def _in_interval(step: Step, p: dict[str, float]) -> bool:
+    return p["sigma_lo"] < step.sigma <= p["sigma_hi"]
+
+
+METHODS: dict[str, Method] = {
+    "cfg": Method(lambda w, p: lerp(w)),
+    "cfg-rescale": Method(_rescale, {"phi": 0.7}),
+    "interval": Method(lambda w, p: lerp(w), {"sigma_lo": 0.28, "sigma_hi": 5.42}, active=_in_interval),
+    "apg": Method(_apg, {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0}),
+    "apg-eps": Method(lambda w, p: _apg(w, p, on_x0=False), {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0}),
+    "cfg-zero-star": Method(_zero_star),
+    "autoguidance": Method(lambda w, p: lerp(w), weak="guide"),
+    "dynamic-thresholding": Method(_thresholded, {"percentile": 0.995, "max_value": math.inf}, pixel_only=True,
+                                   at_one_is_conditional=False),
 }
+
+
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown guidance method {name!r}; known: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def parameters(name: str, given: dict[str, float] | None = None) -> dict[str, float]:
+    """The method's parameters: its defaults, updated by ``given``; an unknown method or parameter is an error."""
+    defaults = method(name).defaults
+    unknown = set(given or {}) - set(defaults)
+    if unknown:
+        raise ConfigError(f"guidance method {name!r} takes {sorted(defaults) or 'no parameters'}, not {sorted(unknown)}")
+    return {**defaults, **(given or {})}
 
 
 @dataclass
 class Context:
-    """What some methods need beyond the two predictions: the noise schedule (``interval``) and a weaker model
-    (``autoguidance``)."""
+    """What a sampling run gives every method: the noise schedule (to read alphabar at a step), the data's range,
+    and autoguidance's weaker model."""
 
     alphas_cumprod: torch.Tensor | None = None
+    data_range: tuple[float, float] = (-1.0, 1.0)
     guide: EpsModel | None = None
 
-
-def parameters(method: str, given: dict[str, float] | None = None) -> dict[str, float]:
-    """The method's parameters: its defaults, updated by ``given``; an unknown method or parameter is an error."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown guidance method {method!r}; known: {sorted(METHODS)}")
-    unknown = set(given or {}) - set(METHODS[method])
-    if unknown:
-        raise ConfigError(f"guidance method {method!r} takes {sorted(METHODS[method]) or 'no parameters'}, "
-                         f"not {sorted(unknown)}")
-    return {**METHODS[method], **(given or {})}
+    def step(self, x: torch.Tensor, t) -> Step:
+        return Step(x, t, alpha_at(self.alphas_cumprod, t) if self.alphas_cumprod is not None else float("nan"),
+                    self.data_range)
 
 
-def denoiser(method: str, model: EpsModel, cond: torch.Tensor, uncond: torch.Tensor, w: float,
+def alpha_at(alphas_cumprod: torch.Tensor, t) -> float:
+    """alphabar at timestep ``t``: exact at integer timesteps; between them (Karras-sigma samplers ask at fractional
+    t), interpolated linearly in log sigma, as diffusers maps sigmas to timesteps."""
+    t = float(t)
+    low = min(max(int(math.floor(t)), 0), len(alphas_cumprod) - 1)
+    high = min(low + 1, len(alphas_cumprod) - 1)
+    log_sigma = lambda a: 0.5 * math.log((1 - a) / a)  # noqa: E731
+    a_low, a_high = float(alphas_cumprod[low]), float(alphas_cumprod[high])
+    if t == low or high == low:
+        return a_low
+    sigma = math.exp(log_sigma(a_low) + (t - low) * (log_sigma(a_high) - log_sigma(a_low)))
+    return 1 / (1 + sigma * sigma)
+
+
+def denoiser(name: str, model: EpsModel, cond: torch.Tensor, uncond: torch.Tensor, w: float,
              params: dict[str, float] | None = None, context: Context | None = None) -> Denoiser:
-    """The guided denoiser of ``method`` at strength ``w`` (a fresh one per sampling run: APG keeps momentum)."""
-    p, context, w = parameters(method, params), context or Context(), float(w)
-    if method == "autoguidance":
-        if context.guide is None:
-            raise ConfigError("autoguidance needs a weaker model: --guide-checkpoint NAME or --guide-run RUN")
-        guide = context.guide
-        return lambda x, t: (lambda weak: weak + w * (model(x, t, cond) - weak))(guide(x, t, cond))
-    combine = _combiner(method, w, p, context)
+    """The guided denoiser of method ``name`` at strength ``w`` (a fresh one per sampling run)."""
+    m, context, w = method(name), context or Context(), float(w)
+    p = parameters(name, params)
+    if m.weak == "guide" and context.guide is None:
+        raise ConfigError("autoguidance needs a weaker model: --guide-checkpoint NAME or --guide-run RUN")
+    combine = m.build(w, p)
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if w == 0.0 and method in ("cfg", "dynamic-thresholding"):  # the other methods' w = 0 is not unconditional
-            return model(x, t, uncond)
-        if w == 1.0:  # every method's w = 1 is the conditional prediction
+        step = context.step(x, t)
+        if m.at_one_is_conditional and w == 1.0 or (m.active is not None and not m.active(step, p)):
             return model(x, t, cond)
-        eps_uncond, eps_cond = model(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
-        return combine(eps_cond, eps_uncond, t)
+        if m.weak == "guide":
+            return combine(model(x, t, cond), context.guide(x, t, cond), step)
+        if w == 0.0 and name == "cfg":
+            return model(x, t, uncond)
+        weak, strong = model(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)
+        return combine(strong, weak, step)
 
     return denoise
 
 
-def combine(method: str, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float, t: torch.Tensor | int = 0,
-            params: dict[str, float] | None = None, context: Context | None = None) -> torch.Tensor:
+def combine(name: str, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float, step: Step | None = None,
+            params: dict[str, float] | None = None) -> torch.Tensor:
     """One step's guided prediction from the two predictions (what :func:`denoiser` does inside; for tests)."""
-    return _combiner(method, float(w), parameters(method, params), context or Context())(eps_cond, eps_uncond, t)
-
-
-def _combiner(method: str, w: float, p: dict[str, float], context: Context
-              ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    def cfg(eps_cond, eps_uncond, t):
-        return eps_uncond + w * (eps_cond - eps_uncond)
-
-    if method in ("cfg", "dynamic-thresholding"):  # thresholding acts on x0, in the scheduler
-        return cfg
-    if method == "cfg-rescale":
-        return lambda c, u, t: rescale_noise_cfg(cfg(c, u, t), c, p["phi"])
-    if method == "cfg-zero-star":
-        def zero_star(c, u, t):
-            s = cfg_zero_star_scale(c.flatten(1), u.flatten(1)).view(-1, *(1,) * (c.ndim - 1))
-            return s * u + w * (c - s * u)
-        return zero_star
-    if method == "interval":
-        if context.alphas_cumprod is None:
-            raise ValueError("interval guidance needs the noise schedule (alphas_cumprod)")
-        alphas = context.alphas_cumprod
-
-        def interval(c, u, t):
-            a = alphas[int(t)].item()
-            sigma = ((1 - a) / a) ** 0.5
-            return cfg(c, u, t) if p["sigma_lo"] < sigma <= p["sigma_hi"] else c
-        return interval
-    if method == "apg":
-        buffer = MomentumBuffer(p["momentum"]) if p["momentum"] else None
-        return lambda c, u, t: normalized_guidance(c, u, w - 1.0, buffer, eta=p["eta"],
-                                                   norm_threshold=p["norm_threshold"], use_original_formulation=True)
-    raise ConfigError(f"unknown guidance method {method!r}; known: {sorted(METHODS)}")
-
-
-def scheduler_options(method: str, params: dict[str, float] | None = None) -> dict:
-    """Scheduler settings a method needs: dynamic thresholding is diffusers' ``thresholding`` (DDPM, DDIM)."""
-    if method != "dynamic-thresholding":
-        return {}
-    p = parameters(method, params)
-    return {"thresholding": True, "dynamic_thresholding_ratio": p["percentile"], "sample_max_value": p["max_value"]}
+    step = step or Step(torch.zeros_like(eps_cond), 0, 0.5)
+    return method(name).build(float(w), parameters(name, params))(eps_cond, eps_uncond, step)

@@ -18,6 +18,9 @@ REVISIONS = {
     "openai/clip-vit-base-patch32": "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
     # the CLIP-score model (t2i.metrics.ClipScorer); https://huggingface.co/openai/clip-vit-base-patch16
     "openai/clip-vit-base-patch16": "57c216476eefef5ab752ec549e440a49ae4ae5f3",
+    # FD_DINOv2's feature network (Stein et al. 2023 use DINOv2 ViT-L/14), the commit that added model.safetensors;
+    # https://huggingface.co/facebook/dinov2-large/tree/0ff9d1340c9524c60f3f03e8573c57a1f8197f24
+    "facebook/dinov2-large": "0ff9d1340c9524c60f3f03e8573c57a1f8197f24",
     # CelebA's VAE (thesis 3.5.4); https://huggingface.co/stabilityai/sd-vae-ft-mse
     "stabilityai/sd-vae-ft-mse": "31f26fdeee1355a5c34592e401dd41e45d25a493",
     # WikiArt (thesis 3.4.2), 72 parquet shards; https://huggingface.co/datasets/huggan/wikiart/tree/95a63ba9...
@@ -30,6 +33,13 @@ REVISIONS = {
 def revision(repo_id: str) -> str | None:
     """The pinned commit of a Hub repository (None for local folders, bundled and synthetic models)."""
     return REVISIONS.get(repo_id)
+
+
+def cached(repo_id: str) -> bool:
+    """Is the pinned revision of a Hub model in the local cache (``HF_HOME``), so it loads offline?"""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision(repo_id)), str)
 
 
 def describe(repo_id: str | None) -> str | None:

@@ -93,6 +93,42 @@ class InceptionExtractor:
         return Features(torch.cat(feats).numpy(), torch.cat(logits).numpy())
 
 
+DINOV2_MODEL = "facebook/dinov2-large"  # ViT-L/14, as FD_DINOv2 (Stein et al. 2023, dgm-eval) uses
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # DINOv2's preprocessor_config.json
+
+
+class DinoV2Extractor:
+    """DINOv2's class token (the layer-normed CLS output, transformers' ``pooler_output``): the feature space of
+    FD_DINOv2 (Stein et al. 2023, "Exposing flaws of generative model evaluation metrics"). Images are resized to
+    224 x 224 (bicubic) and normalised with ImageNet's mean and std, as dgm-eval does; grayscale is repeated to RGB."""
+
+    name = "dinov2-cls"
+
+    def __init__(self, model: str = DINOV2_MODEL, device: torch.device | str = "cpu", batch_size: int = 50):
+        from transformers import Dinov2Model
+
+        try:
+            self.net = Dinov2Model.from_pretrained(model, revision=hub.revision(model)).eval().to(device)
+        except OSError as exc:
+            raise MissingAsset(f"DINOv2 model {model!r} is not staged locally; run `make assets` on a node with "
+                               "internet, or pass a local directory") from exc
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> Features:
+        """Images uint8 [N, C, H, W] (C = 1 or 3)."""
+        feats = []
+        for batch in images.split(self.batch_size):
+            x = batch.to(self.device).float() / 255
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bicubic", align_corners=False).clamp(0, 1)
+            feats.append(self.net(pixel_values=(x - self.mean) / self.std).pooler_output.double().cpu())
+        return Features(torch.cat(feats).numpy(), None)
+
+
 class JudgeExtractor:
     """A judge classifier's penultimate layer (and its logits). Offline-friendly; only comparable to itself."""
 
@@ -117,27 +153,6 @@ def frechet_distance(a: Features, b: Features) -> float:
         warnings.warn(f"FID undefined for {len(a)} vs {len(b)} images of {a.features.shape[1]}-d features "
                       f"(pytorch-fid: {exc}); reported as NaN", stacklevel=2)
         return float("nan")
-
-
-def bootstrap_frechet_distances(a: Features, reference: Features, resamples: np.ndarray) -> np.ndarray:
-    """The Frechet distance of ``a[rows]`` to ``reference`` for every row of index arrays ``resamples`` [B, n]: the
-    same quantity as :func:`frechet_distance`, in the form tr(sqrt(S_a^1/2 S_r S_a^1/2)) = sum of the square roots of
-    the eigenvalues of the centred Gram matrix X S_r X^T / (n - 1), with S_r's factor computed once, so each resample
-    is one symmetric eigendecomposition of size min(n, D) instead of a general matrix square root."""
-    mu_r, sigma_r = _stats(reference.features)
-    eigenvalues, vectors = np.linalg.eigh(sigma_r)
-    root_r = (vectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ vectors.T  # S_r^(1/2)
-    trace_r = np.trace(sigma_r)
-    out = np.empty(len(resamples))
-    for k, rows in enumerate(resamples):
-        x = a.features[rows]
-        mu = x.mean(axis=0)
-        centred = (x - mu) @ root_r / np.sqrt(len(rows) - 1)  # rows of X S_r^(1/2)
-        small = centred @ centred.T if len(rows) <= centred.shape[1] else centred.T @ centred
-        covmean_trace = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum()
-        trace_a = ((x - mu) ** 2).sum() / (len(rows) - 1)
-        out[k] = ((mu - mu_r) ** 2).sum() + trace_a + trace_r - 2 * covmean_trace
-    return out
 
 
 def _stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -143,6 +143,14 @@ def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
     return path
 
 
+def is_fresh(artefact: Path, inputs: dict) -> bool:
+    """Was ``artefact`` made from exactly these ``inputs`` (what it was measured on: checkpoint hash, settings...) by
+    the code as it is now? Then a command may skip remaking it."""
+    record = read_provenance(artefact) if Path(artefact).exists() else None
+    return (record is not None and record.get("inputs") == json.loads(json.dumps(inputs, default=str))
+            and not changed_code(record))
+
+
 def read_provenance(artefact: Path) -> dict | None:
     path = Path(artefact).with_name(Path(artefact).stem + ".provenance.json")
     return json.loads(path.read_text()) if path.exists() else None
@@ -247,11 +255,13 @@ def tradeoff(rows: Sequence[dict], x: str, y: str, path: Path, *, title: str = "
 def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
     """Write rows as ``path.md``, ``path.csv`` and ``path.tex``; return the markdown.
 
-    Floats are shown with 3 decimals in markdown and LaTeX, full precision in CSV.
+    Floats are shown with 3 decimals in markdown and LaTeX, full precision in CSV. The columns are every key of every
+    row, in order of appearance; a row without one leaves its cell empty.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for r in rows for key in r))
+    rows = [{c: r.get(c, "") for c in columns} for r in rows]
     shown = [[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in columns] for r in rows]
     md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(cells) + " |" for cells in shown]

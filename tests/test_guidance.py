@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers.guiders import (AdaptiveProjectedGuidance, ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance)
+from diffusers import DDPMScheduler
+from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance
 
 from t2i import guidance, paths
 from t2i.errors import ConfigError
@@ -28,15 +29,37 @@ def diffusers_pred(guider, cond, uncond, step=0, steps=10):
     return guider.forward(cond, uncond).pred
 
 
+@pytest.fixture
+def step():
+    """A step at alphabar 0.3 on [0, 1] data, with a random x_t."""
+    return guidance.Step(torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(5)), 600, 0.3, (0.0, 1.0))
+
+
+def test_a_step_converts_eps_to_the_centred_denoised_image_and_back(step, predictions):
+    eps = predictions[0]
+    x0 = (step.x - 0.7 ** 0.5 * eps) / 0.3 ** 0.5  # alphabar 0.3
+    torch.testing.assert_close(step.x0(eps), (x0 - 0.5) / 0.5)  # [0, 1] data, centred on 0.5, scaled to [-1, 1]
+    torch.testing.assert_close(step.eps(step.x0(eps)), eps, atol=1e-5, rtol=0)
+    assert step.sigma == pytest.approx((0.7 / 0.3) ** 0.5)
+
+
 @pytest.mark.parametrize("w", [0.0, 0.5, 2.0, 7.5])
-def test_cfg_and_cfg_rescale_equal_diffusers_classifier_free_guidance(predictions, w):
+def test_cfg_equals_diffusers_classifier_free_guidance(predictions, w):
     cond, uncond = predictions
     ours = guidance.combine("cfg", cond, uncond, w)
     torch.testing.assert_close(ours, diffusers_pred(ClassifierFreeGuidance(guidance_scale=w), cond, uncond),
                                atol=1e-6, rtol=0)
-    ours = guidance.combine("cfg-rescale", cond, uncond, w, params={"phi": 0.7})
-    theirs = diffusers_pred(ClassifierFreeGuidance(guidance_scale=w, guidance_rescale=0.7), cond, uncond)
-    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0, 7.5])
+def test_cfg_rescale_is_diffusers_rescale_on_the_centred_denoised_image(predictions, step, w):
+    """Lin et al. match stds of v (the data's scale); on eps they are nearly equal, so the rescale acts on x0."""
+    cond, uncond = predictions
+    ours = guidance.combine("cfg-rescale", cond, uncond, w, step, params={"phi": 0.7})
+    theirs = diffusers_pred(ClassifierFreeGuidance(guidance_scale=w, guidance_rescale=0.7), step.x0(cond),
+                            step.x0(uncond))
+    torch.testing.assert_close(step.x0(ours), theirs, atol=1e-5, rtol=0)
+    assert not torch.allclose(ours, guidance.combine("cfg", cond, uncond, w), atol=1e-3)
 
 
 @pytest.mark.parametrize("w", [0.5, 2.0, 5.0])
@@ -46,21 +69,57 @@ def test_cfg_zero_star_equals_diffusers_without_the_flow_matching_zero_init(pred
     torch.testing.assert_close(guidance.combine("cfg-zero-star", cond, uncond, w), theirs, atol=1e-6, rtol=0)
 
 
-def test_apg_is_the_papers_formulation_diffusers_normalized_guidance_with_momentum_over_steps(predictions):
-    """Sadat et al.: D_c + (w - 1)(P_perp + eta P_par); diffusers' use_original_formulation at scale w - 1."""
+def apg_from_the_paper(d_cond, d_uncond, w, eta, r, running):
+    """Sadat et al. 2024, Algorithm 1 with momentum (sec. 4.2), written from the paper: on the denoised images D."""
+    diff = d_cond - d_uncond
+    running = diff + running["beta"] * running["average"]
+    diff = running
+    norm = diff.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    diff = diff * torch.clamp(r / norm, max=1.0) if r > 0 else diff
+    unit = d_cond.flatten(1) / d_cond.flatten(1).norm(dim=1, keepdim=True)
+    parallel = (diff.flatten(1) * unit).sum(1, keepdim=True) * unit
+    orthogonal = diff.flatten(1) - parallel
+    return d_cond + (w - 1) * (orthogonal + eta * parallel).view_as(d_cond), running
+
+
+def test_apg_acts_on_the_denoised_image_as_the_paper_writes_it(step):
     w, params = 4.0, {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0}
-    ours = guidance._combiner("apg", w, guidance.parameters("apg", params), guidance.Context())
+    ours = guidance.method("apg").build(w, guidance.parameters("apg", params))
+    running = {"beta": -0.5, "average": torch.zeros(4, 3, 8, 8)}
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):  # momentum carries over steps
+        cond, uncond = torch.randn(4, 3, 8, 8, generator=g) * 3, torch.randn(4, 3, 8, 8, generator=g) * 3
+        expected, running["average"] = apg_from_the_paper(step.x0(cond), step.x0(uncond), w, 0.0, 15.0, running)
+        torch.testing.assert_close(step.x0(ours(cond, uncond, step)), expected, atol=1e-5, rtol=0)
+    cond, uncond = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    plain = guidance.combine("apg", cond, uncond, w, step, params={"eta": 1.0, "momentum": 0.0, "norm_threshold": 0.0})
+    torch.testing.assert_close(plain, guidance.combine("cfg", cond, uncond, w, step), atol=1e-5, rtol=0)  # = CFG
+
+
+def test_apg_eps_is_diffusers_normalized_guidance_on_eps_a_named_variant(predictions):
+    w = 4.0
+    ours = guidance.method("apg-eps").build(w, guidance.parameters("apg-eps"))
     guider = AdaptiveProjectedGuidance(guidance_scale=w - 1, adaptive_projected_guidance_momentum=-0.5,
                                        adaptive_projected_guidance_rescale=15.0, eta=0.0,
                                        use_original_formulation=True)
     g = torch.Generator().manual_seed(1)
-    for step in range(3):  # momentum carries over steps
+    for k in range(3):
         cond, uncond = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
-        torch.testing.assert_close(ours(cond, uncond, 0), diffusers_pred(guider, cond, uncond, step), atol=1e-6,
-                                   rtol=0)
-    cond, uncond = predictions  # eta = 1, no momentum, no threshold: exactly CFG, as the paper says
-    plain = guidance.combine("apg", cond, uncond, w, params={"eta": 1.0, "momentum": 0.0, "norm_threshold": 0.0})
-    torch.testing.assert_close(plain, guidance.combine("cfg", cond, uncond, w), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(cond, uncond, None), diffusers_pred(guider, cond, uncond, k), atol=1e-6, rtol=0)
+
+
+def test_thresholding_is_imagens_on_minus_one_to_one_data_and_keeps_a_unit_images_mid_grey():
+    x0 = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * 1.5
+    scheduler = DDPMScheduler(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=float("inf"))
+    torch.testing.assert_close(guidance.threshold(x0, 0.9), scheduler._threshold_sample(x0))
+    step = guidance.Step(torch.randn(1, 1, 4, 4), 500, 0.5, (0.0, 1.0))
+    raw = torch.full((1, 1, 4, 4), 0.5)  # an overshooting prediction of [0, 1] data: mid-grey, and far too bright
+    raw[..., :2, :] = 3.0
+    eps = step.eps((raw - 0.5) / 0.5)  # (step.x0 and step.eps speak the centred scale)
+    out = step.x0(guidance.combine("dynamic-thresholding", eps, eps, 3.0, step)) * 0.5 + 0.5
+    torch.testing.assert_close(out[..., 2:, :], torch.full((1, 1, 2, 4), 0.5))  # mid-grey stays, not pulled to black
+    torch.testing.assert_close(out[..., :2, :], torch.ones(1, 1, 2, 4))  # the overshoot is brought to white
+    assert (raw / 3.0)[..., 2, 0] < 0.2  # (what dividing the [0, 1] pixels themselves by s would have done)
 
 
 def test_interval_guides_only_inside_its_noise_levels_and_autoguidance_extrapolates_from_the_weak_model(predictions):
@@ -69,13 +128,25 @@ def test_interval_guides_only_inside_its_noise_levels_and_autoguidance_extrapola
     context = guidance.Context(alphas_cumprod=alphas)
     sigma = ((1 - alphas) / alphas).sqrt()
     inside, outside = int((sigma > 1.0).nonzero()[0]), int((sigma > 10.0).nonzero()[0])
-    torch.testing.assert_close(guidance.combine("interval", cond, uncond, 3.0, inside, context=context),
+    calls = []
+    model = lambda x, t, e: calls.append(len(x)) or (cond if len(x) == len(cond) else torch.cat([uncond, cond]))  # noqa
+    guided = guidance.denoiser("interval", model, cond, uncond, 3.0, context=context)
+    torch.testing.assert_close(guided(torch.zeros_like(cond), torch.tensor(inside)),
                                guidance.combine("cfg", cond, uncond, 3.0))
-    assert torch.equal(guidance.combine("interval", cond, uncond, 3.0, outside, context=context), cond)
+    assert torch.equal(guided(torch.zeros_like(cond), torch.tensor(outside)), cond)
+    assert calls == [2 * len(cond), len(cond)]  # outside the interval: one evaluation, the conditional one
     weak, strong = (lambda x, t, e: x * 0.5), (lambda x, t, e: x * 2.0)
     x = torch.ones(1, 3, 8, 8)
     auto = guidance.denoiser("autoguidance", strong, cond[:1], uncond[:1], 3.0, context=guidance.Context(guide=weak))
     torch.testing.assert_close(auto(x, torch.tensor(5)), 0.5 * x + 3.0 * (2.0 * x - 0.5 * x))
+
+
+def test_alphabar_between_timesteps_follows_log_sigma():
+    alphas = torch.tensor([0.9, 0.5, 0.1])
+    assert guidance.alpha_at(alphas, 1) == pytest.approx(0.5)
+    halfway = guidance.alpha_at(alphas, 0.5)
+    sigma = lambda a: ((1 - a) / a) ** 0.5  # noqa: E731
+    assert sigma(halfway) == pytest.approx((sigma(0.9) * sigma(0.5)) ** 0.5)
 
 
 def test_unknown_methods_and_parameters_are_one_line_errors():

@@ -179,13 +179,24 @@ def test_fid_where_pytorch_fid_finds_no_real_square_root_is_nan_with_a_warning(m
         metrics.frechet_distance(features, features)
 
 
-def test_bootstrap_frechet_distances_equal_pytorch_fids_formula_on_each_resample():
-    rng = np.random.default_rng(0)
-    a = metrics.Features(rng.normal(size=(80, 12)), None)
-    reference = metrics.Features(rng.normal(0.3, 1.2, size=(90, 12)), None)
-    resamples = rng.integers(0, 80, (5, 80))
-    fast = metrics.bootstrap_frechet_distances(a, reference, resamples)
-    slow = [metrics.frechet_distance(metrics.Features(a.features[r], None), reference) for r in resamples]
-    np.testing.assert_allclose(fast, slow, rtol=1e-6)
-    few = rng.integers(0, 80, (2, 8))  # fewer images than dimensions: the Gram form, still the same quantity
-    assert np.isfinite(metrics.bootstrap_frechet_distances(a, reference, few)).all()
+def test_dinov2_features_are_the_class_token_of_images_resized_and_normalised_as_dgm_eval_does(tmp_path):
+    """A tiny random Dinov2Model saved like the hub checkpoint: the extractor loads it through from_pretrained, resizes
+    to 224 px, normalises with ImageNet's statistics and returns the layer-normed CLS token; grayscale works too."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                     patch_size=14, image_size=224)).eval()
+    model.save_pretrained(tmp_path / "dinov2")
+    extractor = metrics.DinoV2Extractor(str(tmp_path / "dinov2"))
+    images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8)
+    found = extractor(images)
+    assert found.features.shape == (3, 16) and found.logits is None
+    x = torch.nn.functional.interpolate(images.float().repeat(1, 3, 1, 1) / 255, size=(224, 224), mode="bicubic",
+                                        align_corners=False).clamp(0, 1)
+    x = (x - torch.tensor(metrics.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(metrics.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(pixel_values=x).last_hidden_state[:, 0]  # (transformers layer-norms the sequence output)
+    np.testing.assert_allclose(found.features, expected.double().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="make assets"):
+        metrics.DinoV2Extractor(str(tmp_path / "absent"))

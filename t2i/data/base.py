@@ -179,6 +179,12 @@ class DatasetSpec:
         per_class = [right[conditions == k].mean().item() for k in conditions.unique()]
         return {"adherence": right.mean().item(), "worst_class_adherence": min(per_class)}
 
+    def image_adherence(self, predicted: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """Each image's adherence, for paired comparisons: 1 if the judge assigns it to the prompted class, else 0."""
+        return (predicted == conditions).float()
+
+    binary_adherence = True  # image_adherence is 0 or 1 (exact rate intervals apply)
+
     def adherence_meaning(self, cfg: ExperimentConfig) -> str:
         """What the adherence number is, for table captions."""
         return (f"fraction of generated images the judge assigns to the prompted class "

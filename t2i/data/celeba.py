@@ -282,6 +282,13 @@ class CelebA(DatasetSpec):
         mask, values = claim_masks(conditions)
         return {"adherence": ((predicted == values) & mask).sum().item() / max(mask.sum().item(), 1)}
 
+    def image_adherence(self, predicted: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """Each image's share of its caption's claims that the judge confirms."""
+        mask, values = claim_masks(conditions)
+        return ((predicted == values) & mask).sum(1).float() / mask.sum(1).clamp(min=1)
+
+    binary_adherence = False
+
     def adherence_meaning(self, cfg: ExperimentConfig) -> str:
         return ("fraction of the attributes each prompt's caption claims (gender either way, every attribute it names) "
                 "that the 40-attribute judge confirms")
