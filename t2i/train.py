@@ -18,7 +18,6 @@ holds it; AdamW is fused and the EMA uses foreach kernels on CUDA; in-memory dat
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -115,12 +114,9 @@ class Trainer:
         self.timer = StageTimer(cfg.timing_steps, acc.device)
         self.nonfinite = FirstNonFinite(acc.device, fp16=self.precision == "fp16")
         self.last_checkpoint: Path | None = None
+        self.trained_seconds, self.started = 0.0, time.perf_counter()  # earlier attempts' time; this one's start
         self.window = tracking.Window()
         self.synced = True  # the last step updated the weights (not between the batches of one accumulated update)
-
-    @property
-    def ema(self) -> EMAModel | None:
-        return self.state.ema
 
     def run(self) -> None:
         try:
@@ -205,11 +201,8 @@ class Trainer:
         start = time.perf_counter()
         loss = self._train_step(batch)
         if self.compile_pending:  # the first compiled step compiles: say how long
-            if self.accelerator.device.type == "cuda":
-                torch.cuda.synchronize()
+            speed.report_compile(self.accelerator, start)
             self.compile_pending = False
-            self.accelerator.print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s "
-                                   f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
         state = self.state
         state.step, state.step_in_epoch = state.step + 1, state.step_in_epoch + 1
         if log.add(state.epoch + 1, state.step, loss) < self.log_every:
@@ -241,9 +234,9 @@ class Trainer:
                 self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
                 self.lr_schedule.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None and self.synced:
+        if self.state.ema is not None and self.synced:
             with timer("EMA"):
-                self.ema.step(self.params)
+                self.state.ema.step(self.params)
         return loss.detach()
 
     # --- checkpoints -------------------------------------------------------------------------------------------
@@ -262,8 +255,10 @@ class Trainer:
         if acc.is_main_process:
             record = {"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch,
                       "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
-                      "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed}
-            path = checkpoints.save_training(self.run_dir, name, state.unet, self.ema, self.optimizer,
+                      "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed,
+                      "device": speed.hardware(acc.device),
+                      "train_seconds": self.trained_seconds + time.perf_counter() - self.started}
+            path = checkpoints.save_training(self.run_dir, name, state.unet, state.ema, self.optimizer,
                                              self.lr_schedule, rng, record, self._is_milestone(), cfg.keep_checkpoints)
         acc.wait_for_everyone()
         self.last_checkpoint = path
@@ -277,10 +272,11 @@ class Trainer:
             raise RunError(f"{self.run_dir} has checkpoints, but none passes its manifest check (see the warnings "
                            "above); run again with --restart to set them aside and start over")
         if path is not None:
-            saved, rng = checkpoints.load_training(path, state.unet, self.ema, self.optimizer, self.lr_schedule,
+            saved, rng = checkpoints.load_training(path, state.unet, state.ema, self.optimizer, self.lr_schedule,
                                                    acc.process_index)
             state.epoch, state.step, state.step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
             self.window.smoothed = saved.get("loss_smoothed")  # absent from checkpoints written before it was kept
+            self.trained_seconds, self.started = saved.get("train_seconds", 0.0), time.perf_counter()
             if saved["num_processes"] == acc.num_processes:
                 checkpoints.set_rng_state(self.generator, *rng)
             elif state.step_in_epoch:

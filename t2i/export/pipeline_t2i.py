@@ -1,10 +1,12 @@
 """T2IPipeline: a text-to-image pipeline for runs trained with t2i, as a diffusers ``DiffusionPipeline``.
 
-Self-contained on purpose (torch, diffusers and transformers only): an exported folder carries a copy of this file,
-so plain diffusers loads it with ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder/pipeline_t2i.py)``.
-It samples exactly as t2i does: prompts padded to ``max_tokens`` with their attention mask, the empty prompt as the
+Self-contained on purpose (torch, diffusers and transformers only): an exported folder carries a copy of this file and
+names it in ``model_index.json`` (``"_class_name": ["pipeline_t2i", "T2IPipeline"]``), so plain diffusers loads it the
+Hub's usual way, ``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``. It samples exactly as
+t2i does: prompts padded to ``max_tokens`` with their attention mask, the empty prompt (or ``negative_prompt``) as the
 unconditional one, guidance ``eps_u + w (eps_c - eps_u)`` (w = 0 unconditional, w = 1 conditional, computed alone),
-images mapped from the training pixel range (or decoded by the VAE) to [0, 1].
+images mapped from the training pixel range (or decoded by the VAE) to [0, 1]. ``torch_dtype`` at loading and
+``num_images_per_prompt`` at sampling work as in diffusers' own pipelines.
 """
 
 from __future__ import annotations
@@ -33,16 +35,25 @@ class T2IPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], guidance_scale: float = 5.0, num_inference_steps: int = 50,
                  generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, num_images_per_prompt: int = 1,
+                 negative_prompt: str | list[str] | None = None):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        cond = self.embed(prompts)
-        uncond = self.embed([""]).expand_as(cond)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negatives = [""] if negative_prompt is None else [negative_prompt] if isinstance(negative_prompt, str) \
+            else list(negative_prompt)
+        if len(negatives) not in (1, len(prompts) // num_images_per_prompt):
+            raise ValueError(f"{len(negatives)} negative prompts for {len(prompts) // num_images_per_prompt} prompts")
+        negatives = [n for n in negatives for _ in range(num_images_per_prompt)] if len(negatives) > 1 else negatives
+        dtype = self.unet.dtype
+        cond = self.embed(prompts).to(dtype)
+        uncond = self.embed(negatives).to(dtype).expand_as(cond)
         w = float(guidance_scale)
         shape = (len(prompts), self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        x = randn_tensor(shape, generator=generator, device=self.device) * self.scheduler.init_noise_sigma
+        x = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+        x = x * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for t in self.progress_bar(self.scheduler.timesteps):
-            model_input = self.scheduler.scale_model_input(x, t)
+            model_input = self.scheduler.scale_model_input(x, t).to(dtype)
             if w == 0.0:
                 eps = self.unet(model_input, t, encoder_hidden_states=uncond).sample
             elif w == 1.0:
@@ -51,9 +62,9 @@ class T2IPipeline(DiffusionPipeline):
                 eps_uncond, eps_cond = self.unet(torch.cat([model_input, model_input]), t,
                                                  encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
                 eps = eps_uncond + w * (eps_cond - eps_uncond)
-            x = self.scheduler.step(eps, t, x, generator=generator).prev_sample
+            x = self.scheduler.step(eps.float(), t, x, generator=generator).prev_sample  # the loop runs in float32
         if self.vae is not None:  # latents -> pixels in [-1, 1]
-            x = torch.cat([self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+            x = torch.cat([self.vae.decode((z / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.clamp(-1, 1)
                            for z in x.split(16)])
             low, high = -1.0, 1.0
         else:
