@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance export figures assets bench-loader bench-latent bench-gpu lab watch screenshots clean
+.PHONY: help setup demo test eval guidance samplers export figures assets bench-loader bench-latent bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -57,14 +57,19 @@ run-%: setup
 	T2I_NOTEBOOK=notebooks/$(NB).ipynb $(PAPERMILL) notebooks/$(NB).ipynb $(EXECUTED)$(NB).ipynb -p profile $(PROFILE) -p run_name $(RUN_NAME) $(ARGS)
 
 RUN ?= runs/mnist/demo
-eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
-	out=$$($(PY) -m t2i where eval --run $(RUN)) && mkdir -p $$out && \
-	T2I_NOTEBOOK=notebooks/05_evaluate.ipynb $(PAPERMILL) notebooks/05_evaluate.ipynb $$out/05_evaluate.ipynb -p run_dir $(RUN) $(ARGS)
+# A notebook that measures a trained run, executed beside the report it writes (python -m t2i where says where):
+# $(call measure,<report folder>,<notebook>)
+measure = out=$$($(PY) -m t2i where $(1) --run $(RUN)) && mkdir -p $$out && \
+	T2I_NOTEBOOK=notebooks/$(2).ipynb $(PAPERMILL) notebooks/$(2).ipynb $$out/$(2).ipynb -p run_dir $(RUN) $(ARGS)
 
-guidance: setup  ## every guidance method on one fidelity/adherence front: make guidance RUN=runs/mnist/demo [ARGS=...]
-	out=$$($(PY) -m t2i where guidance --run $(RUN)) && \
-	mkdir -p $$out && T2I_NOTEBOOK=notebooks/06_guidance.ipynb $(PAPERMILL) notebooks/06_guidance.ipynb \
-	$$out/06_guidance.ipynb -p run_dir $(RUN) $(ARGS)
+eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP score): make eval RUN=runs/mnist/demo
+	$(call measure,eval,05_evaluate)
+
+guidance: setup  ## every guidance method, paired verdicts along the front: make guidance RUN=runs/mnist/demo [ARGS=...]
+	$(call measure,guidance,06_guidance)
+
+samplers: setup  ## every sampler and spacing against a 1,000-step reference: make samplers RUN=runs/mnist/demo
+	$(call measure,samplers,07_samplers)
 
 OUT ?= exported/$(notdir $(RUN))
 export: setup  ## a trained run as a diffusers pipeline folder + model card: make export RUN=runs/mnist/demo [OUT=...] [ARGS="--push-to-hub user/repo"]

@@ -24,7 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import assets, comparison, configs, evaluate, experiments, figures, guidance, judges, paths, pipeline, thesis
+from . import (assets, comparison, configs, evaluate, experiments, figures, guidance, judges, paths, pipeline,
+               sampler_front, thesis)
 from .data import latents
 from .errors import ConfigError, UserError
 from .experiment import Run
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
-                "eval": _eval, "guidance": _guidance, "export": _export, "where": _where}[args.command](args)
+                "eval": _eval, "guidance": _guidance, "samplers": _samplers, "export": _export,
+                "where": _where}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
     p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
     p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
+    p.add_argument("--timestep-spacing", choices=configs.SPACINGS, help="default: the run's")
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
     p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
@@ -115,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
                                                    "report's (e.g. a check at N = 2,000)")
     _guidance_arguments(p)
 
+    p = sub.add_parser("samplers", help="every sampler and spacing against a 1,000-step reference: quality vs evaluations")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--samples-per-prompt", type=_positive, default=sampler_front.SAMPLES_PER_PROMPT,
+                   help="images per prompt and point (default: N = 200 for ten classes)")
+    p.add_argument("--samplers", nargs="+", choices=configs.SAMPLERS, help="default: all")
+    p.add_argument("--steps", nargs="+", type=_positive, default=list(sampler_front.STEPS))
+    p.add_argument("--guidance-scale", type=_finite, help="default: the run's sample_guidance_scale")
+    p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
+
     p = sub.add_parser("export", help="a trained run as a diffusers pipeline folder with a model card (t2i.export)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
@@ -128,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     visibility.add_argument("--public", dest="private", action="store_false", help="... or public")
 
     p = sub.add_parser("where", help="where a run or a report is written (for the Makefile and SLURM scripts)")
-    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE])
+    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT])
     p.add_argument("--notebook", type=Path, help="experiment, run, reports: notebooks/NN_<experiment>[_*].ipynb")
     p.add_argument("--experiment", choices=configs.EXPERIMENTS, help="run, reports: instead of --notebook")
     p.add_argument("--profile", default="full")
@@ -166,7 +178,7 @@ def _sample(args) -> int:
     params = guidance.parameters(args.guidance_method, {k: float(v) for k, v in
                                                         parse_overrides(args.guidance_params).items()})
     pipe = run.pipeline(checkpoint=args.checkpoint, ema=False if args.no_ema else None, sampler=args.sampler,
-                        num_inference_steps=args.num_inference_steps)
+                        num_inference_steps=args.num_inference_steps, spacing=args.timestep_spacing)
     guide = pipeline.load_guide(run.dir, args.guide_checkpoint, args.guide_run)
     figures.prompt_grid(pipe, args.prompt, args.samples_per_prompt, args.guidance_scale, args.out, seed=args.seed,
                         method=args.guidance_method, params=params, guide=guide,
@@ -200,6 +212,14 @@ def _guidance(args) -> int:
     return 0
 
 
+def _samplers(args) -> int:
+    out = Run.open(args.run_dir).compare_samplers(args.samples_per_prompt, samplers=args.samplers, steps=args.steps,
+                                                  features=args.features, guidance_scale=args.guidance_scale)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}")
+    return 0
+
+
 def _export(args) -> int:
     from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
 
@@ -215,11 +235,10 @@ def _export(args) -> int:
 
 def _where(args) -> int:
     """One line: the folder asked for, computed by the code that writes there, never by a copy of its rules."""
-    if args.what in (paths.EVAL, paths.GUIDANCE):
+    if args.what in (paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT):
         if args.run is None:
             raise ConfigError(f"where {args.what} needs --run RUN_DIR")
-        run = Run.open(args.run)
-        print(run.eval_dir if args.what == paths.EVAL else run.guidance_dir)
+        print(Run.open(args.run).reports / args.what)
         return 0
     if args.notebook is None and (args.experiment is None or args.what == "experiment"):
         raise ConfigError(f"where {args.what} needs --notebook notebooks/NN_<experiment>.ipynb"

@@ -100,7 +100,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
     check at a larger N) confirms or contradicts (``check.md``)."""
     inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
-              "sampler": pipe.sampler, "steps": pipe.num_inference_steps, "samples_per_prompt": samples_per_prompt,
+              "sampler": pipe.sampling.describe(), "samples_per_prompt": samples_per_prompt,
               "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
               "guide": guide_name, "seed": pipe.seed_for(seed), "bootstrap": bootstrap, "tune": tune,
               "features": [e.name for e in extractors]}
@@ -111,11 +111,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
     prompts, n = spec.prompts(cfg, conditions), len(conditions)
     spaces = [e.name for e in extractors]
-    reference, floors = {}, {}
-    for extractor in extractors:  # the first N real training images, and the floor: the next N against them
-        reference[extractor.name], second_set, _ = evaluate.reference_set(cfg, extractor, n)
-        floors[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)),
-                                                          reference[extractor.name])
+    reference, floors = evaluate.floors(cfg, extractors, n)
     real_adherence, real_n = evaluate.real_adherence(cfg, judge, limit=n)
     ref_grams = {s: reference[s].features @ reference[s].features.T for s in spaces}
 
@@ -335,7 +331,7 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
         if e["method"] == "autoguidance":
             e["params"] = f"guide={result['guide_name']}"
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
-               f"{pipe.sampler} x {pipe.num_inference_steps} steps): N = {n} images per row from the same prompts and "
+               f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
                f"seeds. fd: Frechet distance in {primary} features to N real training images (real-vs-real floor "
                f"{result['floors'][primary]:.2f} at this N; fd_over_floor = fd / floor); kid: unbiased KID; "
                f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
@@ -383,7 +379,7 @@ def summary(result: dict, pipe: TextToImage) -> str:
     tests = [t for t in result["tests"] if t["features"] == primary]
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, N = {n}", "",
              f"Every row samples the same {n} prompts from the same seeds ({pipe.checkpoint.name}, {pipe.weights} "
-             f"weights, {pipe.sampler} x {pipe.num_inference_steps} steps). A method is compared with CFG *along the "
+             f"weights, {pipe.sampling.describe()}). A method is compared with CFG *along the "
              f"curve*: its FD where it first reaches an adherence level ({', '.join(f'{lv:g}' for lv in result['levels'])}"
              f"; {result['real_adherence']:.3f} is the judge on real held-out images) and its adherence where it "
              f"first reaches an FD level ({', '.join(f'{f:g}' for f in FD_LEVELS)} x the real-vs-real floor, "

@@ -49,7 +49,7 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, pa
     spec = data.spec(pipe.cfg)
     chance = spec.chance(pipe.cfg)
     caption = (f"Prompt adherence: {spec.adherence_meaning(pipe.cfg)}; {samples_per_prompt} images per prompt, "
-               f"{rows[0]['samples']} per row, seed {pipe.cfg.seed}, {pipe.sampler} x {pipe.num_inference_steps} steps. "
+               f"{rows[0]['samples']} per row, seed {pipe.cfg.seed}, {pipe.sampling.describe()}. "
                f"The same judge scores {real:.1%} on real held-out images (judge: {judge.cfg.arch}). "
                f"Guidance: {reports.GUIDANCE_CONVENTION}.")
     table = reports.write_table(rows, path, caption=caption)
@@ -119,6 +119,16 @@ def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Ten
     return reference, real_images[n:2 * n], real_conditions[n:2 * n]
 
 
+def floors(cfg, extractors: list, n: int) -> tuple[dict, dict[str, float]]:
+    """For each feature space: the features of the first ``n`` real training images (the reference of a paired
+    comparison) and the real-vs-real floor at this N (the next ``n`` against them)."""
+    reference, floor = {}, {}
+    for extractor in extractors:
+        reference[extractor.name], second_set, _ = reference_set(cfg, extractor, n)
+        floor[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)), reference[extractor.name])
+    return reference, floor
+
+
 def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_prompt: int, *,
           prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None,
           method: str = "cfg", params: dict | None = None, guide: torch.nn.Module | None = None) -> list[dict]:
@@ -163,7 +173,7 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
     directory = Path(directory)
     n = rows[0]["samples"]
     caption = (f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
-               f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampler} x {pipe.num_inference_steps} steps), "
+               f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampling.describe()}), "
                f"N = {n} generated images per row against N real reference images; 'real' = a disjoint real set "
                f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
                f"feature space). Adherence: {data.spec(pipe.cfg).adherence_meaning(pipe.cfg)}. "

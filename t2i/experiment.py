@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
-from . import comparison, configs, data, evaluate, judges, objectives, paths, runs, thesis, watch
+from . import comparison, configs, data, evaluate, judges, objectives, paths, runs, sampler_front, thesis, watch
 from .configs import ExperimentConfig
 from .errors import ConfigError
 from .files import check_writable
@@ -70,6 +70,10 @@ class Run:
     def guidance_dir(self) -> Path:
         return self.reports / paths.GUIDANCE
 
+    @property
+    def samplers_dir(self) -> Path:
+        return self.reports / paths.SAMPLER_FRONT
+
     # --- training -----------------------------------------------------------------------------------------------
     def train(self, restart: bool = False) -> Path:
         """Train (or resume) the run: the frozen text encoder, the dataset's conditioner and training examples, the
@@ -110,11 +114,12 @@ class Run:
         return self.sources.pipe(self.cfg.experiment)
 
     def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, device=None) -> TextToImage:
-        """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights, a sampler or steps."""
-        if (checkpoint, ema, sampler, num_inference_steps, device) == (None,) * 5:
+                 num_inference_steps: int | None = None, device=None, spacing: str | None = None) -> TextToImage:
+        """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights, a sampler, steps, a
+        timestep spacing or a device."""
+        if (checkpoint, ema, sampler, num_inference_steps, device, spacing) == (None,) * 6:
             return self.pipe
-        return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler,
+        return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler, spacing=spacing,
                                     num_inference_steps=num_inference_steps, device=device, cfg=self.cfg)
 
     def draw(self, artefact: str) -> Path:
@@ -126,8 +131,7 @@ class Run:
         """One line for the notebook: the model that made the figures."""
         pipe = self.pipe
         return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint "
-                f"{pipe.checkpoint.name} ({pipe.weights} weights); sampler {pipe.sampler}, {pipe.num_inference_steps} "
-                f"steps; seed {pipe.cfg.seed}")
+                f"{pipe.checkpoint.name} ({pipe.weights} weights); sampler {pipe.sampling.describe()}; seed {pipe.cfg.seed}")
 
     # --- measuring ----------------------------------------------------------------------------------------------
     @cached_property
@@ -156,8 +160,7 @@ class Run:
         pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps)
         extractor = evaluate.make_extractor(features, self.judge, pipe.device)
         clip = evaluate.make_clip_scorer(clip_model, pipe.device)
-        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), sampler {pipe.sampler} x "
-              f"{pipe.num_inference_steps}, features {extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; "
+        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features {extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; "
               f"reports: {self.eval_dir}")
         rows = evaluate.sweep(pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts,
                               clip=clip, seed=seed)
@@ -181,6 +184,19 @@ class Run:
                        guide=guide, tune=check is None, compare_with=self.guidance_dir if check else None,
                        guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg))
         return out
+
+
+    def compare_samplers(self, samples_per_prompt: int = sampler_front.SAMPLES_PER_PROMPT, *,
+                         samplers: Sequence[str] | None = None, steps: Sequence[int] = sampler_front.STEPS,
+                         features: str = "auto", guidance_scale: float | None = None) -> Path:
+        """`make samplers`: every sampler and spacing against a 1,000-step DDPM reference (:mod:`t2i.sampler_front`),
+        written to :attr:`samplers_dir`; returns that folder."""
+        check_writable(self.samplers_dir, folder=True)
+        pipe = self.pipe
+        sampler_front.run(pipe, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
+                          samples_per_prompt, self.samplers_dir, samplers=samplers, steps=steps,
+                          guidance_scale=guidance_scale)
+        return self.samplers_dir
 
 
 def check_periodic_eval(cfg: ExperimentConfig) -> None:

@@ -71,6 +71,7 @@ def run_reports(run_dir: Path) -> Path:
 EVAL = "eval"  # `make eval` (t2i.evaluate): sweep.md/.csv/.tex and a plot per metric
 SWEEP = "sweep"  # the eval sweep's table
 GUIDANCE = "guidance"  # `make guidance` (t2i.comparison)
+SAMPLER_FRONT = "samplers"  # `make samplers` (t2i.sampler_front)
 
 
 def eval_dir(run_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from .errors import ConfigError
 from .console import progress
 from .models import check_text_width
 from .runs import load_config
-from .sampling import initial_noise, make_scheduler, sample, unet_eps
+from .sampling import Evaluations, Sampler, initial_noise, make_scheduler, sample, unet_eps
 from .text import TextEncoder
 from .vae import LatentCodec, check_latent_shape
 
@@ -37,15 +37,14 @@ class TextToImage:
 
     def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
                  device: torch.device | str | None = None, checkpoint: Path | None = None,
-                 sampler: str | None = None, num_inference_steps: int | None = None, weights: str = "raw",
+                 sampler: Sampler | str | None = None, num_inference_steps: int | None = None, weights: str = "raw",
                  codec: "LatentCodec | None" = None):
         check_text_width(cfg, text.hidden_size)
-        if num_inference_steps is not None and not 1 <= num_inference_steps <= cfg.num_train_timesteps:
-            raise ConfigError(f"num_inference_steps {num_inference_steps} must be between 1 and the run's "
-                              f"{cfg.num_train_timesteps} training timesteps")
         self.cfg = cfg
-        self.sampler = sampler or cfg.sampler  # defaults for images(); the run's config unless overridden
-        self.num_inference_steps = num_inference_steps or cfg.num_inference_steps
+        # the default of images(): the run's config, unless overridden
+        self.sampling = sampler if isinstance(sampler, Sampler) else Sampler.of(cfg, name=sampler,
+                                                                                  steps=num_inference_steps)
+        check_steps(cfg, self.sampling.steps)
         self.device = torch.device(device) if device is not None else default_device()
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.text = text
@@ -58,7 +57,8 @@ class TextToImage:
     @classmethod
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
                  text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None) -> "TextToImage":
+                 num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None,
+                 spacing: str | None = None, sigma_max: float | None = None) -> "TextToImage":
         """A run's latest (or named) checkpoint with its text encoder (and VAE), under its config (``cfg``, when the
         caller has read it already).
 
@@ -70,8 +70,16 @@ class TextToImage:
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
         device = torch.device(device) if device is not None else default_device()
         codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
-        return cls(cfg, unet, text, device, checkpoint=path, sampler=sampler, num_inference_steps=num_inference_steps,
-                   weights=weights, codec=codec)
+        sampling = Sampler.of(cfg, name=sampler, steps=num_inference_steps, spacing=spacing, sigma_max=sigma_max)
+        return cls(cfg, unet, text, device, checkpoint=path, sampler=sampling, weights=weights, codec=codec)
+
+    @property
+    def sampler(self) -> str:
+        return self.sampling.name
+
+    @property
+    def num_inference_steps(self) -> int:
+        return self.sampling.steps
 
     def seed_for(self, seed: int | None) -> int:
         """The seed images are drawn from: the given one, or the run's."""
@@ -81,27 +89,36 @@ class TextToImage:
         """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,
         checkpoint, weights, sampler, steps and seed (the run's, unless ``facts`` say otherwise), plus ``facts``."""
         return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
-                "num_inference_steps": self.num_inference_steps, "seed": self.cfg.seed, "device": str(self.device),
+                "num_inference_steps": self.num_inference_steps, "timestep_spacing": self.sampling.spacing,
+                "sigma_max": self.sampling.sigma_max, "seed": self.cfg.seed, "device": str(self.device),
                 "checkpoint_manifest_sha256": checkpoints.manifest_sha256(self.checkpoint) if self.checkpoint else None,
                 "assets": assets_used(self.cfg), **facts}
 
     @torch.no_grad()
     def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
-               sampler: str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
+               sampler: Sampler | str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
                show_progress: bool = True, callback=None, method: str = "cfg", params: dict | None = None,
-               guide: torch.nn.Module | None = None) -> torch.Tensor:
+               guide: torch.nn.Module | None = None, evaluations: Evaluations | None = None) -> torch.Tensor:
         """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU. ``callback(i, t, x_t)``
-        sees every step of every batch (the trajectory of thesis Figure 1). ``method`` and ``params``: the guidance
-        method (:mod:`t2i.guidance`; plain CFG by default), ``guide`` the weaker UNet autoguidance needs."""
+        sees every step of every batch (the trajectory of thesis Figure 1). ``sampler``: another :class:`Sampler`
+        (or name) than the pipeline's. ``method`` and ``params``: the guidance method (:mod:`t2i.guidance`; plain CFG
+        by default), ``guide`` the weaker UNet autoguidance needs. ``evaluations`` counts the network's evaluations."""
         cfg = self.cfg
         seed = self.seed_for(seed)
-        scheduler = make_scheduler(sampler or self.sampler, cfg)
+        sampling = sampler if isinstance(sampler, Sampler) else Sampler.of(
+            cfg, name=sampler or self.sampling.name, steps=num_inference_steps or self.sampling.steps,
+            spacing=self.sampling.spacing, sigma_max=self.sampling.sigma_max)
+        check_steps(cfg, sampling.steps)
+        if guidance.method(method).pixel_only and self.codec is not None:
+            raise ConfigError(f"guidance method {method!r} acts on pixel values; this run samples VAE latents")
+        scheduler = make_scheduler(sampling, cfg)
+        count = evaluations.wrap if evaluations is not None else (lambda model: model)
         context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod, data_range=self.data_range,
-                                   guide=unet_eps(guide.eval().to(self.device)) if guide is not None else None)
-        steps = num_inference_steps or self.num_inference_steps
+                                   guide=count(unet_eps(guide.eval().to(self.device))) if guide is not None else None)
+        steps = sampling.steps
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding
-        model = unet_eps(self.unet)
+        model = count(unet_eps(self.unet))
         shape = cfg.model_shape
         out = []
         starts = range(0, len(prompts), batch_size)
@@ -122,6 +139,12 @@ class TextToImage:
     def data_range(self) -> tuple[float, float]:
         """The range of what the UNet denoises: the training pixels, or nominally [-1, 1] for scaled latents."""
         return (-1.0, 1.0) if self.codec is not None else tuple(self.cfg.pixel_range)
+
+
+def check_steps(cfg: ExperimentConfig, steps: int) -> None:
+    if not 1 <= steps <= cfg.num_train_timesteps:
+        raise ConfigError(f"num_inference_steps {steps} must be between 1 and the run's {cfg.num_train_timesteps} "
+                          "training timesteps")
 
 
 def load_guide(run_dir: Path, checkpoint: str | None = None, guide_run: Path | None = None) -> torch.nn.Module | None:

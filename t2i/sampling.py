@@ -1,8 +1,24 @@
-"""Schedulers by name and the sampling loop.
+"""Samplers by name and the sampling loop.
 
 The pieces follow k-diffusion's split: a *denoiser* is any function ``(x_t, t) -> eps``; the guidance methods of
 :mod:`t2i.guidance` turn a text-conditioned model into such a denoiser; ``sample`` runs a diffusers scheduler over a
 denoiser and knows nothing about guidance, text, datasets or files.
+
+Every sampler is a diffusers scheduler configured from the run's training schedule (:data:`SAMPLERS`), with its
+timestep spacing ("leading", "trailing", "linspace") as a setting (:class:`Sampler`).
+
+**Why DPM-Solver saturated at t = T - 1, and the fix.** A sampler that starts at the noisiest timesteps ("trailing",
+"linspace") predicts x0 = (x_t - sqrt(1 - alphabar) eps) / sqrt(alphabar) where sqrt(alphabar) is tiny, so the eps
+error is amplified many times (sigma = sqrt((1 - alphabar) / alphabar) is 71 at t = 990 on the cosine schedule).
+DDPM and DDIM clip every x0 prediction to [-1, 1] (the run's ``clip_sample``); DPM-Solver++, UniPC and DEIS have no
+such option and took the wild prediction as it was: on the demo, DPM-Solver++ with "trailing" steps left 60% of the
+pixels at white (DDIM trailing: 0.6%). They now apply the same clip, through their ``thresholding`` with the
+threshold pinned at 1 (``sample_max_value``: diffusers clamps the dynamic threshold s into [1, sample_max_value], so s
+is exactly 1 and thresholding is the clip), 4% white. Euler has no clip; Heun clips like DDPM.
+A second setting, ``sigma_max``, clips the schedule itself: the cosine schedule caps its betas at 0.999, so its last
+timestep sits at sigma = 20,291 (t = 998 at 642); Karras-sigma samplers space their steps from there and waste them.
+EDM's sigma_max = 80 (Karras et al. 2022) keeps the timesteps whose sigma is at most 80: the scheduler is built from
+the first betas, so alphabar at every kept timestep, and what the UNet is told, are the training ones.
 
 Guidance convention (thesis eq. 1, Ho & Salimans 2022): ``eps = eps_uncond + w * (eps_cond - eps_uncond)``;
 w = 0 is unconditional, w = 1 plain conditional, w > 1 extrapolates towards the prompt.
@@ -10,17 +26,62 @@ w = 0 is unconditional, w = 1 plain conditional, w > 1 extrapolates towards the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DEISMultistepScheduler, DPMSolverMultistepScheduler,
+                       EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from .configs import SAMPLERS, ExperimentConfig
+from .configs import SAMPLERS, SPACINGS, ExperimentConfig
+from .errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+# name -> (scheduler class, its options). Karras-sigma samplers place their own steps: spacing does not apply.
+SCHEDULERS: dict[str, tuple[type, dict]] = {
+    "ddpm": (DDPMScheduler, {}),  # ancestral (Ho et al. 2020)
+    "ddim": (DDIMScheduler, {}),  # Song et al. 2021, eta = 0
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),  # 2M
+    "dpmsolver++3m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3}),
+    "dpmsolver++sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "unipc": (UniPCMultistepScheduler, {}),  # Zhao et al. 2023, bh2
+    "deis": (DEISMultistepScheduler, {}),  # Zhang & Chen 2023, order 3
+    "euler-karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's sigmas, Euler steps
+    "heun-karras": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's 2nd-order sampler
+}
+assert set(SCHEDULERS) == set(SAMPLERS), "configs.SAMPLERS lists the names, SCHEDULERS says what they are"
+KARRAS = ("euler-karras", "heun-karras")
+# no clip_sample option: the run's clip is their thresholding with the threshold pinned at 1 (module docstring)
+CLIPPED_BY_THRESHOLD = (DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler)
+STOCHASTIC = ("ddpm", "dpmsolver++sde")  # they draw fresh noise every step (from the per-image generators)
+EDM_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How to sample: a scheduler by name, a step count, the timestep spacing and the clipped maximum noise level."""
+
+    name: str
+    steps: int
+    spacing: str = "leading"
+    sigma_max: float | None = None
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, **overrides) -> "Sampler":
+        """The config's sampler, with any of name, steps, spacing, sigma_max overridden (None: the config's)."""
+        given = {"name": cfg.sampler, "steps": cfg.num_inference_steps, "spacing": cfg.timestep_spacing,
+                 "sigma_max": cfg.sigma_max}
+        return cls(**{k: (given[k] if overrides.get(k) is None else overrides[k]) for k in given})
+
+    def describe(self) -> str:
+        spacing = "Karras sigmas" if self.name in KARRAS else f"{self.spacing} spacing"
+        clip = f", sigma <= {self.sigma_max:g}" if self.sigma_max is not None else ""
+        return f"{self.name} x {self.steps} steps ({spacing}{clip})"
 
 
 def training_scheduler(cfg: ExperimentConfig) -> DDPMScheduler:
@@ -29,23 +90,26 @@ def training_scheduler(cfg: ExperimentConfig) -> DDPMScheduler:
                          clip_sample=cfg.clip_sample, prediction_type="epsilon")
 
 
-def make_scheduler(name: str, cfg: ExperimentConfig, **options) -> SchedulerMixin:
-    """A sampler for the trained noise schedule: ``ddpm``, ``ddim`` or ``dpmsolver++`` (multistep).
-
-    All three use "leading" timestep spacing (diffusers' DDPM/DDIM default). DPM-Solver's own default,
-    "linspace", starts at t = T-1 where the squaredcos_cap_v2 schedule has alphas_cumprod ~ 0; its log-SNR
-    step then blows up and every image saturates (seen on the MNIST demo: 48% adherence vs 96% with "leading").
-    ``options`` go to the scheduler's config (dynamic thresholding: t2i.guidance.scheduler_options).
-    """
-    config = training_scheduler(cfg).config  # (options as keyword arguments: a config's defaulted keys are reset)
-    if name == "ddpm":
-        return DDPMScheduler.from_config(config, timestep_spacing="leading", **options)
-    if name == "ddim":
-        return DDIMScheduler.from_config(config, timestep_spacing="leading", **options)
-    if name == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", timestep_spacing="leading",
-                                                       **options)
-    raise ValueError(f"unknown sampler {name!r}; known: {SAMPLERS}")
+def make_scheduler(sampler: Sampler | str, cfg: ExperimentConfig, **options) -> SchedulerMixin:
+    """The scheduler of ``sampler`` (a :class:`Sampler`, or a name with the config's other settings) for the trained
+    noise schedule, clipped at ``sigma_max`` (module docstring). ``options`` go to the scheduler's config."""
+    sampler = Sampler.of(cfg, name=sampler) if isinstance(sampler, str) else sampler
+    if sampler.name not in SCHEDULERS:
+        raise ConfigError(f"unknown sampler {sampler.name!r}; known: {SAMPLERS}")
+    if sampler.spacing not in SPACINGS:
+        raise ConfigError(f"unknown timestep spacing {sampler.spacing!r}; known: {SPACINGS}")
+    train = training_scheduler(cfg)
+    kind, own = SCHEDULERS[sampler.name]
+    own = dict(own)  # (keyword arguments: from_config resets the keys its config took as defaults)
+    if sampler.sigma_max is not None:
+        sigmas = ((1 - train.alphas_cumprod) / train.alphas_cumprod).sqrt()
+        kept = int((sigmas <= sampler.sigma_max).sum())
+        if kept < 2:
+            raise ConfigError(f"sigma_max={sampler.sigma_max:g} keeps {kept} of the schedule's timesteps")
+        own.update(num_train_timesteps=kept, trained_betas=train.betas[:kept].tolist())
+    if cfg.clip_sample and kind in CLIPPED_BY_THRESHOLD:  # the run's x0 clip, as DDPM and DDIM apply it
+        own.update(thresholding=True, sample_max_value=train.config.clip_sample_range)
+    return kind.from_config(train.config, timestep_spacing=sampler.spacing, **own, **options)
 
 
 def unet_eps(unet: torch.nn.Module) -> EpsModel:
@@ -53,20 +117,38 @@ def unet_eps(unet: torch.nn.Module) -> EpsModel:
     return lambda x, t, emb: unet(x, t, encoder_hidden_states=emb).sample
 
 
+class Evaluations:
+    """Counts network evaluations: wrap every model a sampling run calls (the guide too), then read
+    :attr:`images` (inputs evaluated) and, per image, :meth:`per_image`. Nothing is assumed: a batched CFG call is two
+    evaluations per image, Heun's two per step except the last."""
+
+    def __init__(self):
+        self.images = 0
+
+    def wrap(self, model: EpsModel) -> EpsModel:
+        def counted(x, t, emb):
+            self.images += len(x)
+            return model(x, t, emb)
+        return counted
+
+    def per_image(self, n: int) -> float:
+        return self.images / n
+
 
 def sample(denoiser: Denoiser, x_T: torch.Tensor, scheduler: SchedulerMixin, num_inference_steps: int,
            generator: torch.Generator | list[torch.Generator] | None = None,
            callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Run the reverse process from noise ``x_T`` and return x0.
+    """Run the reverse process from noise ``x_T`` (unit variance) and return x0.
 
-    ``generator`` feeds the stochastic samplers (DDPM); a list gives every sample its own generator, which
-    makes each image independent of what else is in the batch. ``callback(i, t, x)`` sees every step.
+    ``generator`` feeds the stochastic samplers (DDPM, SDE-DPM-Solver++); a list gives every sample its own
+    generator, which makes each image independent of what else is in the batch. ``callback(i, t, x)`` sees every step.
     """
     scheduler.set_timesteps(num_inference_steps, device=x_T.device)
+    noise = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     x = x_T * scheduler.init_noise_sigma
     for i, t in enumerate(scheduler.timesteps):
         eps = denoiser(scheduler.scale_model_input(x, t), t)
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        x = scheduler.step(eps, t, x, **noise).prev_sample
         if callback is not None:
             callback(i, t, x)
     return x
@@ -78,6 +160,7 @@ def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 
 
 def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device | str) -> tuple[torch.Tensor, list[torch.Generator]]:
-    """x_T for every seed, [len(seeds), *shape], and the generators to continue sampling with."""
+    """x_T for every seed, [len(seeds), *shape], and the generators to continue sampling with. The same seed gives the
+    same x_T for every sampler (each scales it by its own ``init_noise_sigma``)."""
     generators = seeded_generators(seeds)
     return randn_tensor((len(seeds), *shape), generator=generators, device=torch.device(device)), generators

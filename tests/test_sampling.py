@@ -1,8 +1,12 @@
 import pytest
 import torch
 
-from t2i.guidance import denoiser
-from t2i.sampling import make_scheduler
+from t2i.configs import SAMPLERS, SPACINGS
+from t2i.guidance import alpha_at, denoiser
+from t2i.models import build_unet
+from t2i.pipeline import TextToImage
+from t2i.sampling import STOCHASTIC, Evaluations, Sampler, initial_noise, make_scheduler, sample
+from t2i.text import TextEncoder
 
 
 class FakeEps:
@@ -15,6 +19,15 @@ class FakeEps:
     def __call__(self, x, t, emb):
         self.batch_sizes.append(x.shape[0])
         return torch.tanh(x * emb.mean(dim=(1, 2))[:, None, None, None] + 0.001 * t)
+
+
+@pytest.fixture
+def tiny_unet_pipe(smoke_cfg):
+    def make(schedule):
+        cfg = smoke_cfg.replace(beta_schedule=schedule)
+        torch.manual_seed(0)
+        return TextToImage(cfg, build_unet(cfg), TextEncoder.from_pretrained(cfg.text_encoder, 8), device="cpu")
+    return make
 
 
 @pytest.fixture
@@ -49,8 +62,100 @@ def test_guidance_follows_the_formula_in_one_batched_forward(inputs, w):
 
 
 def test_samplers_by_name(smoke_cfg):
-    names = {name: type(make_scheduler(name, smoke_cfg)).__name__ for name in ("ddpm", "ddim", "dpmsolver++")}
-    assert names == {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler"}
-    assert make_scheduler("dpmsolver++", smoke_cfg).config.algorithm_type == "dpmsolver++"
+    names = {name: type(make_scheduler(name, smoke_cfg)).__name__ for name in SAMPLERS}
+    assert names["dpmsolver++3m"] == "DPMSolverMultistepScheduler" and names["heun-karras"] == "HeunDiscreteScheduler"
+    assert make_scheduler("dpmsolver++3m", smoke_cfg).config.solver_order == 3
+    assert make_scheduler("dpmsolver++sde", smoke_cfg).config.algorithm_type == "sde-dpmsolver++"
+    assert make_scheduler("euler-karras", smoke_cfg).config.use_karras_sigmas
     with pytest.raises(ValueError, match="unknown sampler"):
         make_scheduler("euler", smoke_cfg)
+    with pytest.raises(ValueError, match="unknown timestep spacing"):
+        make_scheduler(Sampler("ddim", 4, "sideways"), smoke_cfg)
+
+
+def test_sigma_max_keeps_the_trained_noise_levels_below_it(smoke_cfg):
+    full = make_scheduler(Sampler("ddim", 10), smoke_cfg)
+    clipped = make_scheduler(Sampler("ddim", 10, "trailing", 80.0), smoke_cfg)
+    kept = len(clipped.alphas_cumprod)
+    assert kept == 991  # the cosine schedule's sigma passes 80 at t = 991
+    torch.testing.assert_close(clipped.alphas_cumprod, full.alphas_cumprod[:kept])  # the training noise levels
+    clipped.set_timesteps(10)
+    assert int(clipped.timesteps[0]) == kept - 1
+
+
+@pytest.mark.parametrize("schedule", ["squaredcos_cap_v2", "linear"])
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_gives_finite_images_in_the_datas_range_at_every_spacing(tiny_unet_pipe, name, schedule):
+    pipe = tiny_unet_pipe(schedule)
+    for spacing in SPACINGS:
+        for sigma_max in (None, 80.0):
+            images = pipe.images(["A handwritten digit 1", "A handwritten digit 2"], 3.0, show_progress=False,
+                                 sampler=Sampler(name, 4, spacing, sigma_max))
+            assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all() and 0 <= images.min()
+            assert images.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["dpmsolver++", "unipc", "deis"])
+def test_multistep_solvers_clip_x0_as_ddpm_does_the_case_that_saturated(smoke_cfg, name):
+    """A denoiser whose x0 predictions are wild at the noisiest steps (what DPM-Solver++ met at t = T - 1): with the
+    run's clip_sample the solver's output stays in [-1, 1] (DEIS's third-order combination of clipped predictions may
+    overshoot it by a little), as DDIM's does; without it, it is far outside."""
+    wild = lambda x, t: -30.0 * x  # noqa: E731 - eps pointing away from the data: x0 predictions far outside
+    for clip, bounded in ((True, True), (False, False)):
+        cfg = smoke_cfg.replace(clip_sample=clip)
+        x_T, generators = initial_noise(range(4), (1, 8, 8), "cpu")
+        out = sample(wild, x_T, make_scheduler(Sampler(name, 8, "trailing"), cfg), 8, generator=generators)
+        assert (out.abs().max() <= 1.1) == bounded, (name, clip, out.abs().max())
+
+
+def gaussian_eps(mean: float, std: float, alphas: torch.Tensor):
+    """The exact eps of data x0 ~ N(mean, std^2) per pixel: E[eps | x_t] = sqrt(1-a) (x_t - sqrt(a) mean) / (a std^2
+    + 1 - a), at any (fractional) timestep."""
+    def eps(x, t):
+        a = alpha_at(alphas, t)
+        return (1 - a) ** 0.5 * (x - a ** 0.5 * mean) / (a * std ** 2 + 1 - a)
+    return eps
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_reaches_the_exact_image_of_a_known_gaussian_at_50_steps(smoke_cfg, name):
+    """With the true eps of Gaussian data, an ODE sampler maps x_T to mean + std z (z: x_T standardised at its first
+    noise level) within 0.02 (first-order Euler: 0.06); a stochastic one draws images whose mean and std are within
+    0.03 of the data's (DDPM's fixed_small posterior variance draws them a little too narrow at 50 steps)."""
+    mean, std = 0.3, 0.2
+    sampler = Sampler(name, 50, "trailing", 80.0)
+    scheduler = make_scheduler(sampler, smoke_cfg)
+    x_T, generators = initial_noise(range(16), (1, 16, 16), "cpu")
+    x0 = sample(gaussian_eps(mean, std, scheduler.alphas_cumprod), x_T, scheduler, 50, generator=generators)
+    if name in STOCHASTIC:
+        assert abs(x0.mean().item() - mean) < 0.03 and abs(x0.std().item() - std) < 0.03
+        return
+    a = alpha_at(scheduler.alphas_cumprod, scheduler.timesteps[0])
+    exact = mean + std * (x_T - a ** 0.5 * mean) / (a * std ** 2 + 1 - a) ** 0.5
+    assert (x0 - exact).abs().max() < (0.06 if name == "euler-karras" else 0.02), (x0 - exact).abs().max()
+
+
+def test_network_evaluations_are_counted_heun_twice_per_step_but_the_last(tiny_unet_pipe):
+    pipe = tiny_unet_pipe("squaredcos_cap_v2")
+    for sampler, per_image in ((Sampler("heun-karras", 5, "leading", 80.0), 2 * (2 * 5 - 1)), (Sampler("ddim", 5), 10)):
+        counted = Evaluations()
+        pipe.images(["A handwritten digit 1"] * 3, 3.0, sampler=sampler, evaluations=counted, show_progress=False)
+        assert counted.per_image(3) == per_image  # a guided step evaluates the condition and the empty prompt
+    counted = Evaluations()
+    pipe.images(["A handwritten digit 1"] * 3, 1.0, sampler=Sampler("ddim", 5), evaluations=counted)
+    assert counted.per_image(3) == 5  # w = 1 is the conditional model alone
+
+
+def test_the_same_seed_gives_every_sampler_the_same_starting_noise(smoke_cfg):
+    """x_T depends on the seed alone; the UNet's first input is x_T for every sampler (Karras-sigma samplers with
+    trailing steps scale it by sigma_max / sqrt(sigma_max^2 + 1), 1 - 8e-5 at sigma_max 80: diffusers' choice)."""
+    first = {}
+    for name in SAMPLERS:
+        seen = []
+        x_T, generators = initial_noise(range(7, 9), (1, 8, 8), "cpu")
+        scheduler = make_scheduler(Sampler(name, 4, "trailing", 80.0), smoke_cfg)
+        sample(lambda x, t: seen.append(x) or torch.zeros_like(x), x_T, scheduler, 4, generator=generators)
+        first[name] = seen[0]
+        torch.testing.assert_close(x_T, initial_noise(range(7, 9), (1, 8, 8), "cpu")[0])
+    for name, x in first.items():
+        torch.testing.assert_close(x, first["ddpm"], atol=1e-3, rtol=1e-3, msg=name)

@@ -17,10 +17,10 @@ from typing import Any
 from ..errors import ConfigError
 from ..experiments import BASE, NAMES, module
 from .schema import (BETA_SCHEDULES, COMPILE_MODES, LR_SCHEDULES, PRECISIONS, RENAMED, RESUMABLE, SAMPLERS,
-                     TRACKERS, ExperimentConfig)
+                     SPACINGS, TRACKERS, ExperimentConfig)
 
 __all__ = ["BETA_SCHEDULES", "COMPILE_MODES", "EXPERIMENTS", "LR_SCHEDULES", "PRECISIONS", "RENAMED", "RESUMABLE",
-           "SAMPLERS", "TRACKERS", "ExperimentConfig", "get", "profiles"]
+           "SAMPLERS", "SPACINGS", "TRACKERS", "ExperimentConfig", "get", "profiles"]
 
 EXPERIMENTS = NAMES
 

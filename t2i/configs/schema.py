@@ -19,7 +19,10 @@ from typing import Any
 
 from ..errors import ConfigError
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+# diffusers schedulers (t2i.sampling.SCHEDULERS says which is which); timestep spacings (Lin et al. 2023, Table 2)
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "dpmsolver++3m", "dpmsolver++sde", "unipc", "deis", "euler-karras",
+            "heun-karras")
+SPACINGS = ("leading", "trailing", "linspace")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # diffusers DDPMScheduler
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")  # diffusers.optimization.get_scheduler
@@ -82,6 +85,8 @@ class ExperimentConfig:
     sampler: str = _field(SAMPLERS, resumable=True)
     num_inference_steps: int = _field("positive", resumable=True)
     guidance_scales: tuple[float, ...] = _field("finites", resumable=True)  # eps_u + w (eps_c - eps_u); w=1 plain
+    timestep_spacing: str = _field(SPACINGS, resumable=True, default="leading")  # where the sampler's steps fall
+    sigma_max: float | None = _field("number>0?", resumable=True, default=None)  # clip the schedule (t2i.sampling)
 
     # --- training infrastructure (not in the thesis; safe defaults, the same for every experiment) ---
     lr_schedule: str = _field(LR_SCHEDULES, default="constant_with_warmup")  # diffusers get_scheduler

@@ -151,7 +151,7 @@ def write_pipeline(pipe: TextToImage, folder: Path) -> None:
     tokenizer, encoder = pipe.text.tokenizer, pipe.text.model
     tokenizer.model_max_length = cfg.max_tokens
     encoder.config.use_attention_mask = True  # the stock pipeline passes the mask only if told to; t2i always does
-    scheduler = make_scheduler(pipe.sampler, cfg)
+    scheduler = make_scheduler(pipe.sampling, cfg)
     if pipe.codec is not None:
         with warnings.catch_warnings():  # it warns that steps_offset is not 1 (and sets it): the card says so
             warnings.filterwarnings("ignore", message="(?s).*steps_offset", category=FutureWarning)
@@ -270,7 +270,7 @@ Output: {cfg.resolution}x{cfg.resolution} images with {3 if pipe.codec is not No
 | data | {data_line}, {cfg.resolution}x{cfg.resolution}, pixels in {list(cfg.pixel_range)} |
 | captions | `{cfg.caption_template}` over {len(cfg.class_names)} classes |
 | UNet | blocks {list(cfg.block_out_channels)}, {cfg.layers_per_block} layers per block, trained from scratch |
-| diffusion | {cfg.num_train_timesteps} steps, `{cfg.beta_schedule}` betas, sampled with {pipe.sampler} x {pipe.num_inference_steps} |
+| diffusion | {cfg.num_train_timesteps} steps, `{cfg.beta_schedule}` betas, sampled with {pipe.sampling.describe()} |
 | training | {state['epoch']} epochs, {state['step']:,} optimizer steps, {images_seen:,} images seen, batch {cfg.batch_size}, p_uncond {cfg.p_uncond:g} |
 | optimizer | AdamW, lr {cfg.learning_rate:g} ({cfg.lr_schedule}, {cfg.lr_warmup_steps} warm-up steps), weight decay {cfg.weight_decay:g} |
 | weights | {pipe.weights} ({"EMA decay " + format(cfg.ema_decay, "g") if pipe.weights == "ema" else "the trained weights"}), checkpoint {pipe.checkpoint.name} |
