@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance samplers export figures assets bench-loader bench-latent bench-gpu lab watch screenshots clean
+.PHONY: help setup demo test eval guidance samplers ema export figures assets bench-loader bench-latent bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ guidance: setup  ## every guidance method, paired verdicts along the front: make
 
 samplers: setup  ## every sampler and spacing against a 1,000-step reference: make samplers RUN=runs/mnist/demo
 	$(call measure,samplers,07_samplers)
+
+ema: setup  ## post-hoc EMA lengths for unguided, CFG and autoguided sampling (after make guidance): make ema RUN=...
+	$(call measure,ema,08_ema)
 
 OUT ?= exported/$(notdir $(RUN))
 export: setup  ## a trained run as a diffusers pipeline folder + model card: make export RUN=runs/mnist/demo [OUT=...] [ARGS="--push-to-hub user/repo"]

@@ -277,11 +277,15 @@ def _prune(root: Path, keep: int) -> None:
 
 # --- the trainer's state: weights, EMA, optimizer, LR schedule and RNGs, as safetensors + JSON (nothing pickled) --
 def save_training(run_dir: Path, name: str, unet: UNet2DConditionModel, ema, optimizer, lr_schedule,
-                  rng: list[dict], state: dict, milestone: bool, keep: int) -> Path:
+                  rng: list[dict], state: dict, milestone: bool, keep: int, tracked=None) -> Path:
     """Checkpoint ``name``: ``unet/`` and ``ema/`` (the EMA weights in a UNet, what sampling loads), and every tensor
-    of the optimizer, the EMA and each process's RNGs (``rng``: :func:`rng_state` per rank) in
-    ``training_state.safetensors``; ``state`` plus their JSON parts in ``state.json``."""
+    of the optimizer, the EMA, the post-hoc EMA's tracked averages (``tracked``: :class:`t2i.posthoc.PowerEMA`) and each
+    process's RNGs (``rng``: :func:`rng_state` per rank) in ``training_state.safetensors``; ``state`` plus their JSON
+    parts in ``state.json``."""
     tensors, optimizer_json = split_optimizer_state(optimizer.state_dict())
+    if tracked is not None:
+        tensors.update(tracked.tensors())
+        state = {**state, "phema": tracked.state()}
     for rank, rank_state in enumerate(rng):
         tensors.update({f"rng.{rank}.{k}": v for k, v in rank_state["tensors"].items()})
     writers = {"unet": lambda p: unet.save_pretrained(p, safe_serialization=True)}
@@ -297,10 +301,15 @@ def save_training(run_dir: Path, name: str, unet: UNet2DConditionModel, ema, opt
 
 
 def load_training(path: Path, unet: torch.nn.Module, ema, optimizer, lr_schedule,
-                  rank: int) -> tuple[dict, tuple[dict, dict]]:
+                  rank: int, tracked=None) -> tuple[dict, tuple[dict, dict]]:
     """Restore what :func:`save_training` wrote into the given objects; return ``state.json`` and this rank's RNG state
     (JSON part, tensors) for :func:`set_rng_state`."""
     state, tensors = load_state(path), load_tensors(path)
+    if tracked is not None:
+        if "phema" not in state:
+            raise RunError(f"{path} was written without post-hoc EMA tracking; ema_snapshot_every cannot be turned on "
+                           "mid-run (train a new run)")
+        tracked.load(state["phema"], tensors)
     unet.load_state_dict(load_unet(path).state_dict())
     optimizer.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
     lr_schedule.load_state_dict(state["lr_schedule"])

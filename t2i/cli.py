@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import (assets, comparison, configs, evaluate, experiments, figures, guidance, judges, paths, pipeline,
-               sampler_front, thesis)
+from . import (assets, comparison, configs, ema_front, evaluate, experiments, figures, guidance, judges, paths,
+               pipeline, sampler_front, thesis)
 from .data import latents
 from .errors import ConfigError, UserError
 from .experiment import Run
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
-                "eval": _eval, "guidance": _guidance, "samplers": _samplers, "export": _export,
+                "eval": _eval, "guidance": _guidance, "samplers": _samplers, "ema": _ema, "export": _export,
                 "where": _where}[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep-spacing", choices=configs.SPACINGS, help="default: the run's")
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
+    _ema_length(p)
     p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
     _guidance_arguments(p)
     p.add_argument("--guidance-method", default="cfg", choices=sorted(guidance.METHODS),
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=_positive, help="CelebA: attribute sets of held-out faces (default: 50)")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
     p.add_argument("--clip-model", default="auto", help='CLIP-score model ("auto": when staged; "": none)')
+    _ema_length(p)
     p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
     p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
     p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
@@ -116,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="staged: every feature space that is on disk (the judge's always)")
     p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ and compare its verdicts with the main "
                                                    "report's (e.g. a check at N = 2,000)")
+    _ema_length(p)
     _guidance_arguments(p)
 
     p = sub.add_parser("samplers", help="every sampler and spacing against a 1,000-step reference: quality vs evaluations")
@@ -127,11 +130,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=_finite, help="default: the run's sample_guidance_scale")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
+    p = sub.add_parser("ema", help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--samples-per-prompt", type=_positive, default=ema_front.SAMPLES_PER_PROMPT)
+    p.add_argument("--cfg-strength", type=_finite, help="default: where CFG first reaches 98%% adherence in the "
+                                                          "guidance report")
+    p.add_argument("--autoguidance-strength", type=_finite, help="default: likewise for autoguidance")
+    p.add_argument("--guide-checkpoint", help="autoguidance's weaker model, e.g. epoch-0010 (default: none)")
+    p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
+
     p = sub.add_parser("export", help="a trained run as a diffusers pipeline folder with a model card (t2i.export)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    _ema_length(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")
     visibility = p.add_mutually_exclusive_group()
@@ -140,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     visibility.add_argument("--public", dest="private", action="store_false", help="... or public")
 
     p = sub.add_parser("where", help="where a run or a report is written (for the Makefile and SLURM scripts)")
-    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT])
+    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT,
+                                    paths.EMA_FRONT])
     p.add_argument("--notebook", type=Path, help="experiment, run, reports: notebooks/NN_<experiment>[_*].ipynb")
     p.add_argument("--experiment", choices=configs.EXPERIMENTS, help="run, reports: instead of --notebook")
     p.add_argument("--profile", default="full")
@@ -178,13 +192,20 @@ def _sample(args) -> int:
     params = guidance.parameters(args.guidance_method, {k: float(v) for k, v in
                                                         parse_overrides(args.guidance_params).items()})
     pipe = run.pipeline(checkpoint=args.checkpoint, ema=False if args.no_ema else None, sampler=args.sampler,
-                        num_inference_steps=args.num_inference_steps, spacing=args.timestep_spacing)
+                        num_inference_steps=args.num_inference_steps, spacing=args.timestep_spacing,
+                        ema_length=args.ema_length)
     guide = pipeline.load_guide(run.dir, args.guide_checkpoint, args.guide_run)
     figures.prompt_grid(pipe, args.prompt, args.samples_per_prompt, args.guidance_scale, args.out, seed=args.seed,
                         method=args.guidance_method, params=params, guide=guide,
                         guide_name=str(args.guide_run or args.guide_checkpoint or "") or None)
     print(f"wrote {args.out}")
     return 0
+
+
+def _ema_length(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ema-length", type=_finite, metavar="SIGMA_REL",
+                   help="a post-hoc EMA of this relative length (EDM2's sigma_rel, e.g. 0.05), reconstructed from the "
+                        "run's snapshots (t2i.posthoc; runs trained with ema_snapshot_every)")
 
 
 def _guidance_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,7 +218,7 @@ def _eval(args) -> int:
     run = Run.open(args.run_dir)
     print(run.evaluate(args.guidance_scales, args.samples_per_prompt, prompts=args.prompts, features=args.features,
                        clip_model=args.clip_model, seed=args.seed, sampler=args.sampler,
-                       num_inference_steps=args.num_inference_steps))
+                       num_inference_steps=args.num_inference_steps, ema_length=args.ema_length))
     print(f"wrote {run.eval_dir}")
     return 0
 
@@ -206,7 +227,7 @@ def _guidance(args) -> int:
     run = Run.open(args.run_dir)
     out = run.compare_guidance(args.samples_per_prompt, methods=args.methods, strengths=args.strengths,
                                guide_checkpoint=args.guide_checkpoint, guide_run=args.guide_run,
-                               features=args.features, check=args.check)
+                               features=args.features, check=args.check, ema_length=args.ema_length)
     print((out / "summary.md").read_text())
     print(f"wrote {out}")
     return 0
@@ -220,6 +241,15 @@ def _samplers(args) -> int:
     return 0
 
 
+def _ema(args) -> int:
+    out = Run.open(args.run_dir).compare_ema(args.samples_per_prompt, cfg_strength=args.cfg_strength,
+                                             autoguidance_strength=args.autoguidance_strength,
+                                             guide_checkpoint=args.guide_checkpoint, features=args.features)
+    print((out / "summary.md").read_text())
+    print(f"wrote {out}")
+    return 0
+
+
 def _export(args) -> int:
     from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
 
@@ -227,7 +257,7 @@ def _export(args) -> int:
     if args.push_to_hub:
         export.check_push(args.push_to_hub)  # the repo id, the login and the network: before any export work
     folder = export.export(run, args.out, args.checkpoint, args.weights, overwrite=args.overwrite,
-                           repo_id=args.push_to_hub)
+                           repo_id=args.push_to_hub, ema_length=args.ema_length)
     if args.push_to_hub:
         print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
     return 0
@@ -235,7 +265,7 @@ def _export(args) -> int:
 
 def _where(args) -> int:
     """One line: the folder asked for, computed by the code that writes there, never by a copy of its rules."""
-    if args.what in (paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT):
+    if args.what in (paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT, paths.EMA_FRONT):
         if args.run is None:
             raise ConfigError(f"where {args.what} needs --run RUN_DIR")
         print(Run.open(args.run).reports / args.what)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
-from . import comparison, configs, data, evaluate, judges, objectives, paths, runs, sampler_front, thesis, watch
+from . import (comparison, configs, data, ema_front, evaluate, judges, objectives, paths, runs, sampler_front, thesis,
+               watch)
 from .configs import ExperimentConfig
 from .errors import ConfigError
 from .files import check_writable
@@ -74,6 +75,10 @@ class Run:
     def samplers_dir(self) -> Path:
         return self.reports / paths.SAMPLER_FRONT
 
+    @property
+    def ema_dir(self) -> Path:
+        return self.reports / paths.EMA_FRONT
+
     # --- training -----------------------------------------------------------------------------------------------
     def train(self, restart: bool = False) -> Path:
         """Train (or resume) the run: the frozen text encoder, the dataset's conditioner and training examples, the
@@ -114,13 +119,15 @@ class Run:
         return self.sources.pipe(self.cfg.experiment)
 
     def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, device=None, spacing: str | None = None) -> TextToImage:
-        """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights, a sampler, steps, a
-        timestep spacing or a device."""
-        if (checkpoint, ema, sampler, num_inference_steps, device, spacing) == (None,) * 6:
+                 num_inference_steps: int | None = None, device=None, spacing: str | None = None,
+                 ema_length: float | None = None) -> TextToImage:
+        """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights or a post-hoc EMA length
+        (:mod:`t2i.posthoc`), a sampler, steps, a timestep spacing or a device."""
+        if (checkpoint, ema, sampler, num_inference_steps, device, spacing, ema_length) == (None,) * 7:
             return self.pipe
         return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler, spacing=spacing,
-                                    num_inference_steps=num_inference_steps, device=device, cfg=self.cfg)
+                                    num_inference_steps=num_inference_steps, device=device, cfg=self.cfg,
+                                    ema_length=ema_length)
 
     def draw(self, artefact: str) -> Path:
         """Draw a thesis artefact (:data:`t2i.thesis.ARTEFACTS`, e.g. ``fig06_loss``) from this run into its report
@@ -153,11 +160,12 @@ class Run:
 
     def evaluate(self, guidance_scales: Sequence[float], samples_per_prompt: int, *, prompts: int | None = None,
                  features: str = "auto", clip_model: str = "auto", seed: int | None = None,
-                 sampler: str | None = None, num_inference_steps: int | None = None) -> str:
+                 sampler: str | None = None, num_inference_steps: int | None = None,
+                 ema_length: float | None = None) -> str:
         """`make eval`: FID, KID, IS, adherence and CLIP score per guidance scale (:func:`t2i.evaluate.sweep`),
         written to :attr:`eval_dir`; returns the markdown table."""
         check_writable(self.eval_dir, folder=True)
-        pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps)
+        pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps, ema_length=ema_length)
         extractor = evaluate.make_extractor(features, self.judge, pipe.device)
         clip = evaluate.make_clip_scorer(clip_model, pipe.device)
         print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features {extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; "
@@ -169,14 +177,15 @@ class Run:
     def compare_guidance(self, samples_per_prompt: int = comparison.SAMPLES_PER_PROMPT, *,
                          methods: Sequence[str] | None = None, strengths: Sequence[float] = comparison.STRENGTHS,
                          guide_checkpoint: str | None = None, guide_run: Path | None = None,
-                         features: str = "staged", check: str | None = None) -> Path:
+                         features: str = "staged", check: str | None = None,
+                         ema_length: float | None = None) -> Path:
         """`make guidance`: every guidance method on one fidelity / adherence front with paired verdicts
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
         feature space, or name one. ``check``: write to ``guidance/<check>/`` instead, and compare its verdicts with
         the main report's (a check at a larger N). Returns the folder of the report (remade, or up to date)."""
         out = self.guidance_dir / check if check else self.guidance_dir
         check_writable(out, folder=True)
-        pipe = self.pipe
+        pipe = self.pipeline(ema_length=ema_length)
         extractors = (evaluate.staged_extractors(self.judge, pipe.device) if features == "staged"
                       else [evaluate.make_extractor(features, self.judge, pipe.device)])
         guide = load_guide(self.dir, guide_checkpoint, guide_run)
@@ -197,6 +206,27 @@ class Run:
                           samples_per_prompt, self.samplers_dir, samplers=samplers, steps=steps,
                           guidance_scale=guidance_scale)
         return self.samplers_dir
+
+
+    def compare_ema(self, samples_per_prompt: int = ema_front.SAMPLES_PER_PROMPT, *, cfg_strength: float | None = None,
+                    autoguidance_strength: float | None = None, guide_checkpoint: str | None = None,
+                    features: str = "auto") -> Path:
+        """`make ema`: post-hoc EMA lengths for unguided, CFG and autoguided sampling (:mod:`t2i.ema_front`), written
+        to :attr:`ema_dir`. Strengths not given are read from the guidance report (`make guidance` first)."""
+        check_writable(self.ema_dir, folder=True)
+        strengths = {}
+        if cfg_strength is None or (guide_checkpoint and autoguidance_strength is None):
+            table = self.guidance_dir / f"{paths.GUIDANCE}.csv"
+            if not table.exists():
+                raise ConfigError(f"no guidance report at {table}: run `make guidance RUN={self.dir}` first, or give "
+                                  "the strengths (--cfg-strength, --autoguidance-strength)")
+            strengths = ema_front.best_strengths(table)
+        strengths.update({k: v for k, v in (("cfg", cfg_strength), ("autoguidance", autoguidance_strength))
+                          if v is not None})
+        pipe = self.pipe
+        ema_front.run(pipe, self.dir, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
+                      samples_per_prompt, self.ema_dir, strengths=strengths, guide_checkpoint=guide_checkpoint)
+        return self.ema_dir
 
 
 def check_periodic_eval(cfg: ExperimentConfig) -> None:

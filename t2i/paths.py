@@ -72,6 +72,7 @@ EVAL = "eval"  # `make eval` (t2i.evaluate): sweep.md/.csv/.tex and a plot per m
 SWEEP = "sweep"  # the eval sweep's table
 GUIDANCE = "guidance"  # `make guidance` (t2i.comparison)
 SAMPLER_FRONT = "samplers"  # `make samplers` (t2i.sampler_front)
+EMA_FRONT = "ema"  # `make ema` (t2i.ema_front)
 
 
 def eval_dir(run_dir: Path) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, guidance, hub, paths
+from . import checkpoints, guidance, hub, paths, posthoc
 from .configs import ExperimentConfig
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .console import progress
 from .models import check_text_width
 from .runs import load_config
@@ -58,15 +58,19 @@ class TextToImage:
     def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
                  text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
                  num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None,
-                 spacing: str | None = None, sigma_max: float | None = None) -> "TextToImage":
+                 spacing: str | None = None, sigma_max: float | None = None,
+                 ema_length: float | None = None) -> "TextToImage":
         """A run's latest (or named) checkpoint with its text encoder (and VAE), under its config (``cfg``, when the
         caller has read it already).
 
         ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
+        ``ema_length``: instead, a post-hoc EMA of this relative length (EDM2's sigma_rel), reconstructed from the
+        run's snapshots up to the checkpoint (:mod:`t2i.posthoc`).
         """
         cfg = cfg or load_config(run_dir)
         path = checkpoints.resolve(Path(run_dir), checkpoint)
-        unet, weights = checkpoints.load_weights(path, ema)
+        unet, weights = (checkpoints.load_weights(path, ema) if ema_length is None
+                         else posthoc_weights(Path(run_dir), path, ema_length))
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
         device = torch.device(device) if device is not None else default_device()
         codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
@@ -139,6 +143,18 @@ class TextToImage:
     def data_range(self) -> tuple[float, float]:
         """The range of what the UNet denoises: the training pixels, or nominally [-1, 1] for scaled latents."""
         return (-1.0, 1.0) if self.codec is not None else tuple(self.cfg.pixel_range)
+
+
+def posthoc_weights(run_dir: Path, checkpoint: Path, sigma_rel: float) -> tuple[torch.nn.Module, str]:
+    """The checkpoint's UNet holding a post-hoc EMA of length ``sigma_rel`` (from the snapshots up to its step)."""
+    unet = checkpoints.load_unet(checkpoint)
+    params, info = posthoc.reconstruct(run_dir, sigma_rel, at_step=checkpoints.load_state(checkpoint)["step"])
+    missing = {name for name, _ in unet.named_parameters()} - set(params)
+    if missing:
+        raise RunError(f"the post-hoc EMA snapshots of {run_dir} lack {len(missing)} of the UNet's parameters")
+    unet.load_state_dict(params, strict=False)
+    return unet, (f"post-hoc EMA sigma_rel={sigma_rel:g} (step {info['step']:,}, {info['snapshots']} snapshots, "
+                  f"profile fit error {info['profile_error']:.1%})")
 
 
 def check_steps(cfg: ExperimentConfig, steps: int) -> None:

@@ -11,6 +11,7 @@
   steps after the resumed checkpoint are dropped on start too.
 - ``tracking/``: the trackers' files (:mod:`t2i.tracking`); TensorBoard hides the events a killed attempt wrote
   after the resumed checkpoint (``purge_step``).
+- ``ema_snapshots/``: post-hoc EMA snapshots (:mod:`t2i.posthoc`); those after the resumed checkpoint are dropped.
 - ``checkpoints/``: :mod:`t2i.checkpoints`.
 
 Everything here is plain text with "\\n" line endings.
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import posthoc
 from .configs import RESUMABLE, ExperimentConfig
 from .data import ReportsBadSamples
 from .data.shards import summarize_bad_samples
@@ -189,8 +191,8 @@ def read_loss_log(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
-    """Keep the loss rows and evaluations up to ``step`` and the bad samples of the first ``epoch`` epochs: what the
-    run had logged when the checkpoint it resumes from (or step 0) was written."""
+    """Keep the loss rows, evaluations and post-hoc EMA snapshots up to ``step`` and the bad samples of the first
+    ``epoch`` epochs: what the run had written when the checkpoint it resumes from (or step 0) was written."""
     run_dir = Path(run_dir)
     for name, fields, keep in ((LOSS_LOG, LOSS_FIELDS, lambda r: int(r["step"]) <= step),
                                (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch),
@@ -201,6 +203,7 @@ def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
             kept = [r for r in rows if keep(r)]
             if len(kept) != len(rows) or path.read_bytes() != _csv_text(fields, rows).encode():
                 write_atomic(path, _csv_text(fields, kept))
+    posthoc.drop_after(run_dir, step)  # post-hoc EMA snapshots past the checkpoint
 
 
 # --- bad_samples.csv ---------------------------------------------------------------------------------------------
@@ -258,7 +261,7 @@ def set_aside(run_dir: Path) -> Path | None:
     tracker events into ``<run>/restarted-<UTC time>/`` (the new run starts with none of the old one's); nothing is
     deleted. Returns that folder (None if there was nothing to move)."""
     run_dir = Path(run_dir)
-    watched = (SAMPLES, EVAL_LOG, TRACKING)  # t2i.watch's grids and evaluations, t2i.tracking's events
+    watched = (SAMPLES, EVAL_LOG, TRACKING, posthoc.SNAPSHOTS)  # grids, evaluations, tracker events, EMA snapshots
     names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, BAD_SAMPLE_LOGS, "checkpoints", *TIMING_FILES,
                          *watched) if (run_dir / n).exists()]
     if not names:

@@ -32,7 +32,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import Dataset
 
-from . import checkpoints, runs, speed, tracking
+from . import checkpoints, posthoc, runs, speed, tracking
 from .batches import Batches
 from .configs import ExperimentConfig
 from .console import progress
@@ -109,6 +109,7 @@ class Trainer:
         ema = None if cfg.ema_decay is None else EMAModel(
             self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
         self.state = State(acc, acc.unwrap_model(self.unet), ema)
+        self.tracked = posthoc.PowerEMA.for_config(cfg, self.state.unet, acc, updates)  # None unless asked for
         self.objective = objective.to(acc.device)
         self.generator = torch.Generator(acc.device)
         self.timer = StageTimer(cfg.timing_steps, acc.device)
@@ -234,9 +235,12 @@ class Trainer:
                 self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
                 self.lr_schedule.step()
                 self.optimizer.zero_grad(set_to_none=True)
-        if self.state.ema is not None and self.synced:
+        if self.synced:
             with timer("EMA"):
-                self.state.ema.step(self.params)
+                if self.state.ema is not None:
+                    self.state.ema.step(self.params)
+                if self.tracked is not None:
+                    self.tracked.update(self.run_dir, write=acc.is_main_process)
         return loss.detach()
 
     # --- checkpoints -------------------------------------------------------------------------------------------
@@ -259,7 +263,8 @@ class Trainer:
                       "device": speed.hardware(acc.device),
                       "train_seconds": self.trained_seconds + time.perf_counter() - self.started}
             path = checkpoints.save_training(self.run_dir, name, state.unet, state.ema, self.optimizer,
-                                             self.lr_schedule, rng, record, self._is_milestone(), cfg.keep_checkpoints)
+                                             self.lr_schedule, rng, record, self._is_milestone(), cfg.keep_checkpoints,
+                                             self.tracked)
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
@@ -273,7 +278,7 @@ class Trainer:
                            "above); run again with --restart to set them aside and start over")
         if path is not None:
             saved, rng = checkpoints.load_training(path, state.unet, state.ema, self.optimizer, self.lr_schedule,
-                                                   acc.process_index)
+                                                   acc.process_index, self.tracked)
             state.epoch, state.step, state.step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
             self.window.smoothed = saved.get("loss_smoothed")  # absent from checkpoints written before it was kept
             self.trained_seconds, self.started = saved.get("train_seconds", 0.0), time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from t2i import checkpoints, data, paths, runs
+from t2i import checkpoints, data, paths, posthoc, runs
 from t2i.preemption import MARKER, REQUEUE_EXIT_CODE
 from tests.helpers import ROOT, weights
 
@@ -76,7 +76,8 @@ def test_a_run_written_before_the_house_plan_still_loads_samples_and_resumes(tmp
 
 
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_dir):
-    settings = {"epochs": 4, "checkpoint_every_steps": 1}  # 4 steps per epoch; a checkpoint after every step
+    """Weights, losses, and the post-hoc EMA's snapshots and tracked averages (a snapshot every step)."""
+    settings = {"epochs": 4, "checkpoint_every_steps": 1, "ema_snapshot_every": 1}  # 4 steps per epoch
     finish(cli_train(settings, "straight", tiny_clip_dir))
 
     killed = paths.run_dir("mnist", "killed")
@@ -90,8 +91,15 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_d
 
     out = finish(cli_train(settings, "killed", tiny_clip_dir))
     assert "resuming killed from" in out
-    assert_same_weights(paths.run_dir("mnist", "straight"), killed)
-    assert runs.read_loss_log(killed)["loss"].tolist() == runs.read_loss_log(paths.run_dir("mnist", "straight"))["loss"].tolist()
+    straight = paths.run_dir("mnist", "straight")
+    assert_same_weights(straight, killed)
+    assert runs.read_loss_log(killed)["loss"].tolist() == runs.read_loss_log(straight)["loss"].tolist()
+    snapshots = {run: {p.name: p.read_bytes() for _, p in posthoc.snapshots(run)} for run in (straight, killed)}
+    assert len(snapshots[straight]) == 16 and snapshots[killed] == snapshots[straight]
+    tracked = [{k: v for k, v in checkpoints.load_tensors(checkpoints.latest(run)).items() if k.startswith("phema.")}
+               for run in (straight, killed)]
+    assert tracked[0] and tracked[0].keys() == tracked[1].keys()
+    assert all(torch.equal(tracked[0][k], tracked[1][k]) for k in tracked[0])
 
 
 def test_preemption_signals_checkpoint_exit_for_requeue_and_resume_exactly(tiny_clip_dir):

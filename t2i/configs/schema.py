@@ -95,6 +95,8 @@ class ExperimentConfig:
     gradient_checkpointing: bool = _field(resumable=True, default=False)  # recompute activations: less memory
     grad_clip: float | None = _field("number>0?", default=None)  # max global gradient norm; None = no clipping
     ema_decay: float | None = _field("open-unit?", default=0.9999)  # EMA of the UNet weights (diffusers EMAModel)
+    ema_snapshot_every: int | None = _field("positive?", default=None)  # post-hoc EMA snapshots (t2i.posthoc); None: off
+    ema_sigma_rels: tuple[float, ...] = _field("sigma-rels", default=(0.05, 0.10))  # power-function EMAs (EDM2 3.3)
     mixed_precision: str = _field(PRECISIONS, resumable=True, default="auto")  # auto: bf16 on CUDA, else no
     channels_last: bool = _field(resumable=True, default=False)  # NHWC memory format for the UNet
     compile: str = _field(COMPILE_MODES, resumable=True, default="off")  # torch.compile the UNet or its blocks
@@ -193,6 +195,8 @@ CHECKS = {  # check name -> (test of a value, what the error says it must be)
     "finites": (lambda v: len(v) > 0 and all(map(_finite, v)), "must be one or more finite numbers"),
     "seed": (lambda v: 0 <= v < 2**32, "must be in [0, 2**32) (NumPy's seed range)"),
     "dataset": (lambda v: (DATA_DIR / f"{v}.py").is_file(), "is not a dataset module t2i/data/<name>.py"),
+    "sigma-rels": (lambda v: len(set(v)) >= 2 and all(_finite(s) and 0 < s < 0.3 for s in v),
+                   "must be two or more different lengths in (0, 0.3)"),
 }
 
 

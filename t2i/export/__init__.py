@@ -68,15 +68,17 @@ DATASET_IDS = {"mnist": "ylecun/mnist", "digits": "sklearn-digits", "cifar10": "
 
 
 def export(run: Run, out: Path, checkpoint: str | None = None, weights: str = "ema", *, overwrite: bool = False,
-           repo_id: str | None = None) -> Path:
+           repo_id: str | None = None, ema_length: float | None = None) -> Path:
     """Write ``run`` (its newest checkpoint, or ``checkpoint``) as a diffusers pipeline folder ``out``; ``repo_id``:
-    the Hub repository it is pushed to, for the card's usage snippet."""
+    the Hub repository it is pushed to, for the card's usage snippet; ``ema_length``: a post-hoc EMA of that length
+    instead of ``weights`` (t2i.posthoc)."""
     out = Path(out)
     if weights not in ("ema", "raw"):
         raise UserError(f"--weights {weights!r}: choose ema or raw")
     recover(out)
     check_target(out, run, overwrite)
-    pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema", device="cpu")
+    pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema" if ema_length is None else None, device="cpu",
+                        ema_length=ema_length)
     tmp = out.with_name(f".{out.name}.export-{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir()
@@ -215,6 +217,7 @@ def card(pipe: TextToImage, run: Run, where: str):
                              tags=["text-to-image", "diffusers", "classifier-free-guidance", "t2i"],
                              model_name=f"t2i-{cfg.experiment}-{run.name}", eval_results=results or None)
     state = checkpoints.load_state(pipe.checkpoint)
+    weights_text = {"ema": f"EMA, decay {cfg.ema_decay:g}", "raw": "the trained weights"}.get(pipe.weights, pipe.weights)
     images_seen = state["step"] * cfg.batch_size * state.get("num_processes", 1) * cfg.gradient_accumulation_steps
     train_size = f"{cfg.train_subset:,} images (train_subset)" if cfg.train_subset else "the whole training split"
     text_encoder, vae = public_id(cfg.text_encoder), cfg.vae
@@ -273,7 +276,7 @@ Output: {cfg.resolution}x{cfg.resolution} images with {3 if pipe.codec is not No
 | diffusion | {cfg.num_train_timesteps} steps, `{cfg.beta_schedule}` betas, sampled with {pipe.sampling.describe()} |
 | training | {state['epoch']} epochs, {state['step']:,} optimizer steps, {images_seen:,} images seen, batch {cfg.batch_size}, p_uncond {cfg.p_uncond:g} |
 | optimizer | AdamW, lr {cfg.learning_rate:g} ({cfg.lr_schedule}, {cfg.lr_warmup_steps} warm-up steps), weight decay {cfg.weight_decay:g} |
-| weights | {pipe.weights} ({"EMA decay " + format(cfg.ema_decay, "g") if pipe.weights == "ema" else "the trained weights"}), checkpoint {pipe.checkpoint.name} |
+| weights | {weights_text}, checkpoint {pipe.checkpoint.name} |
 | seed, precision | {cfg.seed}, {state.get("precision", cfg.mixed_precision)} on {state.get("num_processes", 1)} process(es) |
 | hardware, time | {state.get("device", "not recorded")}, {_duration(state.get("train_seconds"))} |
 

@@ -1,0 +1,221 @@
+"""``make ema RUN=...``: the EMA axis of the guidance front (EDM2 section 3, Fig. 5): how long an EMA each way of
+sampling prefers, from post-hoc reconstructions (:mod:`t2i.posthoc`) of one run.
+
+For three ways of sampling, each on the same N prompts and seeds: unguided (w = 1, the conditional model), CFG and
+autoguidance at their best strengths (the first w at which the guidance report's curve reaches
+:data:`ADHERENCE`), it measures every EMA length of :data:`LENGTHS`, and the run's own fixed-decay EMA (diffusers'
+``EMAModel``, the default) beside them. Autoguidance's guide gets its own length, as in EDM2: the main model's length
+is swept with the guide's default EMA, then the guide's with the main model at its best. Statistics are paired
+(:mod:`t2i.stats`): the best length of each way is the one with the lowest FD, and its interval is where the best
+length falls across joint resamples of the seeds and the reference images; the best post-hoc EMA is compared with
+the default EMA, and the three ways with each other at their own best lengths.
+
+It writes ``reports/<profile>/<experiment>/<run>/ema/``: ``ema.md/.csv/.tex``, ``ema.png`` (FD and adherence against
+the EMA length, one curve per way) and ``summary.md``, with provenance; a fresh report is not redrawn.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import checkpoints, data, evaluate, metrics, reports, stats
+from .console import progress
+from .pipeline import TextToImage, posthoc_weights
+
+LENGTHS = (0.01, 0.02, 0.035, 0.05, 0.075, 0.10, 0.15, 0.25)  # sigma_rel, EDM2 Fig. 5's range
+GUIDE_LENGTHS = (0.02, 0.05, 0.10, 0.15, 0.25)  # the guide's own sweep
+ADHERENCE = 0.98  # a method's best strength: where its curve first reaches this adherence
+SAMPLES_PER_PROMPT = 50
+BOOTSTRAP = 200
+
+
+def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: float = ADHERENCE) -> dict[str, float]:
+    """Each method's best strength from the guidance report: the first w whose adherence reaches ``target`` (else the
+    w of its highest adherence)."""
+    with open(guidance_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] in methods]
+    found = {}
+    for m in methods:
+        mine = sorted((float(r["w"]), float(r["adherence"])) for r in rows if r["method"] == m)
+        if mine:
+            found[m] = next((w for w, a in mine if a >= target), max(mine, key=lambda wa: wa[1])[0])
+    return found
+
+
+def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: int, out: Path, *,
+        strengths: dict[str, float], guide_checkpoint: str | None, bootstrap: int = BOOTSTRAP) -> dict | None:
+    """Measure every way of sampling at every EMA length and write the report (None: it was up to date)."""
+    inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "strengths": strengths,
+              "guide": guide_checkpoint, "samples_per_prompt": samples_per_prompt, "lengths": list(LENGTHS),
+              "guide_lengths": list(GUIDE_LENGTHS), "sampler": pipe.sampling.describe(), "bootstrap": bootstrap,
+              "features": extractor.name}
+    if reports.is_fresh(Path(out) / "summary.md", inputs):
+        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+        return None
+    cfg, spec = pipe.cfg, data.spec(pipe.cfg)
+    conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
+    prompts, n = spec.prompts(cfg, conditions), len(conditions)
+    references, floors = evaluate.floors(cfg, [extractor], n)
+    reference = references[extractor.name]
+    ref_gram = reference.features @ reference.features.T
+    guide_default = checkpoints.load_weights(checkpoints.resolve(run_dir, guide_checkpoint))[0] if guide_checkpoint \
+        else None
+
+    def measure(mode: str, length: float | None, guide_length: float | None = None) -> dict:
+        sampler = pipe if length is None else TextToImage(
+            cfg, posthoc_weights(run_dir, pipe.checkpoint, length)[0], pipe.text, pipe.device, checkpoint=pipe.checkpoint,
+            sampler=pipe.sampling, weights=f"post-hoc EMA {length:g}", codec=pipe.codec)
+        guide = None
+        if mode == "autoguidance":
+            guide = guide_default if guide_length is None else posthoc_weights(
+                run_dir, checkpoints.resolve(run_dir, guide_checkpoint), guide_length)[0]
+        w = 1.0 if mode == "unguided" else strengths[mode]
+        images = sampler.images(prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg", guide=guide,
+                                show_progress=False)
+        uint8 = metrics.to_uint8(images)
+        hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions).numpy().astype(np.float64)
+        return {"mode": mode, "w": w, "length": length, "guide_length": guide_length, "hits": hits,
+                "features": stats.FeatureSet(extractor(uint8).features, reference.features, ref_gram)}
+
+    modes = ["unguided", "cfg"] + (["autoguidance"] if guide_checkpoint and "autoguidance" in strengths else [])
+    jobs = [(m, length) for m in modes for length in (None, *LENGTHS)]
+    rows = [measure(m, length) for m, length in progress(jobs, desc="EMA lengths")]
+    if "autoguidance" in modes:  # the guide's own length, with the main model at its best
+        main_best = _best_length([r for r in rows if r["mode"] == "autoguidance" and r["length"] is not None])
+        rows += [measure("autoguidance", main_best, g) for g in progress(GUIDE_LENGTHS, desc="guide's EMA")]
+    result = analyse(rows, floors[extractor.name], bootstrap)
+    result.update(n=n, inputs=inputs, floor=floors[extractor.name], features=extractor.name, strengths=strengths)
+    write(result, pipe, Path(out))
+    return result
+
+
+def _best_length(rows: list[dict]) -> float:
+    return min(rows, key=lambda r: r["features"].fd())["length"]
+
+
+def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
+    """FD and adherence of every row with intervals; per way, the best length and where it falls across joint
+    resamples; the best post-hoc EMA against the default EMA, and the ways against each other at their best."""
+    n, m = len(rows[0]["hits"]), len(rows[0]["features"].y)
+    draws, refs = stats.resamples(n, m, bootstrap)
+    fd = np.array([r["features"].fd() for r in rows])
+    boot = np.array([[r["features"].fd(d, q) for d, q in zip(draws, refs)] for r in rows])
+    adh_boot = np.array([[r["hits"][d].mean() for d in draws] for r in rows])
+    table = []
+    for k, r in enumerate(rows):
+        lo, hi = stats.interval(fd[k], boot[k])
+        a_lo, a_hi = stats.interval(r["hits"].mean(), adh_boot[k])
+        table.append({"mode": r["mode"], "w": r["w"], "ema": "default" if r["length"] is None else f"{r['length']:g}",
+                      "guide_ema": "" if r["mode"] != "autoguidance" else (
+                          "default" if r["guide_length"] is None else f"{r['guide_length']:g}"),
+                      "fd": float(fd[k]), "fd_lo": lo, "fd_hi": hi, "fd_over_floor": float(fd[k] / floor),
+                      "adherence": float(r["hits"].mean()), "adherence_lo": a_lo, "adherence_hi": a_hi,
+                      "samples": n})
+    best = {}
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        sweep = [k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is not None
+                 and r["guide_length"] is None]
+        default = next(k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is None)
+        lengths = np.array([rows[k]["length"] for k in sweep])
+        k_best = sweep[int(np.argmin(fd[sweep]))]
+        where = lengths[np.argmin(boot[sweep], axis=0)]  # the best length in every resample
+        d = float(fd[k_best] - fd[default])
+        best[mode] = {"length": rows[k_best]["length"], "row": k_best, "fd": float(fd[k_best]),
+                      "length_lo": float(np.percentile(where, 5)), "length_hi": float(np.percentile(where, 95)),
+                      "vs_default": d, "vs_default_interval": stats.interval(d, boot[k_best] - boot[default]),
+                      "default_fd": float(fd[default]), "resamples": where}
+    guide_rows = [k for k, r in enumerate(rows) if r["guide_length"] is not None]
+    if guide_rows:
+        k = guide_rows[int(np.argmin(fd[guide_rows]))]
+        best["guide"] = {"length": rows[k]["guide_length"], "fd": float(fd[k]),
+                         "vs_main_best": float(fd[k] - fd[best["autoguidance"]["row"]])}
+    pairs = []
+    for a, b in (("cfg", "unguided"), ("autoguidance", "unguided"), ("autoguidance", "cfg")):
+        if a in best and b in best:
+            ka, kb = best[a]["row"], best[b]["row"]
+            d = float(fd[ka] - fd[kb])
+            shorter = float(np.mean(best[a]["resamples"] < best[b]["resamples"]))
+            pairs.append({"a": a, "b": b, "d_fd": d, "interval": stats.interval(d, boot[ka] - boot[kb]),
+                          "d_adherence": float(rows[ka]["hits"].mean() - rows[kb]["hits"].mean()),
+                          "a_shorter_share": shorter})
+    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap}
+
+
+def write(result: dict, pipe: TextToImage, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
+                            features=result["features"], strengths=result["strengths"])
+    reports.write_table(result["table"], out / "ema", caption=(
+        f"EMA lengths (post-hoc, EDM2's sigma_rel; 'default': the run's fixed-decay EMA) for unguided sampling (w = 1), "
+        f"CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per row from "
+        f"the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
+        f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} bias-corrected paired bootstrap intervals "
+        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length."))
+    reports.write_provenance(out / "ema.md", **facts)
+    figure(result, out / "ema.png")
+    reports.write_provenance(out / "ema.png", **facts)
+    (out / "summary.md").write_text(summary(result))
+    reports.write_provenance(out / "summary.md", **facts)
+
+
+def summary(result: dict) -> str:
+    best, n = result["best"], result["n"]
+    lines = [f"# EMA length against the way of sampling, N = {n}", "",
+             f"Post-hoc EMA lengths {', '.join(f'{x:g}' for x in LENGTHS)} (EDM2's sigma_rel) for each way of sampling, "
+             f"on the same prompts and seeds; the best length is the lowest FD, its interval where the best length "
+             f"falls in {result['bootstrap']} joint resamples (5th-95th percentile).", ""]
+    for mode in ("unguided", "cfg", "autoguidance"):
+        if mode not in best:
+            continue
+        b = best[mode]
+        lo, hi = b["vs_default_interval"]
+        verdict = ("better than" if hi < 0 else "worse than" if lo > 0 else "not resolved against")
+        lines.append(f"- **{mode}**: best sigma_rel {b['length']:g} [{b['length_lo']:g}, {b['length_hi']:g}], FD "
+                     f"{b['fd']:.2f}; {verdict} the default EMA (FD {b['default_fd']:.2f}, difference "
+                     f"{b['vs_default']:+.2f} [{lo:.2f}, {hi:.2f}]).")
+    if "guide" in best:
+        lines.append(f"- autoguidance's guide prefers sigma_rel {best['guide']['length']:g} (FD "
+                     f"{best['guide']['fd']:.2f}, {best['guide']['vs_main_best']:+.2f} against the guide's default EMA).")
+    lines.append("")
+    for p in result["pairs"]:
+        lo, hi = p["interval"]
+        lines.append(f"- {p['a']} at its best length against {p['b']} at its: FD difference {p['d_fd']:+.2f} "
+                     f"[{lo:.2f}, {hi:.2f}], adherence difference {p['d_adherence']:+.3f}; {p['a']}'s best length is "
+                     f"the shorter in {p['a_shorter_share']:.0%} of the resamples.")
+    if "cfg" in best and "unguided" in best:
+        pair = next(p for p in result["pairs"] if (p["a"], p["b"]) == ("cfg", "unguided"))
+        share = pair["a_shorter_share"]
+        answer = ("yes" if share >= 0.9 else "no: it prefers a longer one" if share <= 0.1 else
+                  f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
+        lines += ["", f"Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? {answer}."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(result: dict, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in ("unguided", "cfg", "autoguidance"):
+        mine = sorted((r for r in result["table"] if r["mode"] == mode and r["ema"] != "default"
+                       and r["guide_ema"] in ("", "default")), key=lambda r: float(r["ema"]))
+        if not mine:
+            continue
+        x = [float(r["ema"]) for r in mine]
+        line, = left.plot(x, [r["fd_over_floor"] for r in mine], "o-", label=mode)
+        left.fill_between(x, [r["fd_lo"] / result["floor"] for r in mine], [r["fd_hi"] / result["floor"] for r in mine],
+                          color=line.get_color(), alpha=0.15)
+        right.plot(x, [r["adherence"] for r in mine], "o-", color=line.get_color(), label=mode)
+        default = next(r for r in result["table"] if r["mode"] == mode and r["ema"] == "default")
+        left.axhline(default["fd_over_floor"], ls=":", color=line.get_color(), lw=1)
+        b = result["best"][mode]
+        left.axvspan(b["length_lo"], b["length_hi"], color=line.get_color(), alpha=0.08)
+    for ax, label in ((left, "FD / real-vs-real floor (dotted: the default EMA)"), (right, "adherence")):
+        ax.set_xscale("log")
+        ax.set_xlabel("EMA length sigma_rel (post-hoc)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"The EMA axis, N = {result['n']} (shaded: where the best length falls in the resamples)", fontsize=10)
+    return reports.save(fig, path)

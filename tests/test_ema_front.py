@@ -1,0 +1,38 @@
+"""t2i.ema_front (`make ema`): post-hoc EMA lengths for each way of sampling, paired, and fresh reports not redrawn."""
+
+from __future__ import annotations
+
+import csv
+
+from t2i import cli, ema_front, paths
+
+
+def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_call_redraws_nothing(
+        smoke_cfg, fit, capsys):
+    run = fit(smoke_cfg.replace(epochs=2, judge_epochs=1, ema_snapshot_every=2), paths.run_dir("mnist", "ema"))
+    command = ["ema", str(run), "--samples-per-prompt", "1", "--cfg-strength", "3", "--autoguidance-strength", "2",
+               "--guide-checkpoint", "epoch-0001"]
+    assert cli.main(command) == 0, capsys.readouterr().err
+    out = paths.run_reports(run) / "ema"
+    with open(out / "ema.csv") as f:
+        rows = list(csv.DictReader(f))
+    lengths = ["default"] + [f"{x:g}" for x in ema_front.LENGTHS]
+    for mode, w in (("unguided", 1.0), ("cfg", 3.0), ("autoguidance", 2.0)):
+        mine = [r for r in rows if r["mode"] == mode and r["guide_ema"] in ("", "default")]
+        assert [r["ema"] for r in mine] == lengths and {float(r["w"]) for r in mine} == {w}
+    assert [r["guide_ema"] for r in rows if r["guide_ema"] not in ("", "default")] == [
+        f"{x:g}" for x in ema_front.GUIDE_LENGTHS]
+    for r in rows:
+        assert float(r["fd_lo"]) <= float(r["fd"]) <= float(r["fd_hi"])
+    summary = (out / "summary.md").read_text()
+    assert "**unguided**: best sigma_rel" in summary and "**cfg**" in summary and "prefer a shorter EMA" in summary
+    made = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert cli.main(command) == 0 and "up to date" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made
+
+
+def test_the_best_strength_is_where_a_methods_curve_first_reaches_the_target(tmp_path):
+    table = tmp_path / "guidance.csv"
+    table.write_text("method,w,adherence\ncfg,1,0.93\ncfg,2,0.975\ncfg,3,0.985\nautoguidance,1,0.93\n"
+                     "autoguidance,1.25,0.99\nother,1,1\n")
+    assert ema_front.best_strengths(table) == {"cfg": 3.0, "autoguidance": 1.25}
