@@ -104,24 +104,16 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
               "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
               "guide": guide_name, "seed": pipe.seed_for(seed), "bootstrap": bootstrap, "tune": tune,
               "features": [e.name for e in extractors]}
-    if reports.is_fresh(Path(out) / "summary.md", inputs):
-        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+    if reports.skip_if_fresh(out, inputs):
         return None
-    cfg, spec = pipe.cfg, data.spec(pipe.cfg)
-    conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
-    prompts, n = spec.prompts(cfg, conditions), len(conditions)
-    spaces = [e.name for e in extractors]
-    reference, floors = evaluate.floors(cfg, extractors, n)
-    real_adherence, real_n = evaluate.real_adherence(cfg, judge, limit=n)
-    ref_grams = {s: reference[s].features @ reference[s].features.T for s in spaces}
+    shared = evaluate.PairedRows(pipe.cfg, judge, extractors, samples_per_prompt)
+    spaces, n = [e.name for e in extractors], shared.n
+    real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=n)
 
-    def measure(variant: Variant, w: float, row_seed: int | None, row_prompts, row_conditions) -> Row:
-        images = pipe.images(row_prompts, w, seed=row_seed, method=variant.method, params=variant.params, guide=guide,
+    def measure(variant: Variant, w: float) -> Row:
+        images = pipe.images(shared.prompts, w, seed=seed, method=variant.method, params=variant.params, guide=guide,
                              show_progress=False)
-        uint8 = metrics.to_uint8(images)
-        hits = spec.image_adherence(judge.predict(uint8.float() / 255), row_conditions).numpy().astype(np.float64)
-        return Row(variant, float(w), hits, {e.name: stats.FeatureSet(e(uint8).features, reference[e.name].features,
-                                                                      ref_grams[e.name]) for e in extractors})
+        return Row(variant, float(w), *shared.row(images))
 
     interval, tuning = None, []
     wanted = list(methods or guidance.METHODS)
@@ -135,11 +127,11 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     jobs = [(v, float(w)) for v in curves for w in strengths]
     for variant, w in progress(jobs, desc="guidance methods"):
         if w == 1.0 and guidance.method(variant.method).at_one_is_conditional:
-            shared_one = shared_one or measure(Variant("conditional", "cfg", {}), 1.0, seed, prompts, conditions)
+            shared_one = shared_one or measure(Variant("conditional", "cfg", {}), 1.0)
             rows.append(Row(variant, 1.0, shared_one.hits, shared_one.features))
             continue
-        rows.append(measure(variant, w, seed, prompts, conditions))
-    result = analyse(rows, spaces, floors, real_adherence, spec.binary_adherence, bootstrap)
+        rows.append(measure(variant, w))
+    result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
     result.update(n=n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval, guide_name=guide_name,
                   inputs=inputs)
     write(result, pipe, out)
@@ -320,7 +312,6 @@ def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
 
 # --- the report ---------------------------------------------------------------------------------------------------
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     n, spaces = result["n"], result["spaces"]
     primary = spaces[0]
     facts = pipe.provenance(inputs=result["inputs"], samples=n, floors=result["floors"],
@@ -340,27 +331,22 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                "their estimates). d_*: the paired difference to CFG at the same w (adherence: Newcombe's score "
                "interval, p_adherence McNemar's exact test). Other feature spaces carry their name as a suffix. "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
-    reports.write_table(result["table"], out / "guidance", caption=caption)
-    reports.write_provenance(out / "guidance.md", **facts)
+    tables = {"guidance": (result["table"], caption)}
     if result["tests"]:
         shown = [{k: t[k] for k in ("method", "features", "at", "cfg", "value", "difference", "lo", "hi", "p",
                                     "p_holm", "verdict")} for t in result["tests"]]
-        reports.write_table(shown, out / "matched", caption=(
+        tables["matched"] = (shown, (
             "Each method against CFG along the curve: at an adherence level, FD where each curve first reaches it "
             "(lower is better); at an FD level, adherence there (higher is better). difference = method - CFG, "
             f"{stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error; p_holm "
             f"Holm-adjusted over the tests of each feature space (verdict at family-wise {1 - stats.LEVEL:.0%})."))
-        reports.write_provenance(out / "matched.md", **facts)
     if result["tuning"]:
-        reports.write_table(result["tuning"], out / "tuning", caption=(
+        tables["tuning"] = (result["tuning"], (
             f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "
             f"images from other seeds than the comparison's: the lowest FD ({primary}) among the intervals whose "
             "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."))
-        reports.write_provenance(out / "tuning.md", **facts)
-    front(result, out / "front.png")
-    reports.write_provenance(out / "front.png", **facts)
-    (out / "summary.md").write_text(summary(result, pipe))
-    reports.write_provenance(out / "summary.md", **facts)
+    reports.publish(out, facts, tables=tables, figures={"front.png": lambda path: front(result, path)},
+                    texts={"summary.md": summary(result, pipe)})
 
 
 def verdicts(result: dict, space: str) -> dict[str, str]:

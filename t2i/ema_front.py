@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import checkpoints, data, evaluate, metrics, reports, stats
+from . import checkpoints, evaluate, reports, stats
 from .console import progress
 from .pipeline import TextToImage, posthoc_weights
 
@@ -53,15 +53,10 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
               "guide": guide_checkpoint, "samples_per_prompt": samples_per_prompt, "lengths": list(LENGTHS),
               "guide_lengths": list(GUIDE_LENGTHS), "sampler": pipe.sampling.describe(), "bootstrap": bootstrap,
               "features": extractor.name}
-    if reports.is_fresh(Path(out) / "summary.md", inputs):
-        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+    if reports.skip_if_fresh(out, inputs):
         return None
-    cfg, spec = pipe.cfg, data.spec(pipe.cfg)
-    conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
-    prompts, n = spec.prompts(cfg, conditions), len(conditions)
-    references, floors = evaluate.floors(cfg, [extractor], n)
-    reference = references[extractor.name]
-    ref_gram = reference.features @ reference.features.T
+    cfg = pipe.cfg
+    shared = evaluate.PairedRows(cfg, judge, [extractor], samples_per_prompt)
     guide_default = checkpoints.load_weights(checkpoints.resolve(run_dir, guide_checkpoint))[0] if guide_checkpoint \
         else None
 
@@ -74,12 +69,11 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
             guide = guide_default if guide_length is None else posthoc_weights(
                 run_dir, checkpoints.resolve(run_dir, guide_checkpoint), guide_length)[0]
         w = 1.0 if mode == "unguided" else strengths[mode]
-        images = sampler.images(prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg", guide=guide,
-                                show_progress=False)
-        uint8 = metrics.to_uint8(images)
-        hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions).numpy().astype(np.float64)
+        images = sampler.images(shared.prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg",
+                                guide=guide, show_progress=False)
+        hits, features = shared.row(images)
         return {"mode": mode, "w": w, "length": length, "guide_length": guide_length, "hits": hits,
-                "features": stats.FeatureSet(extractor(uint8).features, reference.features, ref_gram)}
+                "features": features[extractor.name]}
 
     modes = ["unguided", "cfg"] + (["autoguidance"] if guide_checkpoint and "autoguidance" in strengths else [])
     jobs = [(m, length) for m in modes for length in (None, *LENGTHS)]
@@ -87,8 +81,9 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     if "autoguidance" in modes:  # the guide's own length, with the main model at its best
         main_best = _best_length([r for r in rows if r["mode"] == "autoguidance" and r["length"] is not None])
         rows += [measure("autoguidance", main_best, g) for g in progress(GUIDE_LENGTHS, desc="guide's EMA")]
-    result = analyse(rows, floors[extractor.name], bootstrap)
-    result.update(n=n, inputs=inputs, floor=floors[extractor.name], features=extractor.name, strengths=strengths)
+    floor = shared.floors[extractor.name]
+    result = analyse(rows, floor, bootstrap)
+    result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths)
     write(result, pipe, Path(out))
     return result
 
@@ -146,20 +141,16 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
 
 
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
                             features=result["features"], strengths=result["strengths"])
-    reports.write_table(result["table"], out / "ema", caption=(
+    caption = (
         f"EMA lengths (post-hoc, EDM2's sigma_rel; 'default': the run's fixed-decay EMA) for unguided sampling (w = 1), "
         f"CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per row from "
         f"the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
         f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} bias-corrected paired bootstrap intervals "
-        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length."))
-    reports.write_provenance(out / "ema.md", **facts)
-    figure(result, out / "ema.png")
-    reports.write_provenance(out / "ema.png", **facts)
-    (out / "summary.md").write_text(summary(result))
-    reports.write_provenance(out / "summary.md", **facts)
+        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length.")
+    reports.publish(out, facts, tables={"ema": (result["table"], caption)},
+                    figures={"ema.png": lambda path: figure(result, path)}, texts={"summary.md": summary(result)})
 
 
 def summary(result: dict) -> str:

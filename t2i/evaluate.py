@@ -11,9 +11,10 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import data, hub, metrics, paths, reports
+from . import data, hub, metrics, paths, reports, stats
 from .console import progress
 from .judges import Judge
 from .pipeline import TextToImage
@@ -117,6 +118,27 @@ def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Ten
            "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
     reference = metrics.cached_features(extractor, lambda: reference_images, key)
     return reference, real_images[n:2 * n], real_conditions[n:2 * n]
+
+
+class PairedRows:
+    """What every row of a paired comparison shares: the sweep's N prompts (each drawn from the same seed in every
+    row), and per feature space the reference (the first N real training images, with its Gram matrix) and the
+    real-vs-real floor. :meth:`row` scores one row's images: each image's adherence and its features against the
+    reference (:class:`t2i.stats.FeatureSet`)."""
+
+    def __init__(self, cfg, judge: Judge, extractors: list, samples_per_prompt: int):
+        self.spec, self.judge, self.extractors = data.spec(cfg), judge, extractors
+        self.conditions = self.spec.sweep_conditions(cfg, samples_per_prompt, None)
+        self.prompts, self.n = self.spec.prompts(cfg, self.conditions), len(self.conditions)
+        self.reference, self.floors = floors(cfg, extractors, self.n)
+        self.grams = {s: r.features @ r.features.T for s, r in self.reference.items()}
+
+    def row(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, stats.FeatureSet]]:
+        uint8 = metrics.to_uint8(images)
+        hits = self.spec.image_adherence(self.judge.predict(uint8.float() / 255), self.conditions)
+        return hits.numpy().astype(np.float64), {e.name: stats.FeatureSet(e(uint8).features,
+                                                                         self.reference[e.name].features,
+                                                                         self.grams[e.name]) for e in self.extractors}
 
 
 def floors(cfg, extractors: list, n: int) -> tuple[dict, dict[str, float]]:

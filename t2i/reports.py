@@ -20,7 +20,7 @@ import platform
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -149,6 +149,30 @@ def is_fresh(artefact: Path, inputs: dict) -> bool:
     record = read_provenance(artefact) if Path(artefact).exists() else None
     return (record is not None and record.get("inputs") == json.loads(json.dumps(inputs, default=str))
             and not changed_code(record))
+
+
+def publish(out: Path, facts: dict, *, tables: dict[str, tuple[list[dict], str]] = {},
+            figures: dict[str, Callable[[Path], Path]] = {}, texts: dict[str, str] = {}) -> None:
+    """Write a report's tables (``name: (rows, caption)`` -> .md/.csv/.tex), figures (``name.png: draw(path)``) and
+    texts (``name.md: markdown``) into ``out``, each with a provenance sidecar of the same ``facts``; the summary
+    last, since freshness is judged by it."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (rows, caption) in tables.items():
+        write_table(rows, out / name, caption=caption)
+        write_provenance(out / f"{name}.md", **facts)
+    for name, draw in figures.items():
+        write_provenance(draw(out / name), **facts)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+        write_provenance(out / name, **facts)
+
+
+def skip_if_fresh(out: Path, inputs: dict) -> bool:
+    """True (saying so) when ``out``'s summary was made from these inputs by this code: nothing is redrawn."""
+    if is_fresh(Path(out) / "summary.md", inputs):
+        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+        return True
+    return False
 
 
 def read_provenance(artefact: Path) -> dict | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import data, evaluate, metrics, reports, stats
+from . import evaluate, reports, stats
 from .configs import SAMPLERS, SPACINGS
 from .console import progress
 from .pipeline import TextToImage
@@ -59,32 +59,26 @@ def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path,
               "samples_per_prompt": samples_per_prompt, "samplers": list(samplers or SAMPLERS),
               "spacings": list(spacings), "steps": list(steps), "w": w, "bootstrap": bootstrap,
               "features": extractor.name, "reference": REFERENCE.describe()}
-    if reports.is_fresh(Path(out) / "summary.md", inputs):
-        print(f"{out}: up to date (same checkpoint, settings and code); nothing redrawn")
+    if reports.skip_if_fresh(out, inputs):
         return None
-    cfg, spec = pipe.cfg, data.spec(pipe.cfg)
-    conditions = spec.sweep_conditions(cfg, samples_per_prompt, None)
-    prompts, n = spec.prompts(cfg, conditions), len(conditions)
-    references, floors = evaluate.floors(cfg, [extractor], n)
-    reference_features, floor = references[extractor.name], floors[extractor.name]
-    ref_gram = reference_features.features @ reference_features.features.T
+    shared = evaluate.PairedRows(pipe.cfg, judge, [extractor], samples_per_prompt)
+    n, floor = shared.n, shared.floors[extractor.name]
 
     def measure(sampler: Sampler) -> dict:
         counted = Evaluations()
         start = time.perf_counter()
-        images = pipe.images(prompts, w, sampler=sampler, evaluations=counted, show_progress=False)
+        images = pipe.images(shared.prompts, w, sampler=sampler, evaluations=counted, show_progress=False)
         seconds = time.perf_counter() - start
-        uint8 = metrics.to_uint8(images)
-        hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions).numpy().astype(np.float64)
+        hits, features = shared.row(images)
         return {"sampler": sampler, "nfe": counted.per_image(n), "seconds": seconds / n, "hits": hits,
-                "features": stats.FeatureSet(extractor(uint8).features, reference_features.features, ref_gram)}
+                "features": features[extractor.name]}
 
     print(f"the reference: {REFERENCE.describe()} on {n} images (the slow part)")
     reference = measure(REFERENCE)
     points = [measure(sampler_for(name, spacing, k))
               for name, spacing, k in progress([(a, b, k) for a, b in candidates(samplers, spacings) for k in steps],
                                                desc="samplers")]
-    result = analyse(reference, points, floor, spec.binary_adherence, bootstrap)
+    result = analyse(reference, points, floor, shared.spec.binary_adherence, bootstrap)
     result.update(n=n, w=w, floor=floor, inputs=inputs, features=extractor.name)
     write(result, pipe, Path(out))
     return result
@@ -121,7 +115,6 @@ def analyse(reference: dict, points: list[dict], floor: float, binary: bool, boo
 
 
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
                             features=result["features"], guidance_scale=result["w"], reference=REFERENCE.describe())
     caption = (f"Samplers against {REFERENCE.describe()} on {pipe.cfg.experiment} ({pipe.checkpoint.name}, "
@@ -132,12 +125,8 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                f"bootstrap over {result['bootstrap']} joint resamples of seeds and reference images; adherence: "
                "Newcombe's score interval); matches: both intervals contain 0. s_per_image: this run's wall time, "
                "on this machine (a ratio between rows, not a benchmark).")
-    reports.write_table(result["rows"], out / "samplers", caption=caption)
-    reports.write_provenance(out / "samplers.md", **facts)
-    front(result, out / "front.png")
-    reports.write_provenance(out / "front.png", **facts)
-    (out / "summary.md").write_text(summary(result))
-    reports.write_provenance(out / "summary.md", **facts)
+    reports.publish(out, facts, tables={"samplers": (result["rows"], caption)},
+                    figures={"front.png": lambda path: front(result, path)}, texts={"summary.md": summary(result)})
 
 
 def summary(result: dict) -> str:
