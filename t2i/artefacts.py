@@ -15,14 +15,16 @@ from .configs import ExperimentConfig
 from .errors import UserError
 from .models import build_unet, count_parameters
 from .pipeline import TextToImage
+from .sampling import THESIS, Sampler
 from .runs import CONFIG, load_config
 
 
 class Sources:
-    """The runs, evaluations and benchmarks a profile's artefacts are drawn from; pipelines loaded once each."""
+    """The runs, evaluations and benchmarks a profile's artefacts are drawn from; pipelines loaded once each and
+    sampled with the thesis's sampler (:data:`t2i.sampling.THESIS`, DDPM x 50), whatever a run's default is."""
 
-    def __init__(self, profile: str, runs: dict[str, Path] | None = None):
-        self.profile = profile
+    def __init__(self, profile: str, runs: dict[str, Path] | None = None, sampler: Sampler | None = THESIS):
+        self.profile, self.sampler = profile, sampler
         self.runs = {e: Path(runs[e]) if runs and e in runs else paths.run_dir(e, profile) for e in configs.EXPERIMENTS}
         self._pipes: dict[Path, TextToImage] = {}
 
@@ -41,7 +43,8 @@ class Sources:
         """The experiment's run as a pipeline, loaded once per run folder."""
         run = self.runs[experiment]
         if run not in self._pipes:
-            self._pipes[run] = TextToImage.from_run(run)
+            pipe = TextToImage.from_run(run)
+            self._pipes[run] = pipe.with_sampler(self.sampler) if self.sampler else pipe
         return self._pipes[run]
 
     def sweep_table(self, experiment: str) -> Path:

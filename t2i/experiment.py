@@ -110,13 +110,14 @@ class Run:
     @cached_property
     def sources(self) -> thesis.Sources:
         """Every thesis artefact drawn by this run comes from this run, whichever experiment the thesis drew it for
-        (a new experiment's notebook draws Figure 6 from its own loss log, not MNIST's)."""
+        (a new experiment's notebook draws Figure 6 from its own loss log, not MNIST's), sampled as the thesis did."""
         return thesis.Sources(self.cfg.profile, {e: self.dir for e in configs.EXPERIMENTS})
 
-    @property
+    @cached_property
     def pipe(self) -> TextToImage:
-        """The run's newest checkpoint (EMA weights when it has them) as prompts -> images, loaded once."""
-        return self.sources.pipe(self.cfg.experiment)
+        """The run's newest checkpoint (EMA weights when it has them) as prompts -> images with the run's sampler,
+        loaded once (the thesis figures use the thesis's sampler: :attr:`sources`)."""
+        return TextToImage.from_run(self.dir)
 
     def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
                  num_inference_steps: int | None = None, device=None, spacing: str | None = None,
@@ -135,10 +136,11 @@ class Run:
         return thesis.draw(artefact, self.sources, self.reports)
 
     def describe(self) -> str:
-        """One line for the notebook: the model that made the figures."""
-        pipe = self.pipe
+        """One line for the notebook: the model that made the figures, and how each kind of figure samples it."""
+        pipe, figures = self.pipe, self.sources.sampler
         return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint "
-                f"{pipe.checkpoint.name} ({pipe.weights} weights); sampler {pipe.sampling.describe()}; seed {pipe.cfg.seed}")
+                f"{pipe.checkpoint.name} ({pipe.weights} weights); thesis figures: {figures.describe()}; "
+                f"measurements: {pipe.sampling.describe()}; seed {pipe.cfg.seed}")
 
     # --- measuring ----------------------------------------------------------------------------------------------
     @cached_property

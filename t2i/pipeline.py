@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import copy
+
 import torch
 
 from . import checkpoints, guidance, hub, paths, posthoc
@@ -76,6 +78,13 @@ class TextToImage:
         codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
         sampling = Sampler.of(cfg, name=sampler, steps=num_inference_steps, spacing=spacing, sigma_max=sigma_max)
         return cls(cfg, unet, text, device, checkpoint=path, sampler=sampling, weights=weights, codec=codec)
+
+    def with_sampler(self, sampler: Sampler) -> "TextToImage":
+        """The same model, text encoder and VAE, sampled with ``sampler`` by default."""
+        check_steps(self.cfg, sampler.steps)
+        other = copy.copy(self)
+        other.sampling = sampler
+        return other
 
     @property
     def sampler(self) -> str:

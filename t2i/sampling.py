@@ -84,6 +84,11 @@ class Sampler:
         return f"{self.name} x {self.steps} steps ({spacing}{clip})"
 
 
+# The thesis's own sampler (3.2.5, 3.3.5, 3.5.8: DDPM, 50 steps): the thesis figures are drawn with it, whatever a
+# run's default sampler is (each experiment's default comes from `make samplers`).
+THESIS = Sampler("ddpm", 50, "leading", None)
+
+
 def training_scheduler(cfg: ExperimentConfig) -> DDPMScheduler:
     """The forward (noising) process the UNet is trained against."""
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
