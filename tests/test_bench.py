@@ -183,3 +183,14 @@ def test_a_cpu_run_never_hides_a_gpu_report_and_each_device_keeps_its_own(tmp_pa
     from t2i.bench import device_slug
 
     assert device_slug("NVIDIA H200", cpu=False) == "nvidia-h200" and device_slug("x", cpu=True).startswith("cpu-")
+
+
+def test_bench_sampling_times_the_default_sampler_against_ddpm_20_on_the_same_prompts(smoke_cfg, fit, tmp_path):
+    from t2i.bench import sampling
+
+    run = fit(smoke_cfg.replace(epochs=1, sampler="ddim", num_inference_steps=5), paths.run_dir("mnist", "timed"))
+    sampling.run(run, samples_per_prompt=1, out=tmp_path / "sampling")
+    with open(tmp_path / "sampling.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["evaluations_per_image"]) for r in rows] == [40.0, 10.0]  # counted: 2 per guided step
+    assert float(rows[0]["speedup"]) == 1.0 and "ddim x 5 steps" in rows[1]["sampler"]
