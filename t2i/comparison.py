@@ -99,6 +99,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
     check at a larger N) confirms or contradicts (``check.md``)."""
+    strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
               "sampler": pipe.sampling.describe(), "samples_per_prompt": samples_per_prompt,
               "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
@@ -159,8 +160,9 @@ def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, 
                              params={"sigma_lo": lo, "sigma_hi": hi}, show_progress=False)
         uint8 = metrics.to_uint8(images)
         hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions)
-        found.append({"sigma_lo": lo, "sigma_hi": hi, "w": TUNE_STRENGTH, "fd": metrics.frechet_distance(
-            extractor(uint8), reference), "adherence": float(hits.float().mean()), "samples": n})
+        fd = stats.FeatureSet(extractor(uint8).features, reference.features).fd()  # (defined below D images too)
+        found.append({"sigma_lo": lo, "sigma_hi": hi, "w": TUNE_STRENGTH, "fd": fd,
+                      "adherence": float(hits.float().mean()), "samples": n})
     plain = next(r for r in found if r["sigma_lo"] == 0.0 and r["sigma_hi"] == math.inf)  # the whole range: CFG
     feasible = [r for r in found if r["adherence"] >= plain["adherence"]] or [max(found, key=lambda r: r["adherence"])]
     best = min(feasible, key=lambda r: r["fd"])
