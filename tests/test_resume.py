@@ -94,8 +94,11 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_d
     straight = paths.run_dir("mnist", "straight")
     assert_same_weights(straight, killed)
     assert runs.read_loss_log(killed)["loss"].tolist() == runs.read_loss_log(straight)["loss"].tolist()
-    snapshots = {run: {p.name: p.read_bytes() for _, p in posthoc.snapshots(run)} for run in (straight, killed)}
-    assert len(snapshots[straight]) == 16 and snapshots[killed] == snapshots[straight]
+    snapshots = {run: {p.name: snapshot(p) for _, p in posthoc.snapshots(run)} for run in (straight, killed)}
+    assert len(snapshots[straight]) == 16 and snapshots[killed].keys() == snapshots[straight].keys()
+    for name, (tensors, metadata) in snapshots[straight].items():  # (the header's key order is the writer's own)
+        assert snapshots[killed][name][1] == metadata, name
+        assert all(torch.equal(snapshots[killed][name][0][k], t) for k, t in tensors.items()), name
     tracked = [{k: v for k, v in checkpoints.load_tensors(checkpoints.latest(run)).items() if k.startswith("phema.")}
                for run in (straight, killed)]
     assert tracked[0] and tracked[0].keys() == tracked[1].keys()
@@ -122,6 +125,14 @@ def test_preemption_signals_checkpoint_exit_for_requeue_and_resume_exactly(tiny_
         finish(cli_train(settings, run.name, tiny_clip_dir))
         assert not (run / MARKER).exists()
         assert_same_weights(paths.run_dir("mnist", "straight"), run)
+
+
+def snapshot(path: Path) -> tuple[dict, dict]:
+    """A post-hoc EMA snapshot's tensors and metadata."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
 def cli_train(cfg_overrides: dict, run_name: str, tiny_clip_dir) -> subprocess.Popen:
