@@ -228,8 +228,8 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
                     if test is not None:
                         tests.append({"method": label, "features": s, **test})
     for s in spaces:
-        mine = [t for t in tests if t["features"] == s]
-        for t, adjusted in zip(mine, stats.holm_adjusted([t["p"] for t in mine])):
+        for t, adjusted in zip((t for t in tests if t["features"] == s),
+                               stats.holm_over_groups([(t["method"], t["p"]) for t in tests if t["features"] == s])):
             t["p_holm"] = adjusted
             t["verdict"] = ("not resolved" if adjusted > 1 - stats.LEVEL
                             else "better" if t["better"] else "worse")
@@ -284,7 +284,9 @@ def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
     """For each variant with no resolved test: the N at which its largest effect would be resolved after Holm's
     correction, extrapolated from the effect's standard error on subsamples of N / 4, N / 2 and N seeds."""
     primary = [t for t in tests if t["features"] == space]
-    z = scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1)))  # Holm's strictest step
+    methods = list(dict.fromkeys(t["method"] for t in primary))
+    levels = max((sum(t["method"] == m for t in primary) for m in methods), default=1)
+    z = scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(methods), 1) * levels))  # the strictest step
     n, found = len(rows[0].hits), {}
     for label in dict.fromkeys(t["method"] for t in primary):
         mine = [t for t in primary if t["method"] == label]
@@ -341,7 +343,8 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
             "Each method against CFG along the curve: at an adherence level, FD where each curve first reaches it "
             "(lower is better); at an FD level, adherence there (higher is better). difference = method - CFG, "
             f"{stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error; p_holm "
-            f"Holm-adjusted over the tests of each feature space (verdict at family-wise {1 - stats.LEVEL:.0%})."))
+            "Holm-adjusted across the methods compared, each method's levels Bonferroni-corrected within it (per "
+            f"feature space; verdict at family-wise {1 - stats.LEVEL:.0%})."))
     if result["tuning"]:
         tables["tuning"] = (result["tuning"], (
             f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "
@@ -365,6 +368,7 @@ def summary(result: dict, pipe: TextToImage) -> str:
     n, spaces, floors = result["n"], result["spaces"], result["floors"]
     primary = spaces[0]
     tests = [t for t in result["tests"] if t["features"] == primary]
+    found_methods = list(dict.fromkeys(t["method"] for t in tests))
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, N = {n}", "",
              f"Every row samples the same {n} prompts from the same seeds ({pipe.checkpoint.name}, {pipe.weights} "
              f"weights, {pipe.sampling.describe()}). A method is compared with CFG *along the "
@@ -373,7 +377,8 @@ def summary(result: dict, pipe: TextToImage) -> str:
              f"first reaches an FD level ({', '.join(f'{f:g}' for f in FD_LEVELS)} x the real-vs-real floor, "
              f"{floors[primary]:.2f} in {primary} features at this N). Differences are paired ({result['bootstrap']} "
              f"joint resamples of the seeds and the reference images) with {stats.LEVEL:.0%} bias-corrected intervals "
-             f"that contain their estimates; verdicts are Holm-corrected over the {len(tests)} tests at family-wise "
+             f"that contain their estimates; verdicts are Holm-corrected across the {len(found_methods)} methods (each "
+             f"method's {len(tests)} tests in all Bonferroni-corrected within it), at family-wise "
              f"{1 - stats.LEVEL:.0%}. Guidance: {reports.GUIDANCE_CONVENTION}.", ""]
     found = verdicts(result, primary)
     for label, verdict in found.items():

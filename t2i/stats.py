@@ -184,6 +184,21 @@ def holm_adjusted(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+def holm_over_groups(tests: list[tuple[str, float]]) -> list[float]:
+    """Adjusted p-values for tests that come in groups (a method's tests at several levels): Bonferroni within a group
+    (its smallest p times its size is the group's p), Holm across the groups. A test's adjusted p is the Holm-adjusted
+    p of its group with the group's p replaced by its own Bonferroni-corrected one, so a test is rejected at alpha only
+    if its group is, and the family-wise error over the groups is at most alpha."""
+    groups = list(dict.fromkeys(g for g, _ in tests))
+    size = {g: sum(1 for h, _ in tests if h == g) for g in groups}
+    least = {g: min(min(1.0, size[g] * p) for h, p in tests if h == g) for g in groups}
+    adjusted = []
+    for g, p in tests:
+        own = {**least, g: min(1.0, size[g] * p)}
+        adjusted.append(holm_adjusted([own[h] for h in groups])[groups.index(g)])
+    return adjusted
+
+
 def crossing(along: np.ndarray, values: np.ndarray, level: float, rising: bool = True) -> float:
     """Where a curve first reaches ``level``: ``along`` and ``values`` are the curve's points in order of strength
     (e.g. adherence and FD for w = 1, 1.25, ...). Returns ``values`` linearly interpolated at the first segment

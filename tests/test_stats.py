@@ -99,3 +99,10 @@ def test_a_curve_is_read_where_it_first_reaches_a_level():
     assert np.isnan(stats.crossing(adherence, fd, 1.01))  # never reached
     assert stats.crossing(fd, adherence, 35.0) == pytest.approx(0.995)  # adherence at a matched FD
     assert stats.samples_needed(1.0, [100, 400], [2.0, 1.0], z=2.0) == pytest.approx(1600)
+
+
+def test_holm_across_methods_with_each_methods_levels_bonferroni_corrected():
+    """Two methods, a: p 0.01 and 0.2 at two levels; b: p 0.03. Group p's: a 0.02, b 0.03; Holm: a 0.02 x 2 = 0.04,
+    b max(0.04, 0.03) = 0.04. a's second test: 0.4 in place of a's 0.02 -> Holm gives a max(0.06, 0.4) = 0.4."""
+    adjusted = stats.holm_over_groups([("a", 0.01), ("a", 0.2), ("b", 0.03)])
+    assert adjusted == pytest.approx([0.04, 0.4, 0.04])
