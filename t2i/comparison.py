@@ -133,7 +133,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
             continue
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
-    result.update(n=n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval, guide_name=guide_name,
+    result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval, guide_name=guide_name,
                   inputs=inputs)
     write(result, pipe, out)
     if compare_with is not None:
@@ -316,9 +316,9 @@ def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
 
 # --- the report ---------------------------------------------------------------------------------------------------
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    n, spaces = result["n"], result["spaces"]
+    n, m, spaces = result["n"], result["reference_n"], result["spaces"]
     primary = spaces[0]
-    facts = pipe.provenance(inputs=result["inputs"], samples=n, floors=result["floors"],
+    facts = pipe.provenance(inputs=result["inputs"], samples=n, reference_images=m, floors=result["floors"],
                             real_adherence=result["real_adherence"],
                             features=spaces, bootstrap=result["bootstrap"], guide=result["guide_name"],
                             interval=result["interval"], methods=sorted({r.variant.label for r in result["rows"]}))
@@ -327,8 +327,8 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
             e["params"] = f"guide={result['guide_name']}"
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
                f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
-               f"seeds. fd: Frechet distance in {primary} features to N real training images (real-vs-real floor "
-               f"{result['floors'][primary]:.2f} at this N; fd_over_floor = fd / floor); kid: unbiased KID; "
+               f"seeds. fd: Frechet distance in {primary} features to {m} real training images (real-vs-real floor "
+               f"{result['floors'][primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
                f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
                f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: bias-corrected paired "
                f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, so they contain "
@@ -375,7 +375,8 @@ def summary(result: dict, pipe: TextToImage) -> str:
              f"curve*: its FD where it first reaches an adherence level ({', '.join(f'{lv:g}' for lv in result['levels'])}"
              f"; {result['real_adherence']:.3f} is the judge on real held-out images) and its adherence where it "
              f"first reaches an FD level ({', '.join(f'{f:g}' for f in FD_LEVELS)} x the real-vs-real floor, "
-             f"{floors[primary]:.2f} in {primary} features at this N). Differences are paired ({result['bootstrap']} "
+             f"{floors[primary]:.2f} in {primary} features, {result['reference_n']} real images against as many"
+             f"{'' if result['reference_n'] == n else ': fewer than N, as the dataset holds no more'}). Differences are paired ({result['bootstrap']} "
              f"joint resamples of the seeds and the reference images) with {stats.LEVEL:.0%} bias-corrected intervals "
              f"that contain their estimates; verdicts are Holm-corrected across the {len(found_methods)} methods (each "
              f"method's {len(tests)} tests in all Bonferroni-corrected within it), at family-wise "
