@@ -133,8 +133,8 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
             continue
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
-    result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval, guide_name=guide_name,
-                  inputs=inputs)
+    result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval,
+                  guide_name=guide_name, inputs=inputs)
     write(result, pipe, out)
     if compare_with is not None:
         print(check_against(result, Path(compare_with), out))

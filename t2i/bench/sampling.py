@@ -1,8 +1,10 @@
-"""``make bench-sampling``: what a run's default sampler saves against the thesis's DDPM, side by side in one run.
+"""``make bench-sampling``: what a run's default sampler saves against the DDPM x 20 the demo used before
+`make samplers` chose one, side by side in one run.
 
 Both sample the same N = 500 prompts (the guidance comparison's: fifty per digit) at w = 3 from the same seeds, on
 this machine, with the run's weights; the table gives each one's wall time, network evaluations per image (counted)
-and the ratio. `make guidance` at its default grid is 45 such samplings, so the ratio is what the default saves there.
+and the ratio. `make guidance` at its default grid samples 54 such rows (plus the interval's tuning), so the ratio is
+what the default saves there.
 """
 
 from __future__ import annotations
