@@ -127,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="images per prompt and point (default: N = 200 for ten classes)")
     p.add_argument("--samplers", nargs="+", choices=configs.SAMPLERS, help="default: all")
     p.add_argument("--steps", nargs="+", type=_positive, default=list(sampler_front.STEPS))
-    p.add_argument("--guidance-scale", type=_finite, help="default: the run's sample_guidance_scale")
+    p.add_argument("--spacings", nargs="+", choices=configs.SPACINGS, default=list(sampler_front.SPACINGS))
+    p.add_argument("--guidance-scales", nargs="+", type=_finite, default=list(sampler_front.GUIDANCE_SCALES),
+                   help="the strengths the default must match the reference at")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
     p = sub.add_parser("ema", help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)")
@@ -235,7 +237,8 @@ def _guidance(args) -> int:
 
 def _samplers(args) -> int:
     out = Run.open(args.run_dir).compare_samplers(args.samples_per_prompt, samplers=args.samplers, steps=args.steps,
-                                                  features=args.features, guidance_scale=args.guidance_scale)
+                                                  spacings=args.spacings, features=args.features,
+                                                  guidance_scales=args.guidance_scales)
     print((out / "summary.md").read_text())
     print(f"wrote {out}")
     return 0

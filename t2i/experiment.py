@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
-from . import (comparison, configs, data, ema_front, evaluate, judges, objectives, paths, runs, sampler_front, thesis,
-               watch)
+from . import configs, data, evaluate, judges, objectives, paths, runs, thesis, watch
 from .configs import ExperimentConfig
 from .errors import ConfigError
 from .files import check_writable
@@ -176,8 +175,11 @@ class Run:
                               clip=clip, seed=seed)
         return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir)
 
-    def compare_guidance(self, samples_per_prompt: int = comparison.SAMPLES_PER_PROMPT, *,
-                         methods: Sequence[str] | None = None, strengths: Sequence[float] = comparison.STRENGTHS,
+    # The three studies are imported where they run, so that a report depends on its own study's code only (an edit to
+    # t2i/ema_front.py stales no sampler or MNIST report: reports record the modules their process imported).
+
+    def compare_guidance(self, samples_per_prompt: int | None = None, *,
+                         methods: Sequence[str] | None = None, strengths: Sequence[float] | None = None,
                          guide_checkpoint: str | None = None, guide_run: Path | None = None,
                          features: str = "staged", check: str | None = None,
                          ema_length: float | None = None) -> Path:
@@ -185,36 +187,44 @@ class Run:
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
         feature space, or name one. ``check``: write to ``guidance/<check>/`` instead, and compare its verdicts with
         the main report's (a check at a larger N). Returns the folder of the report (remade, or up to date)."""
+        from . import comparison
+
         out = self.guidance_dir / check if check else self.guidance_dir
         check_writable(out, folder=True)
         pipe = self.pipeline(ema_length=ema_length)
         extractors = (evaluate.staged_extractors(self.judge, pipe.device) if features == "staged"
                       else [evaluate.make_extractor(features, self.judge, pipe.device)])
         guide = load_guide(self.dir, guide_checkpoint, guide_run)
-        comparison.run(pipe, self.judge, extractors, samples_per_prompt, out, methods=methods, strengths=strengths,
+        comparison.run(pipe, self.judge, extractors, samples_per_prompt or comparison.SAMPLES_PER_PROMPT, out,
+                       methods=methods, strengths=strengths or comparison.STRENGTHS,
                        guide=guide, tune=check is None, compare_with=self.guidance_dir if check else None,
                        guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg))
         return out
 
 
-    def compare_samplers(self, samples_per_prompt: int = sampler_front.SAMPLES_PER_PROMPT, *,
-                         samplers: Sequence[str] | None = None, steps: Sequence[int] = sampler_front.STEPS,
-                         features: str = "auto", guidance_scale: float | None = None) -> Path:
-        """`make samplers`: every sampler and spacing against a 1,000-step DDPM reference (:mod:`t2i.sampler_front`),
-        written to :attr:`samplers_dir`; returns that folder."""
+    def compare_samplers(self, samples_per_prompt: int | None = None, *, samplers: Sequence[str] | None = None,
+                         steps: Sequence[int] | None = None, spacings: Sequence[str] | None = None,
+                         features: str = "auto", guidance_scales: Sequence[float] | None = None) -> Path:
+        """`make samplers`: every sampler and spacing against a 1,000-step DDPM reference at each strength
+        (:mod:`t2i.sampler_front`; what is not given, its defaults), written to :attr:`samplers_dir`; returns it."""
+        from . import sampler_front
+
         check_writable(self.samplers_dir, folder=True)
         pipe = self.pipe
         sampler_front.run(pipe, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
-                          samples_per_prompt, self.samplers_dir, samplers=samplers, steps=steps,
-                          guidance_scale=guidance_scale)
+                          samples_per_prompt or sampler_front.SAMPLES_PER_PROMPT, self.samplers_dir, samplers=samplers,
+                          steps=steps or sampler_front.STEPS, spacings=spacings or sampler_front.SPACINGS,
+                          guidance_scales=guidance_scales or sampler_front.GUIDANCE_SCALES)
         return self.samplers_dir
 
 
-    def compare_ema(self, samples_per_prompt: int = ema_front.SAMPLES_PER_PROMPT, *, cfg_strength: float | None = None,
+    def compare_ema(self, samples_per_prompt: int | None = None, *, cfg_strength: float | None = None,
                     autoguidance_strength: float | None = None, guide_checkpoint: str | None = None,
                     features: str = "auto") -> Path:
         """`make ema`: post-hoc EMA lengths for unguided, CFG and autoguided sampling (:mod:`t2i.ema_front`), written
         to :attr:`ema_dir`. Strengths not given are read from the guidance report (`make guidance` first)."""
+        from . import ema_front
+
         check_writable(self.ema_dir, folder=True)
         strengths = {}
         if cfg_strength is None or (guide_checkpoint and autoguidance_strength is None):
@@ -227,7 +237,8 @@ class Run:
                           if v is not None})
         pipe = self.pipe
         ema_front.run(pipe, self.dir, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
-                      samples_per_prompt, self.ema_dir, strengths=strengths, guide_checkpoint=guide_checkpoint)
+                      samples_per_prompt or ema_front.SAMPLES_PER_PROMPT, self.ema_dir, strengths=strengths,
+                      guide_checkpoint=guide_checkpoint)
         return self.ema_dir
 
 

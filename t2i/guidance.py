@@ -49,7 +49,7 @@ from diffusers.guiders.classifier_free_zero_star_guidance import cfg_zero_star_s
 from diffusers.guiders.guider_utils import rescale_noise_cfg
 
 from .errors import ConfigError
-from .sampling import Denoiser, EpsModel
+from .sampling import Denoiser, EpsModel, alpha_at
 
 
 @dataclass(frozen=True)
@@ -187,20 +187,6 @@ class Context:
     def step(self, x: torch.Tensor, t) -> Step:
         return Step(x, t, alpha_at(self.alphas_cumprod, t) if self.alphas_cumprod is not None else float("nan"),
                     self.data_range)
-
-
-def alpha_at(alphas_cumprod: torch.Tensor, t) -> float:
-    """alphabar at timestep ``t``: exact at integer timesteps; between them (Karras-sigma samplers ask at fractional
-    t), interpolated linearly in log sigma, as diffusers maps sigmas to timesteps."""
-    t = float(t)
-    low = min(max(int(math.floor(t)), 0), len(alphas_cumprod) - 1)
-    high = min(low + 1, len(alphas_cumprod) - 1)
-    log_sigma = lambda a: 0.5 * math.log((1 - a) / a)  # noqa: E731
-    a_low, a_high = float(alphas_cumprod[low]), float(alphas_cumprod[high])
-    if t == low or high == low:
-        return a_low
-    sigma = math.exp(log_sigma(a_low) + (t - low) * (log_sigma(a_high) - log_sigma(a_low)))
-    return 1 / (1 + sigma * sigma)
 
 
 def denoiser(name: str, model: EpsModel, cond: torch.Tensor, uncond: torch.Tensor, w: float,

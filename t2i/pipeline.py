@@ -15,7 +15,7 @@ from .errors import ConfigError, RunError
 from .console import progress
 from .models import check_text_width
 from .runs import load_config
-from .sampling import Evaluations, Sampler, initial_noise, make_scheduler, sample, unet_eps
+from .sampling import Evaluations, Sampler, initial_noise, make_scheduler, sample, unet_eps, x0_range
 from .text import TextEncoder
 from .vae import LatentCodec, check_latent_shape
 
@@ -141,7 +141,8 @@ class TextToImage:
             c = cond[start:start + len(seeds)].to(self.device)
             denoiser = guidance.denoiser(method, model, c, uncond.expand_as(c).to(self.device), guidance_scale, params,
                                          context)
-            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators, callback=callback)
+            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators, callback=callback,
+                        x0_range=x0_range(cfg))
             if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
                 x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])
             out.append(x0.float().cpu())

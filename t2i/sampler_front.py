@@ -1,16 +1,19 @@
-"""``make samplers RUN=...``: how few network evaluations give the image the model would draw with 1,000 steps.
+"""``make samplers RUN=...``: how few network evaluations give the image the model would draw with 1,000 steps, at
+every guidance strength the reports show.
 
-Every sampler of :data:`t2i.sampling.SAMPLERS` at every timestep spacing (Karras-sigma samplers place their own steps)
-and step count of :data:`STEPS` samples the same N prompts from the same seeds at the run's sample guidance scale,
-beside a reference drawn with 1,000 ancestral DDPM steps (every training timestep). Each point's network evaluations
-per image are counted (:class:`t2i.sampling.Evaluations`: a CFG step is two, a Heun step two but the last), and its
-FD and adherence are compared with the reference's *paired* (the seeds and the real reference images resampled
-jointly, :mod:`t2i.stats`): a point "matches the reference" when both paired intervals contain 0. The summary names
-the cheapest point that does, which is what each experiment's default sampler comes from.
+Every sampler of :data:`t2i.sampling.SAMPLERS` at each timestep spacing of :data:`SPACINGS` (Karras-sigma samplers place
+their own steps) and step count of :data:`STEPS` samples the same N prompts from the same seeds at each guidance strength
+of :data:`GUIDANCE_SCALES`, beside a reference drawn at that strength with 1,000 ancestral DDPM steps (every training
+timestep). Each point's network evaluations per image are counted (:class:`t2i.sampling.Evaluations`: a CFG step is
+two, w = 1 one, a Heun step two but the last), and its FD and adherence are compared with the reference's *paired*
+(the seeds and the real reference images resampled jointly, :mod:`t2i.stats`): a point "matches the reference" when
+both paired intervals contain 0. A sampler chosen at one strength can lose adherence at another, so the summary names
+the cheapest sampler and step count that matches **at every strength measured**: each experiment's default sampler
+comes from it.
 
 It writes ``reports/<profile>/<experiment>/<run>/samplers/``: ``samplers.md/.csv/.tex``, ``front.png`` (FD and
-adherence against evaluations per image, one curve per sampler and spacing) and ``summary.md``, with provenance; a
-second call on the same checkpoint, settings and code redraws nothing.
+adherence against evaluations per image, one curve per sampler and spacing, one row per strength) and ``summary.md``,
+with provenance; a second call on the same checkpoint, settings and code redraws nothing.
 """
 
 from __future__ import annotations
@@ -23,22 +26,27 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import evaluate, reports, stats
-from .configs import SAMPLERS, SPACINGS
+from .configs import SAMPLERS
 from .console import progress
 from .pipeline import TextToImage
 from .sampling import EDM_SIGMA_MAX, KARRAS, Evaluations, Sampler
 
-STEPS = (4, 6, 8, 10, 15, 20, 30, 50)
-SAMPLES_PER_PROMPT = 20  # N = 200 for ten classes: the 1,000-step reference alone is 400,000 evaluations
+# The default grid: about 45 minutes on the project's 2 CPU cores for the demo, most of it the three references
+# (1,000 steps each). "linspace" spacing is left out by default (--spacings adds it; DDIM refuses it, t2i.sampling).
+STEPS = (6, 10, 20)
+SPACINGS = ("leading", "trailing")
+GUIDANCE_SCALES = (1.0, 3.0, 10.0)  # conditional, the demo's sample strength, and strong guidance
+SAMPLES_PER_PROMPT = 20  # N = 200 for ten classes: each guided 1,000-step reference is 400,000 evaluations
 REFERENCE = Sampler("ddpm", 1000, "leading", None)  # ancestral DDPM at every training timestep
 BOOTSTRAP = 200
-CHEAP = 10  # the goal: a sampler at <= this many steps that matches the reference
 
 
 def candidates(names: Sequence[str] | None = None, spacings: Sequence[str] = SPACINGS) -> list[tuple[str, str]]:
-    """(sampler, spacing) pairs: every spacing for the samplers that use one, Karras sigmas for the others."""
+    """(sampler, spacing) pairs: every spacing for the samplers that use one (but DDIM's refused "linspace"), Karras
+    sigmas for the others."""
     return [(name, "karras" if name in KARRAS else spacing) for name in (names or SAMPLERS)
-            for spacing in (("trailing",) if name in KARRAS else spacings)]
+            for spacing in (("trailing",) if name in KARRAS else spacings)
+            if not (name == "ddim" and spacing == "linspace")]
 
 
 def sampler_for(name: str, spacing: str, steps: int) -> Sampler:
@@ -52,19 +60,19 @@ def sampler_for(name: str, spacing: str, steps: int) -> Sampler:
 
 def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path, *,
         samplers: Sequence[str] | None = None, spacings: Sequence[str] = SPACINGS, steps: Sequence[int] = STEPS,
-        guidance_scale: float | None = None, bootstrap: int = BOOTSTRAP) -> dict | None:
-    """Measure the front and write the report; None when the report in ``out`` is up to date."""
-    w = pipe.cfg.sample_guidance_scale if guidance_scale is None else float(guidance_scale)
+        guidance_scales: Sequence[float] = GUIDANCE_SCALES, bootstrap: int = BOOTSTRAP) -> dict | None:
+    """Measure the front at every strength and write the report; None when the report in ``out`` is up to date."""
+    ws = sorted(float(w) for w in guidance_scales)
     inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
               "samples_per_prompt": samples_per_prompt, "samplers": list(samplers or SAMPLERS),
-              "spacings": list(spacings), "steps": list(steps), "w": w, "bootstrap": bootstrap,
+              "spacings": list(spacings), "steps": list(steps), "w": ws, "bootstrap": bootstrap,
               "features": extractor.name, "reference": REFERENCE.describe()}
     if reports.skip_if_fresh(out, inputs):
         return None
     shared = evaluate.PairedRows(pipe.cfg, judge, [extractor], samples_per_prompt)
     n, floor = shared.n, shared.floors[extractor.name]
 
-    def measure(sampler: Sampler) -> dict:
+    def measure(sampler: Sampler, w: float) -> dict:
         counted = Evaluations()
         start = time.perf_counter()
         images = pipe.images(shared.prompts, w, sampler=sampler, evaluations=counted, show_progress=False)
@@ -73,19 +81,21 @@ def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path,
         return {"sampler": sampler, "nfe": counted.per_image(n), "seconds": seconds / n, "hits": hits,
                 "features": features[extractor.name]}
 
-    print(f"the reference: {REFERENCE.describe()} on {n} images (the slow part)")
-    reference = measure(REFERENCE)
-    points = [measure(sampler_for(name, spacing, k))
-              for name, spacing, k in progress([(a, b, k) for a, b in candidates(samplers, spacings) for k in steps],
-                                               desc="samplers")]
-    result = analyse(reference, points, floor, shared.spec.binary_adherence, bootstrap)
-    result.update(n=n, w=w, floor=floor, inputs=inputs, features=extractor.name)
+    grid = [sampler_for(name, spacing, k) for name, spacing in candidates(samplers, spacings) for k in steps]
+    rows = []
+    for w in ws:
+        print(f"w = {w:g}: the reference, {REFERENCE.describe()} on {n} images (the slow part)")
+        reference = measure(REFERENCE, w)
+        points = [measure(sampler, w) for sampler in progress(grid, desc=f"samplers at w = {w:g}")]
+        rows += [{"w": w, **row} for row in analyse(reference, points, floor, shared.spec.binary_adherence, bootstrap)]
+    result = {"rows": rows, "cheapest": cheapest(rows), "bootstrap": bootstrap, "n": n, "ws": ws, "floor": floor,
+              "inputs": inputs, "features": extractor.name}
     write(result, pipe, Path(out))
     return result
 
 
-def analyse(reference: dict, points: list[dict], floor: float, binary: bool, bootstrap: int) -> dict:
-    """Each point's FD and adherence, and their paired differences to the reference, with intervals."""
+def analyse(reference: dict, points: list[dict], floor: float, binary: bool, bootstrap: int) -> list[dict]:
+    """Each point's FD and adherence, and their paired differences to the reference, with intervals (one strength)."""
     n, m = len(reference["hits"]), len(reference["features"].y)
     draws, refs = stats.resamples(n, m, bootstrap)
     ref_boot = np.array([reference["features"].fd(d, q) for d, q in zip(draws, refs)])
@@ -109,17 +119,32 @@ def analyse(reference: dict, points: list[dict], floor: float, binary: bool, boo
                      "d_fd_lo": lo, "d_fd_hi": hi, "adherence": float(p["hits"].mean()), "d_adherence": d_adh,
                      "d_adherence_lo": a_lo, "d_adherence_hi": a_hi, "s_per_image": p["seconds"],
                      "matches": "yes" if matches else "no"})
-    matching = [r for r in rows[1:] if r["matches"] == "yes"]
-    cheapest = min(matching, key=lambda r: (r["nfe"], r["steps"])) if matching else None
-    return {"rows": rows, "cheapest": cheapest, "bootstrap": bootstrap}
+    return rows
+
+
+def _key(row: dict) -> tuple:
+    return row["sampler"], row["spacing"], row["steps"]
+
+
+def cheapest(rows: list[dict]) -> dict | None:
+    """The point (sampler, spacing, steps) that matches the reference at every strength measured, with the fewest
+    steps and then evaluations; its row at the strongest guidance (None if no point matches everywhere)."""
+    ws = sorted({r["w"] for r in rows})
+    points = [r for r in rows if r["matches"] != "reference"]
+    everywhere = {k for k in map(_key, points)
+                  if all(r["matches"] == "yes" for r in points if _key(r) == k) and
+                  len([r for r in points if _key(r) == k]) == len(ws)}
+    strongest = [r for r in points if _key(r) in everywhere and r["w"] == ws[-1]]
+    return min(strongest, key=lambda r: (r["steps"], r["nfe"])) if strongest else None
 
 
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
     facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
-                            features=result["features"], guidance_scale=result["w"], reference=REFERENCE.describe())
+                            features=result["features"], guidance_scales=result["ws"], reference=REFERENCE.describe())
     caption = (f"Samplers against {REFERENCE.describe()} on {pipe.cfg.experiment} ({pipe.checkpoint.name}, "
-               f"{pipe.weights} weights), N = {result['n']} images per row from the same prompts and seeds, w = "
-               f"{result['w']:g} ({reports.GUIDANCE_CONVENTION}). nfe: network evaluations per image, counted; fd: "
+               f"{pipe.weights} weights), N = {result['n']} images per row from the same prompts and seeds, at each "
+               f"w of {', '.join(f'{w:g}' for w in result['ws'])} ({reports.GUIDANCE_CONVENTION}), each against its "
+               "own reference. nfe: network evaluations per image, counted; fd: "
                f"Frechet distance in {result['features']} features to N real images (floor {result['floor']:.2f}); "
                f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: bias-corrected "
                f"bootstrap over {result['bootstrap']} joint resamples of seeds and reference images; adherence: "
@@ -130,55 +155,71 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
 
 
 def summary(result: dict) -> str:
-    rows, best, reference = result["rows"], result["cheapest"], result["rows"][0]
-    lines = [f"# Samplers against the 1,000-step reference, N = {result['n']}", "",
-             f"Reference: {REFERENCE.describe()}, {reference['nfe']:.0f} evaluations per image, FD "
-             f"{reference['fd']:.2f} ({reference['fd_over_floor']:.2f}x the floor), adherence "
-             f"{reference['adherence']:.3f}. A point matches it when the paired {stats.LEVEL:.0%} intervals of its FD "
-             f"and adherence differences both contain 0 (w = {result['w']:g}).", ""]
+    rows, best, ws = result["rows"], result["cheapest"], result["ws"]
+    references = {r["w"]: r for r in rows if r["matches"] == "reference"}
+    points = [r for r in rows if r["matches"] != "reference"]
+    lines = [f"# Samplers against the 1,000-step reference, N = {result['n']}, at w = "
+             + ", ".join(f"{w:g}" for w in ws), "",
+             f"Reference: {REFERENCE.describe()} at each strength. A point matches it when the paired "
+             f"{stats.LEVEL:.0%} intervals of its FD and adherence differences both contain 0.", ""]
+    lines += [f"- w = {w:g}: {r['nfe']:.0f} evaluations per image, FD {r['fd']:.2f} ({r['fd_over_floor']:.2f}x the "
+              f"floor), adherence {r['adherence']:.3f}" for w, r in references.items()]
+    lines.append("")
     if best is None:
-        lines.append(f"No sampler and step count matched the reference at N = {result['n']}.")
+        lines.append(f"No sampler and step count matched the reference at every strength at N = {result['n']}.")
     else:
-        lines.append(f"**Cheapest match: {best['sampler']} ({best['spacing']}) at {best['steps']} steps, "
-                     f"{best['nfe']:.0f} evaluations per image** ({reference['nfe'] / best['nfe']:.0f}x fewer than the "
-                     f"reference): FD {best['fd']:.2f} (difference {best['d_fd']:+.2f} [{best['d_fd_lo']:.2f}, "
-                     f"{best['d_fd_hi']:.2f}]), adherence {best['adherence']:.3f} (difference {best['d_adherence']:+.3f} "
-                     f"[{best['d_adherence_lo']:.3f}, {best['d_adherence_hi']:.3f}]).")
-    goal = [r for r in rows[1:] if r["matches"] == "yes" and r["steps"] <= CHEAP]
-    lines += ["", f"At <= {CHEAP} steps, {len(goal)} of {sum(r['steps'] <= CHEAP for r in rows[1:])} points match: "
-              + (", ".join(f"{r['sampler']} ({r['spacing']}) x {r['steps']}" for r in goal) or "none") + "."]
-    for name in dict.fromkeys((r["sampler"], r["spacing"]) for r in rows[1:]):
-        mine = [r for r in rows[1:] if (r["sampler"], r["spacing"]) == name and r["matches"] == "yes"]
-        first = min(mine, key=lambda r: r["steps"]) if mine else None
-        lines.append(f"- {name[0]} ({name[1]}): " + (f"matches from {first['steps']} steps ({first['nfe']:.0f} "
-                                                     "evaluations)" if first else "matches at no step count tried"))
+        at = {r["w"]: r for r in points if _key(r) == _key(best)}
+        lines.append(f"**Cheapest match at every strength: {best['sampler']} ({best['spacing']}) at {best['steps']} "
+                     f"steps, {best['nfe']:.0f} evaluations per image at w = {ws[-1]:g}**:")
+        lines += [f"- w = {w:g}: FD {r['fd']:.2f} (difference {r['d_fd']:+.2f} [{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}]),"
+                  f" adherence {r['adherence']:.3f} (difference {r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, "
+                  f"{r['d_adherence_hi']:.3f}])" for w, r in at.items()]
+    lines += ["", "Where each sampler first matches (the fewest steps tried that match at that strength):", "",
+              "| sampler | spacing | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
+              "|---|---|" + "---|" * len(ws)]
+    for name, spacing in dict.fromkeys((r["sampler"], r["spacing"]) for r in points):
+        cells = []
+        for w in ws:
+            mine = [r for r in points if (r["sampler"], r["spacing"], r["w"]) == (name, spacing, w)
+                    and r["matches"] == "yes"]
+            first = min(mine, key=lambda r: r["steps"]) if mine else None
+            cells.append(f"{first['steps']} ({first['nfe']:.0f} evaluations)" if first else "none")
+        lines.append(f"| {name} | {spacing} | " + " | ".join(cells) + " |")
+    deterministic = [r for r in points if r["sampler"] not in ("ddpm", "dpmsolver++sde") and r["steps"] <= 20]
+    everywhere = {_key(r) for r in deterministic} - {_key(r) for r in deterministic if r["matches"] != "yes"}
+    lines += ["", "Deterministic samplers at <= 20 steps that match at every strength: "
+              + (", ".join(f"{k[0]} ({k[1]}) x {k[2]}" for k in sorted(everywhere)) or "none") + "."]
     return "\n".join(lines) + "\n"
 
 
 def front(result: dict, path: Path) -> Path:
-    rows, reference = result["rows"][1:], result["rows"][0]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
-    curves = list(dict.fromkeys((r["sampler"], r["spacing"]) for r in rows))
+    ws = result["ws"]
+    fig, axes = plt.subplots(len(ws), 2, figsize=(12, 4 * len(ws)), sharex=True, squeeze=False)
+    points = [r for r in result["rows"] if r["matches"] != "reference"]
     styles = {"leading": "-", "trailing": "--", "linspace": ":", "karras": "-."}
-    colours = {name: plt.cm.tab10(k % 10) for k, name in enumerate(dict.fromkeys(r["sampler"] for r in rows))}
-    for name, spacing in curves:
-        mine = sorted((r for r in rows if (r["sampler"], r["spacing"]) == (name, spacing)), key=lambda r: r["nfe"])
-        for ax, key in ((left, "fd_over_floor"), (right, "adherence")):
-            ax.plot([r["nfe"] for r in mine], [r[key] for r in mine], styles[spacing], marker="o", ms=3,
-                    color=colours[name], label=f"{name} ({spacing})" if ax is left else None)
-            hits = [r for r in mine if r["matches"] == "yes"]
-            ax.scatter([r["nfe"] for r in hits], [r[key] for r in hits], s=40, facecolors="none",
-                       edgecolors=colours[name])
-    for ax, key, label in ((left, "fd_over_floor", "FD / real-vs-real floor"), (right, "adherence", "adherence")):
-        ax.axhline(reference[key], color="black", lw=1.5, label=f"reference ({reference['nfe']:.0f} evaluations)")
-        ax.set_xscale("log")
+    colours = {name: plt.cm.tab10(k % 10) for k, name in enumerate(dict.fromkeys(r["sampler"] for r in points))}
+    for (left, right), w in zip(axes, ws):
+        rows = [r for r in points if r["w"] == w]
+        reference = next(r for r in result["rows"] if r["matches"] == "reference" and r["w"] == w)
+        for name, spacing in dict.fromkeys((r["sampler"], r["spacing"]) for r in rows):
+            mine = sorted((r for r in rows if (r["sampler"], r["spacing"]) == (name, spacing)), key=lambda r: r["nfe"])
+            for ax, key in ((left, "fd_over_floor"), (right, "adherence")):
+                ax.plot([r["nfe"] for r in mine], [r[key] for r in mine], styles[spacing], marker="o", ms=3,
+                        color=colours[name], label=f"{name} ({spacing})" if ax is left else None)
+                hits = [r for r in mine if r["matches"] == "yes"]
+                ax.scatter([r["nfe"] for r in hits], [r[key] for r in hits], s=40, facecolors="none",
+                           edgecolors=colours[name])
+        for ax, key, label in ((left, "fd_over_floor", "FD / real-vs-real floor"), (right, "adherence", "adherence")):
+            ax.axhline(reference[key], color="black", lw=1.5, label=f"reference ({reference['nfe']:.0f} evaluations)")
+            ax.set_xscale("log")
+            ax.set_ylabel(f"{label}, w = {w:g}")
+            ax.grid(alpha=0.3)
+        top = max(2.0, float(np.quantile([r["fd_over_floor"] for r in rows], 0.85)) * 1.1)
+        left.set_ylim(0, top)  # the few-step outliers do not squeeze the rest
+        right.legend(fontsize=7)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    for ax in axes[-1]:
         ax.set_xlabel("network evaluations per image (counted)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    top = max(2.0, float(np.quantile([r["fd_over_floor"] for r in rows], 0.85)) * 1.1)
-    left.set_ylim(0, top)  # the few-step outliers do not squeeze the rest
-    left.legend(fontsize=6, ncol=2)
-    right.legend(fontsize=7)
-    fig.suptitle(f"Samplers vs {REFERENCE.describe()}, N = {result['n']}, w = {result['w']:g} (circled: matches the "
-                 "reference within the paired intervals)", fontsize=10)
+    fig.suptitle(f"Samplers vs {REFERENCE.describe()}, N = {result['n']} (circled: matches the reference within the "
+                 f"paired intervals; {reports.GUIDANCE_CONVENTION})", fontsize=10)
     return reports.save(fig, path)

@@ -7,14 +7,16 @@ denoiser and knows nothing about guidance, text, datasets or files.
 Every sampler is a diffusers scheduler configured from the run's training schedule (:data:`SAMPLERS`), with its
 timestep spacing ("leading", "trailing", "linspace") as a setting (:class:`Sampler`).
 
-**Why DPM-Solver saturated at t = T - 1, and the fix.** A sampler that starts at the noisiest timesteps ("trailing",
-"linspace") predicts x0 = (x_t - sqrt(1 - alphabar) eps) / sqrt(alphabar) where sqrt(alphabar) is tiny, so the eps
-error is amplified many times (sigma = sqrt((1 - alphabar) / alphabar) is 71 at t = 990 on the cosine schedule).
-DDPM and DDIM clip every x0 prediction to [-1, 1] (the run's ``clip_sample``); DPM-Solver++, UniPC and DEIS have no
-such option and took the wild prediction as it was: on the demo, DPM-Solver++ with "trailing" steps left 60% of the
-pixels at white (DDIM trailing: 0.6%). They now apply the same clip, through their ``thresholding`` with the
-threshold pinned at 1 (``sample_max_value``: diffusers clamps the dynamic threshold s into [1, sample_max_value], so s
-is exactly 1 and thresholding is the clip), 4% white. Euler has no clip; Heun clips like DDPM.
+**x0 stays in the data's range.** Every x0 prediction is clipped to the range the UNet was trained on
+(:func:`x0_range`: the config's ``pixel_range``; latents are not clipped) by the loop itself, for every sampler and
+spacing alike: :func:`sample` turns the denoiser's eps into x0 = (x_t - sqrt(1 - alphabar) eps) / sqrt(alphabar) at
+the step's noise level, clips it, and gives the scheduler the eps of the clipped x0, so each scheduler's own
+conversion sees the clipped prediction. The schedulers' own clips are off: diffusers' ``clip_sample`` and
+``thresholding`` are symmetric around 0 ([-1, 1] at most), which on MNIST's [0, 1] data let every x0 between -1 and 0
+through (34% of DDIM x 50's pixels on the demo ended below 0) and clamped them to black afterwards; Euler had no clip
+at all. The clip also matters at the noisiest steps of "trailing" and "linspace" spacings, where sqrt(alphabar) is
+tiny and the eps error is amplified many times (sigma = 71 at t = 990 on the cosine schedule): unclipped,
+DPM-Solver++ left 60% of the demo's pixels white.
 A second setting, ``sigma_max``, clips the schedule itself: the cosine schedule caps its betas at 0.999, so its last
 timestep sits at sigma = 20,291 (t = 998 at 642); Karras-sigma samplers space their steps from there and waste them.
 EDM's sigma_max = 80 (Karras et al. 2022) keeps the timesteps whose sigma is at most 80: the scheduler is built from
@@ -27,6 +29,7 @@ w = 0 is unconditional, w = 1 plain conditional, w > 1 extrapolates towards the 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,14 +53,12 @@ SCHEDULERS: dict[str, tuple[type, dict]] = {
     "dpmsolver++3m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3}),
     "dpmsolver++sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
     "unipc": (UniPCMultistepScheduler, {}),  # Zhao et al. 2023, bh2
-    "deis": (DEISMultistepScheduler, {}),  # Zhang & Chen 2023, order 3
+    "deis": (DEISMultistepScheduler, {}),  # Zhang & Chen 2023, order 2 (diffusers' default solver_order)
     "euler-karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's sigmas, Euler steps
     "heun-karras": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's 2nd-order sampler
 }
 assert set(SCHEDULERS) == set(SAMPLERS), "configs.SAMPLERS lists the names, SCHEDULERS says what they are"
 KARRAS = ("euler-karras", "heun-karras")
-# no clip_sample option: the run's clip is their thresholding with the threshold pinned at 1 (module docstring)
-CLIPPED_BY_THRESHOLD = (DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler)
 STOCHASTIC = ("ddpm", "dpmsolver++sde")  # they draw fresh noise every step (from the per-image generators)
 EDM_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
 
@@ -112,9 +113,40 @@ def make_scheduler(sampler: Sampler | str, cfg: ExperimentConfig, **options) -> 
         if kept < 2:
             raise ConfigError(f"sigma_max={sampler.sigma_max:g} keeps {kept} of the schedule's timesteps")
         own.update(num_train_timesteps=kept, trained_betas=train.betas[:kept].tolist())
-    if cfg.clip_sample and kind in CLIPPED_BY_THRESHOLD:  # the run's x0 clip, as DDPM and DDIM apply it
-        own.update(thresholding=True, sample_max_value=train.config.clip_sample_range)
+    if kind is DDIMScheduler and sampler.spacing == "linspace":
+        raise ConfigError("DDIM with 'linspace' spacing steps back by T // n instead of to the previous timestep "
+                          "(diffusers issues #11347, #12633): use 'leading' or 'trailing'")
+    # the loop clips x0 to the data's range (x0_range); the schedulers' own symmetric clips stay off
+    own.update(clip_sample=False, thresholding=False)
     return kind.from_config(train.config, timestep_spacing=sampler.spacing, **own, **options)
+
+
+def x0_range(cfg: ExperimentConfig) -> tuple[float, float] | None:
+    """The range every x0 prediction is clipped to while sampling: the training pixels' (``pixel_range``) when the run
+    clips (``clip_sample``); None for latents, which have no fixed range."""
+    return (float(cfg.pixel_range[0]), float(cfg.pixel_range[1])) if cfg.clip_sample and cfg.vae is None else None
+
+
+def alpha_at(alphas_cumprod: torch.Tensor, t) -> float:
+    """alphabar at timestep ``t``: exact at integer timesteps; between them (Karras-sigma samplers ask at fractional
+    t), interpolated linearly in log sigma, as diffusers maps sigmas to timesteps."""
+    t = float(t)
+    low = min(max(int(math.floor(t)), 0), len(alphas_cumprod) - 1)
+    high = min(low + 1, len(alphas_cumprod) - 1)
+    log_sigma = lambda a: 0.5 * math.log((1 - a) / a)  # noqa: E731
+    a_low, a_high = float(alphas_cumprod[low]), float(alphas_cumprod[high])
+    if t == low or high == low:
+        return a_low
+    sigma = math.exp(log_sigma(a_low) + (t - low) * (log_sigma(a_high) - log_sigma(a_low)))
+    return 1 / (1 + sigma * sigma)
+
+
+def clip_x0(eps: torch.Tensor, x: torch.Tensor, alpha: float, low: float, high: float) -> torch.Tensor:
+    """The eps whose x0 at ``x`` (x_t, variance-preserving, alphabar ``alpha``) is the x0 ``eps`` implies, clipped to
+    [low, high]."""
+    a, s = math.sqrt(alpha), math.sqrt(1 - alpha)
+    x0 = ((x - s * eps) / a).clamp(low, high)
+    return (x - a * x0) / s
 
 
 def unet_eps(unet: torch.nn.Module) -> EpsModel:
@@ -142,17 +174,22 @@ class Evaluations:
 
 def sample(denoiser: Denoiser, x_T: torch.Tensor, scheduler: SchedulerMixin, num_inference_steps: int,
            generator: torch.Generator | list[torch.Generator] | None = None,
-           callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+           callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+           x0_range: tuple[float, float] | None = None) -> torch.Tensor:
     """Run the reverse process from noise ``x_T`` (unit variance) and return x0.
 
     ``generator`` feeds the stochastic samplers (DDPM, SDE-DPM-Solver++); a list gives every sample its own
     generator, which makes each image independent of what else is in the batch. ``callback(i, t, x)`` sees every step.
+    ``x0_range``: every x0 prediction is clipped to it (:func:`x0_range`; module docstring), None: not clipped.
     """
     scheduler.set_timesteps(num_inference_steps, device=x_T.device)
     noise = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     x = x_T * scheduler.init_noise_sigma
     for i, t in enumerate(scheduler.timesteps):
-        eps = denoiser(scheduler.scale_model_input(x, t), t)
+        x_t = scheduler.scale_model_input(x, t)
+        eps = denoiser(x_t, t)
+        if x0_range is not None:
+            eps = clip_x0(eps, x_t, alpha_at(scheduler.alphas_cumprod, t), *x0_range)
         x = scheduler.step(eps, t, x, **noise).prev_sample
         if callback is not None:
             callback(i, t, x)

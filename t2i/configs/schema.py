@@ -79,7 +79,7 @@ class ExperimentConfig:
     # --- diffusion ---
     num_train_timesteps: int = _field("positive")
     beta_schedule: str = _field(BETA_SCHEDULES)
-    clip_sample: bool = _field()  # scheduler clips predicted x0 to [-1, 1] (diffusers default True)
+    clip_sample: bool = _field()  # sampling clips every predicted x0 to pixel_range (t2i.sampling.x0_range)
 
     # --- sampling ---
     sampler: str = _field(SAMPLERS, resumable=True)

@@ -28,7 +28,7 @@ BASE: dict[str, Any] = dict(
     norm_num_groups=32,  # diffusers default
     weight_decay=0.01,  # torch.optim.AdamW default
     num_train_timesteps=1000,  # diffusers default
-    clip_sample=True,  # diffusers default
+    clip_sample=True,  # diffusers' default is a clip to [-1, 1]; t2i clips to pixel_range (t2i.sampling)
 )
 
 # What every smoke profile (the test suite's) shares: the bundled MiniLM encoder, a tiny UNet, a few steps.

@@ -41,7 +41,7 @@ from ..experiment import Run
 from ..files import check_writable
 from ..models import count_parameters
 from ..pipeline import TextToImage
-from ..sampling import make_scheduler
+from ..sampling import make_scheduler, x0_range
 from ..text import public_id
 from ..vae import SYNTHETIC
 from .pipeline_t2i import T2IPipeline
@@ -162,7 +162,8 @@ def write_pipeline(pipe: TextToImage, folder: Path) -> None:
                                                feature_extractor=None, requires_safety_checker=False)
     else:
         exported = T2IPipeline(unet=pipe.unet, scheduler=scheduler, text_encoder=encoder, tokenizer=tokenizer,
-                               max_tokens=cfg.max_tokens, pixel_low=cfg.pixel_range[0], pixel_high=cfg.pixel_range[1])
+                               max_tokens=cfg.max_tokens, pixel_low=cfg.pixel_range[0], pixel_high=cfg.pixel_range[1],
+                               clip_x0=x0_range(cfg) is not None)
     exported.save_pretrained(folder)
     if pipe.codec is None:  # the Hub's loader finds the class in the folder's own module (trust_remote_code=True)
         shutil.copy(Path(__file__).with_name("pipeline_t2i.py"), folder / "pipeline_t2i.py")

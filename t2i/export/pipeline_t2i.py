@@ -5,11 +5,14 @@ names it in ``model_index.json`` (``"_class_name": ["pipeline_t2i", "T2IPipeline
 Hub's usual way, ``DiffusionPipeline.from_pretrained(folder_or_repo, trust_remote_code=True)``. It samples exactly as
 t2i does: prompts padded to ``max_tokens`` with their attention mask, the empty prompt (or ``negative_prompt``) as the
 unconditional one, guidance ``eps_u + w (eps_c - eps_u)`` (w = 0 unconditional, w = 1 conditional, computed alone),
-images mapped from the training pixel range (or decoded by the VAE) to [0, 1]. ``torch_dtype`` at loading and
+every x0 prediction clipped to the training pixel range when the run clips (``clip_x0``, as t2i.sampling does), images
+mapped from that range (or decoded by the VAE) to [0, 1]. ``torch_dtype`` at loading and
 ``num_images_per_prompt`` at sampling work as in diffusers' own pipelines.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
@@ -20,10 +23,29 @@ class T2IPipeline(DiffusionPipeline):
     _optional_components = ["vae"]  # pixel-space runs have none
 
     def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, max_tokens: int = 77,
-                 pixel_low: float = -1.0, pixel_high: float = 1.0):
+                 pixel_low: float = -1.0, pixel_high: float = 1.0, clip_x0: bool = False):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
-        self.register_to_config(max_tokens=max_tokens, pixel_low=pixel_low, pixel_high=pixel_high)
+        self.register_to_config(max_tokens=max_tokens, pixel_low=pixel_low, pixel_high=pixel_high, clip_x0=clip_x0)
+
+    def alpha_at(self, t) -> float:
+        """alphabar at timestep t, interpolated in log sigma between integer timesteps (t2i.sampling.alpha_at)."""
+        alphas, t = self.scheduler.alphas_cumprod, float(t)
+        low = min(max(int(math.floor(t)), 0), len(alphas) - 1)
+        high = min(low + 1, len(alphas) - 1)
+        a_low, a_high = float(alphas[low]), float(alphas[high])
+        if t == low or high == low:
+            return a_low
+        log_sigma = [0.5 * math.log((1 - a) / a) for a in (a_low, a_high)]
+        sigma = math.exp(log_sigma[0] + (t - low) * (log_sigma[1] - log_sigma[0]))
+        return 1 / (1 + sigma * sigma)
+
+    def clipped(self, eps: torch.Tensor, x_t: torch.Tensor, t) -> torch.Tensor:
+        """The eps whose x0 is the one ``eps`` implies, clipped to the pixel range (t2i.sampling.clip_x0)."""
+        alpha = self.alpha_at(t)
+        a, s = math.sqrt(alpha), math.sqrt(1 - alpha)
+        x0 = ((x_t - s * eps) / a).clamp(self.config.pixel_low, self.config.pixel_high)
+        return (x_t - a * x0) / s
 
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> torch.Tensor:
@@ -62,6 +84,8 @@ class T2IPipeline(DiffusionPipeline):
                 eps_uncond, eps_cond = self.unet(torch.cat([model_input, model_input]), t,
                                                  encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
                 eps = eps_uncond + w * (eps_cond - eps_uncond)
+            if self.config.clip_x0:
+                eps = self.clipped(eps.float(), model_input.float(), t)
             x = self.scheduler.step(eps.float(), t, x, generator=generator).prev_sample  # the loop runs in float32
         if self.vae is not None:  # latents -> pixels in [-1, 1]
             x = torch.cat([self.vae.decode((z / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.clamp(-1, 1)
