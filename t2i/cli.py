@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
-    p.add_argument("--weights", choices=["ema", "raw"], default="ema")
+    p.add_argument("--weights", choices=["ema", "raw"], help="default: ema (the fixed-decay EMA)")
     _ema_length(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")
@@ -191,8 +191,9 @@ def _sample(args) -> int:
     run = Run.open(args.run_dir)
     assets.require(run.cfg, text=True, vae=True)
     check_writable(args.out)
-    params = guidance.parameters(args.guidance_method, {k: float(v) for k, v in
-                                                        parse_overrides(args.guidance_params).items()})
+    if args.no_ema and args.ema_length is not None:
+        raise ConfigError("--no-ema and --ema-length ask for different weights: give one")
+    params = guidance.parameters(args.guidance_method, guidance_params(args.guidance_params))
     pipe = run.pipeline(checkpoint=args.checkpoint, ema=False if args.no_ema else None, sampler=args.sampler,
                         num_inference_steps=args.num_inference_steps, spacing=args.timestep_spacing,
                         ema_length=args.ema_length)
@@ -256,10 +257,17 @@ def _ema(args) -> int:
 def _export(args) -> int:
     from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
 
+    if args.ema_length is not None and args.weights is not None:
+        raise ConfigError(f"--weights {args.weights} and --ema-length ask for different weights: give one")
+    if args.push_to_hub is not None and not args.push_to_hub.strip():
+        raise ConfigError("--push-to-hub needs a repository id (user/name)")
+    if args.private is not None and args.push_to_hub is None:
+        raise ConfigError("--private and --public choose a pushed repository's visibility: add --push-to-hub REPO_ID")
+    export.check_out(args.out)  # every path problem before the run and its pipeline load
     run = Run.open(args.run_dir)
     if args.push_to_hub:
         export.check_push(args.push_to_hub)  # the repo id, the login and the network: before any export work
-    folder = export.export(run, args.out, args.checkpoint, args.weights, overwrite=args.overwrite,
+    folder = export.export(run, args.out, args.checkpoint, args.weights or "ema", overwrite=args.overwrite,
                            repo_id=args.push_to_hub, ema_length=args.ema_length)
     if args.push_to_hub:
         print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
@@ -355,14 +363,25 @@ def _png_path(text: str) -> Path:
     return path
 
 
-def parse_overrides(pairs: list[str]) -> dict:
+def guidance_params(pairs: list[str]) -> dict[str, float]:
+    """``["phi=0.5"]`` -> ``{"phi": 0.5}``; a value that is not a finite number is refused in one line."""
+    params = {}
+    for key, value in parse_overrides(pairs, option="--guidance-param").items():
+        try:
+            params[key] = _finite(str(value))
+        except argparse.ArgumentTypeError:
+            raise ConfigError(f"--guidance-param {key}={value}: the value must be a finite number") from None
+    return params
+
+
+def parse_overrides(pairs: list[str], option: str = "--set") -> dict:
     """``["epochs=5", "block_out_channels=[32,64]", "sampler=ddim"]`` -> dict. Values are JSON where they parse
     as JSON and plain strings otherwise."""
     parsed = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"{option} expects key=value, got {pair!r}")
         try:
             parsed[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:

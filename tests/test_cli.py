@@ -40,6 +40,14 @@ BAD_COMMAND_LINES = [
     (["sample", "NORUN", "--prompt", "x", "--out", "g.png"], 1, "is not a run folder"),
     (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1, "run's 1000 training timesteps"),
     (["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"], 1, "no checkpoint 'epoch-0099'"),
+    (["sample", "RUN", "--prompt", "x", "--guidance-method", "apg", "--guidance-param", "eta=abc", "--out", "g.png"], 1,
+     "--guidance-param eta=abc: the value must be a finite number"),
+    (["sample", "RUN", "--prompt", "x", "--no-ema", "--ema-length", "0.05", "--out", "g.png"], 1,
+     "--no-ema and --ema-length ask for different weights"),
+    (["export", "RUN", "OUTDIR/x", "--push-to-hub", ""], 1, "--push-to-hub needs a repository id"),
+    (["export", "RUN", "OUTDIR/x", "--weights", "raw", "--ema-length", "0.05"], 1, "--weights raw and --ema-length"),
+    (["export", "RUN", "OUTDIR/x", "--private"], 1, "add --push-to-hub REPO_ID"),
+    (["export", "RUN", "."], 1, "export needs a folder name for OUT, not '.'"),
 ]
 
 
@@ -71,7 +79,8 @@ def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(args, statu
     (tmp_path / "OUTDIR").mkdir()
     args = [{"RUN": str(sample_run), "NORUN": str(tmp_path / "nothing"), "OUTDIR": str(tmp_path / "OUTDIR"),
              "g.png": str(tmp_path / "g.png"), "grid.jpg": str(tmp_path / "grid.jpg"),
-             "NODIR/g.png": str(tmp_path / "nodir" / "g.png")}.get(a, a) for a in args]
+             "NODIR/g.png": str(tmp_path / "nodir" / "g.png"), "OUTDIR/x": str(tmp_path / "OUTDIR" / "x")}.get(a, a)
+            for a in args]
     if args[0] == "train" and "--profile" not in args:
         args += ["--experiment", "mnist", "--profile", "smoke", "--run-name", "bad"]
     before = sorted(p.relative_to(sample_run) for p in sample_run.rglob("*"))

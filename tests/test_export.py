@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,10 +121,77 @@ def test_export_never_deletes_what_it_did_not_write(pixel_run, tmp_path, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(exporting, "write_pipeline", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=f"no space left on the device while exporting to {first}"):
         export(pixel_run, first, overwrite=True)
     assert (first / MARKER).exists() and (first / "model_index.json").exists()  # the earlier export is whole
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")) == []  # nothing half left
+    assert leftovers(tmp_path) == []  # nothing half left
+
+
+def leftovers(folder):
+    """What exports left beside their OUT folders, but the lock files they keep (t2i.export.exclusive)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".export.lock"))
+
+
+def test_overwrite_replaces_only_what_the_earlier_export_wrote(pixel_run, tmp_path):
+    first = export(pixel_run, tmp_path / "exported")
+    listed = json.loads((first / MARKER).read_text())["files"]
+    assert {"model_index.json", "README.md", MARKER, "unet/config.json"} <= set(listed)
+    assert set(listed) == {str(p.relative_to(first)) for p in first.rglob("*") if p.is_file()}
+    (first / "unet" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"1 file\(s\) the earlier export did not write \(unet/notes.txt\)"):
+        export(pixel_run, first, overwrite=True)
+    assert (first / "unet" / "notes.txt").read_text() == "mine"
+    (first / "unet" / "notes.txt").unlink()
+    export(pixel_run, first, overwrite=True)
+
+
+def test_out_is_taken_literally_and_checked_before_any_work(pixel_run, tmp_path, monkeypatch):
+    import t2i.export as exporting
+
+    monkeypatch.setattr(exporting.Run, "pipeline", lambda *a, **k: pytest.fail("the pipeline loaded before a refusal"))
+    monkeypatch.chdir(tmp_path)
+    for out, why in ((".", "a folder name for OUT, not '.'"), ("", "a folder name for OUT, not '.'"),
+                     ("..", "not '..'")):
+        with pytest.raises(UserError, match=why):
+            export(pixel_run, Path(out))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UserError, match="is a symbolic link"):
+        export(pixel_run, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+
+
+def test_a_missing_parent_folder_is_created(pixel_run, tmp_path):
+    out = export(pixel_run, tmp_path / "new" / "deeper" / "exported")
+    assert (out / MARKER).is_file()
+
+
+def test_a_second_export_to_the_same_folder_while_one_runs_is_refused_in_one_line(pixel_run, tmp_path):
+    import t2i.export as exporting
+
+    out = tmp_path / "exported"
+    with exporting.exclusive(out):  # what a running export holds (an flock: a second open file conflicts)
+        with pytest.raises(UserError, match="another export to .* is running"):
+            export(pixel_run, out)
+    assert not out.exists()
+    export(pixel_run, out)  # the lock is free again once its holder is done
+
+
+@pytest.mark.parametrize("killed_after", ["writing", "moving the earlier export aside", "moving the new one in"])
+def test_a_kill_at_every_step_of_the_swap_leaves_a_whole_export_and_no_temporary_folder(pixel_run, tmp_path,
+                                                                                         killed_after):
+    """What a kill leaves at each step of swap_in, rebuilt by hand; the next export recovers from it."""
+    out = export(pixel_run, tmp_path / "exported")
+    whole = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    new = tmp_path / ".exported.export-deadbeef"
+    shutil.copytree(out, new)
+    if killed_after != "writing":
+        out.rename(tmp_path / ".exported.replaced-deadbeef")
+    if killed_after == "moving the new one in":
+        new.rename(out)
+    export(pixel_run, out, overwrite=True)
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == whole
+    assert leftovers(tmp_path) == []
 
 
 def test_a_kill_mid_export_leaves_the_earlier_export_whole_and_the_next_export_tidies_up(pixel_run, tmp_path):
@@ -142,7 +211,7 @@ def test_a_kill_mid_export_leaves_the_earlier_export_whole_and_the_next_export_t
     job.wait()
     assert {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()} == before
     export(pixel_run, first, overwrite=True)
-    assert not list(tmp_path.glob(".exported.*"))  # the killed export's half folder is gone
+    assert leftovers(tmp_path) == []  # the killed export's half folder is gone
 
 
 def test_a_latent_run_loads_in_the_stock_pipeline_and_the_cards_line_makes_it_t2is_sampler(tmp_path):

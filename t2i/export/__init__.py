@@ -16,8 +16,12 @@ stock class saved with ``save_pretrained``:
   copy). It samples exactly as t2i does (tests/test_export.py compares the images).
 
 Nothing is deleted that export did not write: OUT must be new or empty, or a folder an earlier export wrote (with
-``--overwrite``), and never one that holds the run, the runs folder or the repository. The folder is written beside
-OUT under a temporary name and swapped in at the end, so a kill or a full disk leaves the previous export whole.
+``--overwrite``, and only if it holds nothing but the files that export listed in its marker), and never one that holds
+the run, the runs folder or the repository. OUT is taken literally: ``.``, an empty name and a symbolic link are refused,
+a missing parent is created, all before any work. The folder is written beside OUT under a temporary name and swapped
+in at the end, so a kill or a full disk leaves the previous export whole. One export per OUT runs at a time (a lock
+file beside it, ``.<name>.export.lock``, held for the whole export): a second is refused in one line, and the recovery
+of what a killed export left never touches a folder whose writer is alive.
 ``README.md`` is the model card (huggingface_hub's ``ModelCard``): what the model is, how it was trained, how well it
 does when an evaluation was made from *these* weights (matched by the checkpoint manifest's hash), its intended use,
 limitations and the data's terms.
@@ -26,11 +30,14 @@ limitations and the data's terms.
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import json
 import os
 import shutil
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -46,7 +53,7 @@ from ..text import public_id
 from ..vae import SYNTHETIC
 from .pipeline_t2i import T2IPipeline
 
-__all__ = ["T2IPipeline", "check_push", "export", "push"]
+__all__ = ["T2IPipeline", "check_out", "check_push", "export", "push"]
 
 MARKER = "t2i_export.json"  # what an export writes first in its folder: which run and weights it holds
 
@@ -75,29 +82,75 @@ def export(run: Run, out: Path, checkpoint: str | None = None, weights: str = "e
     out = Path(out)
     if weights not in ("ema", "raw"):
         raise UserError(f"--weights {weights!r}: choose ema or raw")
-    recover(out)
-    check_target(out, run, overwrite)
-    pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema" if ema_length is None else None, device="cpu",
-                        ema_length=ema_length)
-    tmp = out.with_name(f".{out.name}.export-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        (tmp / MARKER).write_text(json.dumps({"run": paths.portable(run.dir), "checkpoint": pipe.checkpoint.name,
-                                              "manifest_sha256": checkpoints.manifest_sha256(pipe.checkpoint),
-                                              "weights": pipe.weights}, indent=2) + "\n")
-        write_pipeline(pipe, tmp)
-        grid = tmp / "samples.png"
-        prompts = [p for p in pipe.cfg.captions[:4] for _ in range(4)]
-        reports.image_grid(pipe.images(prompts, pipe.cfg.sample_guidance_scale, show_progress=False), grid, nrow=4,
-                           title=f"w = {pipe.cfg.sample_guidance_scale:g}", row_labels=pipe.cfg.captions[:4])
-        (tmp / "LICENSE.md").write_text(license_text(pipe.cfg))
-        card(pipe, run, repo_id or f"./{out.name}").save(tmp / "README.md")
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # only what this export wrote; OUT is as it was
-        raise
+    check_out(out)
+    with exclusive(out):
+        recover(out)
+        check_target(out, run, overwrite)
+        pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema" if ema_length is None else None, device="cpu",
+                            ema_length=ema_length)
+        tmp = out.with_name(f".{out.name}.export-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.mkdir()
+            marker = {"run": paths.portable(run.dir), "checkpoint": pipe.checkpoint.name,
+                      "manifest_sha256": checkpoints.manifest_sha256(pipe.checkpoint), "weights": pipe.weights}
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # first: recovery knows the folder by it
+            write_pipeline(pipe, tmp)
+            grid = tmp / "samples.png"
+            prompts = [p for p in pipe.cfg.captions[:4] for _ in range(4)]
+            reports.image_grid(pipe.images(prompts, pipe.cfg.sample_guidance_scale, show_progress=False), grid,
+                               nrow=4, title=f"w = {pipe.cfg.sample_guidance_scale:g}",
+                               row_labels=pipe.cfg.captions[:4])
+            (tmp / "LICENSE.md").write_text(license_text(pipe.cfg))
+            card(pipe, run, repo_id or f"./{out.name}").save(tmp / "README.md")
+            marker["files"] = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file()) + [MARKER]
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # last: what --overwrite may replace
+            swap_in(tmp, out)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # only what this export wrote; OUT is as it was
+            if full_disk(exc):
+                raise UserError(f"no space left on the device while exporting to {out} (writing {tmp}); the previous "
+                                "export, if any, is untouched: free space and export again") from exc
+            raise
     print(f"exported {run.dir} ({pipe.checkpoint.name}, {pipe.weights} weights) to {out}")
     return out
+
+
+def full_disk(exc: BaseException) -> bool:
+    """A full disk or quota, as Python's writers say it (OSError) or as safetensors' Rust writer does (its message)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return any(word in str(exc) for word in ("No space left", "StorageFull", "Disk quota exceeded"))
+
+
+def check_out(out: Path) -> None:
+    """OUT as given, before any work: a folder name (not ``.``, ``..`` or empty), not a symbolic link (refused rather
+    than followed: an export replaces OUT by renaming, which would replace the link, not its target), in a folder that
+    exists (created here when missing) and can be written."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise UserError(f"export needs a folder name for OUT, not {str(out)!r}: e.g. exported/my-run")
+    if out.is_symlink():
+        raise UserError(f"{out} is a symbolic link (to {os.readlink(out)}): give the folder itself, or a new path")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"cannot export into {out}: {out.parent} is a file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out, folder=True)
+
+
+@contextmanager
+def exclusive(out: Path):
+    """Hold OUT's export lock (``.<name>.export.lock`` beside it, an flock the system releases when the process dies,
+    so a killed export never blocks the next); a second export to the same OUT is refused in one line."""
+    lock = out.parent / f".{out.name}.export.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another export to {out} is running (it holds {lock}); wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_target(out: Path, run: Run, overwrite: bool) -> None:
@@ -117,6 +170,15 @@ def check_target(out: Path, run: Run, overwrite: bool) -> None:
                             "choose a new or empty folder")
         if not overwrite:
             raise UserError(f"{out} holds an earlier export; pass --overwrite to replace it")
+        listed = json.loads((out / MARKER).read_text()).get("files")
+        if listed is None:
+            raise UserError(f"{out} holds an export that did not list its files (an older t2i): move what you want to "
+                            "keep out of it and remove it yourself, or choose a new folder")
+        others = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file() and
+                        str(f.relative_to(out)) not in listed)
+        if others:
+            raise UserError(f"refusing to overwrite {out}: it holds {len(others)} file(s) the earlier export did not "
+                            f"write ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); move them out first")
     check_writable(out, folder=True)
 
 
