@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from t2i import cli, comparison, paths, reports, stats
+from t2i import cli, comparison, comparison_report, paths, reports, stats
 
 
 def read(path):
@@ -68,8 +68,8 @@ def test_a_method_with_lower_fd_at_the_same_adherence_is_better_and_one_like_cfg
         rows += [row(variant, w, hits[w], shift * w, reference, np.random.default_rng(int(w * 10))) for w in hits]
     rows += [comparison.Row(comparison.Variant("same", "apg"), r.w, r.hits, r.features) for r in rows[:3]]
     result = comparison.analyse(rows, ["f"], {"f": 0.05}, real_adherence=0.995, binary=True, bootstrap=100)
-    assert comparison.verdicts(result, "f")["shifted"] == "better"
-    assert comparison.verdicts(result, "f").get("same", "not resolved") == "not resolved"
+    assert comparison_report.verdicts(result, "f")["shifted"] == "better"
+    assert comparison_report.verdicts(result, "f").get("same", "not resolved") == "not resolved"
     for t in result["tests"]:
         assert t["lo"] <= t["difference"] <= t["hi"]
     assert result["moved"]["same"]["any_excludes_zero"] is False

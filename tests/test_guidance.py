@@ -170,3 +170,13 @@ def test_every_method_samples_through_the_pipeline_and_plain_cfg_is_what_it_was(
         assert images.shape == plain.shape and torch.isfinite(images).all(), method
         if method not in ("cfg", "interval"):
             assert not torch.equal(images, plain), method  # the method changed the sampling
+
+
+@pytest.mark.parametrize("name", sorted(guidance.METHODS))
+def test_every_methods_claim_about_w_one_holds_numerically(name, predictions, step):
+    """A method that says w = 1 is the conditional model shares CFG's w = 1 row (the pipeline then skips the weak
+    prediction): its combine step must give the conditional prediction at w = 1; one that says otherwise must not."""
+    m = guidance.METHODS[name]
+    strong, weak = predictions
+    combined = m.build(1.0, guidance.parameters(name))(strong, weak, step)
+    assert torch.allclose(combined, strong, atol=1e-5) == m.at_one_is_conditional, name
