@@ -10,6 +10,10 @@ is swept with the guide's default EMA, then the guide's with the main model at i
 length falls across joint resamples of the seeds and the reference images; the best post-hoc EMA is compared with
 the default EMA, and the three ways with each other at their own best lengths.
 
+A reconstruction is only as good as the snapshots' fit to the profile it asks for (:func:`t2i.posthoc.profile_error`):
+every row states its fit error, and a length whose error exceeds :data:`FIT_LIMIT` (the grid's short end, where the
+snapshots are too sparse for a narrow profile) is flagged and never chosen as a best length.
+
 It writes ``reports/<profile>/<experiment>/<run>/ema/``: ``ema.md/.csv/.tex``, ``ema.png`` (FD and adherence against
 the EMA length, one curve per way) and ``summary.md``, with provenance; a fresh report is not redrawn.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import checkpoints, evaluate, reports, stats
+from . import checkpoints, evaluate, posthoc, reports, stats
 from .console import progress
 from .pipeline import TextToImage, posthoc_weights
 
@@ -31,6 +35,7 @@ GUIDE_LENGTHS = (0.02, 0.05, 0.10, 0.15, 0.25)  # the guide's own sweep
 ADHERENCE = 0.98  # a method's best strength: where its curve first reaches this adherence
 SAMPLES_PER_PROMPT = 50
 BOOTSTRAP = 200
+FIT_LIMIT = 0.05  # a reconstruction whose profile misses its target by more is flagged and not chosen
 
 
 def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: float = ADHERENCE) -> dict[str, float]:
@@ -60,6 +65,13 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     guide_default = checkpoints.load_weights(checkpoints.resolve(run_dir, guide_checkpoint))[0] if guide_checkpoint \
         else None
 
+    step = checkpoints.load_state(pipe.checkpoint)["step"]
+    guide_step = checkpoints.load_state(checkpoints.resolve(run_dir, guide_checkpoint))["step"] if guide_checkpoint \
+        else None
+
+    def fit_error(length: float | None, at_step: int | None) -> float | None:
+        return None if length is None else posthoc.reconstruct(run_dir, length, at_step=at_step)[1]["profile_error"]
+
     def measure(mode: str, length: float | None, guide_length: float | None = None) -> dict:
         sampler = pipe if length is None else TextToImage(
             cfg, posthoc_weights(run_dir, pipe.checkpoint, length)[0], pipe.text, pipe.device, checkpoint=pipe.checkpoint,
@@ -73,7 +85,8 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
                                 guide=guide, show_progress=False)
         hits, features = shared.row(images)
         return {"mode": mode, "w": w, "length": length, "guide_length": guide_length, "hits": hits,
-                "features": features[extractor.name]}
+                "features": features[extractor.name], "fit_error": fit_error(length, step),
+                "guide_fit_error": fit_error(guide_length, guide_step)}
 
     modes = ["unguided", "cfg"] + (["autoguidance"] if guide_checkpoint and "autoguidance" in strengths else [])
     jobs = [(m, length) for m in modes for length in (None, *LENGTHS)]
@@ -88,8 +101,14 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     return result
 
 
+def _fits(row: dict) -> bool:
+    """The row's reconstructions (its own and its guide's) fit their profiles within FIT_LIMIT."""
+    return all(e is None or e <= FIT_LIMIT for e in (row["fit_error"], row["guide_fit_error"]))
+
+
 def _best_length(rows: list[dict]) -> float:
-    return min(rows, key=lambda r: r["features"].fd())["length"]
+    fitting = [r for r in rows if _fits(r)] or rows  # none fits: the best of all (the summary flags them)
+    return min(fitting, key=lambda r: r["features"].fd())["length"]
 
 
 def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
@@ -109,11 +128,15 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
                           "default" if r["guide_length"] is None else f"{r['guide_length']:g}"),
                       "fd": float(fd[k]), "fd_lo": lo, "fd_hi": hi, "fd_over_floor": float(fd[k] / floor),
                       "adherence": float(r["hits"].mean()), "adherence_lo": a_lo, "adherence_hi": a_hi,
-                      "samples": n})
+                      "fit_error": "" if r["fit_error"] is None else r["fit_error"],
+                      "guide_fit_error": "" if r["guide_fit_error"] is None else r["guide_fit_error"],
+                      "fits": "yes" if _fits(r) else "no", "samples": n})
     best = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         sweep = [k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is not None
-                 and r["guide_length"] is None]
+                 and r["guide_length"] is None and _fits(r)]
+        if not sweep:  # no length of this way fits: nothing to choose (the summary says which were left out)
+            continue
         default = next(k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is None)
         lengths = np.array([rows[k]["length"] for k in sweep])
         k_best = sweep[int(np.argmin(fd[sweep]))]
@@ -122,8 +145,9 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
         best[mode] = {"length": rows[k_best]["length"], "row": k_best, "fd": float(fd[k_best]),
                       "length_lo": float(np.percentile(where, 5)), "length_hi": float(np.percentile(where, 95)),
                       "vs_default": d, "vs_default_interval": stats.interval(d, boot[k_best] - boot[default]),
-                      "default_fd": float(fd[default]), "resamples": where}
-    guide_rows = [k for k, r in enumerate(rows) if r["guide_length"] is not None]
+                      "default_fd": float(fd[default]), "resamples": where,
+                      "fit_error": rows[k_best]["fit_error"]}
+    guide_rows = [k for k, r in enumerate(rows) if r["guide_length"] is not None and _fits(r)]
     if guide_rows:
         k = guide_rows[int(np.argmin(fd[guide_rows]))]
         best["guide"] = {"length": rows[k]["guide_length"], "fd": float(fd[k]),
@@ -137,7 +161,8 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
             pairs.append({"a": a, "b": b, "d_fd": d, "interval": stats.interval(d, boot[ka] - boot[kb]),
                           "d_adherence": float(rows[ka]["hits"].mean() - rows[kb]["hits"].mean()),
                           "a_shorter_share": shorter})
-    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap}
+    flagged = sorted({r["length"] for r in rows if r["length"] is not None and not _fits(r)})
+    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "flagged": flagged}
 
 
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
@@ -148,7 +173,9 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
         f"CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per row from "
         f"the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
         f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} bias-corrected paired bootstrap intervals "
-        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length.")
+        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far the "
+        f"snapshots' combined profile is from the length's (relative L2; fits: at most {FIT_LIMIT:.0%}, else never "
+        "chosen).")
     reports.publish(out, facts, tables={"ema": (result["table"], caption)},
                     figures={"ema.png": lambda path: figure(result, path)}, texts={"summary.md": summary(result)})
 
@@ -158,15 +185,20 @@ def summary(result: dict) -> str:
     lines = [f"# EMA length against the way of sampling, N = {n}", "",
              f"Post-hoc EMA lengths {', '.join(f'{x:g}' for x in LENGTHS)} (EDM2's sigma_rel) for each way of sampling, "
              f"on the same prompts and seeds; the best length is the lowest FD, its interval where the best length "
-             f"falls in {result['bootstrap']} joint resamples (5th-95th percentile).", ""]
+             f"falls in {result['bootstrap']} joint resamples (5th-95th percentile), among the lengths whose "
+             f"reconstruction fits its profile within {FIT_LIMIT:.0%}.", ""]
+    if result["flagged"]:
+        lines += [f"Left out: sigma_rel {', '.join(f'{x:g}' for x in result['flagged'])}, whose snapshots fit the profile "
+                  f"with more than {FIT_LIMIT:.0%} error (too few snapshots for so short an EMA: take them more often).",
+                  ""]
     for mode in ("unguided", "cfg", "autoguidance"):
         if mode not in best:
             continue
         b = best[mode]
         lo, hi = b["vs_default_interval"]
         verdict = ("better than" if hi < 0 else "worse than" if lo > 0 else "not resolved against")
-        lines.append(f"- **{mode}**: best sigma_rel {b['length']:g} [{b['length_lo']:g}, {b['length_hi']:g}], FD "
-                     f"{b['fd']:.2f}; {verdict} the default EMA (FD {b['default_fd']:.2f}, difference "
+        lines.append(f"- **{mode}**: best sigma_rel {b['length']:g} [{b['length_lo']:g}, {b['length_hi']:g}] (fit "
+                     f"error {b['fit_error']:.1%}), FD {b['fd']:.2f}; {verdict} the default EMA (FD {b['default_fd']:.2f}, difference "
                      f"{b['vs_default']:+.2f} [{lo:.2f}, {hi:.2f}]).")
     if "guide" in best:
         lines.append(f"- autoguidance's guide prefers sigma_rel {best['guide']['length']:g} (FD "
@@ -200,8 +232,12 @@ def figure(result: dict, path: Path) -> Path:
         right.plot(x, [r["adherence"] for r in mine], "o-", color=line.get_color(), label=mode)
         default = next(r for r in result["table"] if r["mode"] == mode and r["ema"] == "default")
         left.axhline(default["fd_over_floor"], ls=":", color=line.get_color(), lw=1)
-        b = result["best"][mode]
-        left.axvspan(b["length_lo"], b["length_hi"], color=line.get_color(), alpha=0.08)
+        unfit = [r for r in mine if r["fits"] == "no"]
+        left.scatter([float(r["ema"]) for r in unfit], [r["fd_over_floor"] for r in unfit], marker="x", s=60,
+                     color="black", zorder=3, label=f"fit error > {FIT_LIMIT:.0%}" if mode == "unguided" else None)
+        if mode in result["best"]:
+            b = result["best"][mode]
+            left.axvspan(b["length_lo"], b["length_hi"], color=line.get_color(), alpha=0.08)
     for ax, label in ((left, "FD / real-vs-real floor (dotted: the default EMA)"), (right, "adherence")):
         ax.set_xscale("log")
         ax.set_xlabel("EMA length sigma_rel (post-hoc)")

@@ -24,8 +24,16 @@ def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_c
         f"{x:g}" for x in ema_front.GUIDE_LENGTHS]
     for r in rows:
         assert float(r["fd_lo"]) <= float(r["fd"]) <= float(r["fd_hi"])
+        errors = [float(r[k]) for k in ("fit_error", "guide_fit_error") if r[k]]
+        assert r["fits"] == ("yes" if all(e <= ema_front.FIT_LIMIT for e in errors) else "no")
     summary = (out / "summary.md").read_text()
-    assert "**unguided**: best sigma_rel" in summary and "**cfg**" in summary and "prefer a shorter EMA" in summary
+    assert "prefer a shorter EMA" in summary or "**cfg**" not in summary
+    flagged = sorted({float(r["ema"]) for r in rows if r["fits"] == "no" and r["ema"] != "default"})
+    assert ("Left out: sigma_rel" in summary) == bool(flagged)
+    for mode in ("unguided", "cfg"):  # a best length is chosen among those that fit, and its fit error is stated
+        fitting = [r for r in rows if r["mode"] == mode and r["fits"] == "yes" and r["ema"] != "default"
+                   and r["guide_ema"] in ("", "default")]
+        assert (f"**{mode}**: best sigma_rel" in summary) == bool(fitting)
     made = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert cli.main(command) == 0 and "up to date" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made
