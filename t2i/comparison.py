@@ -7,10 +7,15 @@ row at once. For each row, in every staged feature space (the judge's penultimat
 where `make assets` staged them): FD and KID to N real training images with intervals that contain their estimates,
 FD over the real-vs-real floor at the same N, and the judge's adherence with an exact interval.
 
-Methods are compared with CFG *along the curve*, not at one w: each method's FD where its curve first reaches an
-adherence level (and its adherence where it first reaches an FD level), against CFG's at the same level, with a
-paired interval and a p-value; Holm's correction runs over every test of the primary feature space. The verdict per
-method is "better than CFG", "worse", "mixed" or "not resolved at N = ..." with the N the largest effect would need.
+Methods are compared with CFG *along the curve*, not at one w: each method's KID and FD where its curve first reaches
+an adherence level (and its adherence where it first reaches an FD level), against CFG's at the same level, with a
+paired interval and a p-value. Each method has **one declared primary endpoint** (:data:`PRIMARY_ADHERENCE`): its KID
+difference to CFG where both curves first reach that adherence, in each feature space. KID, not FD: KID is unbiased at
+any N, while FD's finite-N bias depends on each row's diversity, so at N below the feature width it can favour the
+less diverse method (Chong & Forsyth 2020). Holm's correction runs over the methods' primary tests; every other test is
+descriptive (its p is not corrected, and it decides nothing). The verdict per method is "better than CFG", "worse",
+"not resolved at N = ..." (with the N at which its primary effect would be resolved with 80% power, if it stayed as
+measured) or "not reached" (a curve does not reach the level).
 The guidance interval is tuned per model on separate seeds (EDM2-S's interval stays as a labelled row); autoguidance's
 row names its guide's training length and size.
 
@@ -41,6 +46,8 @@ SAMPLES_PER_PROMPT = 50  # N = 500 for ten classes
 BOOTSTRAP = 200  # paired resamples of the seeds and the reference images
 ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
 FD_LEVELS = (1.25, 1.5, 2.0, 3.0)  # matched FD, as multiples of the real-vs-real floor
+PRIMARY_ADHERENCE = 0.97  # the primary endpoint: KID at this matched adherence (the judge's real accuracy if lower)
+POWER = 0.8  # samples_needed plans for this power
 INTERVAL_GRID = [(lo, hi) for lo in (0.0, 0.28, 1.0) for hi in (2.0, 5.42, 20.0, math.inf)]  # (sigma_lo, sigma_hi]
 TUNE_STRENGTH = 2.0  # the interval is tuned at this w ...
 TUNE_SAMPLES_PER_PROMPT = 10  # ... on this many images per prompt ...
@@ -215,26 +222,35 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
         table.append(entry)
 
     levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
+    primary_level = min(PRIMARY_ADHERENCE, round(real_adherence, 4))
     tests = []
     for s in spaces:
         for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):
             mine = [k for k, r in enumerate(rows) if r.variant.label == label]
             cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
-            for axis, levels in (("adherence", levels_a), ("fd", [f * floors[s] for f in FD_LEVELS])):
-                for level in levels:
-                    test = _matched(axis, level, mine, cfgs, adh, adh_boot, fd[s], boot[s], floors[s])
+            for metric, value, value_boot in (("kid", kid[s], kid_boot[s]), ("fd", fd[s], boot[s])):
+                for level in levels_a:
+                    test = _matched("adherence", level, mine, cfgs, adh, adh_boot, value, value_boot, floors[s])
                     if test is not None:
-                        tests.append({"method": label, "features": s, **test})
-    for s in spaces:
-        for t, adjusted in zip((t for t in tests if t["features"] == s),
-                               stats.holm_over_groups([(t["method"], t["p"]) for t in tests if t["features"] == s])):
+                        primary = metric == "kid" and level == primary_level
+                        tests.append({"method": label, "features": s, "metric": metric, "primary": primary, **test})
+            for level in (f * floors[s] for f in FD_LEVELS):
+                test = _matched("fd", level, mine, cfgs, adh, adh_boot, fd[s], boot[s], floors[s])
+                if test is not None:
+                    tests.append({"method": label, "features": s, "metric": "adherence", "primary": False, **test})
+    for s in spaces:  # Holm over the methods' primary tests, one family per feature space
+        primaries = [t for t in tests if t["features"] == s and t["primary"]]
+        for t, adjusted in zip(primaries, stats.holm_adjusted([t["p"] for t in primaries])):
             t["p_holm"] = adjusted
             t["verdict"] = ("not resolved" if adjusted > 1 - stats.LEVEL
                             else "better" if t["better"] else "worse")
+    for t in tests:
+        if not t["primary"]:
+            t["p_holm"], t["verdict"] = float("nan"), "descriptive"
     moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
     return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
-            "levels": levels_a, "moved": moved, "binary": binary,
-            "needed": _needed(rows, tests, spaces[0]), "bootstrap": bootstrap}
+            "levels": levels_a, "primary_level": primary_level, "moved": moved, "binary": binary,
+            "needed": _needed(rows, tests, spaces[0]), "power": POWER, "bootstrap": bootstrap}
 
 
 def _tag(space: str, spaces: list[str]) -> str:
@@ -243,8 +259,9 @@ def _tag(space: str, spaces: list[str]) -> str:
 
 def _matched(axis: str, level: float, mine: list[int], cfgs: list[int], adh, adh_boot, fd, fd_boot,
              floor: float) -> dict | None:
-    """One test along the curve: at adherence ``level``, FD(method) - FD(CFG) (lower is better); at FD ``level``,
-    adherence(method) - adherence(CFG) (higher is better). None where either curve does not reach the level."""
+    """One test along the curve: at adherence ``level``, the distance (``fd``: FD or KID, with its resamples) of the
+    method minus CFG's (lower is better); at FD ``level``, adherence(method) - adherence(CFG) (higher is better). None
+    where either curve does not reach the level."""
     def read(rows, a, f):
         along, value = (a, f) if axis == "adherence" else (f, a)
         return stats.crossing(along[rows], value[rows], level)
@@ -279,36 +296,30 @@ def _moved(table: list[dict], label: str, spaces: list[str]) -> dict:
 
 
 def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
-    """For each variant with no resolved test: the N at which its largest effect would be resolved after Holm's
-    correction, extrapolated from the effect's standard error on subsamples of N / 4, N / 2 and N seeds."""
-    primary = [t for t in tests if t["features"] == space]
-    methods = list(dict.fromkeys(t["method"] for t in primary))
-    levels = max((sum(t["method"] == m for t in primary) for m in methods), default=1)
-    z = scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(methods), 1) * levels))  # the strictest step
-    n, found = len(rows[0].hits), {}
-    for label in dict.fromkeys(t["method"] for t in primary):
-        mine = [t for t in primary if t["method"] == label]
-        if any(t["verdict"] != "not resolved" for t in mine):
-            continue
-        strongest = min(mine, key=lambda t: t["p"])
-        ours = [k for k, r in enumerate(rows) if r.variant.label == label]
+    """For each method whose primary test is not resolved: the N at which its primary effect, if it stayed as
+    measured, would be resolved after Holm's correction with :data:`POWER`, from the effect's standard error on
+    subsamples of N / 4, N / 2 and N seeds (se = c N^-b, fitted; a planning figure, not a promise)."""
+    primary = [t for t in tests if t["features"] == space and t["primary"]]
+    z = (scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1)))  # Holm's strictest step
+         + scipy_stats.norm.ppf(POWER))
+    n, m, found = len(rows[0].hits), len(rows[0].features[space].y), {}
+    for test in (t for t in primary if t["verdict"] == "not resolved"):
+        ours = [k for k, r in enumerate(rows) if r.variant.label == test["method"]]
         cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
         sizes = [n // 4, n // 2, n]
         errors = []
         for size in sizes:
-            draws, refs = stats.resamples(n, n, 60, seed=size)
-            draws, refs = draws[:, :size], refs[:, :size]
+            draws, refs = stats.resamples(n, m, 60, seed=size)  # the reference may hold fewer images than N
+            draws, refs = draws[:, :size], refs[:, :min(size, m)]
             adh = np.full((len(rows), len(draws)), np.nan)
-            fd = np.full((len(rows), len(draws)), np.nan)
+            kid = np.full((len(rows), len(draws)), np.nan)
             for k in ours + cfgs:
                 adh[k] = [rows[k].hits[d].mean() for d in draws]
-                fd[k] = [rows[k].features[space].fd(d, q) for d, q in zip(draws, refs)]
-            along, value = (adh, fd) if strongest["axis"] == "adherence" else (fd, adh)
-            diffs = np.array([stats.crossing(along[ours, b], value[ours, b], strongest["level"])
-                              - stats.crossing(along[cfgs, b], value[cfgs, b], strongest["level"])
-                              for b in range(len(draws))])
+                kid[k] = [rows[k].features[space].kid(d, q) for d, q in zip(draws, refs)]
+            diffs = np.array([stats.crossing(adh[ours, b], kid[ours, b], test["level"])
+                              - stats.crossing(adh[cfgs, b], kid[cfgs, b], test["level"]) for b in range(len(draws))])
             errors.append(float(np.nanstd(diffs, ddof=1)) if np.isfinite(diffs).sum() > 10 else float("nan"))
-        found[label] = stats.samples_needed(strongest["difference"], sizes, errors, z)
+        found[test["method"]] = stats.samples_needed(test["difference"], sizes, errors, z)
     return found
 
 
@@ -335,14 +346,15 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
     tables = {"guidance": (result["table"], caption)}
     if result["tests"]:
-        shown = [{k: t[k] for k in ("method", "features", "at", "cfg", "value", "difference", "lo", "hi", "p",
-                                    "p_holm", "verdict")} for t in result["tests"]]
+        shown = [{k: t[k] for k in ("method", "features", "metric", "at", "cfg", "value", "difference", "lo", "hi",
+                                    "p", "p_holm", "verdict")} for t in result["tests"]]
         tables["matched"] = (shown, (
-            "Each method against CFG along the curve: at an adherence level, FD where each curve first reaches it "
-            "(lower is better); at an FD level, adherence there (higher is better). difference = method - CFG, "
-            f"{stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error; p_holm "
-            "Holm-adjusted across the methods compared, each method's levels Bonferroni-corrected within it (per "
-            f"feature space; verdict at family-wise {1 - stats.LEVEL:.0%})."))
+            "Each method against CFG along the curve: at an adherence level, KID and FD where each curve first "
+            "reaches it (lower is better); at an FD level, adherence there (higher is better). difference = method - "
+            f"CFG, {stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error. "
+            f"The primary endpoint of every method is KID at adherence {result['primary_level']:g}: p_holm is "
+            "Holm-adjusted over the methods' primary tests (per feature space; verdict at family-wise "
+            f"{1 - stats.LEVEL:.0%}). Every other row is descriptive: its p is not corrected and decides nothing."))
     if result["tuning"]:
         tables["tuning"] = (result["tuning"], (
             f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "

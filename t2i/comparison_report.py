@@ -18,44 +18,45 @@ STRETCH = (0.99, 1.25)  # the goal: adherence >= 0.99 at FD <= 1.25 x the floor
 
 
 def verdicts(result: dict, space: str) -> dict[str, str]:
-    """Each variant's verdict in one feature space: better, worse, mixed or not resolved."""
-    found = {}
-    for label in dict.fromkeys(t["method"] for t in result["tests"] if t["features"] == space):
-        kinds = {t["verdict"] for t in result["tests"] if t["features"] == space and t["method"] == label}
-        found[label] = ("mixed" if {"better", "worse"} <= kinds else "better" if "better" in kinds
-                        else "worse" if "worse" in kinds else "not resolved")
-    return found
+    """Each variant's verdict in one feature space, from its primary test: better, worse, not resolved, or not reached
+    (a curve does not reach the primary level)."""
+    labels = dict.fromkeys(e["method"] for e in result["table"] if e["method"] != "cfg")
+    primary = {t["method"]: t["verdict"] for t in result["tests"] if t["features"] == space and t["primary"]}
+    return {label: primary.get(label, "not reached") for label in labels}
 
 
 def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
     n, spaces, floors = result["n"], result["spaces"], result["floors"]
     primary = spaces[0]
     tests = [t for t in result["tests"] if t["features"] == primary]
-    found_methods = list(dict.fromkeys(t["method"] for t in tests))
+    found = verdicts(result, primary)
+    level = result["primary_level"]
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, N = {n}", "",
              f"Every row samples the same {n} prompts from the same seeds ({pipe.checkpoint.name}, {pipe.weights} "
-             f"weights, {pipe.sampling.describe()}). A method is compared with CFG *along the "
-             f"curve*: its FD where it first reaches an adherence level ({', '.join(f'{lv:g}' for lv in result['levels'])}"
-             f"; {result['real_adherence']:.3f} is the judge on real held-out images) and its adherence where it "
-             f"first reaches an FD level ({', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor, "
-             f"{floors[primary]:.2f} in {primary} features, {result['reference_n']} real images against as many"
-             f"{'' if result['reference_n'] == n else ': fewer than N, as the dataset holds no more'}). Differences are paired ({result['bootstrap']} "
-             f"joint resamples of the seeds and the reference images) with {stats.LEVEL:.0%} bias-corrected intervals "
-             f"that contain their estimates; verdicts are Holm-corrected across the {len(found_methods)} methods (each "
-             f"method's {len(tests)} tests in all Bonferroni-corrected within it), at family-wise "
-             f"{1 - stats.LEVEL:.0%}. Guidance: {reports.GUIDANCE_CONVENTION}.", ""]
-    found = verdicts(result, primary)
+             f"weights, {pipe.sampling.describe()}). **Primary endpoint, declared for every method**: its KID "
+             f"difference to CFG where both curves first reach adherence {level:g} ({result['real_adherence']:.3f} is "
+             f"the judge on real held-out images), in {primary} features; KID is unbiased at any N, FD's bias depends "
+             f"on each method's diversity. Verdicts are Holm-corrected over the {len(found)} methods' primary tests, "
+             f"at family-wise {1 - stats.LEVEL:.0%}. Everything else is descriptive: FD and KID at the other adherence "
+             f"levels ({', '.join(f'{lv:g}' for lv in result['levels'])}) and adherence at FD levels "
+             f"({', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor, {floors[primary]:.2f} in {primary} "
+             f"features, {result['reference_n']} real images against as many"
+             f"{'' if result['reference_n'] == n else ': fewer than N, as the dataset holds no more'}). Differences "
+             f"are paired ({result['bootstrap']} joint resamples of the seeds and the reference images) with "
+             f"{stats.LEVEL:.0%} bias-corrected intervals. Guidance: {reports.GUIDANCE_CONVENTION}.", ""]
     for label, verdict in found.items():
-        mine = sorted((t for t in tests if t["method"] == label), key=lambda t: t["p_holm"])
-        resolved = [t for t in mine if t["verdict"] != "not resolved"]
-        shown = resolved[:3] or mine[:1]
-        detail = "; ".join(_describe(t, floors[primary]) for t in shown)
-        head = {"better": "better than CFG", "worse": "worse than CFG", "mixed": "mixed (better at some levels, "
-                "worse at others)", "not resolved": f"not resolved at N = {n}"}[verdict]
+        mine = [t for t in tests if t["method"] == label]
+        main = next((t for t in mine if t["primary"]), None)
+        head = {"better": "better than CFG", "worse": "worse than CFG", "not resolved": f"not resolved at N = {n}",
+                "not reached": f"not reached (its curve or CFG's does not reach adherence {level:g})"}[verdict]
         needed = result["needed"].get(label)
         if verdict == "not resolved" and needed is not None:
-            head += (f" (its largest effect would need about N = {needed:,.0f}, if it stayed as measured)"
-                     if math.isfinite(needed) else " (no effect to extrapolate)")
+            head += (f" (its primary effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed as "
+                     "measured)" if math.isfinite(needed) else " (no effect to extrapolate)")
+        detail = f" {_describe(main, floors[primary])}." if main else ""
+        fd_at = next((t for t in mine if t["metric"] == "fd" and main and t["level"] == main["level"]), None)
+        if fd_at:
+            detail += f" Descriptive: {_describe(fd_at, floors[primary])}."
         others = [s for s in spaces[1:] if label in verdicts(result, s)]
         agree = ("" if not others else " Same verdict in " + ", ".join(others) + "." if all(
             verdicts(result, s)[label] == verdict for s in others) else " Other feature spaces disagree: " + ", ".join(
@@ -64,11 +65,7 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
         still = ("" if not moved.get("compared") or moved["any_excludes_zero"] else
                  f" It moved nothing measurable here: at every w its paired differences to CFG contain 0 (largest "
                  f"|dFD| {moved['max_abs_d_fd']:.2f}, |d adherence| {moved['max_abs_d_adherence']:.3f}).")
-        lines.append(f"- **{label}**: {head}. {detail}.{still}{agree}")
-    untested = [label for label in dict.fromkeys(e["method"] for e in result["table"])
-                if label not in found and label != "cfg"]
-    if untested:
-        lines.append(f"- Not compared (its curve and CFG's share no level in reach): {', '.join(untested)}.")
+        lines.append(f"- **{label}**: {head}.{detail}{still}{agree}")
     goal_a, goal_f = STRETCH
     reached = [e for e in result["table"] if e["adherence"] >= goal_a and e["fd_over_floor"] <= goal_f]
     lines += ["", f"Stretch goal, adherence >= {goal_a:g} at FD <= {goal_f:g} x the floor (N = {n}): " + (
@@ -82,16 +79,17 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
 
 
 def _describe(t: dict, floor: float) -> str:
-    unit = "FD" if t["axis"] == "adherence" else "adherence"
-    fmt = (lambda v: f"{v:.2f}") if unit == "FD" else (lambda v: f"{v:.3f}")
+    unit = {"fd": "FD", "kid": "KID", "adherence": "adherence"}[t["metric"]]
+    fmt = {"FD": lambda v: f"{v:.2f}", "KID": lambda v: f"{v:.4f}", "adherence": lambda v: f"{v:.3f}"}[unit]
+    p = f"p_holm {t['p_holm']:.3g}" if t["primary"] else f"p {t['p']:.3g}, uncorrected"
     return (f"at {t['at']}, {unit} {fmt(t['value'])} vs CFG's {fmt(t['cfg'])} (difference {fmt(t['difference'])} "
-            f"[{fmt(t['lo'])}, {fmt(t['hi'])}], p_holm {t['p_holm']:.3g})")
+            f"[{fmt(t['lo'])}, {fmt(t['hi'])}], {p})")
 
 
 def front(result: dict, path: Path) -> Path:
     """Left: adherence against FD / floor, one curve per method, CFG on top; the judge's real-image accuracy as a
-    line; intervals that contain their points; points beyond the x range drawn at its edge. Right: each method's FD
-    difference to CFG at matched adherence, with its interval (left of 0 is better)."""
+    line; intervals that contain their points; points beyond the x range drawn at its edge. Right: each method's primary
+    endpoint, its KID difference to CFG at the primary adherence, with its interval (left of 0 is better)."""
     spaces, table = result["spaces"], result["table"]
     fig, (ax, forest) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     ratios = np.array([e["fd_over_floor"] for e in table])
@@ -127,7 +125,7 @@ def front(result: dict, path: Path) -> Path:
     ax.set_title(f"The front, N = {result['n']} (CFG in black, labelled by w)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    tests = [t for t in result["tests"] if t["features"] == spaces[0] and t["axis"] == "adherence"]
+    tests = [t for t in result["tests"] if t["features"] == spaces[0] and t["primary"]]
     for k, t in enumerate(tests):
         colour = {"better": "tab:green", "worse": "tab:red"}.get(t["verdict"], "gray")
         forest.errorbar(t["difference"], k, xerr=[[t["difference"] - t["lo"]], [t["hi"] - t["difference"]]],
@@ -135,8 +133,8 @@ def front(result: dict, path: Path) -> Path:
     forest.set_yticks(range(len(tests)), [f"{t['method']} @ {t['at'].split()[-1]}" for t in tests], fontsize=7)
     forest.axvline(0, color="black", lw=1)
     forest.invert_yaxis()
-    forest.set_xlabel("FD(method) - FD(CFG) at matched adherence (left is better)")
-    forest.set_title(f"Paired, {stats.LEVEL:.0%}; green/red: resolved after Holm", fontsize=10)
+    forest.set_xlabel(f"KID(method) - KID(CFG) at adherence {result['primary_level']:g} (left is better)")
+    forest.set_title(f"Primary endpoints, paired {stats.LEVEL:.0%}; green/red: resolved after Holm", fontsize=10)
     forest.grid(alpha=0.3, axis="x")
     return reports.save(fig, path)
 
@@ -150,14 +148,14 @@ def read_tests(folder: Path) -> list[dict]:
 def check_against(result: dict, main: Path, out: Path) -> str:
     """Compare this (larger-N) comparison's verdicts with those the main report made at the same levels: a
     contradiction is a resolved verdict of the opposite sign. Writes ``check.md`` beside this report."""
-    earlier = {(t["method"], t["features"], t["at"]): t for t in read_tests(main)}
+    earlier = {(t["method"], t["features"], t["metric"], t["at"]): t for t in read_tests(main)}
     rows = []
     for t in result["tests"]:
-        before = earlier.get((t["method"], t["features"], t["at"]))
+        before = earlier.get((t["method"], t["features"], t["metric"], t["at"]))
         if before is None:
             continue
         contradicted = {before["verdict"], t["verdict"]} == {"better", "worse"}
-        rows.append({"method": t["method"], "features": t["features"], "at": t["at"],
+        rows.append({"method": t["method"], "features": t["features"], "metric": t["metric"], "at": t["at"],
                      "verdict_main": before["verdict"], "difference_main": float(before["difference"]),
                      "verdict_here": t["verdict"], "difference_here": t["difference"], "lo": t["lo"], "hi": t["hi"],
                      "contradicted": "yes" if contradicted else "no"})

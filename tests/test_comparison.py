@@ -69,9 +69,13 @@ def test_a_method_with_lower_fd_at_the_same_adherence_is_better_and_one_like_cfg
     rows += [comparison.Row(comparison.Variant("same", "apg"), r.w, r.hits, r.features) for r in rows[:3]]
     result = comparison.analyse(rows, ["f"], {"f": 0.05}, real_adherence=0.995, binary=True, bootstrap=100)
     assert comparison_report.verdicts(result, "f")["shifted"] == "better"
-    assert comparison_report.verdicts(result, "f").get("same", "not resolved") == "not resolved"
+    assert comparison_report.verdicts(result, "f")["same"] == "not resolved"
     for t in result["tests"]:
         assert t["lo"] <= t["difference"] <= t["hi"]
+    primary = [t for t in result["tests"] if t["primary"]]  # one declared endpoint per method: KID at 0.97
+    assert sorted(t["method"] for t in primary) == ["same", "shifted"]
+    assert {(t["metric"], t["at"]) for t in primary} == {("kid", "adherence 0.970")}
+    assert all(t["verdict"] == "descriptive" for t in result["tests"] if not t["primary"])
     assert result["moved"]["same"]["any_excludes_zero"] is False
 
 
