@@ -52,6 +52,7 @@ INTERVAL_GRID = [(lo, hi) for lo in (0.0, 0.28, 1.0) for hi in (2.0, 5.42, 20.0,
 TUNE_STRENGTH = 2.0  # the interval is tuned at this w ...
 TUNE_SAMPLES_PER_PROMPT = 10  # ... on this many images per prompt ...
 TUNE_SEED_OFFSET = 1_000_000  # ... from other seeds than the comparison's
+CHECK_SEED_OFFSET = 2_000_000  # a check (compare_with) draws seeds disjoint from the main report's and the tuning's
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,10 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
-    check at a larger N) confirms or contradicts (``check.md``)."""
+    check at a larger N, on seeds disjoint from the main report's) confirms or contradicts (``check.md``)."""
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
+    if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
+        seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
     inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
               "sampler": pipe.sampling.describe(), "samples_per_prompt": samples_per_prompt,
               "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
