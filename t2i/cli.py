@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
-    p.add_argument("--weights", choices=["ema", "raw"], help="default: ema (the fixed-decay EMA)")
+    p.add_argument("--weights", choices=["ema", "raw"], help="default: the post-hoc EMA length `make ema` chose for CFG "
+                   "(ema_presets.json in the run), else ema (the fixed-decay EMA)")
     _ema_length(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")
@@ -267,7 +268,7 @@ def _export(args) -> int:
     run = Run.open(args.run_dir)
     if args.push_to_hub:
         export.check_push(args.push_to_hub)  # the repo id, the login and the network: before any export work
-    folder = export.export(run, args.out, args.checkpoint, args.weights or "ema", overwrite=args.overwrite,
+    folder = export.export(run, args.out, args.checkpoint, args.weights, overwrite=args.overwrite,
                            repo_id=args.push_to_hub, ema_length=args.ema_length)
     if args.push_to_hub:
         print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")

@@ -35,7 +35,7 @@ GUIDE_LENGTHS = (0.02, 0.05, 0.10, 0.15, 0.25)  # the guide's own sweep
 ADHERENCE = 0.98  # a method's best strength: where its curve first reaches this adherence
 SAMPLES_PER_PROMPT = 50
 BOOTSTRAP = 200
-FIT_LIMIT = 0.05  # a reconstruction whose profile misses its target by more is flagged and not chosen
+FIT_LIMIT = posthoc.FIT_LIMIT  # a reconstruction whose profile misses its target by more is flagged and not chosen
 
 
 def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: float = ADHERENCE) -> dict[str, float]:
@@ -98,6 +98,9 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     result = analyse(rows, floor, bootstrap)
     result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths)
     write(result, pipe, Path(out))
+    if result["presets"]:
+        posthoc.write_presets(run_dir, result["presets"], pipe.checkpoint, inputs["checkpoint_manifest_sha256"],
+                              report=str(Path(out) / "summary.md"))
     return result
 
 
@@ -161,8 +164,14 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
             pairs.append({"a": a, "b": b, "d_fd": d, "interval": stats.interval(d, boot[ka] - boot[kb]),
                           "d_adherence": float(rows[ka]["hits"].mean() - rows[kb]["hits"].mean()),
                           "a_shorter_share": shorter})
-    flagged = sorted({r["length"] for r in rows if r["length"] is not None and not _fits(r)})
-    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "flagged": flagged}
+    def unfit(length: str, error: str) -> list[float]:
+        return sorted({r[length] for r in rows if r[error] is not None and r[error] > FIT_LIMIT})
+
+    presets = {mode: b["length"] for mode, b in best.items() if mode != "guide" and b["fd"] <= b["default_fd"]}
+    if "guide" in best and "autoguidance" in presets:
+        presets["guide"] = best["guide"]["length"]
+    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "presets": presets,
+            "flagged": unfit("length", "fit_error"), "guide_flagged": unfit("guide_length", "guide_fit_error")}
 
 
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
@@ -187,10 +196,11 @@ def summary(result: dict) -> str:
              f"on the same prompts and seeds; the best length is the lowest FD, its interval where the best length "
              f"falls in {result['bootstrap']} joint resamples (5th-95th percentile), among the lengths whose "
              f"reconstruction fits its profile within {FIT_LIMIT:.0%}.", ""]
-    if result["flagged"]:
-        lines += [f"Left out: sigma_rel {', '.join(f'{x:g}' for x in result['flagged'])}, whose snapshots fit the profile "
-                  f"with more than {FIT_LIMIT:.0%} error (too few snapshots for so short an EMA: take them more often).",
-                  ""]
+    for key, whose in (("flagged", "the model's"), ("guide_flagged", "the guide's")):
+        if result.get(key):
+            lines += [f"Left out: {whose} sigma_rel {', '.join(f'{x:g}' for x in result[key])}, whose snapshots fit "
+                      f"the profile with more than {FIT_LIMIT:.0%} error (too few snapshots for so short an EMA: take "
+                      "them more often).", ""]
     for mode in ("unguided", "cfg", "autoguidance"):
         if mode not in best:
             continue
@@ -215,6 +225,12 @@ def summary(result: dict) -> str:
         answer = ("yes" if share >= 0.9 else "no: it prefers a longer one" if share <= 0.1 else
                   f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
         lines += ["", f"Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? {answer}."]
+    presets = result.get("presets", {})
+    lines += ["", "**Presets** (each way's best length where its FD is at or below the default EMA's), written to the "
+              f"run's `{posthoc.PRESETS}`: " + (", ".join(f"{k} {v:g}" for k, v in presets.items()) or "none") + ". "
+              + ("`sample`, `eval`, `guidance` and `export` now sample this checkpoint with the CFG preset unless "
+                 "--ema-length, --no-ema or --weights says otherwise." if "cfg" in presets else
+                 "CFG keeps the fixed-decay EMA.")]
     return "\n".join(lines) + "\n"
 
 

@@ -196,9 +196,10 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
     return rows
 
 
-def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory: Path) -> str:
+def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory: Path, seed: int | None = None) -> str:
     """``sweep`` .md/.csv/.tex, one plot per metric against w (real-vs-real as a dashed line), the FID-vs-adherence
-    trade-off, and provenance for each. Returns the markdown table."""
+    trade-off, and provenance for each (``seed``: the one the images were drawn from, when not the run's). Returns
+    the markdown table."""
     directory = Path(directory)
     n = rows[0]["samples"]
     caption = (f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
@@ -217,6 +218,7 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
     artefacts.append(reports.tradeoff(generated, "adherence", "fid", directory / "fid_vs_adherence.png",
                                       title=f"FID ({extractor.name}) vs adherence, N={n}"))
     for artefact in artefacts:
-        reports.write_provenance(artefact, **pipe.provenance(samples=n, features=extractor.name))
+        reports.write_provenance(artefact, **pipe.provenance(samples=n, features=extractor.name,
+                                                             seed=pipe.seed_for(seed)))
     print(table)
     return table

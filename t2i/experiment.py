@@ -114,20 +114,22 @@ class Run:
 
     @cached_property
     def pipe(self) -> TextToImage:
-        """The run's newest checkpoint (EMA weights when it has them) as prompts -> images with the run's sampler,
-        loaded once (the thesis figures use the thesis's sampler: :attr:`sources`)."""
-        return TextToImage.from_run(self.dir)
+        """The run's newest checkpoint as prompts -> images with the run's sampler, loaded once: the post-hoc EMA length
+        `make ema` chose for CFG on it, else its EMA weights when it has them (the thesis figures use the thesis's
+        sampler: :attr:`sources`)."""
+        return TextToImage.from_run(self.dir, cfg=self.cfg)  # the config read once, by Run.open
 
     def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
                  num_inference_steps: int | None = None, device=None, spacing: str | None = None,
-                 ema_length: float | None = None) -> TextToImage:
+                 ema_length: float | None = None, preset: bool = True) -> TextToImage:
         """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights or a post-hoc EMA length
-        (:mod:`t2i.posthoc`), a sampler, steps, a timestep spacing or a device."""
-        if (checkpoint, ema, sampler, num_inference_steps, device, spacing, ema_length) == (None,) * 7:
+        (:mod:`t2i.posthoc`), a sampler, steps, a timestep spacing or a device; ``preset=False``: the fixed-decay EMA
+        where :attr:`pipe` would use the length `make ema` chose."""
+        if (checkpoint, ema, sampler, num_inference_steps, device, spacing, ema_length) == (None,) * 7 and preset:
             return self.pipe
         return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler, spacing=spacing,
                                     num_inference_steps=num_inference_steps, device=device, cfg=self.cfg,
-                                    ema_length=ema_length)
+                                    ema_length=ema_length, preset=preset)
 
     def draw(self, artefact: str) -> Path:
         """Draw a thesis artefact (:data:`t2i.thesis.ARTEFACTS`, e.g. ``fig06_loss``) from this run into its report
@@ -173,7 +175,7 @@ class Run:
               f"reports: {self.eval_dir}")
         rows = evaluate.sweep(pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts,
                               clip=clip, seed=seed)
-        return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir)
+        return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir, seed=seed)
 
     # The three studies are imported where they run, so that a report depends on its own study's code only (an edit to
     # t2i/ema_front.py stales no sampler or MNIST report: reports record the modules their process imported).
@@ -222,7 +224,9 @@ class Run:
                     autoguidance_strength: float | None = None, guide_checkpoint: str | None = None,
                     features: str = "auto") -> Path:
         """`make ema`: post-hoc EMA lengths for unguided, CFG and autoguided sampling (:mod:`t2i.ema_front`), written
-        to :attr:`ema_dir`. Strengths not given are read from the guidance report (`make guidance` first)."""
+        to :attr:`ema_dir`, and the lengths it chose into the run (:func:`t2i.posthoc.write_presets`): the run's
+        default weights from then on. Strengths not given are read from the guidance report (`make guidance` first).
+        It measures against the fixed-decay EMA, whatever an earlier `make ema` chose."""
         from . import ema_front
 
         check_writable(self.ema_dir, folder=True)
@@ -235,7 +239,7 @@ class Run:
             strengths = ema_front.best_strengths(table)
         strengths.update({k: v for k, v in (("cfg", cfg_strength), ("autoguidance", autoguidance_strength))
                           if v is not None})
-        pipe = self.pipe
+        pipe = self.pipeline(preset=False)
         ema_front.run(pipe, self.dir, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
                       samples_per_prompt or ema_front.SAMPLES_PER_PROMPT, self.ema_dir, strengths=strengths,
                       guide_checkpoint=guide_checkpoint)

@@ -61,18 +61,24 @@ class TextToImage:
                  text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
                  num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None,
                  spacing: str | None = None, sigma_max: float | None = None,
-                 ema_length: float | None = None) -> "TextToImage":
+                 ema_length: float | None = None, preset: bool = True) -> "TextToImage":
         """A run's latest (or named) checkpoint with its text encoder (and VAE), under its config (``cfg``, when the
         caller has read it already).
 
-        ``ema``: sample with the EMA weights (default when the run has them) or the raw trained weights (False).
-        ``ema_length``: instead, a post-hoc EMA of this relative length (EDM2's sigma_rel), reconstructed from the
-        run's snapshots up to the checkpoint (:mod:`t2i.posthoc`).
+        ``ema``: sample with the EMA weights (True) or the raw trained weights (False). ``ema_length``: instead, a
+        post-hoc EMA of this relative length (EDM2's sigma_rel), reconstructed from the run's snapshots up to the
+        checkpoint (:mod:`t2i.posthoc`). Neither given: the length ``make ema`` chose for CFG on this checkpoint
+        (:func:`t2i.posthoc.preset`; ``preset=False``: not), else the EMA weights when the run has them.
         """
         cfg = cfg or load_config(run_dir)
         path = checkpoints.resolve(Path(run_dir), checkpoint)
+        chosen = None
+        if ema is None and ema_length is None and preset:
+            ema_length = chosen = posthoc.preset(Path(run_dir), path, checkpoints.manifest_sha256(path), "cfg")
         unet, weights = (checkpoints.load_weights(path, ema) if ema_length is None
                          else posthoc_weights(Path(run_dir), path, ema_length))
+        if chosen is not None:
+            weights += f", the preset `make ema` chose for CFG ({posthoc.PRESETS})"
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
         device = torch.device(device) if device is not None else default_device()
         codec = LatentCodec.from_pretrained(cfg.vae, device=device) if cfg.vae is not None else None
@@ -159,12 +165,16 @@ def posthoc_weights(run_dir: Path, checkpoint: Path, sigma_rel: float) -> tuple[
     """The checkpoint's UNet holding a post-hoc EMA of length ``sigma_rel`` (from the snapshots up to its step)."""
     unet = checkpoints.load_unet(checkpoint)
     params, info = posthoc.reconstruct(run_dir, sigma_rel, at_step=checkpoints.load_state(checkpoint)["step"])
-    missing = {name for name, _ in unet.named_parameters()} - set(params)
-    if missing:
-        raise RunError(f"the post-hoc EMA snapshots of {run_dir} lack {len(missing)} of the UNet's parameters")
+    shapes = {name: tuple(p.shape) for name, p in unet.named_parameters()}
+    missing = set(shapes) - set(params)
+    other = sorted(name for name, t in params.items() if name in shapes and tuple(t.shape) != shapes[name])
+    if missing or other:
+        raise RunError(f"the post-hoc EMA snapshots of {run_dir} do not fit its UNet: {len(missing)} parameter(s) "
+                       f"missing, {len(other)} of another shape{f' ({other[0]}, ...)' if other else ''}")
     unet.load_state_dict(params, strict=False)
-    return unet, (f"post-hoc EMA sigma_rel={sigma_rel:g} (step {info['step']:,}, {info['snapshots']} snapshots, "
-                  f"profile fit error {info['profile_error']:.1%})")
+    left_out = f", {len(info['left_out'])} damaged left out: {', '.join(info['left_out'])}" if info["left_out"] else ""
+    return unet, (f"post-hoc EMA sigma_rel={sigma_rel:g} (step {info['step']:,}, {info['snapshots']} snapshots"
+                  f"{left_out}, profile fit error {info['profile_error']:.1%})")
 
 
 def check_steps(cfg: ExperimentConfig, steps: int) -> None:

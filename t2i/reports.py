@@ -319,9 +319,18 @@ def latex_escape(text: str) -> str:
 
 
 def save(fig, path: Path) -> Path:
+    """Write a figure through a temporary file, so a full disk or a kill leaves the old figure (or none), never a
+    truncated one; a failed write names the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
     fig.tight_layout()
-    fig.savefig(path, dpi=150, bbox_inches="tight")  # long row labels (WikiArt styles) stay inside
-    plt.close(fig)
+    try:  # long row labels (WikiArt styles) stay inside
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format=path.suffix.lstrip(".") or None)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(fig)
     return path

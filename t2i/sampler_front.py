@@ -29,7 +29,7 @@ from . import evaluate, reports, stats
 from .configs import SAMPLERS
 from .console import progress
 from .pipeline import TextToImage
-from .sampling import EDM_SIGMA_MAX, KARRAS, Evaluations, Sampler
+from .sampling import EDM_SIGMA_MAX, KARRAS, STOCHASTIC, Evaluations, Sampler
 
 # The default grid: about 45 minutes on the project's 2 CPU cores for the demo, most of it the three references
 # (1,000 steps each). "linspace" spacing is left out by default (--spacings adds it; DDIM refuses it, t2i.sampling).
@@ -185,7 +185,7 @@ def summary(result: dict) -> str:
             first = min(mine, key=lambda r: r["steps"]) if mine else None
             cells.append(f"{first['steps']} ({first['nfe']:.0f} evaluations)" if first else "none")
         lines.append(f"| {name} | {spacing} | " + " | ".join(cells) + " |")
-    deterministic = [r for r in points if r["sampler"] not in ("ddpm", "dpmsolver++sde") and r["steps"] <= 20]
+    deterministic = [r for r in points if r["sampler"] not in STOCHASTIC and r["steps"] <= 20]
     everywhere = {_key(r) for r in deterministic} - {_key(r) for r in deterministic if r["matches"] != "yes"}
     lines += ["", "Deterministic samplers at <= 20 steps that match at every strength: "
               + (", ".join(f"{k[0]} ({k[1]}) x {k[2]}" for k in sorted(everywhere)) or "none") + "."]

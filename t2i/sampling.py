@@ -45,21 +45,38 @@ from .errors import ConfigError
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-# name -> (scheduler class, its options). Karras-sigma samplers place their own steps: spacing does not apply.
-SCHEDULERS: dict[str, tuple[type, dict]] = {
-    "ddpm": (DDPMScheduler, {}),  # ancestral (Ho et al. 2020)
-    "ddim": (DDIMScheduler, {}),  # Song et al. 2021, eta = 0
-    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),  # 2M
-    "dpmsolver++3m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3}),
-    "dpmsolver++sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {}),  # Zhao et al. 2023, bh2
-    "deis": (DEISMultistepScheduler, {}),  # Zhang & Chen 2023, order 2 (diffusers' default solver_order)
-    "euler-karras": (EulerDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's sigmas, Euler steps
-    "heun-karras": (HeunDiscreteScheduler, {"use_karras_sigmas": True}),  # EDM's 2nd-order sampler
+@dataclass(frozen=True)
+class SamplerKind:
+    """A sampler's entry: its diffusers scheduler and options, and its traits (tests/test_sampling.py checks each
+    against the scheduler): ``karras``: it places its own steps on Karras et al.'s sigmas, so timestep spacing does not
+    apply; ``stochastic``: it draws fresh noise every step (from the per-image generators); ``order``: the solver's
+    order (network evaluations per step: 2 for Heun, else 1)."""
+
+    scheduler: type
+    options: dict
+    order: int = 1
+    karras: bool = False
+    stochastic: bool = False
+
+
+# name -> what it is; a new sampler is one entry here and its name in configs.SAMPLERS
+SCHEDULERS: dict[str, SamplerKind] = {
+    "ddpm": SamplerKind(DDPMScheduler, {}, stochastic=True),  # ancestral (Ho et al. 2020)
+    "ddim": SamplerKind(DDIMScheduler, {}),  # Song et al. 2021, eta = 0
+    "dpmsolver++": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2},
+                               order=2),  # 2M
+    "dpmsolver++3m": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3},
+                                 order=3),
+    "dpmsolver++sde": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++",
+                                                                "solver_order": 2}, order=2, stochastic=True),
+    "unipc": SamplerKind(UniPCMultistepScheduler, {}, order=2),  # Zhao et al. 2023, bh2, diffusers' solver_order 2
+    "deis": SamplerKind(DEISMultistepScheduler, {}, order=2),  # Zhang & Chen 2023, diffusers' default solver_order 2
+    "euler-karras": SamplerKind(EulerDiscreteScheduler, {"use_karras_sigmas": True}, karras=True),  # EDM's sigmas
+    "heun-karras": SamplerKind(HeunDiscreteScheduler, {"use_karras_sigmas": True}, order=2, karras=True),  # EDM's
 }
 assert set(SCHEDULERS) == set(SAMPLERS), "configs.SAMPLERS lists the names, SCHEDULERS says what they are"
-KARRAS = ("euler-karras", "heun-karras")
-STOCHASTIC = ("ddpm", "dpmsolver++sde")  # they draw fresh noise every step (from the per-image generators)
+KARRAS = tuple(name for name, kind in SCHEDULERS.items() if kind.karras)  # derived from the entries, never typed
+STOCHASTIC = tuple(name for name, kind in SCHEDULERS.items() if kind.stochastic)
 EDM_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
 
 
@@ -105,8 +122,8 @@ def make_scheduler(sampler: Sampler | str, cfg: ExperimentConfig, **options) -> 
     if sampler.spacing not in SPACINGS:
         raise ConfigError(f"unknown timestep spacing {sampler.spacing!r}; known: {SPACINGS}")
     train = training_scheduler(cfg)
-    kind, own = SCHEDULERS[sampler.name]
-    own = dict(own)  # (keyword arguments: from_config resets the keys its config took as defaults)
+    kind, own = SCHEDULERS[sampler.name].scheduler, dict(SCHEDULERS[sampler.name].options)
+    # (keyword arguments: from_config resets the keys its config took as defaults)
     if sampler.sigma_max is not None:
         sigmas = ((1 - train.alphas_cumprod) / train.alphas_cumprod).sqrt()
         kept = int((sigmas <= sampler.sigma_max).sum())

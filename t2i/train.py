@@ -240,7 +240,8 @@ class Trainer:
                 if self.state.ema is not None:
                     self.state.ema.step(self.params)
                 if self.tracked is not None:
-                    self.tracked.update(self.run_dir, write=acc.is_main_process)
+                    # named by the step this batch ends (state.step counts it after this returns), as checkpoints are
+                    self.tracked.update(self.run_dir, write=acc.is_main_process, batch=self.state.step + 1)
         return loss.detach()
 
     # --- checkpoints -------------------------------------------------------------------------------------------

@@ -158,3 +158,17 @@ def test_figures_into_a_read_only_reports_folder_is_one_line(tmp_path, monkeypat
         assert cli.main(["figures", "--profile", "smoke"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and "Read-only" in err, err
+
+
+def test_sampling_onto_a_full_disk_is_one_line_naming_the_image_and_leaves_no_partial_file(sample_run, tmp_path,
+                                                                                           capsys):
+    from tests.helpers import mounts
+
+    with mounts.tmpfs(tmp_path / "full", 0.05) as folder:  # 50 KiB: fill all but a few bytes
+        (folder / "filler").write_bytes(b"\0" * (50 * 1024 - 4096))
+        out = folder / "grid.png"
+        assert cli.main(["sample", str(sample_run), "--prompt", "A handwritten digit 3", "--samples-per-prompt", "16",
+                         "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and str(out) in err[-1], err
+        assert sorted(p.name for p in folder.iterdir()) == ["filler"]  # no 0-byte or half image, no temporary file

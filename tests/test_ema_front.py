@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 
-from t2i import cli, ema_front, paths
+from t2i import cli, ema_front, paths, posthoc, reports
 
 
 def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_call_redraws_nothing(
@@ -28,12 +29,32 @@ def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_c
         assert r["fits"] == ("yes" if all(e <= ema_front.FIT_LIMIT for e in errors) else "no")
     summary = (out / "summary.md").read_text()
     assert "prefer a shorter EMA" in summary or "**cfg**" not in summary
-    flagged = sorted({float(r["ema"]) for r in rows if r["fits"] == "no" and r["ema"] != "default"})
-    assert ("Left out: sigma_rel" in summary) == bool(flagged)
+    def unfit(length: str, error: str) -> list[str]:  # the model's lengths and the guide's, each by its own fit
+        return sorted({r[length] for r in rows if r[error] and float(r[error]) > ema_front.FIT_LIMIT}, key=float)
+
+    for key, whose in (("ema", "the model's"), ("guide_ema", "the guide's")):
+        flagged = unfit(key, "fit_error" if key == "ema" else "guide_fit_error")
+        line = next((x for x in summary.splitlines() if x.startswith(f"Left out: {whose} sigma_rel")), None)
+        assert (line is not None) == bool(flagged), summary
+        if flagged:
+            assert f"{whose} sigma_rel {', '.join(flagged)}, whose" in line
     for mode in ("unguided", "cfg"):  # a best length is chosen among those that fit, and its fit error is stated
         fitting = [r for r in rows if r["mode"] == mode and r["fits"] == "yes" and r["ema"] != "default"
                    and r["guide_ema"] in ("", "default")]
         assert (f"**{mode}**: best sigma_rel" in summary) == bool(fitting)
+    presets = run / posthoc.PRESETS  # the chosen lengths become the run's default weights, and say so
+    if "cfg" in json.loads(presets.read_text())["lengths"] if presets.exists() else False:
+        chosen = json.loads(presets.read_text())["lengths"]["cfg"]
+        assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--out", str(out / "p.png")]) == 0
+        weights = reports.read_provenance(out / "p.png")["weights"]
+        assert weights.startswith(f"post-hoc EMA sigma_rel={chosen:g}") and "preset" in weights
+        assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--out", str(out / "p.png"),
+                         "--ema-length", "0.2"]) == 0
+        assert reports.read_provenance(out / "p.png")["weights"].startswith("post-hoc EMA sigma_rel=0.2 ")
+        for name in ("p.png", "p.provenance.json"):
+            (out / name).unlink()
+    else:
+        assert "CFG keeps the fixed-decay EMA" in summary
     made = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert cli.main(command) == 0 and "up to date" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made

@@ -51,3 +51,21 @@ def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smo
     reference, second, conditions = evaluate.reference_set(smoke_cfg, extractor, 8)
     assert len(reference) == len(second) == 5 and conditions.tolist() == [5, 6, 7, 8, 9]
     assert "reference: 5 real training images against N = 8" in capsys.readouterr().out
+
+
+def test_eval_reads_the_config_once_and_records_the_seed_that_drew_the_images(smoke_cfg, fit, monkeypatch, capsys):
+    import json
+
+    from t2i import cli, runs
+
+    run = fit(smoke_cfg.replace(epochs=1, judge_epochs=1), paths.run_dir("mnist", "eval-seed"))
+    reads = []
+    load = runs.load_config
+    for module in ("t2i.runs", "t2i.pipeline", "t2i.experiment"):
+        monkeypatch.setattr(f"{module}.load_config", lambda run_dir: reads.append(run_dir) or load(run_dir),
+                            raising=False)
+    assert cli.main(["eval", str(run), "--guidance-scales", "1", "--samples-per-prompt", "1", "--features", "judge",
+                     "--seed", "7"]) == 0, capsys.readouterr().err
+    assert len(reads) == 1
+    sidecar = json.loads((paths.run_reports(run) / "eval" / f"{paths.SWEEP}.provenance.json").read_text())
+    assert sidecar["seed"] == 7 != smoke_cfg.seed

@@ -77,3 +77,115 @@ def test_a_run_with_snapshots_samples_at_any_length_and_says_which(smoke_cfg, fi
     from t2i import reports
 
     assert reports.read_provenance(tmp_path / "g.png")["weights"].startswith("post-hoc EMA sigma_rel=0.03")
+    from t2i import checkpoints
+
+    newest = checkpoints.resolve(run, None)  # presets (what `make ema` writes) become the default weights
+    posthoc.write_presets(run, {"cfg": 0.04}, newest, checkpoints.manifest_sha256(newest), report="summary.md")
+    for flags, weights in (([], "post-hoc EMA sigma_rel=0.04"), (["--no-ema"], "raw"),
+                           (["--ema-length", "0.2"], "post-hoc EMA sigma_rel=0.2 ")):
+        assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--out", str(tmp_path / "g.png"),
+                         *flags]) == 0
+        made = reports.read_provenance(tmp_path / "g.png")["weights"]
+        assert made.startswith(weights) and ("preset" in made) == (not flags), made
+
+
+@pytest.fixture
+def snapshot_run(tmp_path):
+    """A folder of 40 snapshots of a 2,000-weight trajectory (0.05 and 0.10 tracked, one every 50 updates)."""
+    weight = torch.nn.Parameter(torch.zeros(2000))
+    tracked = posthoc.PowerEMA([("w", weight)], (0.05, 0.10), every=50)
+    for w in trajectory(2000):
+        weight.data.copy_(w)
+        tracked.update(tmp_path, write=True)
+    return tmp_path
+
+
+def damage(path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "random bytes":  # 4 KiB of noise in the middle of the tensors
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + np.random.default_rng(0).bytes(4096)[: len(data) - middle] + data[middle + 4096:])
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 3])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "text":
+        path.write_text("not a snapshot\n")
+    elif how == "header":
+        path.write_bytes(data[:9] + b"#" + data[10:])  # the JSON header no longer parses
+    elif how == "nan":  # a well-formed file with a valid checksum whose values are not finite
+        from safetensors.torch import load_file, safe_open
+
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+        tensors = {k: torch.full_like(t, float("nan")) for k, t in load_file(path).items()}
+        posthoc._save(path, tensors, {k: v for k, v in metadata.items() if k != "sha256"})
+    elif how == "foreign":  # another model's snapshot: other shapes, valid checksum
+        from safetensors.torch import load_file, safe_open
+
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+        tensors = {k: torch.zeros(7, dtype=t.dtype) for k, t in load_file(path).items()}
+        posthoc._save(path, tensors, {k: v for k, v in metadata.items() if k != "sha256"})
+
+
+@pytest.mark.parametrize("how", ["random bytes", "truncated", "empty", "text", "header", "nan", "foreign"])
+def test_a_damaged_snapshot_is_left_out_by_name_and_the_fit_error_says_what_that_cost(snapshot_run, how):
+    whole, whole_info = posthoc.reconstruct(snapshot_run, 0.07)  # cached: the damaged run must not reuse it
+    bad = posthoc.snapshots(snapshot_run)[20][1]
+    damage(bad, how)
+    with pytest.warns(UserWarning, match=f"left out {bad}"):
+        params, info = posthoc.reconstruct(snapshot_run, 0.07)
+    assert info["left_out"] == [bad.name] and info["snapshots"] == 39
+    assert torch.isfinite(params["w"]).all() and not torch.equal(params["w"], whole["w"])
+    assert info["profile_error"] >= whole_info["profile_error"] - 1e-12  # the fit without it, stated
+
+
+def test_a_damaged_newest_snapshot_or_too_few_good_ones_is_an_error_that_names_the_file(snapshot_run):
+    found = posthoc.snapshots(snapshot_run)
+    damage(found[-1][1], "random bytes")
+    with pytest.warns(UserWarning), pytest.raises(RunError, match=f"newest post-hoc EMA snapshot, {found[-1][1]}"):
+        posthoc.reconstruct(snapshot_run, 0.07)
+    for _, path in found[:-2]:  # only the newest up to step 1950 is left
+        damage(path, "empty")
+    with pytest.warns(UserWarning), pytest.raises(RunError, match="fewer than two usable"):
+        posthoc.reconstruct(snapshot_run, 0.07, at_step=found[-2][0])
+
+
+def test_the_reconstruction_cache_is_verified_and_rebuilt_when_damaged(snapshot_run):
+    params, _ = posthoc.reconstruct(snapshot_run, 0.07)
+    [cache] = (snapshot_run / posthoc.SNAPSHOTS / posthoc.RECONSTRUCTED).glob("*.safetensors")
+    damage(cache, "random bytes")
+    with pytest.warns(UserWarning, match="rebuilding the post-hoc EMA cache"):
+        again, _ = posthoc.reconstruct(snapshot_run, 0.07)
+    assert torch.equal(again["w"], params["w"])
+
+
+def test_snapshots_are_named_in_the_steps_checkpoints_count_with_gradient_accumulation(smoke_cfg, fit):
+    """Accumulating 2 batches per update: a snapshot every update is named by the batch step (as checkpoints are), its
+    update count in its metadata, so a checkpoint reconstructs from the snapshots taken before it."""
+    from safetensors import safe_open
+
+    from t2i import checkpoints
+
+    cfg = smoke_cfg.replace(epochs=2, ema_snapshot_every=1, gradient_accumulation_steps=2, checkpoint_every_steps=2)
+    run = fit(cfg, paths.run_dir("mnist", "accumulated"))
+    found = posthoc.snapshots(run)
+    assert [s for s, _ in found] == [2, 4, 6, 8]  # 4 batches per epoch, 2 updates
+    for step, path in found:
+        with safe_open(path, "pt") as f:
+            assert int(f.metadata()["updates"]) == step // 2 and int(f.metadata()["step"]) == step
+    checkpoint = checkpoints.resolve(run, None)
+    _, info = posthoc.reconstruct(run, 0.07, at_step=checkpoints.load_state(checkpoint)["step"])
+    assert info["step"] == checkpoints.load_state(checkpoint)["step"] == 8
+
+
+def test_presets_apply_only_to_the_checkpoint_they_were_chosen_on(tmp_path):
+    posthoc.write_presets(tmp_path, {"cfg": 0.05, "unguided": 0.1}, tmp_path / "epoch-0002", "abc", report="r.md")
+    assert posthoc.preset(tmp_path, tmp_path / "epoch-0002", "abc") == 0.05
+    assert posthoc.preset(tmp_path, tmp_path / "epoch-0002", "abc", "autoguidance") is None
+    with pytest.warns(UserWarning, match="chosen on epoch-0002, not on epoch-0003"):
+        assert posthoc.preset(tmp_path, tmp_path / "epoch-0003", "def") is None
+    (tmp_path / posthoc.PRESETS).write_text("{")
+    with pytest.raises(RunError, match="is damaged"):
+        posthoc.preset(tmp_path, tmp_path / "epoch-0002", "abc")

@@ -162,6 +162,24 @@ def gaussian_eps(mean: float, std: float, alphas: torch.Tensor):
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
+def test_every_samplers_traits_are_what_its_scheduler_does(smoke_cfg, name):
+    """The registry's traits, checked against diffusers: Karras sigmas, the solver's order, and fresh noise per step
+    (two draws from the same x_T with other generators differ only for a stochastic sampler)."""
+    from t2i.sampling import SCHEDULERS
+
+    kind = SCHEDULERS[name]
+    scheduler = make_scheduler(Sampler(name, 5, "trailing", 80.0), smoke_cfg)
+    assert kind.karras == bool(scheduler.config.get("use_karras_sigmas", False))
+    assert kind.order == scheduler.config.get("solver_order", type(scheduler).order)
+    eps = gaussian_eps(0.3, 0.2, scheduler.alphas_cumprod)
+    x_T, _ = initial_noise(range(4), (1, 8, 8), "cpu")
+    draws = [sample(eps, x_T.clone(), make_scheduler(Sampler(name, 5, "trailing", 80.0), smoke_cfg), 5,
+                    generator=initial_noise(range(seed, seed + 4), (1, 8, 8), "cpu")[1]) for seed in (100, 200)]
+    assert (not torch.equal(*draws)) == kind.stochastic
+    assert Sampler(name, 5).describe().endswith("(Karras sigmas)") == kind.karras
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_reaches_the_exact_image_of_a_known_gaussian_at_50_steps(smoke_cfg, name):
     """With the true eps of Gaussian data, an ODE sampler maps x_T to mean + std z (z: x_T standardised at its first
     noise level) within 0.02 (first-order Euler: 0.06); a stochastic one draws images whose mean and std are within

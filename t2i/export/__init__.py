@@ -69,19 +69,20 @@ DATASET_IDS = {"mnist": "ylecun/mnist", "digits": "sklearn-digits", "cifar10": "
                "wikiart": "huggan/wikiart", "celeba": "flwrlabs/celeba"}
 
 
-def export(run: Run, out: Path, checkpoint: str | None = None, weights: str = "ema", *, overwrite: bool = False,
-           repo_id: str | None = None, ema_length: float | None = None) -> Path:
+def export(run: Run, out: Path, checkpoint: str | None = None, weights: str | None = None, *,
+           overwrite: bool = False, repo_id: str | None = None, ema_length: float | None = None) -> Path:
     """Write ``run`` (its newest checkpoint, or ``checkpoint``) as a diffusers pipeline folder ``out``; ``repo_id``:
-    the Hub repository it is pushed to, for the card's usage snippet; ``ema_length``: a post-hoc EMA of that length
-    instead of ``weights`` (t2i.posthoc)."""
+    the Hub repository it is pushed to, for the card's usage snippet; ``weights``: "ema" or "raw" (None: the run's
+    default, the post-hoc EMA preset of `make ema` when it has one, else the EMA); ``ema_length``: a post-hoc EMA of
+    that length instead (t2i.posthoc)."""
     out = Path(out)
-    if weights not in ("ema", "raw"):
+    if weights not in (None, "ema", "raw"):
         raise UserError(f"--weights {weights!r}: choose ema or raw")
     check_out(out)
     with exclusive(out):
         recover(out)
         check_target(out, run.dir, overwrite)
-        pipe = run.pipeline(checkpoint=checkpoint, ema=weights == "ema" if ema_length is None else None, device="cpu",
+        pipe = run.pipeline(checkpoint=checkpoint, ema=None if weights is None else weights == "ema", device="cpu",
                             ema_length=ema_length)
         tmp = out.with_name(f".{out.name}.export-{uuid.uuid4().hex[:8]}")
         try:
