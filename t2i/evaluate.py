@@ -63,13 +63,13 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, pa
     return table
 
 
-FEATURES = ("auto", "inception", "dinov2", "judge")  # the --features choices
+FEATURES = ("auto", "inception", "dinov2", "judge", "random")  # the --features choices
 
 
 def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu", dinov2: str = metrics.DINOV2_MODEL):
     """``inception`` (pytorch-fid's network; needs its weights staged), ``dinov2`` (FD_DINOv2's network, staged by
-    `make assets`), ``judge`` (the judge's penultimate layer), or ``auto``: Inception when its weights are on disk,
-    else the judge."""
+    `make assets`), ``judge`` (the judge's penultimate layer), ``random`` (a fixed random CNN, independent of the
+    judge: :class:`t2i.metrics.RandomFeatures`), or ``auto``: Inception when its weights are on disk, else the judge."""
     if name == "auto":
         name = "inception" if metrics.inception_weights_path().exists() else "judge"
     if name == "inception":
@@ -78,15 +78,19 @@ def make_extractor(name: str, judge: Judge, device: torch.device | str = "cpu", 
         return metrics.DinoV2Extractor(dinov2, device)
     if name == "judge":
         return metrics.JudgeExtractor(judge)
+    if name == "random":
+        return metrics.RandomFeatures()
     raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(FEATURES)}")
 
 
 def staged_extractors(judge: Judge, device: torch.device | str = "cpu", dinov2: str = metrics.DINOV2_MODEL) -> list:
-    """Every feature space this machine can measure in: the judge's always, Inception's and DINOv2's where staged
-    (a verdict that has the same sign in each is the stronger for it). The first is the primary one (``auto``)."""
+    """Every feature space this machine can measure in: the judge's and a fixed random CNN's always (the second shares
+    nothing with the judge that scores adherence), Inception's and DINOv2's where staged (a verdict that has the same
+    sign in each is the stronger for it). The first is the primary one (``auto``)."""
     found = [make_extractor("auto", judge, device)]
     if not isinstance(found[0], metrics.JudgeExtractor):
         found.append(metrics.JudgeExtractor(judge))
+    found.append(metrics.RandomFeatures())
     if Path(dinov2).exists() or hub.cached(dinov2):
         found.append(metrics.DinoV2Extractor(dinov2, device))
     return found
@@ -222,3 +226,46 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
                                                              seed=pipe.seed_for(seed)))
     print(table)
     return table
+
+
+DAMAGES = {"noise": (0.05, 0.1, 0.2, 0.4), "blur": (0.5, 1.0, 1.5, 2.0), "classes dropped": (0.3, 0.6, 0.9)}
+
+
+def damage_check(extractor, images: torch.Tensor, conditions: torch.Tensor, seed: int = 0) -> dict:
+    """Does a feature space see known damage? The second half of ``images`` (real, in [0, 1]) against the first, with
+    Gaussian noise of growing std, Gaussian blur of growing sigma, and a growing share of the conditions dropped
+    (the images of the dropped ones replaced by the kept ones': less diversity, same quality): KID in the space must
+    grow with each. Returns ``{"rows": [...], "orders": bool}`` (rows: damage, level, kid, fd)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    half = len(images) // 2
+    reference = extractor(metrics.to_uint8(images[:half]))
+    probe, kept_conditions = images[half:2 * half], conditions[half:2 * half]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(torch.unique(kept_conditions)), generator=g)
+    values = torch.unique(kept_conditions)[order]
+
+    def damaged(kind: str, level: float) -> torch.Tensor:
+        if kind == "noise":
+            return (probe + level * torch.randn(probe.shape, generator=g)).clamp(0, 1)
+        if kind == "blur":
+            return gaussian_blur(probe, 5, level)
+        dropped = values[: int(round(level * len(values)))]
+        kept = probe[~torch.isin(kept_conditions, dropped)]
+        return kept[torch.arange(len(probe)) % len(kept)]
+
+    rows = [{"damage": "none", "level": 0.0, **_distances(extractor, probe, reference)}]
+    orders = True
+    for kind, levels in DAMAGES.items():
+        mine = [{"damage": kind, "level": level, **_distances(extractor, damaged(kind, level), reference)}
+                for level in levels]
+        kids = [rows[0]["kid"]] + [r["kid"] for r in mine]
+        orders &= all(a < b for a, b in zip(kids, kids[1:]))
+        rows += mine
+    return {"rows": rows, "orders": bool(orders), "n": half}
+
+
+def _distances(extractor, images: torch.Tensor, reference: "metrics.Features") -> dict:
+    features = extractor(metrics.to_uint8(images))
+    return {"kid": metrics.kernel_inception_distance(features, reference)[0],
+            "fd": metrics.frechet_distance(features, reference)}

@@ -257,3 +257,22 @@ def test_a_push_that_cannot_happen_is_one_line_before_any_export_work(pixel_run,
     assert not (tmp_path / "out").exists()  # refused before the export
     with pytest.raises(UserError, match=phrase):
         check_push(repo)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (paths.ROOT / "t2i" / "data").glob("*.py")
+                                        if "DATASET = " in p.read_text()))
+def test_every_dataset_says_its_terms_and_card_id_so_it_can_be_exported(name):
+    from t2i import data
+
+    spec = data.spec(name)
+    assert spec.card_id and spec.terms is not None, f"t2i/data/{name}.py: set card_id and terms"
+    spdx, words, source = spec.terms
+    assert spdx and words and source.startswith("https://")
+
+
+def test_a_dataset_without_terms_is_refused_in_one_line(monkeypatch, smoke_cfg):
+    from t2i import data, export
+
+    monkeypatch.setattr(type(data.spec(smoke_cfg)), "terms", None)
+    with pytest.raises(UserError, match="does not say its terms"):
+        export.data_terms(smoke_cfg)

@@ -30,8 +30,7 @@ def test_notebook_is_a_thin_stripped_driver(path):
         assert not defs, f"{path.name} defines {defs}: move them into t2i/"
 
 
-EXPERIMENT_NOTEBOOKS = [p for p in NOTEBOOKS if experiments.NOTEBOOK_NAME.match(p.stem)
-                        and experiments.NOTEBOOK_NAME.match(p.stem)["experiment"] in experiments.NAMES]
+EXPERIMENT_NOTEBOOKS = [p for p in NOTEBOOKS if experiments.experiment_of(p) is not None]
 
 
 @pytest.mark.parametrize("path", EXPERIMENT_NOTEBOOKS, ids=lambda p: p.name)

@@ -31,8 +31,13 @@ def profiles(experiment: str) -> dict[str, ExperimentConfig]:
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {experiment!r}; known: {sorted(EXPERIMENTS)}")
     spec = module(experiment)
-    full = ExperimentConfig.from_dict({**BASE, **spec.FULL})
-    return {"full": full, **{p: full.replace(**overrides) for p, overrides in spec.PROFILES.items()}}
+    for profile, values in (("full", spec.FULL), *spec.PROFILES.items()):
+        for key, own in (("experiment", experiment), ("profile", profile)):
+            if values.get(key, own) != own:
+                raise ConfigError(f"t2i/experiments/{experiment}.py sets {key}={values[key]!r} in its {profile!r} "
+                                  f"values: an experiment is named by its file and a profile by its key; remove it")
+    full = ExperimentConfig.from_dict({**BASE, **spec.FULL, "experiment": experiment, "profile": "full"})
+    return {"full": full, **{p: full.replace(**overrides, profile=p) for p, overrides in spec.PROFILES.items()}}
 
 
 def get(experiment: str, profile: str = "full", **overrides: Any) -> ExperimentConfig:

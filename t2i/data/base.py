@@ -42,6 +42,10 @@ RESNET18 = dict(arch="resnet18", batch_size=256, optimizer="sgd", learning_rate=
 class DatasetSpec:
     name = ""
     hub_repo: str | None = None  # parquet datasets: the Hugging Face dataset repository their shards come from
+    # What an export's model card says of the data, looked up at its publisher: the dataset id the card's metadata
+    # names, and its terms as (license id for the card, or "other"; the terms in words; where they are stated).
+    card_id: str | None = None
+    terms: tuple[str, str, str] | None = None
 
     # --- loading ------------------------------------------------------------------------------------------------
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:

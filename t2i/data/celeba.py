@@ -239,6 +239,9 @@ class CelebA(DatasetSpec):
     """40 binary attributes per face; captions are generated from them (this module's top half)."""
     name = "celeba"
     hub_repo = "flwrlabs/celeba"
+    card_id = hub_repo
+    terms = ("other", "CelebA is available for non-commercial research purposes only (the CelebA Dataset "
+             "Release Agreement)", "https://huggingface.co/datasets/flwrlabs/celeba/blob/main/LICENSE")
     default_prompts = 50  # attribute sets in a guidance sweep unless told otherwise
 
     def check_shards(self, file: Path, cfg: ExperimentConfig) -> None:

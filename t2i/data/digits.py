@@ -18,6 +18,9 @@ SPLIT_SEED = 0
 
 class Digits(DatasetSpec):
     name = "digits"
+    card_id = "sklearn-digits"
+    terms = ("cc-by-4.0", "scikit-learn's digits are the UCI Optical Recognition of Handwritten Digits test "
+             "set, CC BY 4.0", "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits")
 
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         from sklearn.datasets import load_digits

@@ -20,6 +20,9 @@ JUDGE_TRAIN = 8000
 
 class Mnist(DatasetSpec):
     name = "mnist"
+    card_id = "ylecun/mnist"
+    terms = ("cc-by-sa-3.0", "MNIST (Yann LeCun, Corinna Cortes) is made available under CC BY-SA 3.0",
+             "https://www.tensorflow.org/api_docs/python/tf/keras/datasets/mnist/load_data")
 
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.datasets import MNIST

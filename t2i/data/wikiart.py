@@ -23,6 +23,9 @@ STYLE_LABELS = (
 class WikiArt(DatasetSpec):
     name = "wikiart"
     hub_repo = "huggan/wikiart"
+    card_id = hub_repo
+    terms = ("other", "huggan/wikiart's license is unknown (its dataset card says so), and each painting "
+             "keeps its own rights; use for research", "https://huggingface.co/datasets/huggan/wikiart")
 
     def file_label_names(self, cfg: ExperimentConfig) -> tuple[str, ...]:
         return STYLE_LABELS

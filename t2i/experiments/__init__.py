@@ -1,5 +1,7 @@
 """The experiments, one file each: ``t2i/experiments/<name>.py`` holds ``FULL`` (the thesis's values, each with the
-section it comes from) and ``PROFILES`` (``demo``, ``smoke``...: flat overrides of ``FULL``).
+section it comes from) and ``PROFILES`` (``demo``, ``smoke``...: flat overrides of ``FULL``). An experiment is named
+by its file and a profile by its key in ``PROFILES`` (:func:`t2i.configs.profiles` sets both; a file that says
+otherwise is refused), so a copied file runs under its own name.
 
 :data:`NAMES` is found from the files, and feeds the configs, the Makefile (``make run-<name>``), SLURM, the bench
 and the thesis registry: adding an experiment is one file here, a dataset module in ``t2i/data/`` if the dataset is
@@ -21,7 +23,6 @@ from ..errors import ConfigError
 # What every experiment shares unless it says otherwise: library defaults (diffusers' UNet2DConditionModel and
 # DDPMScheduler, torch's AdamW). No experiment's own values live here.
 BASE: dict[str, Any] = dict(
-    profile="full",
     train_subset=None,
     layers_per_block=2,  # diffusers default
     attention_head_dim=8,  # diffusers default
@@ -33,7 +34,7 @@ BASE: dict[str, Any] = dict(
 
 # What every smoke profile (the test suite's) shares: the bundled MiniLM encoder, a tiny UNet, a few steps.
 SMOKE: dict[str, Any] = dict(
-    profile="smoke", text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
+    text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
     norm_num_groups=4, attention_head_dim=4, batch_size=16, checkpoint_every=1, num_inference_steps=3, judge_epochs=2,
     report_to="none", sample_every_epochs=None, learning_rate=1e-3, epochs=1, guidance_scales=(0.0, 1.0, 5.0))
 
@@ -64,15 +65,22 @@ NAMES: tuple[str, ...] = tuple(sorted((m.name for m in pkgutil.iter_modules(__pa
                                       key=lambda name: (_section(name), name)))
 
 # notebooks/NN_<experiment>[_<more>].ipynb runs <experiment>: the Makefile's rule for `make run-<experiment>`
-NOTEBOOK_NAME = re.compile(r"^[0-9]{2}_(?P<experiment>[^_]+)(_.*)?$")
+NOTEBOOK_NAME = re.compile(r"^[0-9]{2}_(?P<rest>.+)$")
+
+
+def experiment_of(notebook: str | Path) -> str | None:
+    """The experiment a notebook runs, from its file name alone, or None: the longest experiment name the part after
+    ``NN_`` is, or starts with followed by ``_`` (an experiment's name may hold underscores)."""
+    found = NOTEBOOK_NAME.match(Path(notebook).stem)
+    rest = found["rest"] if found else ""
+    return max((n for n in NAMES if rest == n or rest.startswith(f"{n}_")), key=len, default=None)
 
 
 def from_notebook(notebook: str | Path) -> str:
-    """The experiment a notebook runs, from its file name alone (SLURM asks this; the notebook's ``setup`` call
-    names the same experiment, tests/test_notebooks.py checks it)."""
-    found = NOTEBOOK_NAME.match(Path(notebook).stem)
-    if found is None or found["experiment"] not in NAMES:
+    """:func:`experiment_of`, or an error saying how an experiment's notebook is named (SLURM asks this; the
+    notebook's ``setup`` call names the same experiment, tests/test_notebooks.py checks it)."""
+    experiment = experiment_of(notebook)
+    if experiment is None:
         raise ConfigError(f"{notebook} is not an experiment's notebook: its name must be NN_<experiment>[_*].ipynb "
                           f"with <experiment> one of {NAMES}")
-    return found["experiment"]
-
+    return experiment

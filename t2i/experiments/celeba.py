@@ -15,7 +15,6 @@ PROMPTS = (  # 3.5.3's example captions, then a few more attribute sets (t2i.dat
 )
 
 FULL = dict(
-    experiment="celeba",
     dataset="celeba",  # 3.5.2: flwrlabs/celeba, ~202,599 faces with 40 binary attributes
     resolution=256,  # 3.5.2: resized to 256x256 and centre-cropped
     channels=3,  # 3.5.2: RGB

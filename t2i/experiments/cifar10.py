@@ -7,7 +7,6 @@ SECTION = "3.3"  # the thesis section it reproduces
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")  # 3.3.3
 
 FULL = dict(
-    experiment="cifar10",
     dataset="cifar10",  # 3.3.3: 50,000 training images (torchvision)
     resolution=32,  # 3.3.2
     channels=3,  # 3.3.2: RGB

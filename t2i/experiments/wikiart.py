@@ -15,7 +15,6 @@ STYLES = (
     "Romanticism", "Symbolism", "Synthetic Cubism", "Ukiyo-e")
 
 FULL = dict(
-    experiment="wikiart",
     dataset="wikiart",  # 3.4.2: huggan/wikiart, ~81,000 paintings in 72 parquet shards
     resolution=128,  # 3.4.2
     channels=3,  # 3.4.2: RGB

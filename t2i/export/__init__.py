@@ -52,21 +52,6 @@ from .pipeline_t2i import T2IPipeline
 
 __all__ = ["T2IPipeline", "check_out", "check_push", "export", "push"]
 
-# The data's terms, each from its publisher (license id for the card, the terms in words, where they are stated).
-DATA_TERMS = {
-    "mnist": ("cc-by-sa-3.0", "MNIST (Yann LeCun, Corinna Cortes) is made available under CC BY-SA 3.0",
-              "https://www.tensorflow.org/api_docs/python/tf/keras/datasets/mnist/load_data"),
-    "digits": ("cc-by-4.0", "scikit-learn's digits are the UCI Optical Recognition of Handwritten Digits test set, "
-               "CC BY 4.0", "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits"),
-    "cifar10": ("other", "CIFAR-10's license is unknown (its dataset card says so); use for research",
-                "https://huggingface.co/datasets/uoft-cs/cifar10"),
-    "wikiart": ("other", "huggan/wikiart's license is unknown (its dataset card says so), and each painting keeps its "
-                "own rights; use for research", "https://huggingface.co/datasets/huggan/wikiart"),
-    "celeba": ("other", "CelebA is available for non-commercial research purposes only (the CelebA Dataset Release "
-               "Agreement)", "https://huggingface.co/datasets/flwrlabs/celeba/blob/main/LICENSE"),
-}
-DATASET_IDS = {"mnist": "ylecun/mnist", "digits": "sklearn-digits", "cifar10": "uoft-cs/cifar10",
-               "wikiart": "huggan/wikiart", "celeba": "flwrlabs/celeba"}
 
 
 def export(run: Run, out: Path, checkpoint: str | None = None, weights: str | None = None, *,
@@ -146,9 +131,19 @@ def synthetic_data(cfg) -> bool:
     return bool((cfg.shards or "").startswith("synthetic/")) or cfg.vae == SYNTHETIC
 
 
+def data_terms(cfg) -> tuple[str, str, str]:
+    """The terms of the run's dataset (its spec's ``terms``), or a one-line error naming what to add."""
+    spec = data.spec(cfg)
+    if spec.terms is None or spec.card_id is None:
+        raise UserError(f"cannot export a model of dataset {cfg.dataset!r}: t2i/data/{cfg.dataset}.py's DATASET does "
+                        "not say its terms and card id (`terms`, `card_id`; docs/development.md), which the card and "
+                        "LICENSE.md state")
+    return spec.terms
+
+
 def license_text(cfg) -> str:
     """LICENSE.md: the data's terms, which the weights, derived from the data, carry."""
-    _, terms, source = DATA_TERMS[cfg.dataset]
+    _, terms, source = data_terms(cfg)
     if synthetic_data(cfg):
         return ("# License\n\nThese weights were trained on synthetic data that t2i's tests write; they model nothing "
                 "real and are for testing t2i only.\n")
@@ -165,7 +160,8 @@ def card(pipe: TextToImage, run: Run, where: str):
     cfg = pipe.cfg
     spec = data.spec(cfg)
     synthetic = synthetic_data(cfg)
-    dataset = DATASET_IDS[cfg.dataset]
+    spdx, terms, source = data_terms(cfg)
+    dataset = spec.card_id
     sweep, rows, record = evaluation(run, pipe)
     features = (record or {}).get("features", "unknown")
     results = [EvalResult(task_type="text-to-image", dataset_type=dataset, dataset_name=dataset, metric_type=metric,
@@ -173,7 +169,6 @@ def card(pipe: TextToImage, run: Run, where: str):
                           metric_value=float(row[metric]))
                for row in rows if row["guidance_scale"] != "real"
                for metric, name in (("fid", f"FD in {features} features"), ("adherence", "adherence"))]
-    spdx, terms, source = DATA_TERMS[cfg.dataset]
     license_fields = ({"license": spdx} if spdx != "other" and not synthetic else
                       {"license": "other", "license_name": "synthetic-test-data" if synthetic else f"{cfg.dataset}-terms",
                        "license_link": "LICENSE.md"})
