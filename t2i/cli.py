@@ -111,11 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("guidance", help="every guidance method at several strengths on one fidelity/adherence front")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--samples-per-prompt", type=_positive, default=comparison.SAMPLES_PER_PROMPT,
-                   help="images per prompt, method and strength (default: N = 500 for ten classes)")
+                   help="the verdict rows' images per prompt (default: N = 500 for ten classes); the front, which "
+                        f"calibrates their strengths, takes at most {comparison.FRONT_SAMPLES_PER_PROMPT}")
     p.add_argument("--methods", nargs="+", choices=sorted(guidance.METHODS), help="default: all the run can use")
     p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
     p.add_argument("--features", default="staged", choices=["staged", *evaluate.FEATURES],
-                   help="staged: every feature space that is on disk (the judge's always)")
+                   help="staged: every feature space that is on disk (the judge's and a random CNN's always)")
     p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ and compare its verdicts with the main "
                                                    "report's (e.g. a check at N = 2,000)")
     _ema_length(p)

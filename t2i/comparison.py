@@ -33,16 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
-
-from . import checkpoints, data, evaluate, guidance, metrics, reports, stats
+from . import checkpoints, data, evaluate, guidance, metrics, reports, stats, verdict
 from .comparison_report import check_against, front, summary
 from .console import progress
 from .models import count_parameters
 from .pipeline import TextToImage
 
 STRENGTHS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)  # w; w = 1 (the conditional model) is one shared row
-SAMPLES_PER_PROMPT = 50  # N = 500 for ten classes
+SAMPLES_PER_PROMPT = 50  # the verdict's N = 500 for ten classes ...
+FRONT_SAMPLES_PER_PROMPT = 20  # ... and the front's (which calibrates the verdict's strengths): N = 200
 BOOTSTRAP = 200  # paired resamples of the seeds and the reference images
 ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
 FD_LEVELS = (1.25, 1.5, 2.0, 3.0)  # matched FD, as multiples of the real-vs-real floor
@@ -115,9 +114,11 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
               "features": [e.name for e in extractors]}
     if reports.skip_if_fresh(out, inputs):
         return None
-    shared = evaluate.PairedRows(pipe.cfg, judge, extractors, samples_per_prompt)
+    damage, extractors = feature_spaces(pipe.cfg, extractors)  # the primary space first
+    shared = evaluate.PairedRows(pipe.cfg, judge, extractors, min(FRONT_SAMPLES_PER_PROMPT, samples_per_prompt))
+    final = evaluate.PairedRows(pipe.cfg, judge, extractors, samples_per_prompt)
     spaces, n = [e.name for e in extractors], shared.n
-    real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=n)
+    real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=final.n)
 
     def measure(variant: Variant, w: float) -> Row:
         images = pipe.images(shared.prompts, w, seed=seed, method=variant.method, params=variant.params, guide=guide,
@@ -141,13 +142,38 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
             continue
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
+    level = result["primary_level"]
+    calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, bootstrap)[0])
+    final_rows = {}
+    if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
+        reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
+        for v in progress(reached, desc=f"verdict rows at adherence {level:g}"):
+            images = pipe.images(final.prompts, calibrations[v.label].w, seed=pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET,
+                                 method=v.method, params=v.params, guide=guide, show_progress=False)
+            final_rows[v.label] = Row(v, calibrations[v.label].w, *final.row(images))
+        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, bootstrap,
+                                        shared.spec.binary_adherence)
+        result["tests"] += primary
+        result["needed"] = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
     result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval,
-                  guide_name=guide_name, inputs=inputs)
+                  guide_name=guide_name, inputs=inputs, verdict_n=final.n, verdict_reference_n=final.reference_n,
+                  calibrations=calibrations, damage=damage, verdict_floors=final.floors)
     write(result, pipe, out)
     if compare_with is not None:
         print(check_against(result, Path(compare_with), out))
         reports.write_provenance(out / "check.md", **pipe.provenance(inputs=inputs, main_report=Path(compare_with)))
     return result
+
+
+def feature_spaces(cfg, extractors: list, images_per_half: int = 300) -> tuple[dict, list]:
+    """Does each feature space see known damage on this dataset's real images (:func:`t2i.evaluate.damage_check`)?
+    Returns the checks by space, and the extractors with the primary one first: the first that is not the judge's
+    (which also scores adherence) and orders the damage; else the first that orders it; else as given."""
+    images, conditions = data.load_images(cfg, "train", limit=2 * images_per_half)
+    damage = {e.name: evaluate.damage_check(e, images, conditions) for e in extractors}
+    order = sorted(range(len(extractors)), key=lambda k: (not damage[extractors[k].name]["orders"],
+                                                          isinstance(extractors[k], metrics.JudgeExtractor), k))
+    return damage, [extractors[k] for k in order]
 
 
 def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, seed: int | None
@@ -235,25 +261,17 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
                 for level in levels_a:
                     test = _matched("adherence", level, mine, cfgs, adh, adh_boot, value, value_boot, floors[s])
                     if test is not None:
-                        primary = metric == "kid" and level == primary_level
-                        tests.append({"method": label, "features": s, "metric": metric, "primary": primary, **test})
+                        tests.append({"method": label, "features": s, "metric": metric, "primary": False, **test})
             for level in (f * floors[s] for f in FD_LEVELS):
                 test = _matched("fd", level, mine, cfgs, adh, adh_boot, fd[s], boot[s], floors[s])
                 if test is not None:
                     tests.append({"method": label, "features": s, "metric": "adherence", "primary": False, **test})
-    for s in spaces:  # Holm over the methods' primary tests, one family per feature space
-        primaries = [t for t in tests if t["features"] == s and t["primary"]]
-        for t, adjusted in zip(primaries, stats.holm_adjusted([t["p"] for t in primaries])):
-            t["p_holm"] = adjusted
-            t["verdict"] = ("not resolved" if adjusted > 1 - stats.LEVEL
-                            else "better" if t["better"] else "worse")
-    for t in tests:
-        if not t["primary"]:
-            t["p_holm"], t["verdict"] = float("nan"), "descriptive"
+    for t in tests:  # along the curve, every test is descriptive: the verdicts are the calibrated ones (t2i.verdict)
+        t["p_holm"], t["verdict"] = float("nan"), "descriptive"
     moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
     return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
             "levels": levels_a, "primary_level": primary_level, "moved": moved, "binary": binary,
-            "needed": _needed(rows, tests, spaces[0]), "power": POWER, "bootstrap": bootstrap}
+            "needed": {}, "power": POWER, "bootstrap": bootstrap}
 
 
 def _tag(space: str, spaces: list[str]) -> str:
@@ -298,34 +316,6 @@ def _moved(table: list[dict], label: str, spaces: list[str]) -> dict:
             "max_abs_d_adherence": max(abs(e["d_adherence"]) for e in mine), "any_excludes_zero": excludes}
 
 
-def _needed(rows: list[Row], tests: list[dict], space: str) -> dict[str, float]:
-    """For each method whose primary test is not resolved: the N at which its primary effect, if it stayed as
-    measured, would be resolved after Holm's correction with :data:`POWER`, from the effect's standard error on
-    subsamples of N / 4, N / 2 and N seeds (se = c N^-b, fitted; a planning figure, not a promise)."""
-    primary = [t for t in tests if t["features"] == space and t["primary"]]
-    z = (scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1)))  # Holm's strictest step
-         + scipy_stats.norm.ppf(POWER))
-    n, m, found = len(rows[0].hits), len(rows[0].features[space].y), {}
-    for test in (t for t in primary if t["verdict"] == "not resolved"):
-        ours = [k for k, r in enumerate(rows) if r.variant.label == test["method"]]
-        cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
-        sizes = [n // 4, n // 2, n]
-        errors = []
-        for size in sizes:
-            draws, refs = stats.resamples(n, m, 60, seed=size)  # the reference may hold fewer images than N
-            draws, refs = draws[:, :size], refs[:, :min(size, m)]
-            adh = np.full((len(rows), len(draws)), np.nan)
-            kid = np.full((len(rows), len(draws)), np.nan)
-            for k in ours + cfgs:
-                adh[k] = [rows[k].hits[d].mean() for d in draws]
-                kid[k] = [rows[k].features[space].kid(d, q) for d, q in zip(draws, refs)]
-            diffs = np.array([stats.crossing(adh[ours, b], kid[ours, b], test["level"])
-                              - stats.crossing(adh[cfgs, b], kid[cfgs, b], test["level"]) for b in range(len(draws))])
-            errors.append(float(np.nanstd(diffs, ddof=1)) if np.isfinite(diffs).sum() > 10 else float("nan"))
-        found[test["method"]] = stats.samples_needed(test["difference"], sizes, errors, z)
-    return found
-
-
 # --- the report ---------------------------------------------------------------------------------------------------
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
     n, m, spaces = result["n"], result["reference_n"], result["spaces"]
@@ -342,22 +332,45 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                f"seeds. fd: Frechet distance in {primary} features to {m} real training images (real-vs-real floor "
                f"{result['floors'][primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
                f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
-               f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: bias-corrected paired "
-               f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, so they contain "
-               "their estimates). d_*: the paired difference to CFG at the same w (adherence: Newcombe's score "
+               f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "
+               f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, which corrects "
+               "the bias a resample sees, so a row's interval can sit below its estimate). The front calibrates the "
+               "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w (adherence: Newcombe's score "
                "interval, p_adherence McNemar's exact test). Other feature spaces carry their name as a suffix. "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
     tables = {"guidance": (result["table"], caption)}
-    if result["tests"]:
+    primary_tests = [t for t in result["tests"] if t["primary"]]
+    if primary_tests:
+        cal = result["calibrations"]
+        shown = [{"method": t["method"], "features": t["features"], "w": t["w"],
+                  "w_lo": cal[t["method"]].interval()[0], "w_hi": cal[t["method"]].interval()[1], "w_cfg": t["w_cfg"],
+                  **{k: t[k] for k in ("adherence", "adherence_lo", "adherence_hi", "adherence_cfg", "value", "cfg",
+                                       "difference", "lo", "hi", "p", "p_holm", "verdict")}} for t in primary_tests]
+        tables["verdict"] = (shown, (
+            f"The primary endpoint of every method: each curve at the strength w where it reaches adherence "
+            f"{result['primary_level']:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
+            f"sampled at that w on N = {result['verdict_n']} fresh seeds, the same in every row; adherence: reached "
+            f"there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - CFG "
+            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over {result['bootstrap']} "
+            "joint resamples of the seeds and the reference, which also carries the calibration's error, and p from "
+            f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
+            f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."))
+    described = [t for t in result["tests"] if not t["primary"]]
+    if described:
         shown = [{k: t[k] for k in ("method", "features", "metric", "at", "cfg", "value", "difference", "lo", "hi",
-                                    "p", "p_holm", "verdict")} for t in result["tests"]]
+                                    "p", "verdict")} for t in described]
         tables["matched"] = (shown, (
-            "Each method against CFG along the curve: at an adherence level, KID and FD where each curve first "
-            "reaches it (lower is better); at an FD level, adherence there (higher is better). difference = method - "
-            f"CFG, {stats.LEVEL:.0%} paired bias-corrected bootstrap interval; p from the bootstrap standard error. "
-            f"The primary endpoint of every method is KID at adherence {result['primary_level']:g}: p_holm is "
-            "Holm-adjusted over the methods' primary tests (per feature space; verdict at family-wise "
-            f"{1 - stats.LEVEL:.0%}). Every other row is descriptive: its p is not corrected and decides nothing."))
+            f"Descriptive, on the front (N = {n}): each method against CFG along the curve: at an adherence level, KID "
+            "and FD where each curve first reaches it, read between the sampled strengths (lower is better); at an FD "
+            f"level, adherence there (higher is better). difference = method - CFG, {stats.LEVEL:.0%} basic paired "
+            "bootstrap interval and p from the same bootstrap, uncorrected: these rows decide nothing."))
+    tables["feature_spaces"] = ([{"features": space, **row} for space, check in result["damage"].items()
+                                 for row in check["rows"]], (
+        "Each feature space on this dataset's real images before it judges anything: KID and FD of real images, "
+        "damaged as named, against other real images (n = "
+        f"{next(iter(result['damage'].values()))['n']} each). A space orders the damage when KID grows with every "
+        "level of every damage: " + "; ".join(f"{space}: {'yes' if check['orders'] else 'NO'}"
+                                              for space, check in result["damage"].items()) + "."))
     if result["tuning"]:
         tables["tuning"] = (result["tuning"], (
             f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "

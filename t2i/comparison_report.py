@@ -26,49 +26,50 @@ def verdicts(result: dict, space: str) -> dict[str, str]:
 
 
 def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
-    n, spaces, floors = result["n"], result["spaces"], result["floors"]
-    primary = spaces[0]
-    tests = [t for t in result["tests"] if t["features"] == primary]
+    n, spaces = result["n"], result["spaces"]
+    primary, nv = spaces[0], result.get("verdict_n", n)
     found = verdicts(result, primary)
     level = result["primary_level"]
-    lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, N = {n}", "",
-             f"Every row samples the same {n} prompts from the same seeds ({pipe.checkpoint.name}, {pipe.weights} "
-             f"weights, {pipe.sampling.describe()}). **Primary endpoint, declared for every method**: its KID "
-             f"difference to CFG where both curves first reach adherence {level:g} ({result['real_adherence']:.3f} is "
-             f"the judge on real held-out images), in {primary} features; KID is unbiased at any N, FD's bias depends "
-             f"on each method's diversity. Verdicts are Holm-corrected over the {len(found)} methods' primary tests, "
-             f"at family-wise {1 - stats.LEVEL:.0%}. Everything else is descriptive: FD and KID at the other adherence "
-             f"levels ({', '.join(f'{lv:g}' for lv in result['levels'])}) and adherence at FD levels "
-             f"({', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor, {floors[primary]:.2f} in {primary} "
-             f"features, {result['reference_n']} real images against as many"
-             f"{'' if result['reference_n'] == n else ': fewer than N, as the dataset holds no more'}). Differences "
-             f"are paired ({result['bootstrap']} joint resamples of the seeds and the reference images) with "
-             f"{stats.LEVEL:.0%} bias-corrected intervals. Guidance: {reports.GUIDANCE_CONVENTION}.", ""]
+    damage = result.get("damage", {})
+    checked = "; ".join(f"{s}: {'orders' if c['orders'] else 'does NOT order'} it" for s, c in damage.items())
+    lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, verdicts at N = {nv}", "",
+             f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, declared "
+             f"for every method**: its KID difference to CFG, each sampled at the strength where its own curve reaches "
+             f"adherence {level:g} ({result['real_adherence']:.3f} is the judge on real held-out images). The "
+             f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
+             f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
+             f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "
+             f"space: {primary} (known damage on real images: {checked}; feature_spaces.md). Verdicts are "
+             f"Holm-corrected over the {len(found)} methods at family-wise {1 - stats.LEVEL:.0%}, with "
+             f"{stats.LEVEL:.0%} basic paired bootstrap intervals ({result['bootstrap']} joint resamples) and p from "
+             "the same bootstrap. Everything else is descriptive: the front (guidance.md) and the tests along it at "
+             f"adherence levels {', '.join(f'{lv:g}' for lv in result['levels'])} and FD levels "
+             f"{', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor (matched.md). Guidance: "
+             f"{reports.GUIDANCE_CONVENTION}.", ""]
+    main_tests = {t["method"]: t for t in result["tests"] if t["features"] == primary and t["primary"]}
     for label, verdict in found.items():
-        mine = [t for t in tests if t["method"] == label]
-        main = next((t for t in mine if t["primary"]), None)
-        head = {"better": "better than CFG", "worse": "worse than CFG", "not resolved": f"not resolved at N = {n}",
-                "not reached": f"not reached (its curve or CFG's does not reach adherence {level:g})"}[verdict]
+        main = main_tests.get(label)
+        head = {"better": "better than CFG", "worse": "worse than CFG", "not resolved": f"not resolved at N = {nv}",
+                "not reached": f"not reached (its curve or CFG's does not reach adherence {level:g} on the front)"
+                }[verdict]
         needed = result["needed"].get(label)
         if verdict == "not resolved" and needed is not None:
-            head += (f" (its primary effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed as "
-                     "measured)" if math.isfinite(needed) else " (no effect to extrapolate)")
-        detail = f" {_describe(main, floors[primary])}." if main else ""
-        fd_at = next((t for t in mine if t["metric"] == "fd" and main and t["level"] == main["level"]), None)
-        if fd_at:
-            detail += f" Descriptive: {_describe(fd_at, floors[primary])}."
+            head += (f" (its effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed as "
+                     "measured)" if math.isfinite(needed) else
+                     " (no N up to ten times this one would resolve it, if it stayed as measured)")
+        detail = f" {_describe(main)}." if main else ""
         others = [s for s in spaces[1:] if label in verdicts(result, s)]
         agree = ("" if not others else " Same verdict in " + ", ".join(others) + "." if all(
-            verdicts(result, s)[label] == verdict for s in others) else " Other feature spaces disagree: " + ", ".join(
-            f"{s}: {verdicts(result, s)[label]}" for s in others) + ".")
+            verdicts(result, s)[label] == verdict for s in others) else " Other feature spaces (descriptive): " +
+            ", ".join(f"{s}: {verdicts(result, s)[label]}" for s in others) + ".")
         moved = result["moved"].get(label, {})
         still = ("" if not moved.get("compared") or moved["any_excludes_zero"] else
-                 f" It moved nothing measurable here: at every w its paired differences to CFG contain 0 (largest "
-                 f"|dFD| {moved['max_abs_d_fd']:.2f}, |d adherence| {moved['max_abs_d_adherence']:.3f}).")
+                 f" On the front it moved nothing measurable: at every w its paired differences to CFG contain 0 "
+                 f"(largest |dFD| {moved['max_abs_d_fd']:.2f}, |d adherence| {moved['max_abs_d_adherence']:.3f}).")
         lines.append(f"- **{label}**: {head}.{detail}{still}{agree}")
     goal_a, goal_f = STRETCH
     reached = [e for e in result["table"] if e["adherence"] >= goal_a and e["fd_over_floor"] <= goal_f]
-    lines += ["", f"Stretch goal, adherence >= {goal_a:g} at FD <= {goal_f:g} x the floor (N = {n}): " + (
+    lines += ["", f"Stretch goal, adherence >= {goal_a:g} at FD <= {goal_f:g} x the floor (front, N = {n}): " + (
         "reached by " + "; ".join(f"{e['method']} at w = {e['w']:g} ({e['adherence']:.3f}, {e['fd_over_floor']:.2f}x)"
                                   for e in reached) if reached else "not reached by any row.")]
     if result["interval"] is not None:
@@ -78,18 +79,17 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe(t: dict, floor: float) -> str:
-    unit = {"fd": "FD", "kid": "KID", "adherence": "adherence"}[t["metric"]]
-    fmt = {"FD": lambda v: f"{v:.2f}", "KID": lambda v: f"{v:.4f}", "adherence": lambda v: f"{v:.3f}"}[unit]
-    p = f"p_holm {t['p_holm']:.3g}" if t["primary"] else f"p {t['p']:.3g}, uncorrected"
-    return (f"at {t['at']}, {unit} {fmt(t['value'])} vs CFG's {fmt(t['cfg'])} (difference {fmt(t['difference'])} "
-            f"[{fmt(t['lo'])}, {fmt(t['hi'])}], {p})")
+def _describe(t: dict) -> str:
+    return (f"At w = {t['w']:.3g} (CFG at {t['w_cfg']:.3g}) it reached adherence {t['adherence']:.3f} "
+            f"[{t['adherence_lo']:.3f}, {t['adherence_hi']:.3f}] (CFG {t['adherence_cfg']:.3f}); KID {t['value']:.4f} vs "
+            f"CFG's {t['cfg']:.4f}, difference {t['difference']:+.4f} [{t['lo']:+.4f}, {t['hi']:+.4f}], p_holm "
+            f"{t['p_holm']:.3g}")
 
 
 def front(result: dict, path: Path) -> Path:
     """Left: adherence against FD / floor, one curve per method, CFG on top; the judge's real-image accuracy as a
     line; intervals that contain their points; points beyond the x range drawn at its edge. Right: each method's primary
-    endpoint, its KID difference to CFG at the primary adherence, with its interval (left of 0 is better)."""
+    endpoint, its KID difference to CFG, each at its calibrated strength, with its interval (left of 0 is better)."""
     spaces, table = result["spaces"], result["table"]
     fig, (ax, forest) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     ratios = np.array([e["fd_over_floor"] for e in table])
@@ -130,10 +130,11 @@ def front(result: dict, path: Path) -> Path:
         colour = {"better": "tab:green", "worse": "tab:red"}.get(t["verdict"], "gray")
         forest.errorbar(t["difference"], k, xerr=[[t["difference"] - t["lo"]], [t["hi"] - t["difference"]]],
                         fmt="o", color=colour, ms=4, capsize=2)
-    forest.set_yticks(range(len(tests)), [f"{t['method']} @ {t['at'].split()[-1]}" for t in tests], fontsize=7)
+    forest.set_yticks(range(len(tests)), [f"{t['method']} (w {t['w']:.3g})" for t in tests], fontsize=7)
     forest.axvline(0, color="black", lw=1)
     forest.invert_yaxis()
-    forest.set_xlabel(f"KID(method) - KID(CFG) at adherence {result['primary_level']:g} (left is better)")
+    forest.set_xlabel(f"KID(method) - KID(CFG), each at its w for adherence {result['primary_level']:g}, "
+                      f"N = {result.get('verdict_n', result['n'])} (left is better)")
     forest.set_title(f"Primary endpoints, paired {stats.LEVEL:.0%}; green/red: resolved after Holm", fontsize=10)
     forest.grid(alpha=0.3, axis="x")
     return reports.save(fig, path)

@@ -1,5 +1,5 @@
-"""t2i.comparison (`make guidance`): every method on one front from the same seeds, paired intervals that contain
-their estimates, verdicts along the curve, and a second call that redraws nothing that is fresh."""
+"""t2i.comparison and t2i.verdict (`make guidance`): every method on one front from the same seeds, verdicts at
+calibrated strengths on fresh seeds, and a second call that redraws nothing that is fresh."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import csv
 import numpy as np
 import pytest
 
-from t2i import cli, comparison, comparison_report, paths, reports, stats
+from t2i import cli, comparison, comparison_report, paths, reports, stats, verdict
 
 
 def read(path):
@@ -28,13 +28,13 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert [(r["method"], float(r["w"])) for r in rows] == [(m, w) for m in labels for w in (1.0, 2.0, 4.0)]
     for r in rows:
         assert int(r["samples"]) == 30
-        assert float(r["fd_lo"]) <= float(r["fd"]) <= float(r["fd_hi"])  # intervals contain their estimates
+        assert float(r["fd_lo"]) <= float(r["fd_hi"]) and float(r["kid_lo"]) <= float(r["kid_hi"])
         assert float(r["adherence_lo"]) <= float(r["adherence"]) <= float(r["adherence_hi"])
         assert float(r["adherence_hi"]) > float(r["adherence_lo"])  # exact intervals: never zero-wide
     one = [r for r in rows if float(r["w"]) == 1.0]
     assert len({(r["fd"], r["adherence"]) for r in one}) == 1  # w = 1 is one shared point, the conditional model
     apg_2 = next(r for r in rows if r["method"] == "apg" and float(r["w"]) == 2.0)
-    assert float(apg_2["d_fd_lo"]) <= float(apg_2["d_fd"]) <= float(apg_2["d_fd_hi"]) and apg_2["p_adherence"]
+    assert float(apg_2["d_fd_lo"]) <= float(apg_2["d_fd_hi"]) and apg_2["p_adherence"]
     assert "epoch-0001 of this run" in next(r for r in rows if r["method"] == "autoguidance")["params"]
     tuning = read(out / "tuning.csv")
     assert len(tuning) == len(comparison.INTERVAL_GRID) and sum(r["chosen"] == "yes" for r in tuning) == 1
@@ -43,7 +43,14 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert (out / "front.png").stat().st_size > 0 and reports.read_provenance(out / "front.png")["inputs"]
     if (out / "matched.csv").exists():
         for t in read(out / "matched.csv"):
-            assert float(t["lo"]) <= float(t["difference"]) <= float(t["hi"])
+            assert float(t["lo"]) <= float(t["hi"]) and t["verdict"] == "descriptive"
+    spaces = read(out / "feature_spaces.csv")  # every space checked on known damage before it judges
+    assert {r["features"] for r in spaces} == {"judge-penultimate", "random-cnn0"}
+    assert "Primary feature space: random-cnn0" in summary or "does NOT order" in summary
+    if (out / "verdict.csv").exists():  # the curves that reach the level, each at its own w on fresh seeds
+        for t in read(out / "verdict.csv"):
+            assert int(float(t["w_lo"]) <= float(t["w"]) <= float(t["w_hi"])) or t["w_lo"] == "nan"
+            assert t["verdict"] in ("better", "worse", "not resolved")
     made = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert cli.main(command) == 0
     assert "up to date" in capsys.readouterr().out
@@ -56,27 +63,41 @@ def row(variant, w, hits, fd_shift, reference, rng):
                           {"f": stats.FeatureSet(features, reference)})
 
 
-def test_a_method_with_lower_fd_at_the_same_adherence_is_better_and_one_like_cfg_is_not_resolved():
-    """Hand-made rows: 'shifted' reaches CFG's adherence levels with features far closer to the reference (lower FD);
-    'same' is CFG's images again. The verdicts follow, and their intervals contain their estimates."""
+def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
+    """Hand-made rows: on the front every curve reaches adherence 0.97 at w* = 2 + 1/3; at that w on fresh seeds,
+    'shifted' lies far closer to the reference (lower KID) than CFG, 'same' is CFG's images again. The verdicts
+    follow; the front's tests along the curve are descriptive. Where KID changes fast with w on the front, the
+    calibration's error widens the verdict's interval (here until it no longer resolves)."""
     rng = np.random.default_rng(0)
     reference = rng.normal(size=(200, 3))
     adherence = {1.0: 0.90, 2.0: 0.96, 3.0: 0.99}
-    hits = {w: (rng.random(200) < a).astype(float) for w, a in adherence.items()}
-    rows = []
-    for variant, shift in (("cfg", 0.8), ("shifted", 0.1)):
-        rows += [row(variant, w, hits[w], shift * w, reference, np.random.default_rng(int(w * 10))) for w in hits]
-    rows += [comparison.Row(comparison.Variant("same", "apg"), r.w, r.hits, r.features) for r in rows[:3]]
-    result = comparison.analyse(rows, ["f"], {"f": 0.05}, real_adherence=0.995, binary=True, bootstrap=100)
-    assert comparison_report.verdicts(result, "f")["shifted"] == "better"
-    assert comparison_report.verdicts(result, "f")["same"] == "not resolved"
-    for t in result["tests"]:
-        assert t["lo"] <= t["difference"] <= t["hi"]
-    primary = [t for t in result["tests"] if t["primary"]]  # one declared endpoint per method: KID at 0.97
-    assert sorted(t["method"] for t in primary) == ["same", "shifted"]
-    assert {(t["metric"], t["at"]) for t in primary} == {("kid", "adherence 0.970")}
-    assert all(t["verdict"] == "descriptive" for t in result["tests"] if not t["primary"])
-    assert result["moved"]["same"]["any_excludes_zero"] is False
+    hits = {w: np.r_[np.ones(int(a * 200)), np.zeros(200 - int(a * 200))] for w, a in adherence.items()}
+    front = []
+    for variant, shift in (("cfg", 0.8), ("shifted", 0.1)):  # KID flat in w: the calibration costs nothing
+        front += [row(variant, w, hits[w], shift, reference, np.random.default_rng(int(w * 10))) for w in hits]
+    front += [comparison.Row(comparison.Variant("same", "apg"), r.w, r.hits, r.features) for r in front[:3]]
+    result = comparison.analyse(front, ["f"], {"f": 0.05}, real_adherence=0.995, binary=True, bootstrap=100)
+    assert all(t["verdict"] == "descriptive" and not t["primary"] for t in result["tests"])
+    draws, _ = stats.resamples(200, 200, 100)
+    calibrations = verdict.calibrate(front, 0.97, ["f"], draws)
+    assert calibrations["cfg"].w == pytest.approx(2 + 1 / 3) and calibrations["shifted"].w == calibrations["cfg"].w
+    fresh = np.r_[np.ones(194), np.zeros(6)]
+    final = {"cfg": row("cfg", 2.33, fresh, 0.8 * 2.33, reference, np.random.default_rng(7)),
+             "shifted": row("shifted", 2.33, fresh, 0.1 * 2.33, reference, np.random.default_rng(8))}
+    final["same"] = comparison.Row(comparison.Variant("same", "apg"), 2.33, final["cfg"].hits, final["cfg"].features)
+    tests = verdict.primary_tests(final, calibrations, ["f"], 0.97, 100, binary=True)
+    found = {t["method"]: t for t in tests}
+    assert found["shifted"]["verdict"] == "better" and found["same"]["verdict"] == "not resolved"
+    assert found["same"]["difference"] == 0 and found["same"]["p"] == 1.0
+    assert found["shifted"]["adherence"] == 0.97 and found["shifted"]["adherence_lo"] < 0.97
+    result["tests"] += tests
+    assert comparison_report.verdicts(result, "f") == {"shifted": "better", "same": "not resolved"}
+    steep = [row(r.variant.label, r.w, r.hits, 0.8 * r.w, reference, np.random.default_rng(int(r.w * 10)))
+             if r.variant.label == "cfg" else r for r in front]  # CFG's KID grows fast with w on the front
+    wide = verdict.primary_tests(final, verdict.calibrate(steep, 0.97, ["f"], draws), ["f"], 0.97, 100, binary=True)
+    wide = next(t for t in wide if t["method"] == "shifted")
+    assert wide["hi"] - wide["lo"] > 2 * (found["shifted"]["hi"] - found["shifted"]["lo"])
+    assert wide["verdict"] == "not resolved"
 
 
 @pytest.mark.parametrize("method", ["cfg-rescale", "cfg-zero-star", "dynamic-thresholding"])
