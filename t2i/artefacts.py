@@ -96,7 +96,8 @@ def trajectory(src: Sources, path: Path) -> None:
     images = ((torch.cat([states[k] for k in keep]) - low) / (high - low)).clamp(0, 1)
     steps = pipe.num_inference_steps
     reports.image_grid(images, path, nrow=len(keep), col_labels=[f"step {k + 1}/{steps}" for k in keep],
-                       title=f'Denoising "{pipe.cfg.captions[3]}" ({pipe.sampler}, w = 5)\n[{reports.GUIDANCE_CONVENTION}]')
+                       title=f'Denoising "{pipe.cfg.captions[3]}" ({pipe.sampler}, w = 5)\n'
+                             f"[{reports.GUIDANCE_CONVENTION}]")
     reports.write_provenance(path, **pipe.provenance(guidance_scale=5.0, samples=1, steps_shown=[k + 1 for k in keep]))
 
 
@@ -104,7 +105,8 @@ def training_samples(experiment: str, per_class: int = 2):
     def draw(src: Sources, path: Path) -> None:
         cfg = src.cfg(experiment)
         images, labels = data.load_images(cfg, "train", limit=2000)
-        chosen = [i for k in range(len(cfg.class_names)) for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
+        chosen = [i for k in range(len(cfg.class_names))
+                  for i in (labels == k).nonzero().flatten()[:per_class].tolist()]
         if len(chosen) < per_class * len(cfg.class_names):
             raise UserError(f"the first 2,000 {cfg.dataset} training images lack {per_class} of some class")
         reports.image_grid(images[chosen].reshape(len(cfg.class_names), per_class, *images.shape[1:]).transpose(0, 1)

@@ -1,7 +1,8 @@
 """Command line for batch jobs (SLURM, ``accelerate launch -m t2i ...``).
 
     python -m t2i train --experiment mnist --profile full [--run-name NAME] [--set key=value ...] [--restart]
-    python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance-scale 5 --samples-per-prompt 8 --out grid.png
+    python -m t2i sample RUN_DIR --prompt "A handwritten digit 3" --guidance-scale 5 --samples-per-prompt 8 \
+        --out grid.png
     python -m t2i eval RUN_DIR       # FID, KID, IS, adherence and CLIP score per guidance scale (what `make eval` runs)
     python -m t2i guidance RUN_DIR   # every guidance method on one fidelity / adherence front
     python -m t2i export RUN_DIR OUT # a diffusers pipeline folder with a model card
@@ -122,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     _ema_length(p)
     _guidance_arguments(p)
 
-    p = sub.add_parser("samplers", help="every sampler and spacing against a 1,000-step reference: quality vs evaluations")
+    p = sub.add_parser("samplers",
+                       help="every sampler and spacing against a 1,000-step reference: quality vs evaluations")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--samples-per-prompt", type=_positive, default=sampler_front.SAMPLES_PER_PROMPT,
                    help="images per prompt and point (default: N = 200 for ten classes)")
@@ -133,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the strengths the default must match the reference at")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
-    p = sub.add_parser("ema", help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)")
+    p = sub.add_parser("ema",
+                       help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--samples-per-prompt", type=_positive, default=ema_front.SAMPLES_PER_PROMPT)
     p.add_argument("--cfg-strength", type=_finite, help="default: where CFG first reaches 98%% adherence in the "
@@ -146,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
-    p.add_argument("--weights", choices=["ema", "raw"], help="default: the post-hoc EMA length `make ema` chose for CFG "
-                   "(ema_presets.json in the run), else ema (the fixed-decay EMA)")
+    p.add_argument("--weights", choices=["ema", "raw"],
+                   help="default: the post-hoc EMA length `make ema` chose for CFG (ema_presets.json in the run), "
+                        "else ema (the fixed-decay EMA)")
     _ema_length(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")

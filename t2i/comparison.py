@@ -148,8 +148,9 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
         reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
         for v in progress(reached, desc=f"verdict rows at adherence {level:g}"):
-            images = pipe.images(final.prompts, calibrations[v.label].w, seed=pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET,
-                                 method=v.method, params=v.params, guide=guide, show_progress=False)
+            images = pipe.images(final.prompts, calibrations[v.label].w,
+                                 seed=pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET, method=v.method,
+                                 params=v.params, guide=guide, show_progress=False)
             final_rows[v.label] = Row(v, calibrations[v.label].w, *final.row(images))
         primary = verdict.primary_tests(final_rows, calibrations, spaces, level, bootstrap,
                                         shared.spec.binary_adherence)
@@ -335,8 +336,9 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "
                f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, which corrects "
                "the bias a resample sees, so a row's interval can sit below its estimate). The front calibrates the "
-               "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w (adherence: Newcombe's score "
-               "interval, p_adherence McNemar's exact test). Other feature spaces carry their name as a suffix. "
+               "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w "
+               "(adherence: Newcombe's score interval, p_adherence McNemar's exact test). Other feature spaces carry "
+               "their name as a suffix. "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
     tables = {"guidance": (result["table"], caption)}
     primary_tests = [t for t in result["tests"] if t["primary"]]

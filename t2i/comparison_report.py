@@ -33,8 +33,9 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
     damage = result.get("damage", {})
     checked = "; ".join(f"{s}: {'orders' if c['orders'] else 'does NOT order'} it" for s, c in damage.items())
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, verdicts at N = {nv}", "",
-             f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, declared "
-             f"for every method**: its KID difference to CFG, each sampled at the strength where its own curve reaches "
+             f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, "
+             "declared for every method**: its KID difference to CFG, each sampled at the strength where its own "
+             "curve reaches "
              f"adherence {level:g} ({result['real_adherence']:.3f} is the judge on real held-out images). The "
              f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
              f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
@@ -54,8 +55,8 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
                 }[verdict]
         needed = result["needed"].get(label)
         if verdict == "not resolved" and needed is not None:
-            head += (f" (its effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed as "
-                     "measured)" if math.isfinite(needed) else
+            head += (f" (its effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed "
+                     "as measured)" if math.isfinite(needed) else
                      " (no N up to ten times this one would resolve it, if it stayed as measured)")
         detail = f" {_describe(main)}." if main else ""
         others = [s for s in spaces[1:] if label in verdicts(result, s)]
@@ -81,8 +82,8 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
 
 def _describe(t: dict) -> str:
     return (f"At w = {t['w']:.3g} (CFG at {t['w_cfg']:.3g}) it reached adherence {t['adherence']:.3f} "
-            f"[{t['adherence_lo']:.3f}, {t['adherence_hi']:.3f}] (CFG {t['adherence_cfg']:.3f}); KID {t['value']:.4f} vs "
-            f"CFG's {t['cfg']:.4f}, difference {t['difference']:+.4f} [{t['lo']:+.4f}, {t['hi']:+.4f}], p_holm "
+            f"[{t['adherence_lo']:.3f}, {t['adherence_hi']:.3f}] (CFG {t['adherence_cfg']:.3f}); KID {t['value']:.4f} "
+            f"vs CFG's {t['cfg']:.4f}, difference {t['difference']:+.4f} [{t['lo']:+.4f}, {t['hi']:+.4f}], p_holm "
             f"{t['p_holm']:.3g}")
 
 
@@ -106,7 +107,8 @@ def front(result: dict, path: Path) -> Path:
                 label=label, zorder=10 if cfg else 2)
         ax.errorbar(x, y, xerr=[np.clip(x - np.array([e["fd_lo"] for e in mine]) / floor, 0, None),
                                 np.clip(np.array([e["fd_hi"] for e in mine]) / floor - x, 0, None)],
-                    yerr=[np.array(y) - [e["adherence_lo"] for e in mine], [e["adherence_hi"] for e in mine] - np.array(y)],
+                    yerr=[np.array(y) - [e["adherence_lo"] for e in mine],
+                          [e["adherence_hi"] for e in mine] - np.array(y)],
                     fmt="none", ecolor="black" if cfg else colours[label], alpha=0.35, zorder=9 if cfg else 1)
         clipped = [e for e in mine if e["fd_over_floor"] > right]
         for e in clipped:
@@ -161,8 +163,8 @@ def check_against(result: dict, main: Path, out: Path) -> str:
                      "verdict_here": t["verdict"], "difference_here": t["difference"], "lo": t["lo"], "hi": t["hi"],
                      "contradicted": "yes" if contradicted else "no"})
     caption = (f"The verdicts of the main report against this comparison at N = {result['n']}, at the levels both "
-               f"reached. contradicted: resolved verdicts of opposite signs ({sum(r['contradicted'] == 'yes' for r in rows)}"
-               f" of {len(rows)}).")
+               "reached. contradicted: resolved verdicts of opposite signs "
+               f"({sum(r['contradicted'] == 'yes' for r in rows)} of {len(rows)}).")
     if not rows:
         (out / "check.md").write_text(f"No level in common with the main report.\n\n{caption}\n")
         return "no level in common"

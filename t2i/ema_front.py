@@ -74,8 +74,8 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
 
     def measure(mode: str, length: float | None, guide_length: float | None = None) -> dict:
         sampler = pipe if length is None else TextToImage(
-            cfg, posthoc_weights(run_dir, pipe.checkpoint, length)[0], pipe.text, pipe.device, checkpoint=pipe.checkpoint,
-            sampler=pipe.sampling, weights=f"post-hoc EMA {length:g}", codec=pipe.codec)
+            cfg, posthoc_weights(run_dir, pipe.checkpoint, length)[0], pipe.text, pipe.device,
+            checkpoint=pipe.checkpoint, sampler=pipe.sampling, weights=f"post-hoc EMA {length:g}", codec=pipe.codec)
         guide = None
         if mode == "autoguidance":
             guide = guide_default if guide_length is None else posthoc_weights(
@@ -178,12 +178,12 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
     facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
                             features=result["features"], strengths=result["strengths"])
     caption = (
-        f"EMA lengths (post-hoc, EDM2's sigma_rel; 'default': the run's fixed-decay EMA) for unguided sampling (w = 1), "
-        f"CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per row from "
-        f"the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
-        f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} bias-corrected paired bootstrap intervals "
-        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far the "
-        f"snapshots' combined profile is from the length's (relative L2; fits: at most {FIT_LIMIT:.0%}, else never "
+        f"EMA lengths (post-hoc, EDM2's sigma_rel; 'default': the run's fixed-decay EMA) for unguided sampling "
+        f"(w = 1), CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per "
+        f"row from the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
+        f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} basic paired bootstrap intervals "
+        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far "
+        f"the snapshots' combined profile is from the length's (relative L2; fits: at most {FIT_LIMIT:.0%}, else never "
         "chosen).")
     reports.publish(out, facts, tables={"ema": (result["table"], caption)},
                     figures={"ema.png": lambda path: figure(result, path)}, texts={"summary.md": summary(result)})
@@ -192,9 +192,9 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
 def summary(result: dict) -> str:
     best, n = result["best"], result["n"]
     lines = [f"# EMA length against the way of sampling, N = {n}", "",
-             f"Post-hoc EMA lengths {', '.join(f'{x:g}' for x in LENGTHS)} (EDM2's sigma_rel) for each way of sampling, "
-             f"on the same prompts and seeds; the best length is the lowest FD, its interval where the best length "
-             f"falls in {result['bootstrap']} joint resamples (5th-95th percentile), among the lengths whose "
+             f"Post-hoc EMA lengths {', '.join(f'{x:g}' for x in LENGTHS)} (EDM2's sigma_rel) for each way of "
+             "sampling, on the same prompts and seeds; the best length is the lowest FD, its interval where the best "
+             f"length falls in {result['bootstrap']} joint resamples (5th-95th percentile), among the lengths whose "
              f"reconstruction fits its profile within {FIT_LIMIT:.0%}.", ""]
     for key, whose in (("flagged", "the model's"), ("guide_flagged", "the guide's")):
         if result.get(key):
@@ -208,11 +208,12 @@ def summary(result: dict) -> str:
         lo, hi = b["vs_default_interval"]
         verdict = ("better than" if hi < 0 else "worse than" if lo > 0 else "not resolved against")
         lines.append(f"- **{mode}**: best sigma_rel {b['length']:g} [{b['length_lo']:g}, {b['length_hi']:g}] (fit "
-                     f"error {b['fit_error']:.1%}), FD {b['fd']:.2f}; {verdict} the default EMA (FD {b['default_fd']:.2f}, difference "
-                     f"{b['vs_default']:+.2f} [{lo:.2f}, {hi:.2f}]).")
+                     f"error {b['fit_error']:.1%}), FD {b['fd']:.2f}; {verdict} the default EMA (FD "
+                     f"{b['default_fd']:.2f}, difference {b['vs_default']:+.2f} [{lo:.2f}, {hi:.2f}]).")
     if "guide" in best:
         lines.append(f"- autoguidance's guide prefers sigma_rel {best['guide']['length']:g} (FD "
-                     f"{best['guide']['fd']:.2f}, {best['guide']['vs_main_best']:+.2f} against the guide's default EMA).")
+                     f"{best['guide']['fd']:.2f}, {best['guide']['vs_main_best']:+.2f} against the guide's default "
+                     "EMA).")
     lines.append("")
     for p in result["pairs"]:
         lo, hi = p["interval"]
@@ -224,7 +225,8 @@ def summary(result: dict) -> str:
         share = pair["a_shorter_share"]
         answer = ("yes" if share >= 0.9 else "no: it prefers a longer one" if share <= 0.1 else
                   f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
-        lines += ["", f"Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? {answer}."]
+        lines += ["", "Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? "
+                  f"{answer}."]
     presets = result.get("presets", {})
     lines += ["", "**Presets** (each way's best length where its FD is at or below the default EMA's), written to the "
               f"run's `{posthoc.PRESETS}`: " + (", ".join(f"{k} {v:g}" for k, v in presets.items()) or "none") + ". "

@@ -55,7 +55,8 @@ def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, pa
                f"Guidance: {reports.GUIDANCE_CONVENTION}.")
     table = reports.write_table(rows, path, caption=caption)
     plot = reports.metric_vs_guidance(rows, "adherence", Path(path).with_suffix(".png"), chance=chance, reference=real,
-                                      reference_label="real images", title=f"{pipe.cfg.experiment}: prompt adherence vs w")
+                                      reference_label="real images",
+                                      title=f"{pipe.cfg.experiment}: prompt adherence vs w")
     for artefact in (Path(path).with_suffix(".md"), plot):
         reports.write_provenance(artefact, **pipe.provenance(samples=rows[0]["samples"], real_adherence=real,
                                                              judge_test_accuracy=judge.test_accuracy))
@@ -118,7 +119,8 @@ def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Ten
     real_images, real_conditions = data.load_images(cfg, "train", limit=2 * n)
     m = min(n, len(real_images) // 2)
     if m < 2:
-        raise ValueError(f"the real reference needs at least 4 real training images, the dataset has {len(real_images)}")
+        raise ValueError(f"the real reference needs at least 4 real training images, the dataset has "
+                         f"{len(real_images)}")
     if m < n:
         print(f"reference: {m} real training images against N = {n} generated ones (the real-vs-real floor needs 2 x "
               f"N = {2 * n}, the dataset has {len(real_images)}); paired differences stay valid, FD / floor is not "
@@ -158,7 +160,8 @@ def floors(cfg, extractors: list, n: int) -> tuple[dict, dict[str, float]]:
     reference, floor = {}, {}
     for extractor in extractors:
         reference[extractor.name], second_set, _ = reference_set(cfg, extractor, n)
-        floor[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)), reference[extractor.name])
+        floor[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)),
+                                                         reference[extractor.name])
     return reference, floor
 
 
@@ -218,7 +221,8 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
     real = rows[0]
     for metric in ("fid", "kid", "is", "adherence") + (("clip_score",) if real["clip_score"] != "n/a" else ()):
         artefacts.append(reports.metric_vs_guidance(generated, metric, directory / f"{metric}_vs_w.png",
-                                                    reference=real[metric], title=f"{metric} vs w ({extractor.name}, N={n})"))
+                                                    reference=real[metric],
+                                                    title=f"{metric} vs w ({extractor.name}, N={n})"))
     artefacts.append(reports.tradeoff(generated, "adherence", "fid", directory / "fid_vs_adherence.png",
                                       title=f"FID ({extractor.name}) vs adherence, N={n}"))
     for artefact in artefacts:

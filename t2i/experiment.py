@@ -171,8 +171,8 @@ class Run:
         pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps, ema_length=ema_length)
         extractor = evaluate.make_extractor(features, self.judge, pipe.device)
         clip = evaluate.make_clip_scorer(clip_model, pipe.device)
-        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features {extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; "
-              f"reports: {self.eval_dir}")
+        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features "
+              f"{extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; reports: {self.eval_dir}")
         rows = evaluate.sweep(pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts,
                               clip=clip, seed=seed)
         return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir, seed=seed)

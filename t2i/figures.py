@@ -45,7 +45,8 @@ def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Se
     columns = [pipe.images(prompts, w, seed=seed, show_progress=False) for w in guidance_scales]
     images = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: prompt, then w
     reports.image_grid(images, path, nrow=len(guidance_scales), row_labels=row_labels,
-                       col_labels=[f"w={w:g}" for w in guidance_scales], title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
+                       col_labels=[f"w={w:g}" for w in guidance_scales],
+                       title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
     reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images),
                                                      guidance_scales=list(guidance_scales), prompts=list(prompts)))
     return path

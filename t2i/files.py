@@ -59,7 +59,9 @@ def check_writable(path: Path, *, folder: bool = False) -> None:
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".t2i-write-check-"):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc} in {parent} (checked before doing the work)") from None
+        raise UserError(
+            f"cannot write {path}: {exc.strerror or exc} in {parent} (checked before doing the work)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -171,7 +171,8 @@ def parameters(name: str, given: dict[str, float] | None = None) -> dict[str, fl
     defaults = method(name).defaults
     unknown = set(given or {}) - set(defaults)
     if unknown:
-        raise ConfigError(f"guidance method {name!r} takes {sorted(defaults) or 'no parameters'}, not {sorted(unknown)}")
+        raise ConfigError(f"guidance method {name!r} takes {sorted(defaults) or 'no parameters'}, not "
+                          f"{sorted(unknown)}")
     return {**defaults, **(given or {})}
 
 
@@ -185,12 +186,20 @@ class Context:
     guide: EpsModel | None = None
 
     def step(self, x: torch.Tensor, t) -> Step:
-        return Step(x, t, alpha_at(self.alphas_cumprod, t) if self.alphas_cumprod is not None else float("nan"),
-                    self.data_range)
+        return Step(
+            x, t, alpha_at(self.alphas_cumprod, t) if self.alphas_cumprod is not None else float("nan"), self.data_range
+        )
 
 
-def denoiser(name: str, model: EpsModel, cond: torch.Tensor, uncond: torch.Tensor, w: float,
-             params: dict[str, float] | None = None, context: Context | None = None) -> Denoiser:
+def denoiser(
+    name: str,
+    model: EpsModel,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    w: float,
+    params: dict[str, float] | None = None,
+    context: Context | None = None,
+) -> Denoiser:
     """The guided denoiser of method ``name`` at strength ``w`` (a fresh one per sampling run)."""
     m, context, w = method(name), context or Context(), float(w)
     p = parameters(name, params)
@@ -212,8 +221,14 @@ def denoiser(name: str, model: EpsModel, cond: torch.Tensor, uncond: torch.Tenso
     return denoise
 
 
-def combine(name: str, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float, step: Step | None = None,
-            params: dict[str, float] | None = None) -> torch.Tensor:
+def combine(
+    name: str,
+    eps_cond: torch.Tensor,
+    eps_uncond: torch.Tensor,
+    w: float,
+    step: Step | None = None,
+    params: dict[str, float] | None = None,
+) -> torch.Tensor:
     """One step's guided prediction from the two predictions (what :func:`denoiser` does inside; for tests)."""
     step = step or Step(torch.zeros_like(eps_cond), 0, 0.5)
     return method(name).build(float(w), parameters(name, params))(eps_cond, eps_uncond, step)

@@ -143,7 +143,8 @@ class Judge:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous().cpu() for k, v in self.net.state_dict().items()}, directory / "judge.safetensors")
-        (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg), "test_accuracy": self.test_accuracy,
+        (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg),
+                                                          "test_accuracy": self.test_accuracy,
                                                           "per_class_accuracy": self.per_class_accuracy, "data": data},
                                                          indent=2))
 

@@ -273,12 +273,18 @@ class ClipScorer:
     def __call__(self, images: torch.Tensor, prompts: list[str], batch_size: int = 64) -> float:
         """Mean CLIP score of images [N, C, H, W] in [0, 1] against their prompts."""
         scores = []
-        for start in progress(range(0, len(prompts), batch_size), desc="CLIP score", disable=len(prompts) <= batch_size):
-            batch = to_uint8(images[start:start + batch_size])
+        for start in progress(range(0, len(prompts), batch_size), desc="CLIP score",
+                              disable=len(prompts) <= batch_size):
+            batch = to_uint8(images[start : start + batch_size])
             if batch.shape[1] == 1:
                 batch = batch.repeat(1, 3, 1, 1)
-            inputs = self.processor(text=prompts[start:start + batch_size], images=list(batch), return_tensors="pt",
-                                    padding=True, truncation=True).to(self.device)
+            inputs = self.processor(
+                text=prompts[start : start + batch_size],
+                images=list(batch),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+            ).to(self.device)
             out = self.model(**inputs)  # image_embeds / text_embeds: the projected CLIP embeddings
             cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)
             scores.append(100 * cos.clamp(min=0))

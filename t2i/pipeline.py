@@ -141,14 +141,17 @@ class TextToImage:
         shape = cfg.model_shape
         out = []
         starts = range(0, len(prompts), batch_size)
-        for start in progress(starts, desc=f"sampling w={guidance_scale:g}", disable=not show_progress or len(starts) < 2):
+        for start in progress(starts, desc=f"sampling w={guidance_scale:g}",
+                              disable=not show_progress or len(starts) < 2):
             seeds = range(seed + start, seed + min(start + batch_size, len(prompts)))
             x_T, generators = initial_noise(seeds, shape, self.device)
-            c = cond[start:start + len(seeds)].to(self.device)
-            denoiser = guidance.denoiser(method, model, c, uncond.expand_as(c).to(self.device), guidance_scale, params,
-                                         context)
-            x0 = sample(denoiser, x_T, scheduler, steps, generator=generators, callback=callback,
-                        x0_range=x0_range(cfg))
+            c = cond[start : start + len(seeds)].to(self.device)
+            denoiser = guidance.denoiser(
+                method, model, c, uncond.expand_as(c).to(self.device), guidance_scale, params, context
+            )
+            x0 = sample(
+                denoiser, x_T, scheduler, steps, generator=generators, callback=callback, x0_range=x0_range(cfg)
+            )
             if self.codec is not None:  # latents -> pixels in [-1, 1], a few at a time (256 px decodes are big)
                 x0 = torch.cat([self.codec.decode(z) for z in x0.split(16)])
             out.append(x0.float().cpu())
@@ -169,18 +172,23 @@ def posthoc_weights(run_dir: Path, checkpoint: Path, sigma_rel: float) -> tuple[
     missing = set(shapes) - set(params)
     other = sorted(name for name, t in params.items() if name in shapes and tuple(t.shape) != shapes[name])
     if missing or other:
-        raise RunError(f"the post-hoc EMA snapshots of {run_dir} do not fit its UNet: {len(missing)} parameter(s) "
-                       f"missing, {len(other)} of another shape{f' ({other[0]}, ...)' if other else ''}")
+        raise RunError(
+            f"the post-hoc EMA snapshots of {run_dir} do not fit its UNet: {len(missing)} parameter(s) "
+            f"missing, {len(other)} of another shape{f' ({other[0]}, ...)' if other else ''}"
+        )
     unet.load_state_dict(params, strict=False)
     left_out = f", {len(info['left_out'])} damaged left out: {', '.join(info['left_out'])}" if info["left_out"] else ""
-    return unet, (f"post-hoc EMA sigma_rel={sigma_rel:g} (step {info['step']:,}, {info['snapshots']} snapshots"
-                  f"{left_out}, profile fit error {info['profile_error']:.1%})")
+    return unet, (
+        f"post-hoc EMA sigma_rel={sigma_rel:g} (step {info['step']:,}, {info['snapshots']} snapshots"
+        f"{left_out}, profile fit error {info['profile_error']:.1%})"
+    )
 
 
 def check_steps(cfg: ExperimentConfig, steps: int) -> None:
     if not 1 <= steps <= cfg.num_train_timesteps:
-        raise ConfigError(f"num_inference_steps {steps} must be between 1 and the run's {cfg.num_train_timesteps} "
-                          "training timesteps")
+        raise ConfigError(
+            f"num_inference_steps {steps} must be between 1 and the run's {cfg.num_train_timesteps} training timesteps"
+        )
 
 
 def load_guide(run_dir: Path, checkpoint: str | None = None, guide_run: Path | None = None) -> torch.nn.Module | None:

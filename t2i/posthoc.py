@@ -109,7 +109,8 @@ class PowerEMA:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tracked state as named tensors (for checkpoints), in full precision."""
-        return {f"phema.{k}.{name}": t for k, average in enumerate(self.averages) for name, t in zip(self.names, average)}
+        return {f"phema.{k}.{name}": t for k, average in enumerate(self.averages)
+                for name, t in zip(self.names, average)}
 
     def state(self) -> dict:
         return {"steps": self.steps, "sigma_rels": list(self.sigma_rels)}
@@ -215,8 +216,9 @@ def reconstruct(run_dir: Path, sigma_rel: float, at_step: int | None = None) -> 
         raise RunError(f"--ema-length {sigma_rel:g} is outside the range post-hoc EMA is offered for, [{lo:g}, {hi:g}]")
     found = snapshots(run_dir, at_step)
     if len(found) < 2:
-        raise RunError(f"{run_dir} has {len(found)} post-hoc EMA snapshot(s){'' if at_step is None else f' up to step {at_step}'}"
-                       "; --ema-length needs a run trained with ema_snapshot_every set (and two snapshots)")
+        raise RunError(f"{run_dir} has {len(found)} post-hoc EMA snapshot(s)"
+                       f"{'' if at_step is None else f' up to step {at_step}'}; --ema-length needs a run trained with "
+                       "ema_snapshot_every set (and two snapshots)")
     good, left_out = _verified(found)
     if found[-1][1] in left_out:
         raise RunError(f"the newest post-hoc EMA snapshot{'' if at_step is None else f' up to step {at_step}'}, "
@@ -234,8 +236,9 @@ def reconstruct(run_dir: Path, sigma_rel: float, at_step: int | None = None) -> 
             "profile_error": profile_error(steps, lengths, weights, updates[-1], sigma_rel),
             "left_out": [p.name for p in left_out]}
     if left_out and info["profile_error"] > FIT_LIMIT:
-        raise RunError(f"without the damaged snapshot(s) {', '.join(map(str, left_out))} ({'; '.join(left_out.values())}) "
-                       f"sigma_rel={sigma_rel:g} fits its profile only to {info['profile_error']:.1%}: restore them")
+        raise RunError(f"without the damaged snapshot(s) {', '.join(map(str, left_out))} "
+                       f"({'; '.join(left_out.values())}) sigma_rel={sigma_rel:g} fits its profile only to "
+                       f"{info['profile_error']:.1%}: restore them")
     key = hashlib.sha256(json.dumps([sigma_rel, found[-1][0], [meta["sha256"] for _, _, meta in good]]).encode())
     cache = Path(run_dir) / SNAPSHOTS / RECONSTRUCTED / f"sigma{sigma_rel:g}-{key.hexdigest()[:24]}.safetensors"
     if cache.exists():

@@ -1,19 +1,19 @@
-"""``make samplers RUN=...``: how few network evaluations give the image the model would draw with 1,000 steps, at
-every guidance strength the reports show.
+"""``make samplers RUN=...``: how few network evaluations give the image the model would draw with 1,000 steps, at every
+guidance strength the reports show.
 
 Every sampler of :data:`t2i.sampling.SAMPLERS` at each timestep spacing of :data:`SPACINGS` (Karras-sigma samplers place
-their own steps) and step count of :data:`STEPS` samples the same N prompts from the same seeds at each guidance strength
-of :data:`GUIDANCE_SCALES`, beside a reference drawn at that strength with 1,000 ancestral DDPM steps (every training
-timestep). Each point's network evaluations per image are counted (:class:`t2i.sampling.Evaluations`: a CFG step is
-two, w = 1 one, a Heun step two but the last), and its FD and adherence are compared with the reference's *paired*
-(the seeds and the real reference images resampled jointly, :mod:`t2i.stats`): a point "matches the reference" when
-both paired intervals contain 0. A sampler chosen at one strength can lose adherence at another, so the summary names
-the cheapest sampler and step count that matches **at every strength measured**: each experiment's default sampler
+their own steps) and step count of :data:`STEPS` samples the same N prompts from the same seeds at each guidance
+strength of :data:`GUIDANCE_SCALES`, beside a reference drawn at that strength with 1,000 ancestral DDPM steps (every
+training timestep). Each point's network evaluations per image are counted (:class:`t2i.sampling.Evaluations`: a CFG
+step is two, w = 1 one, a Heun step two but the last), and its FD and adherence are compared with the reference's
+*paired* (the seeds and the real reference images resampled jointly, :mod:`t2i.stats`): a point "matches the reference"
+when both paired intervals contain 0. A sampler chosen at one strength can lose adherence at another, so the summary
+names the cheapest sampler and step count that matches **at every strength measured**: each experiment's default sampler
 comes from it.
 
-It writes ``reports/<profile>/<experiment>/<run>/samplers/``: ``samplers.md/.csv/.tex``, ``front.png`` (FD and
-adherence against evaluations per image, one curve per sampler and spacing, one row per strength) and ``summary.md``,
-with provenance; a second call on the same checkpoint, settings and code redraws nothing.
+It writes ``reports/<profile>/<experiment>/<run>/samplers/``: ``samplers.md/.csv/.tex``, ``front.png`` (FD and adherence
+against evaluations per image, one curve per sampler and spacing, one row per strength) and ``summary.md``, with
+provenance; a second call on the same checkpoint, settings and code redraws nothing.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
                f"w of {', '.join(f'{w:g}' for w in result['ws'])} ({reports.GUIDANCE_CONVENTION}), each against its "
                "own reference. nfe: network evaluations per image, counted; fd: "
                f"Frechet distance in {result['features']} features to N real images (floor {result['floor']:.2f}); "
-               f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: bias-corrected "
+               f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: basic paired "
                f"bootstrap over {result['bootstrap']} joint resamples of seeds and reference images; adherence: "
                "Newcombe's score interval); matches: both intervals contain 0. s_per_image: this run's wall time, "
                "on this machine (a ratio between rows, not a benchmark).")
@@ -171,9 +171,10 @@ def summary(result: dict) -> str:
         at = {r["w"]: r for r in points if _key(r) == _key(best)}
         lines.append(f"**Cheapest match at every strength: {best['sampler']} ({best['spacing']}) at {best['steps']} "
                      f"steps, {best['nfe']:.0f} evaluations per image at w = {ws[-1]:g}**:")
-        lines += [f"- w = {w:g}: FD {r['fd']:.2f} (difference {r['d_fd']:+.2f} [{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}]),"
-                  f" adherence {r['adherence']:.3f} (difference {r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, "
-                  f"{r['d_adherence_hi']:.3f}])" for w, r in at.items()]
+        lines += [f"- w = {w:g}: FD {r['fd']:.2f} (difference {r['d_fd']:+.2f} "
+                  f"[{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}]), adherence {r['adherence']:.3f} (difference "
+                  f"{r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, {r['d_adherence_hi']:.3f}])"
+                  for w, r in at.items()]
     lines += ["", "Where each sampler first matches (the fewest steps tried that match at that strength):", "",
               "| sampler | spacing | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
               "|---|---|" + "---|" * len(ws)]

@@ -218,7 +218,8 @@ def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, ...], device: torch.device | str) -> tuple[torch.Tensor, list[torch.Generator]]:
+def initial_noise(seeds: Sequence[int], shape: tuple[int, ...],
+                  device: torch.device | str) -> tuple[torch.Tensor, list[torch.Generator]]:
     """x_T for every seed, [len(seeds), *shape], and the generators to continue sampling with. The same seed gives the
     same x_T for every sampler (each scales it by its own ``init_noise_sigma``)."""
     generators = seeded_generators(seeds)

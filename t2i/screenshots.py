@@ -22,7 +22,8 @@ from .watch import read_eval_log
 RUN_NAME = "watched"
 SETTINGS = {"epochs": "12", "report_to": "tensorboard", "sample_every_epochs": "2", "eval_every_epochs": "2",
             "eval_samples_per_prompt": "5", "eval_guidance_scales": "[1.0, 3.0]", "sample_columns": "4"}
-VIEWS = {"tensorboard_scalars.png": "#scalars&tagFilter=loss_smoothed|eval/adherence", "tensorboard_samples.png": "#images"}
+VIEWS = {"tensorboard_scalars.png": "#scalars&tagFilter=loss_smoothed|eval/adherence",
+         "tensorboard_samples.png": "#images"}
 WINDOW = "1500,1000"
 # what a headless Chromium needs on a machine without a network (and as root, in a container)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

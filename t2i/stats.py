@@ -7,10 +7,10 @@ independent samples:
   generated and reference features are multiplied once and every bootstrap resample is a gather plus one symmetric
   eigendecomposition of size N, not a D x D matrix square root. One resample draws the seeds *and* the reference
   images (:func:`resamples`), the same draw for every row.
-- **Intervals that contain their estimates**: a resampled set repeats images, and FD grows with repetition, so a
-  percentile bootstrap of FD lies above the estimate. :func:`interval` shifts the bootstrap distribution by its bias
-  (its mean minus the estimate) before taking percentiles, for marginal values and paired differences alike; KID is
-  computed as a U-statistic over distinct originals, which a resample's repeats do not bias.
+- **Intervals and p-values from one bootstrap**: :func:`interval` is the basic (reverse-percentile) bootstrap
+  interval, which reflects the bootstrap's spread around the estimate and so also removes the bias a resample sees
+  (a resampled set repeats images, and FD grows with repetition); :func:`p_value` inverts that same interval. KID
+  is computed as a U-statistic over distinct originals, which a resample's repeats do not bias.
 - **Adherence at the extremes**: exact Clopper-Pearson intervals for a rate (:func:`clopper_pearson`), Newcombe's
   score interval for a paired difference of rates (:func:`newcombe_paired`) and McNemar's exact test
   (:func:`mcnemar_exact`): a percentile bootstrap of 200/200 is the zero-width [1, 1].

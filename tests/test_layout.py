@@ -14,3 +14,13 @@ LIMIT = 400  # lines per module: split by concern past it (docs/development.md)
 def test_no_module_is_over_the_line_limit(module):
     lines = len((PACKAGE / module).read_text().splitlines())
     assert lines <= LIMIT, f"t2i/{module} has {lines} lines (limit {LIMIT}): split it by concern"
+
+
+def test_ruff_finds_nothing():
+    """ruff's pycodestyle and pyflakes rules at 120 columns (pyproject.toml), on the package and the tests."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "t2i", "tests"], cwd=PACKAGE.parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

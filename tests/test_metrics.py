@@ -14,10 +14,14 @@ from pytorch_fid import inception as fid_inception
 
 from t2i import configs, data, metrics
 
-FIDInception = [("Mixed_5b", fid_inception.FIDInceptionA, (192, 32)), ("Mixed_5c", fid_inception.FIDInceptionA, (256, 64)),
-                ("Mixed_5d", fid_inception.FIDInceptionA, (288, 64)), ("Mixed_6b", fid_inception.FIDInceptionC, (768, 128)),
-                ("Mixed_6c", fid_inception.FIDInceptionC, (768, 160)), ("Mixed_6d", fid_inception.FIDInceptionC, (768, 160)),
-                ("Mixed_6e", fid_inception.FIDInceptionC, (768, 192)), ("Mixed_7b", fid_inception.FIDInceptionE_1, (1280,)),
+FIDInception = [("Mixed_5b", fid_inception.FIDInceptionA, (192, 32)),
+                ("Mixed_5c", fid_inception.FIDInceptionA, (256, 64)),
+                ("Mixed_5d", fid_inception.FIDInceptionA, (288, 64)),
+                ("Mixed_6b", fid_inception.FIDInceptionC, (768, 128)),
+                ("Mixed_6c", fid_inception.FIDInceptionC, (768, 160)),
+                ("Mixed_6d", fid_inception.FIDInceptionC, (768, 160)),
+                ("Mixed_6e", fid_inception.FIDInceptionC, (768, 192)),
+                ("Mixed_7b", fid_inception.FIDInceptionE_1, (1280,)),
                 ("Mixed_7c", fid_inception.FIDInceptionE_2, (2048,))]
 
 
@@ -53,7 +57,8 @@ def test_fid_on_two_folders_equals_the_pytorch_fid_command(tmp_path, torch_home,
             Image.fromarray(image[0].numpy()).save(tmp_path / name / f"{i:03d}.png")
     result = subprocess.run([sys.executable, "-m", "pytorch_fid", str(tmp_path / "a"), str(tmp_path / "b"),
                              "--device", "cpu", "--batch-size", "8", "--num-workers", "0"],
-                            env={"TORCH_HOME": str(torch_home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+                            env={"TORCH_HOME": str(torch_home), "PATH": "/usr/bin:/bin"}, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", result.stdout).group(1))
     ours = metrics.frechet_distance(extractor(metrics.load_image_folder(tmp_path / "a")),
@@ -146,7 +151,8 @@ def test_clip_score_is_100_times_the_clamped_cosine(tiny_clip_scorer_dir):
 
     scorer = metrics.ClipScorer(str(tiny_clip_scorer_dir))
     images, prompts = digits(5), [f"A handwritten digit {d}" for d in range(5)]
-    model, processor = CLIPModel.from_pretrained(tiny_clip_scorer_dir), CLIPProcessor.from_pretrained(tiny_clip_scorer_dir)
+    model = CLIPModel.from_pretrained(tiny_clip_scorer_dir)
+    processor = CLIPProcessor.from_pretrained(tiny_clip_scorer_dir)
     inputs = processor(text=prompts, images=list(metrics.to_uint8(images).repeat(1, 3, 1, 1)), return_tensors="pt",
                        padding=True)
     with torch.no_grad():

@@ -74,7 +74,8 @@ def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermi
     assert (run / "checkpoints" / "epoch-0002").is_dir()
 
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL, progress_bar=False,
+        str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL,
+        progress_bar=False,
         cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_prompt": 2,
                                        "features": "judge"})
     out = reports / "smoke" / "mnist" / "smoke" / "eval"

@@ -104,7 +104,9 @@ def damage(path, how: str) -> None:
     data = path.read_bytes()
     if how == "random bytes":  # 4 KiB of noise in the middle of the tensors
         middle = len(data) // 2
-        path.write_bytes(data[:middle] + np.random.default_rng(0).bytes(4096)[: len(data) - middle] + data[middle + 4096:])
+        path.write_bytes(
+            data[:middle] + np.random.default_rng(0).bytes(4096)[: len(data) - middle] + data[middle + 4096 :]
+        )
     elif how == "truncated":
         path.write_bytes(data[: len(data) // 3])
     elif how == "empty":

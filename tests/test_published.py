@@ -74,7 +74,8 @@ def test_cifar10_through_torchvision_reads_the_published_pickles(data_dir, monke
     from torchvision.datasets import cifar
 
     published.cifar10_pickles(data_dir)
-    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: True)  # the fixture's MD5s are not the real ones
+    # the fixture's MD5s are not the real ones
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: True)
     cfg = configs.get("cifar10", "full")
     images, labels = data.load_images(cfg, "train")
     assert images.shape == (30, 3, 32, 32) and 0 <= images.min() and images.max() <= 1

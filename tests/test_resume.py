@@ -1,4 +1,5 @@
-"""Resuming a run (workflow): after SIGKILL and preemption signals, bitwise; config changes; runs written by older code."""
+"""Resuming a run (workflow): after SIGKILL and preemption signals, bitwise; config changes; runs written by older
+code."""
 
 from __future__ import annotations
 
@@ -99,8 +100,10 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tiny_clip_d
     for name, (tensors, metadata) in snapshots[straight].items():  # (the header's key order is the writer's own)
         assert snapshots[killed][name][1] == metadata, name
         assert all(torch.equal(snapshots[killed][name][0][k], t) for k, t in tensors.items()), name
-    tracked = [{k: v for k, v in checkpoints.load_tensors(checkpoints.latest(run)).items() if k.startswith("phema.")}
-               for run in (straight, killed)]
+    tracked = [
+        {k: v for k, v in checkpoints.load_tensors(checkpoints.latest(run)).items() if k.startswith("phema.")}
+        for run in (straight, killed)
+    ]
     assert tracked[0] and tracked[0].keys() == tracked[1].keys()
     assert all(torch.equal(tracked[0][k], tracked[1][k]) for k in tracked[0])
 
@@ -141,16 +144,18 @@ def cli_train(cfg_overrides: dict, run_name: str, tiny_clip_dir) -> subprocess.P
     args = [sys.executable, "-m", "t2i", "train", "--experiment", "mnist", "--profile", "smoke", "--run-name", run_name]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
-    return subprocess.Popen(args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        args, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
-            pytest.fail(f"training ended (code {proc.returncode}) before the test could interrupt it:\n"
-                        f"{proc.stdout.read()}")
+            pytest.fail(
+                f"training ended (code {proc.returncode}) before the test could interrupt it:\n{proc.stdout.read()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("timed out waiting for the run")

@@ -209,8 +209,15 @@ def test_a_stream_read_by_several_workers_ends_its_cosine_schedule_on_its_last_s
     from tests.conftest import TINY_CLIP_WIDTH
 
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
-    cfg = configs.get("cifar10", "smoke", num_workers=3, epochs=2, lr_schedule="cosine", text_encoder=str(tiny_clip_dir),
-                      cross_attention_dim=TINY_CLIP_WIDTH)
+    cfg = configs.get(
+        "cifar10",
+        "smoke",
+        num_workers=3,
+        epochs=2,
+        lr_schedule="cosine",
+        text_encoder=str(tiny_clip_dir),
+        cross_attention_dim=TINY_CLIP_WIDTH,
+    )
     stream = data.load_dataset(cfg)
     assert [stream.batches(e, cfg.batch_size, cfg.num_workers) for e in range(2)] == [9, 9]
     run = experiment.train(cfg, paths.run_dir("cifar10", "workers"))

@@ -95,7 +95,9 @@ def test_tables_5_7_and_8_are_the_configs():
         assert [r["aspect"] for r in csv.DictReader(f)] == list(table)
 
 
-TEX_DOCUMENT = "\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n\\begin{document}\n\\input{%s}\n\\end{document}\n"
+TEX_DOCUMENT = (
+    "\\documentclass{article}\n\\usepackage[utf8]{inputenc}\n\\begin{document}\n\\input{%s}\n\\end{document}\n"
+)
 
 
 def test_tables_are_valid_latex(tmp_path):
@@ -111,6 +113,11 @@ def test_tables_are_valid_latex(tmp_path):
         pytest.skip("pdflatex is not installed (apt-get install texlive-latex-base); the escaping check above ran")
     for table in tables:
         (tmp_path / "doc.tex").write_text(TEX_DOCUMENT % table.resolve().as_posix())
-        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, (table.name, done.stdout[-2000:])

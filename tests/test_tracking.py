@@ -19,7 +19,9 @@ def test_a_tracked_run_writes_tensorboard_events_with_losses_lr_and_a_sample_gri
     for tag in ("loss", "loss_smoothed", "lr", "grad_norm", "images_per_s", "data_wait_share"):
         assert tag in scalars, (tag, scalars)
     assert [e.step for e in events.Scalars("loss")] == list(range(1, 9))
-    assert [e.value for e in events.Scalars("loss")] == pytest.approx(runs.read_loss_log(run)["loss"].tolist(), rel=1e-5)
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx(
+        runs.read_loss_log(run)["loss"].tolist(), rel=1e-5
+    )
     assert [e.step for e in events.Images("samples")] == [4, 8]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-00000004.png", "step-00000008.png"]
 

@@ -44,8 +44,8 @@ def test_two_accumulated_batches_of_b_make_the_update_of_one_batch_of_2b(smoke_c
 
 SWITCHES = {  # config switch -> what it must change on the model the trainer trains
     "gradient_checkpointing": lambda trainer: trainer.accelerator.unwrap_model(trainer.unet).is_gradient_checkpointing,
-    "channels_last": lambda trainer: trainer.accelerator.unwrap_model(trainer.unet).down_blocks[0].resnets[0].conv1.weight.is_contiguous(
-        memory_format=torch.channels_last),
+    "channels_last": lambda trainer: trainer.accelerator.unwrap_model(
+        trainer.unet).down_blocks[0].resnets[0].conv1.weight.is_contiguous(memory_format=torch.channels_last),
     "compile": lambda trainer: isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule),
 }
 

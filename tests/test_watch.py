@@ -24,9 +24,17 @@ def test_grids_and_evaluations_do_not_change_training_and_a_resumed_run_draws_th
             assert all(torch.equal(a[k], b[k]) for k in a), f"{run.name}: watching changed the weights"
     grids = sorted(p.name for p in (watched / "samples").iterdir())
     assert grids == ["step-00000003.png", "step-00000004.png", "step-00000006.png", "step-00000008.png"]
-    assert [(resumed / "samples" / g).read_bytes() == (watched / "samples" / g).read_bytes() for g in grids] == [True] * 4
+    assert [(resumed / "samples" / g).read_bytes() == (watched / "samples" / g).read_bytes() for g in grids] == [
+        True
+    ] * 4
     rows = watch.read_eval_log(watched)
-    assert [(r["epoch"], r["guidance_scale"]) for r in rows] == [(1, "real"), (1, 1.0), (1, 3.0),
-                                                                 (2, "real"), (2, 1.0), (2, 3.0)]
+    assert [(r["epoch"], r["guidance_scale"]) for r in rows] == [
+        (1, "real"),
+        (1, 1.0),
+        (1, 3.0),
+        (2, "real"),
+        (2, 1.0),
+        (2, 3.0),
+    ]
     assert all(0 <= r["adherence"] <= 1 and r["samples"] == 20 for r in rows)
     assert watch.read_eval_log(resumed) == rows

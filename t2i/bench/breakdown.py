@@ -28,7 +28,8 @@ def profile_step(cfg: ExperimentConfig, variant: str, device: torch.device, step
     """Where the bare step's time goes, from ``torch.profiler`` over ``steps`` steps: each op's own time (on a GPU, its
     kernels' time) summed by :func:`category`, the three heaviest ops, and on a GPU the kernels per step and the
     share of the wall time the device was busy. A busy share well under 100% means the GPU waits for the host to
-    launch kernels (what CUDA graphs remove); near 100% with many cheap ops means memory traffic (what fusing removes)."""
+    launch kernels (what CUDA graphs remove); near 100% with many cheap ops means memory traffic (what fusing
+    removes)."""
     reset_memory(device)
     step = bare_step(cfg, variant, device)
     time_steps(step, warmup + 1, device)
@@ -44,7 +45,10 @@ def profile_step(cfg: ExperimentConfig, variant: str, device: torch.device, step
     attributed = sum(by_category.values())
     if not attributed:
         raise RuntimeError("the profiler recorded no op time")
-    measured = {"ms": wall_us / steps / 1000, **{category: 100 * us / attributed for category, us in by_category.items()}}
+    measured = {
+        "ms": wall_us / steps / 1000,
+        **{category: 100 * us / attributed for category, us in by_category.items()},
+    }
     top = sorted(by_op.items(), key=lambda item: -item[1])[:3]
     notes = [", ".join(f"{name} {100 * us / attributed:.0f}%" for name, us in top)]
     if cuda:

@@ -111,7 +111,8 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
                "params_m": params / 1e6, "tflop_step": flop / 1e12,
                "ms_step": ms if ms is not None else "", "spread_pct": measured.get("spread_pct", ""),
                "steps": measured.get("steps", ""), "img_s": batch * 1000 / ms if ms else "",
-               "tflop_s": flop / ms / 1e9 if ms else "", "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
+               "tflop_s": flop / ms / 1e9 if ms else "",
+               "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
                "peak_gib": measured.get("peak_gib", ""), "compile_s": measured.get("compile_s", ""),
                "vs_bare": measured.get("vs_bare", ""), "data_wait_pct": measured.get("data_wait_pct", ""),
                "note": measured.get("note", "")}
@@ -170,15 +171,15 @@ def _variant_of(precision: str) -> str:
 
 def _write_breakdown(rows: list[dict], out: Path, card: str, steps: int, device: torch.device) -> None:
     cuda = device.type == "cuda"
-    caption = (f"Where the bare training step's time goes on {card} (torch {torch.__version__}), from torch.profiler over "
-               f"{steps} steps after warm-up: the share of "
+    caption = (f"Where the bare training step's time goes on {card} (torch {torch.__version__}), from torch.profiler "
+               f"over {steps} steps after warm-up: the share of "
                + ("the kernels' time (on the device)" if cuda else "the ops' own time (on the CPU)")
                + " by kind of op (t2i.bench.gpu._category: an optimizer's and an attention op's inner ops count as "
                "those; copy_cast includes the float32 casts bf16 autocast inserts around normalisation, and "
                "concatenation); note: the three heaviest ops. "
                + ("device_busy_pct: kernel time over wall time (well under 100: the GPU waits for the host to launch "
-                  "kernels, which CUDA graphs remove; a lower bound, as the profiler slows the host); kernels_step: kernels "
-                  "launched per step. " if cuda else
+                  "kernels, which CUDA graphs remove; a lower bound, as the profiler slows the host); kernels_step: "
+                  "kernels launched per step. " if cuda else
                   "device_busy_pct and kernels_step: GPU only. ")
                + "ms_step is under the profiler (slower than gpu.md). Reproduce: make bench-gpu.")
     reports.write_table(rows, out, caption=caption)
@@ -193,8 +194,8 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
                "of it (a quarter, an eighth) where that ran out of memory, as the note says: ms_step is the median of "
                f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
                "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
-               "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's batch "
-               "(torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
+               "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's "
+               "batch (torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
                + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
                + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
                "step with its data path, objective, EMA and checks; vs_bare = the trainer's ms per image over the bare "
@@ -203,8 +204,8 @@ def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: 
                "the loader. heads64: "
                "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
                "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
-               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a cold "
-               "compile cache unless TORCHINDUCTOR_CACHE_DIR was set. "
+               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a "
+               "cold compile cache unless TORCHINDUCTOR_CACHE_DIR was set. "
                "Reproduce: make bench-gpu.")
     reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,

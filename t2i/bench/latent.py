@@ -43,13 +43,17 @@ def run(out: Path | None = None, batch_size: int = 8, steps: int = 3) -> str:
     def step(z0: torch.Tensor) -> None:
         eps = torch.randn_like(z0)
         t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), device=device)
-        loss = torch.nn.functional.mse_loss(unet(scheduler.add_noise(z0, eps, t), t, encoder_hidden_states=emb).sample, eps)
+        loss = torch.nn.functional.mse_loss(
+            unet(scheduler.add_noise(z0, eps, t), t, encoder_hidden_states=emb).sample, eps
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    arms = {"latent cache": lambda: step(mean + std * torch.randn_like(mean)),
-            "VAE encode every step": lambda: step(codec.encode(images))}
+    arms = {
+        "latent cache": lambda: step(mean + std * torch.randn_like(mean)),
+        "VAE encode every step": lambda: step(codec.encode(images)),
+    }
     rows = []
     for name, run in arms.items():
         run()  # warm-up (allocations, cuDNN autotuning)
@@ -62,18 +66,33 @@ def run(out: Path | None = None, batch_size: int = 8, steps: int = 3) -> str:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-        rows.append({"training step": name, "s_per_step": float(np.median(times)),
-                     "images_per_s": batch_size / float(np.median(times))})
+        rows.append(
+            {
+                "training step": name,
+                "s_per_step": float(np.median(times)),
+                "images_per_s": batch_size / float(np.median(times)),
+            }
+        )
         print(f"{name:>22}: {rows[-1]['s_per_step']:.3f} s/step")
     speedup = rows[1]["s_per_step"] / rows[0]["s_per_step"]
     for row in rows:
         row["speedup"] = rows[1]["s_per_step"] / row["s_per_step"]
     out = Path(out or paths.reports_dir() / "bench" / "latent")
-    caption = (f"One CelebA training step at batch {batch_size} on {device.type} ({machine() if device.type == 'cpu' else torch.cuda.get_device_name()}), "
-               f"median of {steps} after a warm-up: UNet {count_parameters(unet):,} parameters on {cfg.model_shape} "
-               f"latents; VAE: {weights}. Reading the cache is {speedup:.1f}x faster per step. Reproduce: make bench-latent.")
+    caption = (
+        f"One CelebA training step at batch {batch_size} on {device.type} "
+        f"({machine() if device.type == 'cpu' else torch.cuda.get_device_name()}), "
+        f"median of {steps} after a warm-up: UNet {count_parameters(unet):,} parameters on {cfg.model_shape} "
+        f"latents; VAE: {weights}. Reading the cache is {speedup:.1f}x faster per step. Reproduce: make bench-latent."
+    )
     table = reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), cfg, batch_size=batch_size, steps=steps, device=str(device),
-                             speedup=speedup, vae_weights=weights)
+    reports.write_provenance(
+        out.with_suffix(".md"),
+        cfg,
+        batch_size=batch_size,
+        steps=steps,
+        device=str(device),
+        speedup=speedup,
+        vae_weights=weights,
+    )
     print(table)
     return table

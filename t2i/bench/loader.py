@@ -123,14 +123,16 @@ def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100
             for r in results]
     checks = "; ".join(
         f"{name.replace('_', ' ')} = {value:.1f}x (target {'<=' if name.endswith('shard') else '>='} "
-        f"{TARGETS[name]:g}x: {'met' if (value <= TARGETS[name] if name.endswith('shard') else value >= TARGETS[name]) else 'NOT met'})"
+        f"{TARGETS[name]:g}x: "
+        f"{'met' if (value <= TARGETS[name] if name.endswith('shard') else value >= TARGETS[name]) else 'NOT met'})"
         for name, value in ratios.items())
     out = Path(out or paths.reports_dir() / "bench" / "loader")
     caption = (f"Loading {resolution} px training images from {num_shards} synthetic WikiArt-like parquet shards "
                f"({rows_per_shard} rows, {shard_mb:.0f} MB each, JPEGs of {image_px} px averaging {jpeg_kb:.0f} kB), "
                f"batch {batch_size}, one loader process each (= one DataLoader worker), files in the page cache. "
                f"lru caches {lru_shards} of {num_shards} shards. peak_extra_rss_mb: peak resident memory above the "
-               f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards existed). {checks}. Reproduce: make bench-loader.")
+               f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards "
+               f"existed). {checks}. Reproduce: make bench-loader.")
     table = reports.write_table(rows, out, caption=caption)
     reports.write_provenance(out.with_suffix(".md"), shard_mb=shard_mb, ratios=ratios, targets=TARGETS,
                              machine=machine())

@@ -151,7 +151,8 @@ def bare(cfg: ExperimentConfig, variant: str, device: torch.device, steps: int, 
 
 
 def bare_step(cfg: ExperimentConfig, variant: str, device: torch.device):
-    """The bare step of ``cfg`` in ``variant``, as a function of no arguments (its UNet, optimizer and tensors built)."""
+    """The bare step of ``cfg`` in ``variant``, as a function of no arguments (its UNet, optimizer and tensors
+    built)."""
     precision, channels_last, head_width, compile_ = VARIANTS[variant]
     cfg = cfg.replace(attention_head_width=head_width)
     torch.manual_seed(0)
@@ -162,8 +163,9 @@ def bare_step(cfg: ExperimentConfig, variant: str, device: torch.device):
     model = torch.compile(unet) if compile_ == "full" else unet
     if compile_ == "regional":
         compile_regions(unet)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
     generator = torch.Generator(device).manual_seed(0)
     x = torch.randn(cfg.batch_size, *cfg.model_shape, generator=generator, device=device)
     x = x.to(memory_format=torch.channels_last) if channels_last else x

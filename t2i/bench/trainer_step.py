@@ -90,9 +90,14 @@ def synthetic_latent_cache(cfg: ExperimentConfig, out: Path, rows: int) -> list[
         mean = rng.normal(0, 1, (per_shard, size)).astype(np.float16)
         std = rng.uniform(0.01, 0.1, (per_shard, size)).astype(np.float16)
         attributes = (rng.random((per_shard, len(celeba.ATTRIBUTES))) < 0.3).astype(np.int64)
-        table = pa.table({"row": np.arange(per_shard), "mean": pa.array([m.tobytes() for m in mean], pa.binary(2 * size)),
-                          "std": pa.array([s.tobytes() for s in std], pa.binary(2 * size)),
-                          "condition": pa.array([a.tobytes() for a in attributes], pa.binary())})
+        table = pa.table(
+            {
+                "row": np.arange(per_shard),
+                "mean": pa.array([m.tobytes() for m in mean], pa.binary(2 * size)),
+                "std": pa.array([s.tobytes() for s in std], pa.binary(2 * size)),
+                "condition": pa.array([a.tobytes() for a in attributes], pa.binary()),
+            }
+        )
         files.append(out / f"train-{k:05d}-of-{workers:05d}.parquet")
         pq.write_table(table, files[-1], row_group_size=64)
     (out / derived.KEY_FILE).write_text(json.dumps(latents.cache_key(cfg)))
@@ -105,7 +110,9 @@ def text_encoder(cfg: ExperimentConfig) -> TextEncoder:
     if not assets.missing(cfg, text=True):
         return TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
     torch.manual_seed(0)
-    model = CLIPTextModel(CLIPTextConfig(hidden_size=cfg.cross_attention_dim, max_position_embeddings=max(77, cfg.max_tokens)))
+    model = CLIPTextModel(
+        CLIPTextConfig(hidden_size=cfg.cross_attention_dim, max_position_embeddings=max(77, cfg.max_tokens))
+    )
     return TextEncoder(AutoTokenizer.from_pretrained(resolve("bundled:all-MiniLM-L6-v2")), model, cfg.max_tokens)
 
 

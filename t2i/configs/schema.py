@@ -95,7 +95,8 @@ class ExperimentConfig:
     gradient_checkpointing: bool = _field(resumable=True, default=False)  # recompute activations: less memory
     grad_clip: float | None = _field("number>0?", default=None)  # max global gradient norm; None = no clipping
     ema_decay: float | None = _field("open-unit?", default=0.9999)  # EMA of the UNet weights (diffusers EMAModel)
-    ema_snapshot_every: int | None = _field("positive?", default=None)  # post-hoc EMA snapshots (t2i.posthoc); None: off
+    # post-hoc EMA snapshots (t2i.posthoc); None: off
+    ema_snapshot_every: int | None = _field("positive?", default=None)
     ema_sigma_rels: tuple[float, ...] = _field("sigma-rels", default=(0.05, 0.10))  # power-function EMAs (EDM2 3.3)
     mixed_precision: str = _field(PRECISIONS, resumable=True, default="auto")  # auto: bf16 on CUDA, else no
     channels_last: bool = _field(resumable=True, default=False)  # NHWC memory format for the UNet

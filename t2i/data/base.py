@@ -133,7 +133,8 @@ class DatasetSpec:
         if not latents.is_built(cfg, files):
             from ..vae import LatentCodec  # diffusers' VAE: loaded only when the cache must be built
 
-            latents.build(cfg, files, self.row_decoder(cfg), LatentCodec.from_pretrained(cfg.vae, device=local_device()))
+            latents.build(cfg, files, self.row_decoder(cfg),
+                          LatentCodec.from_pretrained(cfg.vae, device=local_device()))
         return [latents.cache_dir(cfg) / f.name for f in files]
 
     # --- assets -------------------------------------------------------------------------------------------------
@@ -145,14 +146,22 @@ class DatasetSpec:
 
         for pattern in filter(None, (cfg.shards, cfg.judge_shards)):
             folder, _, inside = pattern.partition("/")
-            snapshot_download(self.hub_repo, repo_type="dataset", allow_patterns=[inside],
-                              revision=hub.revision(self.hub_repo), local_dir=paths.data_dir() / folder)
+            snapshot_download(
+                self.hub_repo,
+                repo_type="dataset",
+                allow_patterns=[inside],
+                revision=hub.revision(self.hub_repo),
+                local_dir=paths.data_dir() / folder,
+            )
             hub.record_download(paths.data_dir() / folder, self.hub_repo)
 
     def missing(self, cfg: ExperimentConfig) -> list[str]:
         """What :meth:`fetch` would bring that is not on disk (nothing for synthetic smoke data)."""
-        return [f"{self.name} shards {p} under {paths.data_dir()}" for p in filter(None, (cfg.shards, cfg.judge_shards))
-                if not p.startswith("synthetic/") and not list(paths.data_dir().glob(p))]
+        return [
+            f"{self.name} shards {p} under {paths.data_dir()}"
+            for p in filter(None, (cfg.shards, cfg.judge_shards))
+            if not p.startswith("synthetic/") and not list(paths.data_dir().glob(p))
+        ]
 
     # --- conditioning -------------------------------------------------------------------------------------------
     def conditioner(self, cfg: ExperimentConfig, text: TextEncoder):
@@ -165,8 +174,9 @@ class DatasetSpec:
         """The adherence judge's :class:`~t2i.judges.JudgeConfig` fields for this dataset."""
         raise NotImplementedError
 
-    def sweep_conditions(self, cfg: ExperimentConfig, samples_per_prompt: int,
-                         prompts: int | None = None) -> torch.Tensor:
+    def sweep_conditions(
+        self, cfg: ExperimentConfig, samples_per_prompt: int, prompts: int | None = None
+    ) -> torch.Tensor:
         """The conditions a guidance sweep prompts with: every class (or the first ``prompts``), each
         ``samples_per_prompt`` times in a row."""
         classes = len(cfg.class_names) if prompts is None else min(prompts, len(cfg.class_names))
@@ -191,23 +201,30 @@ class DatasetSpec:
 
     def adherence_meaning(self, cfg: ExperimentConfig) -> str:
         """What the adherence number is, for table captions."""
-        return (f"fraction of generated images the judge assigns to the prompted class "
-                f"(chance {self.chance(cfg):.0%})")
+        return f"fraction of generated images the judge assigns to the prompted class (chance {self.chance(cfg):.0%})"
 
     def chance(self, cfg: ExperimentConfig) -> float | None:
         """Adherence of a model that ignores the prompt, where it is known."""
         return 1.0 / len(cfg.class_names)
 
 
-def _shard_images(spec: DatasetSpec, cfg: ExperimentConfig, split: str,
-                  limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _shard_images(
+    spec: DatasetSpec, cfg: ExperimentConfig, split: str, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows in file order (no shuffling). judge_train / judge_test: every JUDGE_TEST_EVERY-th row of the judge shards
     (or of the training shards when there are none) is a test row; the other split's rows are not decoded."""
     pattern = cfg.shards if split == "train" or cfg.judge_shards is None else cfg.judge_shards
     test = split == "judge_test"
     keep = None if split == "train" else (lambda k: (k % JUDGE_TEST_EVERY == 0) == test)  # rows chosen before decoding
-    stream = shards.ShardStream(spec.shard_files(cfg, pattern), spec.row_decoder(cfg), shuffle=False, rank=0,
-                                world_size=1, max_bad_fraction=cfg.max_bad_fraction, keep=keep)
+    stream = shards.ShardStream(
+        spec.shard_files(cfg, pattern),
+        spec.row_decoder(cfg),
+        shuffle=False,
+        rank=0,
+        world_size=1,
+        max_bad_fraction=cfg.max_bad_fraction,
+        keep=keep,
+    )
     cap = limit if split == "train" else min(limit or JUDGE_MAX_ROWS, JUDGE_MAX_ROWS)
     images, conditions = [], []
     for x, condition in stream:

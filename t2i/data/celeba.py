@@ -68,7 +68,8 @@ FACE = {  # minor features: each included with probability MINOR_P
     "High_Cheekbones": ("high cheekbones",), "Rosy_Cheeks": ("rosy cheeks",), "Pale_Skin": ("pale skin",),
     "Oval_Face": ("an oval face",), "Chubby": ("a chubby face", "a round face"), "Double_Chin": ("a double chin",),
     "Narrow_Eyes": ("narrow eyes",), "Bags_Under_Eyes": ("bags under the eyes", "tired eyes"),
-    "Big_Nose": ("a big nose", "a large nose"), "Pointy_Nose": ("a pointy nose",), "Big_Lips": ("big lips", "full lips"),
+    "Big_Nose": ("a big nose", "a large nose"), "Pointy_Nose": ("a pointy nose",),
+    "Big_Lips": ("big lips", "full lips"),
 }
 MINOR = tuple(FACE)
 MINOR_P = 0.8

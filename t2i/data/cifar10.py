@@ -31,8 +31,10 @@ class Cifar10(DatasetSpec):
         except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted."
             raise MissingAsset(
                 f"CIFAR-10 is not in {paths.data_dir() / 'cifar-10-batches-py'}; run `make assets EXPERIMENTS=cifar10` "
-                "on a node with internet (or point T2I_DATA_DIR at a directory that holds cifar-10-batches-py)") from exc
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div(255)  # uint8 [N, 32, 32, 3] -> [N, 3, 32, 32]
+                "on a node with internet (or point T2I_DATA_DIR at a directory that holds cifar-10-batches-py)"
+            ) from exc
+        # uint8 [N, 32, 32, 3] -> [N, 3, 32, 32]
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div(255)
         return resize(images, cfg.resolution), torch.tensor(ds.targets, dtype=torch.long)
 
     def fetch(self, cfg: ExperimentConfig) -> None:
@@ -54,8 +56,14 @@ class Cifar10(DatasetSpec):
 def class_resnet_recipe(cfg: ExperimentConfig) -> dict:
     """A CIFAR-style ResNet-18 for RGB classes: SGD, crop-style shifts, flips, label smoothing (>= 93% on CIFAR-10 is
     the target)."""
-    return {**RESNET18, "channels": cfg.channels, "num_classes": len(cfg.class_names), "epochs": cfg.judge_epochs,
-            "label_smoothing": 0.1, "max_shift": max(1, cfg.resolution // 8)}
+    return {
+        **RESNET18,
+        "channels": cfg.channels,
+        "num_classes": len(cfg.class_names),
+        "epochs": cfg.judge_epochs,
+        "label_smoothing": 0.1,
+        "max_shift": max(1, cfg.resolution // 8),
+    }
 
 
 DATASET = Cifar10()

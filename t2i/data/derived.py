@@ -99,8 +99,16 @@ def preprocess(sources: Sequence[Path], out_dir: Path, decoder: ImageLabel, data
                 continue
             pixels.append(array.tobytes())
             labels.append(label)
-        return pa.table({"pixels": pa.array(pixels, pa.binary(size)), decoder.label_column: pa.array(labels, pa.int64())}), skipped
+        return pa.table(
+            {"pixels": pa.array(pixels, pa.binary(size)), decoder.label_column: pa.array(labels, pa.int64())}
+        ), skipped
 
-    key = {"kind": "pixels", "resolution": decoder.resolution, "resize": "shorter side, bicubic, centre crop",
-           "label_column": decoder.label_column, "num_classes": decoder.num_classes, "data": data}
+    key = {
+        "kind": "pixels",
+        "resolution": decoder.resolution,
+        "resize": "shorter side, bicubic, centre crop",
+        "label_column": decoder.label_column,
+        "num_classes": decoder.num_classes,
+        "data": data,
+    }
     return derive_shards(sources, out_dir, key, convert, desc="preprocessing shards")

@@ -27,7 +27,8 @@ FULL = dict(
     seed=422,  # 3.2.5
     num_train_timesteps=1000,  # 3.2.4
     beta_schedule="squaredcos_cap_v2",  # 3.2.4
-    clip_sample=True,  # 3.2.5 sampled with diffusers' clip to [-1, 1] on [0, 1] data; t2i clips to [0, 1] (docs/thesis.md)
+    # 3.2.5 sampled with diffusers' clip to [-1, 1] on [0, 1] data; t2i clips to [0, 1] (docs/thesis.md)
+    clip_sample=True,
     sampler="ddpm",  # 3.2.5
     num_inference_steps=50,  # 3.2.5
     guidance_scales=(0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0),  # Figure 7

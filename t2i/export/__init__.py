@@ -1,8 +1,8 @@
 """Share a trained run the way diffusers users do: a pipeline folder, a model card, the Hub.
 
-``python -m t2i export RUN OUT [--checkpoint NAME] [--weights ema|raw] [--overwrite] [--push-to-hub REPO_ID
-[--private | --public]]`` (``make export RUN=...``) writes a standard diffusers pipeline folder, every component a
-stock class saved with ``save_pretrained``:
+``python -m t2i export RUN OUT [--checkpoint NAME] [--weights ema|raw] [--overwrite] [--push-to-hub REPO_ID [--private |
+--public]]`` (``make export RUN=...``) writes a standard diffusers pipeline folder, every component a stock class saved
+with ``save_pretrained``:
 
 - **latent runs** (CelebA) load in the stock ``StableDiffusionPipeline`` (no safety checker). What it reads
   differently from t2i is set: the tokenizer's ``model_max_length`` (the run's ``max_tokens``), the text encoder's
@@ -17,11 +17,11 @@ stock class saved with ``save_pretrained``:
 
 Nothing is deleted that export did not write: OUT must be new or empty, or a folder an earlier export wrote (with
 ``--overwrite``, and only if it holds nothing but the files that export listed in its marker), and never one that holds
-the run, the runs folder or the repository. OUT is taken literally: ``.``, an empty name and a symbolic link are refused,
-a missing parent is created, all before any work. The folder is written beside OUT under a temporary name and swapped
-in at the end, so a kill or a full disk leaves the previous export whole. One export per OUT runs at a time (a lock
-file beside it, ``.<name>.export.lock``, held for the whole export): a second is refused in one line, and the recovery
-of what a killed export left never touches a folder whose writer is alive.
+the run, the runs folder or the repository. OUT is taken literally: ``.``, an empty name and a symbolic link are
+refused, a missing parent is created, all before any work. The folder is written beside OUT under a temporary name and
+swapped in at the end, so a kill or a full disk leaves the previous export whole. One export per OUT runs at a time (a
+lock file beside it, ``.<name>.export.lock``, held for the whole export): a second is refused in one line, and the
+recovery of what a killed export left never touches a folder whose writer is alive.
 ``README.md`` is the model card (huggingface_hub's ``ModelCard``): what the model is, how it was trained, how well it
 does when an evaluation was made from *these* weights (matched by the checkpoint manifest's hash), its intended use,
 limitations and the data's terms.
@@ -170,20 +170,23 @@ def card(pipe: TextToImage, run: Run, where: str):
                for row in rows if row["guidance_scale"] != "real"
                for metric, name in (("fid", f"FD in {features} features"), ("adherence", "adherence"))]
     license_fields = ({"license": spdx} if spdx != "other" and not synthetic else
-                      {"license": "other", "license_name": "synthetic-test-data" if synthetic else f"{cfg.dataset}-terms",
+                      {"license": "other",
+                       "license_name": "synthetic-test-data" if synthetic else f"{cfg.dataset}-terms",
                        "license_link": "LICENSE.md"})
     metadata = ModelCardData(library_name="diffusers", pipeline_tag="text-to-image", **license_fields,
                              datasets=None if synthetic else [dataset],
                              tags=["text-to-image", "diffusers", "classifier-free-guidance", "t2i"],
                              model_name=f"t2i-{cfg.experiment}-{run.name}", eval_results=results or None)
     state = checkpoints.load_state(pipe.checkpoint)
-    weights_text = {"ema": f"EMA, decay {cfg.ema_decay:g}", "raw": "the trained weights"}.get(pipe.weights, pipe.weights)
+    weights_text = {"ema": f"EMA, decay {cfg.ema_decay:g}", "raw": "the trained weights"}.get(pipe.weights,
+                                                                                             pipe.weights)
     images_seen = state["step"] * cfg.batch_size * state.get("num_processes", 1) * cfg.gradient_accumulation_steps
     train_size = f"{cfg.train_subset:,} images (train_subset)" if cfg.train_subset else "the whole training split"
     text_encoder, vae = public_id(cfg.text_encoder), cfg.vae
     usage = (f'from diffusers import DDPMScheduler, StableDiffusionPipeline\n\npipe = StableDiffusionPipeline.'
              f'from_pretrained("{where}", safety_checker=None)\n'
-             f'pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, steps_offset=0)  # t2i\'s timesteps\n'
+             f'pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, steps_offset=0)'
+             f'  # t2i\'s timesteps\n'
              if pipe.codec is not None else
              f'from diffusers import DiffusionPipeline\n\npipe = DiffusionPipeline.from_pretrained("{where}", '
              f'trust_remote_code=True)\n')
@@ -234,10 +237,13 @@ Output: {cfg.resolution}x{cfg.resolution} images with {3 if pipe.codec is not No
 | captions | `{cfg.caption_template}` over {len(cfg.class_names)} classes |
 | UNet | blocks {list(cfg.block_out_channels)}, {cfg.layers_per_block} layers per block, trained from scratch |
 | diffusion | {cfg.num_train_timesteps} steps, `{cfg.beta_schedule}` betas, sampled with {pipe.sampling.describe()} |
-| training | {state['epoch']} epochs, {state['step']:,} optimizer steps, {images_seen:,} images seen, batch {cfg.batch_size}, p_uncond {cfg.p_uncond:g} |
-| optimizer | AdamW, lr {cfg.learning_rate:g} ({cfg.lr_schedule}, {cfg.lr_warmup_steps} warm-up steps), weight decay {cfg.weight_decay:g} |
+| training | {state['epoch']} epochs, {state['step']:,} optimizer steps, {images_seen:,} images seen, \
+batch {cfg.batch_size}, p_uncond {cfg.p_uncond:g} |
+| optimizer | AdamW, lr {cfg.learning_rate:g} ({cfg.lr_schedule}, {cfg.lr_warmup_steps} warm-up steps), \
+weight decay {cfg.weight_decay:g} |
 | weights | {weights_text}, checkpoint {pipe.checkpoint.name} |
-| seed, precision | {cfg.seed}, {state.get("precision", cfg.mixed_precision)} on {state.get("num_processes", 1)} process(es) |
+| seed, precision | {cfg.seed}, {state.get("precision", cfg.mixed_precision)} on \
+{state.get("num_processes", 1)} process(es) |
 | hardware, time | {state.get("device", "not recorded")}, {_duration(state.get("train_seconds"))} |
 
 ## Evaluation
@@ -249,7 +255,8 @@ Output: {cfg.resolution}x{cfg.resolution} images with {3 if pipe.codec is not No
 ## Intended use and limitations
 
 A research artefact: it reproduces an experiment of a thesis on classifier-free guidance with t2i, at
-{cfg.resolution}x{cfg.resolution}. It draws only what its {len(cfg.class_names)} caption{"s" if len(cfg.class_names) > 1 else ""}
+{cfg.resolution}x{cfg.resolution}. It draws only what its {len(cfg.class_names)} \
+caption{"s" if len(cfg.class_names) > 1 else ""}
 describe, in the style of its training data; other prompts give unpredictable images. It has no safety filter.
 {"It was trained on synthetic test data and draws nothing real." if synthetic else ""}
 
