@@ -166,7 +166,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     return result
 
 
-def feature_spaces(cfg, extractors: list, images_per_half: int = 300) -> tuple[dict, list]:
+def feature_spaces(cfg, extractors: list, images_per_half: int = 600) -> tuple[dict, list]:
     """Does each feature space see known damage on this dataset's real images (:func:`t2i.evaluate.damage_check`)?
     Returns the checks by space, and the extractors with the primary one first: the first that is not the judge's
     (which also scores adherence) and orders the damage; else the first that orders it; else as given."""
