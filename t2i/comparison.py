@@ -3,19 +3,23 @@ paired statistics and a verdict per method that follows from the numbers.
 
 Every row (a method at a strength w) samples the same N prompts from the same N seeds, so rows are compared image by
 image (:mod:`t2i.stats`): one bootstrap resample draws the seeds and the real reference images together, for every
-row at once. For each row, in every staged feature space (the judge's penultimate layer always; Inception and DINOv2
-where `make assets` staged them): FD and KID to N real training images with intervals that contain their estimates,
-FD over the real-vs-real floor at the same N, and the judge's adherence with an exact interval.
+row at once. For each row, in every staged feature space (the judge's penultimate layer and a fixed random CNN
+always, the primary one first: :func:`t2i.verdict.feature_spaces`; Inception and DINOv2 where `make assets` staged
+them): FD and KID to N real training images with basic bootstrap intervals, FD over the real-vs-real floor at the
+same N, and the judge's adherence with an exact interval. This front is descriptive, as are the tests along it
+(each method's KID and FD where its curve first reaches an adherence level, and its adherence where it first reaches
+an FD level, against CFG's).
 
-Methods are compared with CFG *along the curve*, not at one w: each method's KID and FD where its curve first reaches
-an adherence level (and its adherence where it first reaches an FD level), against CFG's at the same level, with a
-paired interval and a p-value. Each method has **one declared primary endpoint** (:data:`PRIMARY_ADHERENCE`): its KID
-difference to CFG where both curves first reach that adherence, in each feature space. KID, not FD: KID is unbiased at
-any N, while FD's finite-N bias depends on each row's diversity, so at N below the feature width it can favour the
-less diverse method (Chong & Forsyth 2020). Holm's correction runs over the methods' primary tests; every other test is
-descriptive (its p is not corrected, and it decides nothing). The verdict per method is "better than CFG", "worse",
-"not resolved at N = ..." (with the N at which its primary effect would be resolved with 80% power, if it stayed as
-measured) or "not reached" (a curve does not reach the level).
+Each method has **one declared primary endpoint**, measured by :mod:`t2i.verdict`: its KID difference to CFG, each at
+the strength where its own curve reaches the primary adherence level, sampled there on fresh seeds. The level is
+declared as a place on the scale, not a number (:data:`PRIMARY_FRACTION`): the fraction of the way from the
+conditional model's adherence (the front's shared w = 1 row) to the judge's on real images. A fixed number is one
+dataset's: 0.97 on the demo sat at the conditional model's own adherence, which put seven of eight methods at
+w = 1, while CelebA's attribute adherence never reaches it. KID, not FD: KID is unbiased at any N, while FD's finite-N
+bias depends on each row's diversity, so at N below the feature width it can favour the less diverse method (Chong &
+Forsyth 2020). Holm's correction runs over the methods' primary tests. The verdict per method is "better than CFG",
+"worse", "not resolved at N = ..." (with the N at which its primary effect would be resolved with 80% power, if it
+stayed as measured) or "not reached" (a curve does not reach the level).
 The guidance interval is tuned per model on separate seeds (EDM2-S's interval stays as a labelled row); autoguidance's
 row names its guide's training length and size.
 
@@ -45,7 +49,7 @@ FRONT_SAMPLES_PER_PROMPT = 20  # ... and the front's (which calibrates the verdi
 BOOTSTRAP = 200  # paired resamples of the seeds and the reference images
 ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
 FD_LEVELS = (1.25, 1.5, 2.0, 3.0)  # matched FD, as multiples of the real-vs-real floor
-PRIMARY_ADHERENCE = 0.97  # the primary endpoint: KID at this matched adherence (the judge's real accuracy if lower)
+PRIMARY_FRACTION = 0.5  # the primary level: this far from the conditional model's adherence to the judge's real one
 POWER = 0.8  # samples_needed plans for this power
 INTERVAL_GRID = [(lo, hi) for lo in (0.0, 0.28, 1.0) for hi in (2.0, 5.42, 20.0, math.inf)]  # (sigma_lo, sigma_hi]
 TUNE_STRENGTH = 2.0  # the interval is tuned at this w ...
@@ -114,7 +118,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
               "features": [e.name for e in extractors]}
     if reports.skip_if_fresh(out, inputs):
         return None
-    damage, extractors = feature_spaces(pipe.cfg, extractors)  # the primary space first
+    damage, extractors = verdict.feature_spaces(pipe.cfg, extractors)  # the primary space first
     shared = evaluate.PairedRows(pipe.cfg, judge, extractors, min(FRONT_SAMPLES_PER_PROMPT, samples_per_prompt))
     final = evaluate.PairedRows(pipe.cfg, judge, extractors, samples_per_prompt)
     spaces, n = [e.name for e in extractors], shared.n
@@ -164,17 +168,6 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
         print(check_against(result, Path(compare_with), out))
         reports.write_provenance(out / "check.md", **pipe.provenance(inputs=inputs, main_report=Path(compare_with)))
     return result
-
-
-def feature_spaces(cfg, extractors: list, images_per_half: int = 600) -> tuple[dict, list]:
-    """Does each feature space see known damage on this dataset's real images (:func:`t2i.evaluate.damage_check`)?
-    Returns the checks by space, and the extractors with the primary one first: the first that is not the judge's
-    (which also scores adherence) and orders the damage; else the first that orders it; else as given."""
-    images, conditions = data.load_images(cfg, "train", limit=2 * images_per_half)
-    damage = {e.name: evaluate.damage_check(e, images, conditions) for e in extractors}
-    order = sorted(range(len(extractors)), key=lambda k: (not damage[extractors[k].name]["orders"],
-                                                          isinstance(extractors[k], metrics.JudgeExtractor), k))
-    return damage, [extractors[k] for k in order]
 
 
 def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, seed: int | None
@@ -252,7 +245,7 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
         table.append(entry)
 
     levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
-    primary_level = min(PRIMARY_ADHERENCE, round(real_adherence, 4))
+    primary_level = verdict.primary_adherence(rows, real_adherence, PRIMARY_FRACTION)
     tests = []
     for s in spaces:
         for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):
@@ -271,7 +264,8 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
         t["p_holm"], t["verdict"] = float("nan"), "descriptive"
     moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
     return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
-            "levels": levels_a, "primary_level": primary_level, "moved": moved, "binary": binary,
+            "levels": levels_a, "primary_level": primary_level, "primary_fraction": PRIMARY_FRACTION,
+            "moved": moved, "binary": binary,
             "needed": {}, "power": POWER, "bootstrap": bootstrap}
 
 

@@ -30,13 +30,17 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
     primary, nv = spaces[0], result.get("verdict_n", n)
     found = verdicts(result, primary)
     level = result["primary_level"]
+    conditional = min((e for e in result["table"] if e["method"] == "cfg"), key=lambda e: e["w"])["adherence"]
     damage = result.get("damage", {})
     checked = "; ".join(f"{s}: {'orders' if c['orders'] else 'does NOT order'} it" for s, c in damage.items())
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, verdicts at N = {nv}", "",
              f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, "
              "declared for every method**: its KID difference to CFG, each sampled at the strength where its own "
              "curve reaches "
-             f"adherence {level:g} ({result['real_adherence']:.3f} is the judge on real held-out images). The "
+             f"adherence {level:g}: {result['primary_fraction']:.0%} of the way from the conditional model's "
+             f"{conditional:.3f} (w = 1 on the front) to the "
+             f"judge's {result['real_adherence']:.3f} on real held-out images, a level declared as that place on the "
+             "scale, not as a number, and read off the front alone. The "
              f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
              f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
              f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "

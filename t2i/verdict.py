@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
-from . import stats
+from . import data, evaluate, metrics, stats
 
 VERDICT_SEED_OFFSET = 3_000_000  # the verdict rows' seeds: disjoint from the front's, the tuning's and a check's
 MAX_EXTRAPOLATION = 10  # samples_needed is stated up to this many times the verdict's N, never beyond
@@ -45,6 +45,25 @@ class Calibration:
             return float("nan"), float("nan")
         lo, hi = np.percentile(found, [(1 - stats.LEVEL) / 2 * 100, (1 + stats.LEVEL) / 2 * 100])
         return float(lo), float(hi)
+
+
+def primary_adherence(rows: list, real_adherence: float, fraction: float) -> float:
+    """The primary level, from the front alone (the verdict's fresh seeds never choose it): ``fraction`` of the way
+    from the conditional model's adherence (CFG's lowest strength, w = 1 by default) to the judge's on real images;
+    the latter if the conditional model is already there."""
+    conditional = min((r for r in rows if r.variant.label == "cfg"), key=lambda r: r.w).hits.mean()
+    return round(float(conditional + fraction * max(real_adherence - conditional, 0.0)), 4)
+
+
+def feature_spaces(cfg, extractors: list, images_per_half: int = 600) -> tuple[dict, list]:
+    """Does each feature space see known damage on this dataset's real images (:func:`t2i.evaluate.damage_check`)?
+    Returns the checks by space, and the extractors with the primary one first: the first that is not the judge's
+    (which also scores adherence) and orders the damage; else the first that orders it; else as given."""
+    images, conditions = data.load_images(cfg, "train", limit=2 * images_per_half)
+    damage = {e.name: evaluate.damage_check(e, images, conditions) for e in extractors}
+    order = sorted(range(len(extractors)), key=lambda k: (not damage[extractors[k].name]["orders"],
+                                                          isinstance(extractors[k], metrics.JudgeExtractor), k))
+    return damage, [extractors[k] for k in order]
 
 
 def calibrate(rows: list, level: float, spaces: list[str], draws: np.ndarray) -> dict[str, Calibration]:

@@ -31,7 +31,7 @@ def test_every_quoted_line_is_in_the_report_it_quotes(doc, path, body):
     source = ROOT / path
     assert source.is_file(), f"{doc} quotes {path}, which does not exist"
     lines = {line.strip() for line in source.read_text().splitlines()}
-    for line in (l.strip() for l in body.splitlines()):
+    for line in (quoted.strip() for quoted in body.splitlines()):
         assert not line or line in lines, f"{doc} quotes {path}, which does not say: {line!r}"
 
 
