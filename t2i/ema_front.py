@@ -39,10 +39,10 @@ FIT_LIMIT = posthoc.FIT_LIMIT  # a reconstruction whose profile misses its targe
 
 
 def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: float = ADHERENCE) -> dict[str, float]:
-    """Each method's best strength from the guidance report: the first w whose adherence reaches ``target`` (else the
-    w of its highest adherence)."""
+    """Each method's best strength from the guidance report: the first guided w (w > 1: at w = 1 every method is the
+    conditional model, the unguided way) whose adherence reaches ``target`` (else the w of its highest adherence)."""
     with open(guidance_csv) as f:
-        rows = [r for r in csv.DictReader(f) if r["method"] in methods]
+        rows = [r for r in csv.DictReader(f) if r["method"] in methods and float(r["w"]) > 1]
     found = {}
     for m in methods:
         mine = sorted((float(r["w"]), float(r["adherence"])) for r in rows if r["method"] == m)

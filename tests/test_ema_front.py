@@ -60,8 +60,10 @@ def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_c
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made
 
 
-def test_the_best_strength_is_where_a_methods_curve_first_reaches_the_target(tmp_path):
+def test_the_best_strength_is_where_a_methods_curve_first_reaches_the_target_above_w_1(tmp_path):
+    """w = 1 is the conditional model (unguided) for every method, so a guided way's strength is above it, even where
+    the conditional model already reaches the target."""
     table = tmp_path / "guidance.csv"
-    table.write_text("method,w,adherence\ncfg,1,0.93\ncfg,2,0.975\ncfg,3,0.985\nautoguidance,1,0.93\n"
+    table.write_text("method,w,adherence\ncfg,1,0.93\ncfg,2,0.975\ncfg,3,0.985\nautoguidance,1,0.98\n"
                      "autoguidance,1.25,0.99\nother,1,1\n")
     assert ema_front.best_strengths(table) == {"cfg": 3.0, "autoguidance": 1.25}
