@@ -36,6 +36,7 @@ ADHERENCE = 0.98  # a method's best strength: where its curve first reaches this
 SAMPLES_PER_PROMPT = 50
 BOOTSTRAP = 200
 FIT_LIMIT = posthoc.FIT_LIMIT  # a reconstruction whose profile misses its target by more is flagged and not chosen
+SPACINGS = (0.25, 0.5, 1, 2, 4)  # snapshot spacings, as multiples of the run's own, in the density table
 
 
 def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: float = ADHERENCE) -> dict[str, float]:
@@ -96,12 +97,40 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
         rows += [measure("autoguidance", main_best, g) for g in progress(GUIDE_LENGTHS, desc="guide's EMA")]
     floor = shared.floors[extractor.name]
     result = analyse(rows, floor, bootstrap)
-    result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths)
+    result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths,
+                  density=density(run_dir, step))
     write(result, pipe, Path(out))
     if result["presets"]:
         posthoc.write_presets(run_dir, result["presets"], pipe.checkpoint, inputs["checkpoint_manifest_sha256"],
                               report=str(Path(out) / "summary.md"))
     return result
+
+
+def density(run_dir: Path, step: int, spacings=SPACINGS, lengths=LENGTHS) -> list[dict]:
+    """How densely the run must keep snapshots for each length: the fit error every length of ``lengths`` would have
+    with snapshots taken at each spacing of ``spacings`` (multiples of the run's own) up to the checkpoint's last
+    one, and the disk they would take at the run's measured bytes per snapshot. The fit depends only on when the
+    snapshots were taken (EDM2's profiles are relative), so no spacing but the run's own needs its files."""
+    found = posthoc.snapshots(run_dir, step)
+    if len(found) < 2:
+        return []
+    taken = np.array([s for s, _ in found], np.float64)
+    every, last = float(np.median(np.diff(taken))), float(taken[-1])
+    size = float(np.mean([p.stat().st_size for _, p in found]))
+    tracked = len(posthoc.SIGMA_RELS)
+    rows = []
+    for factor in spacings:
+        steps = np.arange(last, 0, -every * factor)[::-1]  # the same last snapshot, spaced back from it
+        if len(steps) < 2:
+            continue
+        times, profiles = np.repeat(steps, tracked), np.tile(posthoc.SIGMA_RELS, len(steps))
+        row = {"spacing": f"{factor:g}x" + (", this run" if factor == 1 else ""), "every_steps": every * factor,
+               "snapshots": len(steps), "disk_mib": round(len(steps) * size / 2**20, 1)}
+        for length in lengths:
+            weights = posthoc.coefficients(times, profiles, last, length)
+            row[f"fit {length:g}"] = round(posthoc.profile_error(times, profiles, weights, last, length), 4)
+        rows.append(row)
+    return rows
 
 
 def _fits(row: dict) -> bool:
@@ -185,7 +214,15 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
         f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far "
         f"the snapshots' combined profile is from the length's (relative L2; fits: at most {FIT_LIMIT:.0%}, else never "
         "chosen).")
-    reports.publish(out, facts, tables={"ema": (result["table"], caption)},
+    tables = {"ema": (result["table"], caption)}
+    if result.get("density"):
+        tables["snapshots"] = (result["density"], (
+            f"How densely the run must keep post-hoc EMA snapshots: each length's fit error (relative L2; at most "
+            f"{FIT_LIMIT:.0%} to be chosen) with snapshots at each spacing (multiples of the run's own, every "
+            "every_steps training steps, ending at the checkpoint's last), and the disk they take at this run's "
+            "measured size per snapshot (both tracked profiles, half precision). Only the run's own spacing was "
+            "trained; the others are computed from the snapshots' times alone."))
+    reports.publish(out, facts, tables=tables,
                     figures={"ema.png": lambda path: figure(result, path)}, texts={"summary.md": summary(result)})
 
 
@@ -227,6 +264,7 @@ def summary(result: dict) -> str:
                   f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
         lines += ["", "Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? "
                   f"{answer}."]
+    lines += _density_lines(result.get("density", []))
     presets = result.get("presets", {})
     lines += ["", "**Presets** (each way's best length where its FD is at or below the default EMA's), written to the "
               f"run's `{posthoc.PRESETS}`: " + (", ".join(f"{k} {v:g}" for k, v in presets.items()) or "none") + ". "
@@ -234,6 +272,19 @@ def summary(result: dict) -> str:
                  "--ema-length, --no-ema or --weights says otherwise." if "cfg" in presets else
                  "CFG keeps the fixed-decay EMA.")]
     return "\n".join(lines) + "\n"
+
+
+def _density_lines(rows: list[dict]) -> list[str]:
+    """What the density table says: the shortest length each spacing fits, and what this run's spacing costs."""
+    if not rows:
+        return []
+    lines = ["", "**Snapshot density** (`snapshots.md`):"]
+    for row in rows:
+        fitting = [k.split()[1] for k, v in row.items() if k.startswith("fit ") and v <= FIT_LIMIT]
+        fit = f"sigma_rel {', '.join(fitting)} fit" if fitting else "no length fits"
+        lines.append(f"- every {row['every_steps']:g} steps ({row['spacing']}): {row['snapshots']} snapshots, "
+                     f"{row['disk_mib']:,.1f} MiB; {fit} within {FIT_LIMIT:.0%}.")
+    return lines
 
 
 def figure(result: dict, path: Path) -> Path:

@@ -191,3 +191,22 @@ def test_presets_apply_only_to_the_checkpoint_they_were_chosen_on(tmp_path):
     (tmp_path / posthoc.PRESETS).write_text("{")
     with pytest.raises(RunError, match="is damaged"):
         posthoc.preset(tmp_path, tmp_path / "epoch-0002", "abc")
+
+
+def test_the_density_table_is_the_runs_own_fit_at_its_spacing_and_its_disk_is_measured(snapshot_run):
+    """`make ema`'s snapshot-density table: at the run's own spacing each length's fit error is the one its
+    reconstruction reports, the disk is the files' own, and halving the spacing never fits worse."""
+    from t2i import ema_front
+
+    rows = {r["spacing"].split(",")[0]: r for r in ema_front.density(snapshot_run, 2000, spacings=(0.5, 1, 2))}
+    own = rows["1x"]
+    files = [p for _, p in posthoc.snapshots(snapshot_run)]
+    assert own["snapshots"] == len(files) == 40 and own["every_steps"] == 50
+    assert own["disk_mib"] == round(sum(p.stat().st_size for p in files) / 2**20, 1)
+    assert rows["0.5x"]["snapshots"] == 80 and rows["2x"]["snapshots"] == 20
+    for length in ema_front.LENGTHS:
+        assert own[f"fit {length:g}"] == round(posthoc.reconstruct(snapshot_run, length)[1]["profile_error"], 4)
+        assert rows["0.5x"][f"fit {length:g}"] <= own[f"fit {length:g}"] <= rows["2x"][f"fit {length:g}"]
+    assert own["fit 0.01"] > ema_front.FIT_LIMIT >= rows["0.5x"]["fit 0.01"]  # the short end needs denser snapshots
+    lines = "\n".join(ema_front._density_lines(list(rows.values())))
+    assert "every 50 steps (1x, this run): 40 snapshots" in lines and "0.01, 0.02" in lines
