@@ -8,14 +8,19 @@ autoguidance at their best strengths (the first w at which the guidance report's
 is swept with the guide's default EMA, then the guide's with the main model at its best. Statistics are paired
 (:mod:`t2i.stats`): the best length of each way is the one with the lowest FD, and its interval is where the best
 length falls across joint resamples of the seeds and the reference images; the best post-hoc EMA is compared with
-the default EMA, and the three ways with each other at their own best lengths.
+the default EMA, and the three ways with each other at their own best lengths. The length is chosen at one strength,
+so each guided way is then retried at its best length with its guidance term (w - 1) halved and doubled, and the
+summary names the lowest-FD pair of strength and length among its rows that reach the adherence target (one
+coordinate step of EDM2's joint tuning).
 
 A reconstruction is only as good as the snapshots' fit to the profile it asks for (:func:`t2i.posthoc.profile_error`):
 every row states its fit error, and a length whose error exceeds :data:`FIT_LIMIT` (the grid's short end, where the
 snapshots are too sparse for a narrow profile) is flagged and never chosen as a best length.
 
-It writes ``reports/<profile>/<experiment>/<run>/ema/``: ``ema.md/.csv/.tex``, ``ema.png`` (FD and adherence against
-the EMA length, one curve per way) and ``summary.md``, with provenance; a fresh report is not redrawn.
+It writes ``reports/<profile>/<experiment>/<run>/ema/``: ``ema.md/.csv/.tex``, ``snapshots.md/.csv/.tex`` (each
+length's fit error had the run kept snapshots more or less often, and the disk that takes), ``ema.png`` (FD and
+adherence against the EMA length, one curve per way) and ``summary.md``, with provenance; a fresh report is not
+redrawn.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     def fit_error(length: float | None, at_step: int | None) -> float | None:
         return None if length is None else posthoc.reconstruct(run_dir, length, at_step=at_step)[1]["profile_error"]
 
-    def measure(mode: str, length: float | None, guide_length: float | None = None) -> dict:
+    def measure(mode: str, length: float | None, guide_length: float | None = None, w: float | None = None) -> dict:
         sampler = pipe if length is None else TextToImage(
             cfg, posthoc_weights(run_dir, pipe.checkpoint, length)[0], pipe.text, pipe.device,
             checkpoint=pipe.checkpoint, sampler=pipe.sampling, weights=f"post-hoc EMA {length:g}", codec=pipe.codec)
@@ -81,11 +86,12 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
         if mode == "autoguidance":
             guide = guide_default if guide_length is None else posthoc_weights(
                 run_dir, checkpoints.resolve(run_dir, guide_checkpoint), guide_length)[0]
-        w = 1.0 if mode == "unguided" else strengths[mode]
+        w = w or (1.0 if mode == "unguided" else strengths[mode])
         images = sampler.images(shared.prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg",
                                 guide=guide, show_progress=False)
         hits, features = shared.row(images)
-        return {"mode": mode, "w": w, "length": length, "guide_length": guide_length, "hits": hits,
+        return {"mode": mode, "w": w, "retune": w != (1.0 if mode == "unguided" else strengths[mode]),
+                "length": length, "guide_length": guide_length, "hits": hits,
                 "features": features[extractor.name], "fit_error": fit_error(length, step),
                 "guide_fit_error": fit_error(guide_length, guide_step)}
 
@@ -95,6 +101,10 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
     if "autoguidance" in modes:  # the guide's own length, with the main model at its best
         main_best = _best_length([r for r in rows if r["mode"] == "autoguidance" and r["length"] is not None])
         rows += [measure("autoguidance", main_best, g) for g in progress(GUIDE_LENGTHS, desc="guide's EMA")]
+    retune = [(m, _best_length([r for r in rows if r["mode"] == m and r["length"] is not None
+                                and r["guide_length"] is None]), w)
+              for m in modes if m != "unguided" for w in neighbours(strengths[m])]
+    rows += [measure(m, length, w=w) for m, length, w in progress(retune, desc="strength at the best length")]
     floor = shared.floors[extractor.name]
     result = analyse(rows, floor, bootstrap)
     result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths,
@@ -133,6 +143,13 @@ def density(run_dir: Path, step: int, spacings=SPACINGS, lengths=LENGTHS) -> lis
     return rows
 
 
+def neighbours(w: float) -> tuple[float, float]:
+    """The strengths a guided way is retried at with its best length: the guidance term (w - 1) halved and doubled.
+    The length is chosen at one strength; whether that length moves the strength is what tuning the two together
+    asks (EDM2 tunes them jointly; this is one coordinate step of it)."""
+    return 1 + (w - 1) / 2, 1 + 2 * (w - 1)
+
+
 def _fits(row: dict) -> bool:
     """The row's reconstructions (its own and its guide's) fit their profiles within FIT_LIMIT."""
     return all(e is None or e <= FIT_LIMIT for e in (row["fit_error"], row["guide_fit_error"]))
@@ -166,7 +183,7 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
     best = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         sweep = [k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is not None
-                 and r["guide_length"] is None and _fits(r)]
+                 and r["guide_length"] is None and not r["retune"] and _fits(r)]
         if not sweep:  # no length of this way fits: nothing to choose (the summary says which were left out)
             continue
         default = next(k for k, r in enumerate(rows) if r["mode"] == mode and r["length"] is None)
@@ -193,13 +210,26 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
             pairs.append({"a": a, "b": b, "d_fd": d, "interval": stats.interval(d, boot[ka] - boot[kb]),
                           "d_adherence": float(rows[ka]["hits"].mean() - rows[kb]["hits"].mean()),
                           "a_shorter_share": shorter})
+    joint = {}
+    for mode in (m for m in ("cfg", "autoguidance") if m in best):  # strength and length together
+        mine = [k for k, r in enumerate(rows) if r["mode"] == mode and r["guide_length"] is None and r["length"]
+                is not None and _fits(r)]
+        reaching = [k for k in mine if rows[k]["hits"].mean() >= ADHERENCE] or mine
+        k, k0 = min(reaching, key=lambda k: fd[k]), best[mode]["row"]
+        d = float(fd[k] - fd[k0])
+        joint[mode] = {"w": rows[k]["w"], "length": rows[k]["length"], "fd": float(fd[k]),
+                       "adherence": float(rows[k]["hits"].mean()), "reached": rows[k]["hits"].mean() >= ADHERENCE,
+                       "vs_separate": d, "vs_separate_interval": stats.interval(d, boot[k] - boot[k0]),
+                       "retried": [{"w": rows[j]["w"], "fd": float(fd[j]), "adherence": float(rows[j]["hits"].mean())}
+                                   for j in mine if rows[j]["retune"]]}
+
     def unfit(length: str, error: str) -> list[float]:
         return sorted({r[length] for r in rows if r[error] is not None and r[error] > FIT_LIMIT})
 
     presets = {mode: b["length"] for mode, b in best.items() if mode != "guide" and b["fd"] <= b["default_fd"]}
     if "guide" in best and "autoguidance" in presets:
         presets["guide"] = best["guide"]["length"]
-    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "presets": presets,
+    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "presets": presets, "joint": joint,
             "flagged": unfit("length", "fit_error"), "guide_flagged": unfit("guide_length", "guide_fit_error")}
 
 
@@ -264,6 +294,7 @@ def summary(result: dict) -> str:
                   f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
         lines += ["", "Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? "
                   f"{answer}."]
+    lines += _joint_lines(result.get("joint", {}), result["best"], result["strengths"])
     lines += _density_lines(result.get("density", []))
     presets = result.get("presets", {})
     lines += ["", "**Presets** (each way's best length where its FD is at or below the default EMA's), written to the "
@@ -272,6 +303,26 @@ def summary(result: dict) -> str:
                  "--ema-length, --no-ema or --weights says otherwise." if "cfg" in presets else
                  "CFG keeps the fixed-decay EMA.")]
     return "\n".join(lines) + "\n"
+
+
+def _joint_lines(joint: dict, best: dict, strengths: dict) -> list[str]:
+    """Strength and length tuned together: each guided way at its best length retried with its guidance term halved
+    and doubled, and the lowest FD among all its rows that reach the adherence target."""
+    if not joint:
+        return []
+    lines = ["", f"**Strength and length together** (each guided way at its best length, retried with w - 1 halved "
+             f"and doubled; the lowest FD among its rows reaching adherence {ADHERENCE:g}):"]
+    for mode, j in joint.items():
+        tried = "; ".join(f"w = {t['w']:g}: adherence {t['adherence']:.3f}, FD {t['fd']:.2f}" for t in j["retried"])
+        lo, hi = j["vs_separate_interval"]
+        same = j["w"] == strengths[mode] and j["length"] == best[mode]["length"]
+        lines.append(f"- **{mode}** at sigma_rel {best[mode]['length']:g}: {tried}. Together: w = {j['w']:g}, "
+                     f"sigma_rel {j['length']:g} (FD {j['fd']:.2f}, adherence {j['adherence']:.3f}"
+                     + ("" if j["reached"] else f", no row reached {ADHERENCE:g}") + ")"
+                     + (", the pair chosen one at a time." if same else
+                        f"; against the pair chosen one at a time (w = {strengths[mode]:g}, sigma_rel "
+                        f"{best[mode]['length']:g}) FD {j['vs_separate']:+.2f} [{lo:.2f}, {hi:.2f}]."))
+    return lines
 
 
 def _density_lines(rows: list[dict]) -> list[str]:
@@ -290,7 +341,8 @@ def _density_lines(rows: list[dict]) -> list[str]:
 def figure(result: dict, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in ("unguided", "cfg", "autoguidance"):
-        mine = sorted((r for r in result["table"] if r["mode"] == mode and r["ema"] != "default"
+        w = 1.0 if mode == "unguided" else result["strengths"].get(mode)
+        mine = sorted((r for r in result["table"] if r["mode"] == mode and r["ema"] != "default" and r["w"] == w
                        and r["guide_ema"] in ("", "default")), key=lambda r: float(r["ema"]))
         if not mine:
             continue

@@ -19,8 +19,11 @@ def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_c
         rows = list(csv.DictReader(f))
     lengths = ["default"] + [f"{x:g}" for x in ema_front.LENGTHS]
     for mode, w in (("unguided", 1.0), ("cfg", 3.0), ("autoguidance", 2.0)):
-        mine = [r for r in rows if r["mode"] == mode and r["guide_ema"] in ("", "default")]
-        assert [r["ema"] for r in mine] == lengths and {float(r["w"]) for r in mine} == {w}
+        mine = [r for r in rows if r["mode"] == mode and r["guide_ema"] in ("", "default") and float(r["w"]) == w]
+        assert [r["ema"] for r in mine] == lengths
+        retried = [r for r in rows if r["mode"] == mode and float(r["w"]) != w]  # the strength at the best length
+        assert sorted(float(r["w"]) for r in retried) == ([] if mode == "unguided" else list(ema_front.neighbours(w)))
+        assert len({r["ema"] for r in retried}) <= 1 and all(r["guide_ema"] in ("", "default") for r in retried)
     assert [r["guide_ema"] for r in rows if r["guide_ema"] not in ("", "default")] == [
         f"{x:g}" for x in ema_front.GUIDE_LENGTHS]
     for r in rows:
@@ -29,6 +32,9 @@ def test_make_ema_measures_every_length_for_every_way_of_sampling_and_a_second_c
         assert r["fits"] == ("yes" if all(e <= ema_front.FIT_LIMIT for e in errors) else "no")
     summary = (out / "summary.md").read_text()
     assert "prefer a shorter EMA" in summary or "**cfg**" not in summary
+    if "**cfg**: best sigma_rel" in summary:  # strength and length tuned together, and the density table
+        assert "**Strength and length together**" in summary and "- **cfg** at sigma_rel" in summary
+    assert "**Snapshot density**" in summary and (out / "snapshots.csv").exists()
     def unfit(length: str, error: str) -> list[str]:  # the model's lengths and the guide's, each by its own fit
         return sorted({r[length] for r in rows if r[error] and float(r[error]) > ema_front.FIT_LIMIT}, key=float)
 
