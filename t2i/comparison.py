@@ -13,9 +13,11 @@ an FD level, against CFG's).
 Each method has **one declared primary endpoint**, measured by :mod:`t2i.verdict`: its KID difference to CFG, each at
 the strength where its own curve reaches the primary adherence level, sampled there on fresh seeds. The level is
 declared as a place on the scale, not a number (:data:`PRIMARY_FRACTION`): the fraction of the way from the
-conditional model's adherence (the front's shared w = 1 row) to the judge's on real images. A fixed number is one
+conditional model's adherence (the front's shared w = 1 row) to the judge's on real images, raised where that lies
+within the front's noise of the conditional model (:func:`t2i.verdict.primary_adherence`). A fixed number is one
 dataset's: 0.97 on the demo sat at the conditional model's own adherence, which put seven of eight methods at
-w = 1, while CelebA's attribute adherence never reaches it. KID, not FD: KID is unbiased at any N, while FD's finite-N
+w = 1, while CelebA's attribute adherence never reaches it; a level within the conditional model's noise does the
+same. KID, not FD: KID is unbiased at any N, while FD's finite-N
 bias depends on each row's diversity, so at N below the feature width it can favour the less diverse method (Chong &
 Forsyth 2020). Holm's correction runs over the methods' primary tests. The verdict per method is "better than CFG",
 "worse", "not resolved at N = ..." (with the N at which its primary effect would be resolved with 80% power, if it
@@ -245,7 +247,7 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
         table.append(entry)
 
     levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
-    primary_level = verdict.primary_adherence(rows, real_adherence, PRIMARY_FRACTION)
+    primary = verdict.primary_adherence(rows, real_adherence, PRIMARY_FRACTION)
     tests = []
     for s in spaces:
         for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):
@@ -264,7 +266,7 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
         t["p_holm"], t["verdict"] = float("nan"), "descriptive"
     moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
     return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
-            "levels": levels_a, "primary_level": primary_level, "primary_fraction": PRIMARY_FRACTION,
+            "levels": levels_a, "primary_level": primary.value, "level": primary, "primary_fraction": PRIMARY_FRACTION,
             "moved": moved, "binary": binary,
             "needed": {}, "power": POWER, "bootstrap": bootstrap}
 

@@ -25,6 +25,16 @@ def verdicts(result: dict, space: str) -> dict[str, str]:
     return {label: primary.get(label, "not reached") for label in labels}
 
 
+def _raised(level) -> str:
+    """Why the level is above the fraction's place, when it is."""
+    if level is None or not level.raised:
+        return ""
+    return (f" ({level.halfway:g} there, raised to the least rise above the conditional model the front resolves: "
+            f"+{level.step:.3f}, one-sided {stats.LEVEL:.0%} at N = {level.n}; a level inside the conditional model's "
+            "noise calibrates every curve to w = 1 or near it, where each method that is the conditional model at "
+            "w = 1 equals CFG by construction)")
+
+
 def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
     n, spaces = result["n"], result["spaces"]
     primary, nv = spaces[0], result.get("verdict_n", n)
@@ -40,7 +50,7 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
              f"adherence {level:g}: {result['primary_fraction']:.0%} of the way from the conditional model's "
              f"{conditional:.3f} (w = 1 on the front) to the "
              f"judge's {result['real_adherence']:.3f} on real held-out images, a level declared as that place on the "
-             "scale, not as a number, and read off the front alone. The "
+             "scale, not as a number, and read off the front alone" + _raised(result.get("level")) + ". The "
              f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
              f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
              f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "

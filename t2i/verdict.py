@@ -47,12 +47,36 @@ class Calibration:
         return float(lo), float(hi)
 
 
-def primary_adherence(rows: list, real_adherence: float, fraction: float) -> float:
+@dataclass
+class Level:
+    """The primary adherence level and how it was placed (all read off the front)."""
+
+    value: float
+    conditional: float  # the conditional model's adherence on the front (CFG's lowest strength, w = 1 by default)
+    halfway: float  # ``fraction`` of the way from it to the judge's on real images
+    step: float  # the least rise above the conditional model the front resolves (one-sided, stats.LEVEL)
+    n: int  # the front's N per row
+
+    @property
+    def raised(self) -> bool:
+        """The fraction's level lay within the front's noise of the conditional model, and was raised."""
+        return self.value > self.halfway
+
+
+def primary_adherence(rows: list, real_adherence: float, fraction: float) -> Level:
     """The primary level, from the front alone (the verdict's fresh seeds never choose it): ``fraction`` of the way
-    from the conditional model's adherence (CFG's lowest strength, w = 1 by default) to the judge's on real images;
-    the latter if the conditional model is already there."""
-    conditional = min((r for r in rows if r.variant.label == "cfg"), key=lambda r: r.w).hits.mean()
-    return round(float(conditional + fraction * max(real_adherence - conditional, 0.0)), 4)
+    from the conditional model's adherence (CFG's lowest strength, w = 1 by default) to the judge's on real images,
+    but at least the rise above the conditional model that the front resolves: z x its standard error at the front's
+    N (one-sided, :data:`t2i.stats.LEVEL`). A level inside the conditional model's noise calibrates every curve to
+    w = 1 or near it, where each method that is the conditional model at w = 1 equals CFG by construction: the
+    verdict would be null by design. Never above 1 - 1 / (2 N), the highest adherence the front can tell from 1."""
+    base = min((r for r in rows if r.variant.label == "cfg"), key=lambda r: r.w)
+    n = len(base.hits)
+    conditional = float(base.hits.mean())
+    halfway = conditional + fraction * max(real_adherence - conditional, 0.0)
+    step = float(scipy_stats.norm.ppf(stats.LEVEL) * base.hits.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    value = min(max(halfway, conditional + step), max(1 - 1 / (2 * n), conditional))
+    return Level(round(value, 4), conditional, round(halfway, 4), step, n)
 
 
 def feature_spaces(cfg, extractors: list, images_per_half: int = 600) -> tuple[dict, list]:

@@ -7,6 +7,7 @@ import csv
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from t2i import cli, comparison, comparison_report, paths, reports, stats, verdict
 
@@ -98,6 +99,25 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     wide = next(t for t in wide if t["method"] == "shifted")
     assert wide["hi"] - wide["lo"] > 2 * (found["shifted"]["hi"] - found["shifted"]["lo"])
     assert wide["verdict"] == "not resolved"
+
+
+def test_the_primary_level_stands_above_the_conditional_models_noise():
+    """Halfway to the judge's real adherence, unless that is within the front's noise of the conditional model (the
+    demo: 0.985 of 0.989 at N = 200), where every curve would be calibrated to w = 1 and equal CFG by construction:
+    then the least rise the front resolves, one-sided at stats.LEVEL. Never above what N images can tell from 1."""
+    def front(conditional: float, n: int = 200) -> list:
+        hits = np.r_[np.ones(round(conditional * n)), np.zeros(n - round(conditional * n))]
+        return [comparison.Row(comparison.Variant("cfg", "cfg"), w, hits, {}) for w in (1.0, 2.0)]
+
+    wide = verdict.primary_adherence(front(0.80), real_adherence=0.99, fraction=0.5)
+    assert wide.value == pytest.approx(0.895) and not wide.raised
+    near = verdict.primary_adherence(front(0.985), real_adherence=0.989, fraction=0.5)
+    se = np.std(front(0.985)[0].hits, ddof=1) / np.sqrt(200)
+    assert near.halfway == pytest.approx(0.987) and near.raised
+    assert near.value == pytest.approx(0.985 + scipy_stats.norm.ppf(stats.LEVEL) * se, abs=1e-4) and near.value > 0.995
+    assert verdict.primary_adherence(front(0.99), real_adherence=0.995, fraction=0.5).value == 1 - 1 / 400
+    line = comparison_report._raised(near)
+    assert "0.987 there, raised" in line and "N = 200" in line and comparison_report._raised(wide) == ""
 
 
 @pytest.mark.parametrize("method", ["cfg-rescale", "cfg-zero-star", "dynamic-thresholding"])
