@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance samplers ema export figures assets bench-loader bench-latent bench-sampling bench-gpu lab watch screenshots clean
+.PHONY: help setup demo test eval guidance guidance-models samplers ema export figures assets bench-loader bench-latent bench-sampling bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -67,6 +67,15 @@ eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP sco
 
 guidance: setup  ## every guidance method, paired verdicts along the front: make guidance RUN=runs/mnist/demo [ARGS=...]
 	$(call measure,guidance,06_guidance)
+
+# The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),
+# each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (~45 min on 2 cores).
+SEEDS ?= 423 424
+guidance-models: setup  ## the guidance verdicts on the demo and on demo models trained from SEEDS="423 424"
+	for s in $(SEEDS); do $(MAKE) run-mnist PROFILE=demo RUN_NAME=demo-seed$$s ARGS="-p seed $$s" && \
+		$(MAKE) guidance RUN=runs/mnist/demo-seed$$s || exit 1; done
+	$(MAKE) guidance RUN=runs/mnist/demo
+	$(PY) -m t2i guidance runs/mnist/demo --across $(foreach s,$(SEEDS),runs/mnist/demo-seed$(s))
 
 samplers: setup  ## every sampler and spacing against a 1,000-step reference: make samplers RUN=runs/mnist/demo
 	$(call measure,samplers,07_samplers)

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from . import (assets, comparison, configs, ema_front, evaluate, experiments, figures, guidance, judges, paths,
-               pipeline, sampler_front, thesis)
+               pipeline, replication, sampler_front, thesis)
 from .data import latents
 from .errors import ConfigError, UserError
 from .experiment import Run
@@ -37,7 +37,8 @@ from .preemption import REQUEUE_EXIT_CODE, Preempted
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "judge": _judge, "assets": _assets, "figures": _figures,
+        return {"train": _train, "sample": _sample, "judge": _judge, "figures": _figures,
+                "assets": lambda a: assets.fetch(a.experiment) or 0,
                 "eval": _eval, "guidance": _guidance, "samplers": _samplers, "ema": _ema, "export": _export,
                 "where": _where}[args.command](args)
     except Preempted as stop:
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="staged: every feature space that is on disk (the judge's and a random CNN's always)")
     p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ and compare its verdicts with the main "
                                                    "report's (e.g. a check at N = 2,000)")
+    p.add_argument("--across", nargs="+", type=Path, metavar="RUN", help="samples nothing: reads this run's and these "
+                   "runs' `make guidance` reports (one recipe, other seeds) and writes on how many models each verdict "
+                   "holds (guidance/models.md)")
     _ema_length(p)
     _guidance_arguments(p)
 
@@ -232,32 +236,31 @@ def _eval(args) -> int:
     return 0
 
 
-def _guidance(args) -> int:
-    run = Run.open(args.run_dir)
-    out = run.compare_guidance(args.samples_per_prompt, methods=args.methods, strengths=args.strengths,
-                               guide_checkpoint=args.guide_checkpoint, guide_run=args.guide_run,
-                               features=args.features, check=args.check, ema_length=args.ema_length)
-    print((out / "summary.md").read_text())
+def _report(out: Path, summary: str = "summary.md") -> int:
+    print((out / summary).read_text())
     print(f"wrote {out}")
     return 0
+
+
+def _guidance(args) -> int:
+    if args.across:  # the reports there are: on how many independently trained models each verdict holds
+        return _report(replication.write([args.run_dir, *args.across]).parent, "models_summary.md")
+    run = Run.open(args.run_dir)
+    return _report(run.compare_guidance(args.samples_per_prompt, methods=args.methods, strengths=args.strengths,
+                                        guide_checkpoint=args.guide_checkpoint, guide_run=args.guide_run,
+                                        features=args.features, check=args.check, ema_length=args.ema_length))
 
 
 def _samplers(args) -> int:
-    out = Run.open(args.run_dir).compare_samplers(args.samples_per_prompt, samplers=args.samplers, steps=args.steps,
-                                                  spacings=args.spacings, features=args.features,
-                                                  guidance_scales=args.guidance_scales)
-    print((out / "summary.md").read_text())
-    print(f"wrote {out}")
-    return 0
+    return _report(Run.open(args.run_dir).compare_samplers(
+        args.samples_per_prompt, samplers=args.samplers, steps=args.steps, spacings=args.spacings,
+        features=args.features, guidance_scales=args.guidance_scales))
 
 
 def _ema(args) -> int:
-    out = Run.open(args.run_dir).compare_ema(args.samples_per_prompt, cfg_strength=args.cfg_strength,
-                                             autoguidance_strength=args.autoguidance_strength,
-                                             guide_checkpoint=args.guide_checkpoint, features=args.features)
-    print((out / "summary.md").read_text())
-    print(f"wrote {out}")
-    return 0
+    return _report(Run.open(args.run_dir).compare_ema(
+        args.samples_per_prompt, cfg_strength=args.cfg_strength, autoguidance_strength=args.autoguidance_strength,
+        guide_checkpoint=args.guide_checkpoint, features=args.features))
 
 
 def _export(args) -> int:
@@ -324,11 +327,6 @@ def _figures(args) -> int:
     counts = {w: sum(v.startswith(w) for v in happened.values()) for w in ("written", "up to date", "missing")}
     print(f"{counts['written']} written, {counts['up to date']} up to date (nothing rewritten), {counts['missing']} "
           f"missing; index: {paths.report_dir(args.profile) / 'index.md'}")
-    return 0
-
-
-def _assets(args) -> int:
-    assets.fetch(args.experiment)
     return 0
 
 
