@@ -26,10 +26,12 @@ redrawn.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from safetensors import safe_open
 
 from . import checkpoints, evaluate, posthoc, reports, stats
 from .console import progress
@@ -127,13 +129,14 @@ def density(run_dir: Path, step: int, spacings=SPACINGS, lengths=LENGTHS) -> lis
     taken = np.array([s for s, _ in found], np.float64)
     every, last = float(np.median(np.diff(taken))), float(taken[-1])
     size = float(np.mean([p.stat().st_size for _, p in found]))
-    tracked = len(posthoc.SIGMA_RELS)
+    with safe_open(found[-1][1], "pt") as f:  # the lengths the run tracked (its config's, in every snapshot)
+        tracked = json.loads(f.metadata()["sigma_rels"])
     rows = []
     for factor in spacings:
         steps = np.arange(last, 0, -every * factor)[::-1]  # the same last snapshot, spaced back from it
         if len(steps) < 2:
             continue
-        times, profiles = np.repeat(steps, tracked), np.tile(posthoc.SIGMA_RELS, len(steps))
+        times, profiles = np.repeat(steps, len(tracked)), np.tile(tracked, len(steps))
         row = {"spacing": f"{factor:g}x" + (", this run" if factor == 1 else ""), "every_steps": every * factor,
                "snapshots": len(steps), "disk_mib": round(len(steps) * size / 2**20, 1)}
         for length in lengths:

@@ -208,5 +208,12 @@ def test_the_density_table_is_the_runs_own_fit_at_its_spacing_and_its_disk_is_me
         assert own[f"fit {length:g}"] == round(posthoc.reconstruct(snapshot_run, length)[1]["profile_error"], 4)
         assert rows["0.5x"][f"fit {length:g}"] <= own[f"fit {length:g}"] <= rows["2x"][f"fit {length:g}"]
     assert own["fit 0.01"] > ema_front.FIT_LIMIT >= rows["0.5x"]["fit 0.01"]  # the short end needs denser snapshots
+    weight = torch.nn.Parameter(torch.zeros(10))  # a run that tracked other lengths: the table fits with those
+    other = posthoc.PowerEMA([("w", weight)], (0.02, 0.2), every=50)
+    for w in trajectory(1000, size=10):
+        weight.data.copy_(w)
+        other.update(snapshot_run / "other", write=True)
+    fit = ema_front.density(snapshot_run / "other", 1000, spacings=(1,))[0]["fit 0.01"]
+    assert fit == round(posthoc.reconstruct(snapshot_run / "other", 0.01)[1]["profile_error"], 4)
     lines = "\n".join(ema_front._density_lines(list(rows.values())))
     assert "every 50 steps (1x, this run): 40 snapshots" in lines and "0.01, 0.02" in lines
