@@ -329,7 +329,7 @@ def _joint_lines(joint: dict, best: dict, strengths: dict) -> list[str]:
 
 
 def _density_lines(rows: list[dict]) -> list[str]:
-    """What the density table says: the shortest length each spacing fits, and what this run's spacing costs."""
+    """What the density table says: at each spacing, its snapshots, their disk and the lengths that fit."""
     if not rows:
         return []
     lines = ["", "**Snapshot density** (`snapshots.md`):"]
