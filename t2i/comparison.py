@@ -44,6 +44,7 @@ from .comparison_report import check_against, front, summary
 from .console import progress
 from .models import count_parameters
 from .pipeline import TextToImage
+from .sampling import Evaluations
 
 STRENGTHS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)  # w; w = 1 (the conditional model) is one shared row
 SAMPLES_PER_PROMPT = 50  # the verdict's N = 500 for ten classes ...
@@ -81,6 +82,7 @@ class Row:
     w: float
     hits: np.ndarray  # each image's adherence (0/1 for class prompts)
     features: dict[str, stats.FeatureSet]  # feature space -> this row against the reference
+    evaluations: float = float("nan")  # network evaluations per image and sampling step, counted (t2i.sampling)
 
 
 def variants(pipe: TextToImage, methods: Sequence[str] | None, guide, interval: tuple[float, float] | None
@@ -127,9 +129,10 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=final.n)
 
     def measure(variant: Variant, w: float) -> Row:
+        counted = Evaluations()
         images = pipe.images(shared.prompts, w, seed=seed, method=variant.method, params=variant.params, guide=guide,
-                             show_progress=False)
-        return Row(variant, float(w), *shared.row(images))
+                             show_progress=False, evaluations=counted)
+        return Row(variant, float(w), *shared.row(images), counted.per_image(n) / pipe.num_inference_steps)
 
     interval, tuning = None, []
     wanted = list(methods or guidance.METHODS)
@@ -144,7 +147,7 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     for variant, w in progress(jobs, desc="guidance methods"):
         if w == 1.0 and guidance.method(variant.method).at_one_is_conditional:
             shared_one = shared_one or measure(Variant("conditional", "cfg", {}), 1.0)
-            rows.append(Row(variant, 1.0, shared_one.hits, shared_one.features))
+            rows.append(Row(variant, 1.0, shared_one.hits, shared_one.features, shared_one.evaluations))
             continue
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
@@ -218,7 +221,8 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
 
     table = []
     for k, r in enumerate(rows):
-        entry = {"method": r.variant.label, "w": r.w, "params": r.variant.describe(None), "adherence": float(adh[k])}
+        entry = {"method": r.variant.label, "w": r.w, "params": r.variant.describe(None),
+                 "evaluations_per_step": round(r.evaluations, 2), "adherence": float(adh[k])}
         lo, hi = (stats.clopper_pearson(int(r.hits.sum()), n) if binary else stats.interval(adh[k], adh_boot[k]))
         entry.update(adherence_lo=lo, adherence_hi=hi)
         base = cfg_at.get(r.w)
@@ -326,7 +330,9 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
             e["params"] = f"guide={result['guide_name']}"
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
                f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
-               f"seeds. fd: Frechet distance in {primary} features to {m} real training images (real-vs-real floor "
+               "seeds. evaluations_per_step: network calls per image and sampling step, counted (an SWG crop is one "
+               f"call on a part of the image). fd: Frechet distance in {primary} features to {m} real training images "
+               "(real-vs-real floor "
                f"{result['floors'][primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
                f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
                f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "

@@ -35,6 +35,24 @@ convert eps to x0 at the step's noise level and back, around the data's mid-poin
   around the data's mid-point, clipped to its ``percentile`` absolute value s (when s > 1) and divided by s (the
   paper caps s at nothing; diffusers' ``sample_max_value`` would). Pixel space only. Imagen's data is [-1, 1]; on
   [0, 1] data, dividing x0 itself by s would pull every pixel to 0 (black), so the mapping is what keeps it Imagen's.
+- ``tcfg``: tangential CFG, Kwon et al. 2025 (CVPR), "TCFG: Tangential Damping Classifier-free Guidance": the
+  unconditional prediction projected onto the first right singular vector of [eps_c; eps_u] (per image), which damps
+  its tangential part (diffusers' ``tangential_classifier_free_guidance.normalized_guidance``; the guider class itself
+  fails, diffusers issue #14794).
+- ``fdg``: frequency-decoupled guidance, Sadat et al. 2025, "Guidance in the frequency domain enables high-fidelity
+  sampling at low CFG scales": the denoised images split into a Laplacian pyramid of ``levels`` (kornia's), each level
+  guided at its own strength and the pyramid rebuilt; the high frequencies at w, the lowest level at
+  1 + ``low`` (w - 1) (``low`` = 4/9: diffusers' default pair of strengths, 10 and 5). ``parallel`` < 1 damps the
+  part of each level's guidance parallel to the conditional level (the paper's optional projection). diffusers'
+  guider appends the wrong pyramid level when a level is switched off (issue #14643); here every level is guided.
+- ``mambo-g``: magnitude-aware guidance, MAMBO-G (diffusers' ``MagnitudeAwareGuidance``, arXiv 2508.03442): the
+  guidance term scaled per image to 1 + (w - 1) exp(-``alpha`` ||eps_c - eps_u|| / ||eps_u||), so steps where guidance
+  would move the prediction most are damped. diffusers' ``mambo_guidance`` takes the norm over dims (1, 2, 3), which
+  torch refuses for a UNet's 4-D predictions; here the norm is over each image's flattened prediction, its meaning.
+- ``pag``, ``seg``, ``swg``: the weak prediction is the same network run perturbed (:mod:`t2i.perturb`):
+  perturbed-attention guidance (Ahn et al. 2024), smoothed energy guidance (Hong 2024) and sliding-window guidance
+  (Adaloglou et al. 2025), each ``cond_perturbed + w (cond - cond_perturbed)``, unconditional-free as their papers
+  define them.
 """
 
 from __future__ import annotations
@@ -46,7 +64,10 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
 from diffusers.guiders.classifier_free_zero_star_guidance import cfg_zero_star_scale
+from diffusers.guiders.frequency_decoupled_guidance import build_image_from_pyramid, project
 from diffusers.guiders.guider_utils import rescale_noise_cfg
+from diffusers.guiders.tangential_classifier_free_guidance import normalized_guidance as tangential_guidance
+from kornia.geometry.transform import build_laplacian_pyramid
 
 from .errors import ConfigError
 from .sampling import Denoiser, EpsModel, alpha_at
@@ -90,7 +111,9 @@ class Method:
 
     build: Callable[[float, dict[str, float]], Combine]
     defaults: dict[str, float] = field(default_factory=dict)
-    weak: str = "uncond"  # "uncond": the unconditional prediction; "guide": a weaker model's conditional one
+    weak: str = "uncond"  # "uncond": the unconditional prediction; "guide": a weaker model's conditional one;
+    # "perturbed": the same network's conditional one, run perturbed (t2i.perturb: "pag", "seg" or "swg", ``perturb``)
+    perturb: str = ""
     pixel_only: bool = False  # acts on pixel values (needs bounded data: not latents)
     at_one_is_conditional: bool = True  # w = 1 gives exactly the conditional prediction (one shared point)
     active: Callable[[Step, dict[str, float]], bool] | None = None  # where it guides; elsewhere: conditional only
@@ -143,6 +166,36 @@ def _thresholded(w: float, p: dict[str, float]) -> Combine:
                                                          p["max_value"]))
 
 
+def _tangential(w: float, p: dict[str, float]) -> Combine:
+    return lambda strong, weak, step: tangential_guidance(strong, weak, w)
+
+
+def _frequency_decoupled(w: float, p: dict[str, float]) -> Combine:
+    levels = int(p["levels"])
+    strengths = [w] * (levels - 1) + [1 + p["low"] * (w - 1)]  # from the highest frequencies to the lowest
+
+    def combine(strong, weak, step):
+        guided = []
+        for c, u, s in zip(build_laplacian_pyramid(step.x0(strong), levels),
+                           build_laplacian_pyramid(step.x0(weak), levels), strengths):
+            shift = c - u
+            if p["parallel"] != 1.0:
+                parallel, orthogonal = project(shift, c)
+                shift = p["parallel"] * parallel + orthogonal
+            guided.append(u + s * shift)
+        return step.eps(build_image_from_pyramid(guided))
+    return combine
+
+
+def _magnitude_aware(w: float, p: dict[str, float]) -> Combine:
+    def combine(strong, weak, step):
+        diff = strong - weak
+        ratio = diff.flatten(1).norm(dim=1) / weak.flatten(1).norm(dim=1)
+        scale = 1 + (w - 1) * torch.exp(-p["alpha"] * ratio)
+        return weak + scale.view(-1, *(1,) * (strong.ndim - 1)) * diff
+    return combine
+
+
 def _in_interval(step: Step, p: dict[str, float]) -> bool:
     return p["sigma_lo"] < step.sigma <= p["sigma_hi"]
 
@@ -157,6 +210,12 @@ METHODS: dict[str, Method] = {
     "autoguidance": Method(lambda w, p: lerp(w), weak="guide"),
     "dynamic-thresholding": Method(_thresholded, {"percentile": 0.995, "max_value": math.inf}, pixel_only=True,
                                    at_one_is_conditional=False),
+    "tcfg": Method(_tangential),
+    "fdg": Method(_frequency_decoupled, {"low": 4 / 9, "parallel": 1.0, "levels": 2}),
+    "mambo-g": Method(_magnitude_aware, {"alpha": 8.0}),
+    "pag": Method(lambda w, p: lerp(w), weak="perturbed", perturb="pag"),
+    "seg": Method(lambda w, p: lerp(w), {"sigma": math.inf}, weak="perturbed", perturb="seg"),
+    "swg": Method(lambda w, p: lerp(w), {"crop": 0.625, "steps": 2, "mask": 1.0}, weak="perturbed", perturb="swg"),
 }
 
 
@@ -184,6 +243,7 @@ class Context:
     alphas_cumprod: torch.Tensor | None = None
     data_range: tuple[float, float] = (-1.0, 1.0)
     guide: EpsModel | None = None
+    perturbed: Callable[[str, dict[str, float]], Callable] | None = None  # (kind, params) -> a weak model (t2i.perturb)
 
     def step(self, x: torch.Tensor, t) -> Step:
         return Step(
@@ -205,6 +265,9 @@ def denoiser(
     p = parameters(name, params)
     if m.weak == "guide" and context.guide is None:
         raise ConfigError("autoguidance needs a weaker model: --guide-checkpoint NAME or --guide-run RUN")
+    if m.weak == "perturbed" and context.perturbed is None:
+        raise ConfigError(f"{name} runs the network perturbed; this sampling run gives no network to perturb")
+    perturbed = context.perturbed(m.perturb, p) if m.weak == "perturbed" else None
     combine = m.build(w, p)
 
     def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -213,6 +276,10 @@ def denoiser(
             return model(x, t, cond)
         if m.weak == "guide":
             return combine(model(x, t, cond), context.guide(x, t, cond), step)
+        if perturbed is not None:  # where the weak model is not defined (M-SWG's mask is 0), the conditional one
+            strong = model(x, t, cond)
+            guided, where = combine(strong, perturbed(x, t, cond), step), perturbed.mask(x)
+            return guided if where is None else strong + where * (guided - strong)
         if w == 0.0 and name == "cfg":
             return model(x, t, uncond)
         weak, strong = model(torch.cat([x, x]), t, torch.cat([uncond, cond])).chunk(2)

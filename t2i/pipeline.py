@@ -9,7 +9,7 @@ import copy
 
 import torch
 
-from . import checkpoints, guidance, hub, paths, posthoc
+from . import checkpoints, guidance, hub, paths, perturb, posthoc
 from .configs import ExperimentConfig
 from .errors import ConfigError, RunError
 from .console import progress
@@ -133,7 +133,8 @@ class TextToImage:
         scheduler = make_scheduler(sampling, cfg)
         count = evaluations.wrap if evaluations is not None else (lambda model: model)
         context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod, data_range=self.data_range,
-                                   guide=count(unet_eps(guide.eval().to(self.device))) if guide is not None else None)
+                                   guide=count(unet_eps(guide.eval().to(self.device))) if guide is not None else None,
+                                   perturbed=lambda kind, p: perturb.weak_model(self.unet, kind, p, count))
         steps = sampling.steps
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding

@@ -151,11 +151,13 @@ def test_alphabar_between_timesteps_follows_log_sigma():
 
 def test_unknown_methods_and_parameters_are_one_line_errors():
     with pytest.raises(ConfigError, match="known"):
-        guidance.parameters("pag")
+        guidance.parameters("cfg++")
     with pytest.raises(ConfigError, match="takes \\['phi'\\]"):
         guidance.parameters("cfg-rescale", {"eta": 1})
     with pytest.raises(ConfigError, match="weaker model"):
         guidance.denoiser("autoguidance", lambda x, t, e: x, None, None, 2.0)
+    with pytest.raises(ConfigError, match="no network to perturb"):
+        guidance.denoiser("pag", lambda x, t, e: x, None, None, 2.0)
 
 
 def test_every_method_samples_through_the_pipeline_and_plain_cfg_is_what_it_was(smoke_cfg, fit):
