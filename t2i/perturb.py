@@ -46,6 +46,10 @@ def _plain(attn, hidden_states: torch.Tensor) -> None:
     if (hidden_states.ndim != 3 or attn.group_norm is not None or attn.spatial_norm is not None
             or attn.norm_q is not None or attn.residual_connection or attn.is_cross_attention):
         raise ConfigError("PAG and SEG perturb a transformer block's plain self-attention; this layer is another kind")
+    if hidden_states.shape[1] < 2:  # softmax over one key is 1 and a blur of one query is itself: nothing to perturb
+        raise ConfigError("PAG and SEG perturb self-attention, which sees one token at this image size (the UNet's "
+                          "mid block): the weak prediction would be the conditional one, so the guidance would do "
+                          "nothing. Use a larger image or another method")
 
 
 def _out(attn, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -138,6 +138,17 @@ def cheapest(rows: list[dict]) -> dict | None:
     return min(strongest, key=lambda r: (r["steps"], r["nfe"])) if strongest else None
 
 
+def closest(rows: list[dict]) -> list[dict]:
+    """Where no point matches everywhere, what a user picks instead: the point that matches at the most strengths,
+    then with the fewest steps and evaluations; its matching rows (empty if nothing matches anywhere)."""
+    matched: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["matches"] == "yes":
+            matched.setdefault(_key(r), []).append(r)
+    return max(matched.values(), key=lambda mine: (len(mine), -mine[0]["steps"], -sum(r["nfe"] for r in mine)),
+               default=[])
+
+
 def write(result: dict, pipe: TextToImage, out: Path) -> None:
     facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
                             features=result["features"], guidance_scales=result["ws"], reference=REFERENCE.describe())
@@ -167,6 +178,11 @@ def summary(result: dict) -> str:
     lines.append("")
     if best is None:
         lines.append(f"No sampler and step count matched the reference at every strength at N = {result['n']}.")
+        near = closest(rows)
+        if near:
+            lines[-1] += (f" Closest, matching at the most strengths ({len(near)} of {len(ws)}) with the fewest steps: "
+                          f"**{near[0]['sampler']} ({near[0]['spacing']}) at {near[0]['steps']} steps**, at w = "
+                          + ", ".join(f"{r['w']:g}" for r in near) + ".")
     else:
         at = {r["w"]: r for r in points if _key(r) == _key(best)}
         lines.append(f"**Cheapest match at every strength: {best['sampler']} ({best['spacing']}) at {best['steps']} "

@@ -187,3 +187,39 @@ def test_the_in_network_weak_models_perturb_the_unet_and_restore_it(smoke_cfg):
             torch.testing.assert_close(unet_eps(unet)(x, t, emb), plain, atol=0, rtol=0)  # restored
             side, offsets = weak.layout(x.shape[-1]) if kind == "swg" else (None, [0])
             assert counted.images == 2 * len(offsets) ** 2, kind
+
+
+@pytest.mark.parametrize("experiment", ["mnist", "cifar10", "wikiart", "celeba"])
+def test_every_experiment_gets_each_method_that_applies_and_its_unet_runs_the_in_network_ones(experiment):
+    """Applicability is declared per method (``pixel_only``): a latent run (CelebA) gets every method but the pixel-only
+    ones, a pixel run gets all; and each in-network weak model runs on that experiment's own UNet (its smoke size),
+    channels and all, giving another prediction than the plain network."""
+    from t2i import comparison, configs
+    from t2i.models import build_unet
+    from t2i.sampling import unet_eps
+
+    cfg = configs.get(experiment, "smoke", text_encoder="unused", cross_attention_dim=8)
+    latent = cfg.vae is not None
+
+    class Pipe:
+        codec = object() if latent else None
+
+    offered = {v.method for v in comparison.variants(Pipe(), None, guide=None, interval=(0.1, 5.0))}
+    applies = {name for name, m in guidance.METHODS.items() if m.weak != "guide" and not (m.pixel_only and latent)}
+    assert offered == applies and {"tcfg", "fdg", "mambo-g", "pag", "seg", "swg"} <= offered
+    assert ("dynamic-thresholding" in offered) == (not latent)
+
+    if latent:  # the smoke latents are 8 x 8, so the mid block's self-attention sees one token: refused, not a no-op
+        tiny = build_unet(cfg).eval()
+        x = torch.randn(1, *cfg.model_shape)
+        with torch.no_grad(), pytest.raises(ConfigError, match="one token"):
+            perturb.weak_model(tiny, "pag", {}, lambda model: model)(x, torch.tensor(500), torch.randn(1, 3, 8))
+        cfg = cfg.replace(resolution=2 * cfg.resolution)
+    unet = build_unet(cfg).eval()
+    x, t = torch.randn(1, *cfg.model_shape, generator=torch.Generator().manual_seed(0)), torch.tensor(500)
+    emb = torch.randn(1, 3, 8)
+    with torch.no_grad():
+        plain = unet_eps(unet)(x, t, emb)
+        for kind in ("pag", "seg", "swg"):
+            weak = perturb.weak_model(unet, kind, guidance.parameters(kind), lambda model: model)(x, t, emb)
+            assert weak.shape == plain.shape and not torch.allclose(weak, plain, atol=1e-6), (experiment, kind)

@@ -54,4 +54,9 @@ def test_the_default_is_the_cheapest_point_that_matches_at_every_strength():
             row(1.0, "unipc", 10, "yes"), row(10.0, "unipc", 10, "yes", nfe=18.0)]
     best = sampler_front.cheapest(rows)
     assert (best["sampler"], best["steps"], best["w"]) == ("unipc", 10, 10.0)
-    assert sampler_front.cheapest([r for r in rows if r["sampler"] != "unipc" and r["steps"] != 10]) is None
+    partial = [r for r in rows if r["sampler"] != "unipc" and r["steps"] != 10]
+    assert sampler_front.cheapest(partial) is None
+    near = sampler_front.closest(partial + [row(1.0, "deis", 20, "yes"), row(10.0, "deis", 20, "no")])
+    assert [(r["sampler"], r["steps"], r["w"]) for r in near] == [("ddim", 6, 1.0)]  # one strength each: fewer steps
+    assert [r["sampler"] for r in sampler_front.closest(rows)] == ["unipc"] * 2  # two strengths, then fewer evaluations
+    assert sampler_front.closest([r for r in rows if r["matches"] != "yes"]) == []
