@@ -88,11 +88,12 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
         if mode == "autoguidance":
             guide = guide_default if guide_length is None else posthoc_weights(
                 run_dir, checkpoints.resolve(run_dir, guide_checkpoint), guide_length)[0]
-        w = w or (1.0 if mode == "unguided" else strengths[mode])
+        default = 1.0 if mode == "unguided" else strengths[mode]
+        w = default if w is None else w
         images = sampler.images(shared.prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg",
                                 guide=guide, show_progress=False)
         hits, features = shared.row(images)
-        return {"mode": mode, "w": w, "retune": w != (1.0 if mode == "unguided" else strengths[mode]),
+        return {"mode": mode, "w": w, "retune": w != default,
                 "length": length, "guide_length": guide_length, "hits": hits,
                 "features": features[extractor.name], "fit_error": fit_error(length, step),
                 "guide_fit_error": fit_error(guide_length, guide_step)}
