@@ -112,13 +112,14 @@ def front(result: dict, path: Path) -> Path:
     left = min(0.9, float(ratios.min()) * 0.95)  # a space whose rows beat the real-vs-real floor shows them too
     labels = list(dict.fromkeys(e["method"] for e in table))
     colours = {label: plt.cm.tab10(k % 10) for k, label in enumerate(labels)}
+    dashes = {label: ("-", "--", ":")[k // 10 % 3] for k, label in enumerate(labels)}  # past ten curves, another dash
     floor = result["floors"][spaces[0]]
     for label in sorted(labels, key=lambda lb: lb == "cfg"):  # CFG last: on top
         mine = [e for e in table if e["method"] == label]
         x = np.minimum([e["fd_over_floor"] for e in mine], right)
         y = [e["adherence"] for e in mine]
         cfg = label == "cfg"
-        ax.plot(x, y, marker="o", ms=4, lw=2.8 if cfg else 1.2, color="black" if cfg else colours[label],
+        ax.plot(x, y, dashes[label], marker="o", ms=4, lw=2.8 if cfg else 1.2, color="black" if cfg else colours[label],
                 label=label, zorder=10 if cfg else 2)
         ax.errorbar(x, y, xerr=[np.clip(x - np.array([e["fd_lo"] for e in mine]) / floor, 0, None),
                                 np.clip(np.array([e["fd_hi"] for e in mine]) / floor - x, 0, None)],
@@ -140,7 +141,7 @@ def front(result: dict, path: Path) -> Path:
     ax.set_xlabel(f"FD / real-vs-real floor ({spaces[0]}; floor {floor:.1f} at N = {result['n']})")
     ax.set_ylabel("prompt adherence (judge)")
     ax.set_title(f"The front, N = {result['n']} (CFG in black, labelled by w)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)
     tests = [t for t in result["tests"] if t["features"] == spaces[0] and t["primary"]]
     for k, t in enumerate(tests):
