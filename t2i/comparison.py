@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from . import checkpoints, data, evaluate, guidance, metrics, reports, stats, verdict
-from .comparison_report import check_against, front, summary
+from .comparison_report import Result, check_against, front, summary
 from .console import progress
 from .models import count_parameters
 from .pipeline import TextToImage
-from .sampling import Evaluations
+from .study import Study
 
 STRENGTHS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)  # w; w = 1 (the conditional model) is one shared row
 SAMPLES_PER_PROMPT = 50  # the verdict's N = 500 for ten classes ...
@@ -107,7 +107,7 @@ def variants(pipe: TextToImage, methods: Sequence[str] | None, guide, interval: 
 def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out: Path, *,
         methods: Sequence[str] | None = None, strengths: Sequence[float] = STRENGTHS, guide=None,
         guide_name: str | None = None, seed: int | None = None, bootstrap: int = BOOTSTRAP,
-        tune: bool = True, compare_with: Path | None = None) -> dict | None:
+        tune: bool = True, compare_with: Path | None = None) -> Result | None:
     """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
@@ -115,24 +115,19 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
-    inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "weights": pipe.weights,
-              "sampler": pipe.sampling.describe(), "samples_per_prompt": samples_per_prompt,
-              "methods": list(methods) if methods else None, "strengths": [float(w) for w in strengths],
-              "guide": guide_name, "seed": pipe.seed_for(seed), "bootstrap": bootstrap, "tune": tune,
-              "features": [e.name for e in extractors]}
-    if reports.skip_if_fresh(out, inputs):
+    study = Study(pipe, judge, extractors, out, samples_per_prompt, methods=list(methods) if methods else None,
+                  strengths=[float(w) for w in strengths], guide=guide_name, seed=pipe.seed_for(seed),
+                  bootstrap=bootstrap, tune=tune)
+    if study.up_to_date():
         return None
-    damage, extractors = verdict.feature_spaces(pipe.cfg, extractors)  # the primary space first
-    shared = evaluate.PairedRows(pipe.cfg, judge, extractors, min(FRONT_SAMPLES_PER_PROMPT, samples_per_prompt))
-    final = evaluate.PairedRows(pipe.cfg, judge, extractors, samples_per_prompt)
-    spaces, n = [e.name for e in extractors], shared.n
+    damage, study.extractors = verdict.feature_spaces(pipe.cfg, study.extractors)  # the primary space first
+    shared, final = study.shared(min(FRONT_SAMPLES_PER_PROMPT, samples_per_prompt)), study.shared()
+    spaces, n = [e.name for e in study.extractors], shared.n
     real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=final.n)
 
-    def measure(variant: Variant, w: float) -> Row:
-        counted = Evaluations()
-        images = pipe.images(shared.prompts, w, seed=seed, method=variant.method, params=variant.params, guide=guide,
-                             show_progress=False, evaluations=counted)
-        return Row(variant, float(w), *shared.row(images), counted.per_image(n) / pipe.num_inference_steps)
+    def measure(variant: Variant, w: float, on: evaluate.PairedRows = shared, seed: int | None = seed) -> Row:
+        scored = study.draw(w, shared=on, seed=seed, method=variant.method, params=variant.params, guide=guide)
+        return Row(variant, float(w), scored.hits, scored.features, scored.evaluations / pipe.num_inference_steps)
 
     interval, tuning = None, []
     wanted = list(methods or guidance.METHODS)
@@ -151,27 +146,27 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
             continue
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
-    level = result["primary_level"]
+    level = result.primary_level
     calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, bootstrap)[0])
     final_rows = {}
     if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
         reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
         for v in progress(reached, desc=f"verdict rows at adherence {level:g}"):
-            images = pipe.images(final.prompts, calibrations[v.label].w,
-                                 seed=pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET, method=v.method,
-                                 params=v.params, guide=guide, show_progress=False)
-            final_rows[v.label] = Row(v, calibrations[v.label].w, *final.row(images))
+            final_rows[v.label] = measure(v, calibrations[v.label].w, final,
+                                          pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET)
         primary = verdict.primary_tests(final_rows, calibrations, spaces, level, bootstrap,
                                         shared.spec.binary_adherence)
-        result["tests"] += primary
-        result["needed"] = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
-    result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval,
-                  guide_name=guide_name, inputs=inputs, verdict_n=final.n, verdict_reference_n=final.reference_n,
-                  calibrations=calibrations, damage=damage, verdict_floors=final.floors)
-    write(result, pipe, out)
+        result.tests += primary
+        result.needed = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
+    result.n, result.reference_n, result.real_n, result.spaces = n, shared.reference_n, real_n, spaces
+    result.tuning, result.interval, result.guide_name = tuning, interval, guide_name
+    result.verdict_n, result.verdict_reference_n, result.verdict_floors = final.n, final.reference_n, final.floors
+    result.calibrations, result.damage = calibrations, damage
+    write(result, study)
     if compare_with is not None:
-        print(check_against(result, Path(compare_with), out))
-        reports.write_provenance(out / "check.md", **pipe.provenance(inputs=inputs, main_report=Path(compare_with)))
+        print(check_against(result, Path(compare_with), study.out))
+        reports.write_provenance(study.out / "check.md", **pipe.provenance(inputs=study.inputs,
+                                                                           main_report=Path(compare_with)))
     return result
 
 
@@ -206,7 +201,7 @@ def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, 
 
 # --- statistics -------------------------------------------------------------------------------------------------
 def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_adherence: float, binary: bool,
-            bootstrap: int) -> dict:
+            bootstrap: int) -> Result:
     """Every number the report shows, from the rows: marginal values with intervals, paired differences to CFG at
     the same w, and the tests along the curve with Holm's correction and a verdict per variant."""
     n, m = len(rows[0].hits), len(rows[0].features[spaces[0]].y)
@@ -269,10 +264,8 @@ def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_a
     for t in tests:  # along the curve, every test is descriptive: the verdicts are the calibrated ones (t2i.verdict)
         t["p_holm"], t["verdict"] = float("nan"), "descriptive"
     moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
-    return {"rows": rows, "table": table, "tests": tests, "floors": floors, "real_adherence": real_adherence,
-            "levels": levels_a, "primary_level": primary.value, "level": primary, "primary_fraction": PRIMARY_FRACTION,
-            "moved": moved, "binary": binary,
-            "needed": {}, "power": POWER, "bootstrap": bootstrap}
+    return Result(rows, table, tests, floors, real_adherence, levels_a, primary, moved, binary, bootstrap,
+                  PRIMARY_FRACTION, POWER)
 
 
 def _tag(space: str, spaces: list[str]) -> str:
@@ -318,48 +311,45 @@ def _moved(table: list[dict], label: str, spaces: list[str]) -> dict:
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
-def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    n, m, spaces = result["n"], result["reference_n"], result["spaces"]
+def write(result: Result, study: Study) -> None:
+    pipe = study.pipe
+    n, m, spaces = result.n, result.reference_n, result.spaces
     primary = spaces[0]
-    facts = pipe.provenance(inputs=result["inputs"], samples=n, reference_images=m, floors=result["floors"],
-                            real_adherence=result["real_adherence"],
-                            features=spaces, bootstrap=result["bootstrap"], guide=result["guide_name"],
-                            interval=result["interval"], methods=sorted({r.variant.label for r in result["rows"]}))
-    for e in result["table"]:
+    for e in result.table:
         if e["method"] == "autoguidance":
-            e["params"] = f"guide={result['guide_name']}"
+            e["params"] = f"guide={result.guide_name}"
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
                f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
                "seeds. evaluations_per_step: network calls per image and sampling step, counted (an SWG crop is one "
                f"call on a part of the image). fd: Frechet distance in {primary} features to {m} real training images "
                "(real-vs-real floor "
-               f"{result['floors'][primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
-               f"adherence: the judge's ({result['real_adherence']:.3f} on {result['real_n']} held-out real images); "
+               f"{result.floors[primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
+               f"adherence: the judge's ({result.real_adherence:.3f} on {result.real_n} held-out real images); "
                f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "
-               f"bootstrap over {result['bootstrap']} joint resamples of the seeds and the reference, which corrects "
+               f"bootstrap over {result.bootstrap} joint resamples of the seeds and the reference, which corrects "
                "the bias a resample sees, so a row's interval can sit below its estimate). The front calibrates the "
                "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w "
                "(adherence: Newcombe's score interval, p_adherence McNemar's exact test). Other feature spaces carry "
                "their name as a suffix. "
                f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
-    tables = {"guidance": (result["table"], caption)}
-    primary_tests = [t for t in result["tests"] if t["primary"]]
+    tables = {"guidance": (result.table, caption)}
+    primary_tests = [t for t in result.tests if t["primary"]]
     if primary_tests:
-        cal = result["calibrations"]
+        cal = result.calibrations
         shown = [{"method": t["method"], "features": t["features"], "w": t["w"],
                   "w_lo": cal[t["method"]].interval()[0], "w_hi": cal[t["method"]].interval()[1], "w_cfg": t["w_cfg"],
                   **{k: t[k] for k in ("adherence", "adherence_lo", "adherence_hi", "adherence_cfg", "value", "cfg",
                                        "difference", "lo", "hi", "p", "p_holm", "verdict")}} for t in primary_tests]
         tables["verdict"] = (shown, (
             f"The primary endpoint of every method: each curve at the strength w where it reaches adherence "
-            f"{result['primary_level']:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
-            f"sampled at that w on N = {result['verdict_n']} fresh seeds, the same in every row; adherence: reached "
+            f"{result.primary_level:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
+            f"sampled at that w on N = {result.verdict_n} fresh seeds, the same in every row; adherence: reached "
             f"there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - CFG "
-            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over {result['bootstrap']} "
+            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over {result.bootstrap} "
             "joint resamples of the seeds and the reference, which also carries the calibration's error, and p from "
             f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
             f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."))
-    described = [t for t in result["tests"] if not t["primary"]]
+    described = [t for t in result.tests if not t["primary"]]
     if described:
         shown = [{k: t[k] for k in ("method", "features", "metric", "at", "cfg", "value", "difference", "lo", "hi",
                                     "p", "verdict")} for t in described]
@@ -368,20 +358,23 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
             "and FD where each curve first reaches it, read between the sampled strengths (lower is better); at an FD "
             f"level, adherence there (higher is better). difference = method - CFG, {stats.LEVEL:.0%} basic paired "
             "bootstrap interval and p from the same bootstrap, uncorrected: these rows decide nothing."))
-    tables["feature_spaces"] = ([{"features": space, **row} for space, check in result["damage"].items()
+    tables["feature_spaces"] = ([{"features": space, **row} for space, check in result.damage.items()
                                  for row in check["rows"]], (
         "Each feature space on this dataset's real images before it judges anything: KID and FD of real images, "
         "damaged as named, against other real images (n = "
-        f"{next(iter(result['damage'].values()))['n']} each). A space orders the damage when KID grows with every "
+        f"{next(iter(result.damage.values()))['n']} each). A space orders the damage when KID grows with every "
         "level of every damage: " + "; ".join(f"{space}: {'yes' if check['orders'] else 'NO'}"
-                                              for space, check in result["damage"].items()) + "."))
-    if result["tuning"]:
-        tables["tuning"] = (result["tuning"], (
-            f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result['tuning'][0]['samples']} "
+                                              for space, check in result.damage.items()) + "."))
+    if result.tuning:
+        tables["tuning"] = (result.tuning, (
+            f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result.tuning[0]['samples']} "
             f"images from other seeds than the comparison's: the lowest FD ({primary}) among the intervals whose "
             "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."))
-    reports.publish(out, facts, tables=tables, figures={"front.png": lambda path: front(result, path)},
-                    texts={"summary.md": summary(result, pipe, FD_LEVELS)})
+    study.publish(tables=tables, figures={"front.png": lambda path: front(result, path)},
+                  texts={"summary.md": summary(result, pipe, FD_LEVELS)}, samples=n, reference_images=m,
+                  floors=result.floors, real_adherence=result.real_adherence, features=spaces,
+                  bootstrap=result.bootstrap, guide=result.guide_name, interval=result.interval,
+                  methods=sorted({r.variant.label for r in result.rows}))
 
 
 def guide_description(guide_run: Path | None, guide_checkpoint: str | None, unet: torch.nn.Module | None,

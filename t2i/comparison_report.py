@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,11 +18,47 @@ from .pipeline import TextToImage
 STRETCH = (0.99, 1.25)  # the goal: adherence >= 0.99 at FD <= 1.25 x the floor
 
 
-def verdicts(result: dict, space: str) -> dict[str, str]:
+@dataclass
+class Result:
+    """What `make guidance` measured (:mod:`t2i.comparison`), which every part of its report is made from: the front's
+    rows and table, the tests (along the curve, descriptive; and each method's primary one), and what they rest on."""
+
+    rows: list  # t2i.comparison.Row: every curve's rows on the front
+    table: list[dict]  # guidance.md, a row per method and w
+    tests: list[dict]  # matched.md's descriptive tests, then each method's primary one (verdict.md)
+    floors: dict[str, float]  # feature space -> the real-vs-real floor at the front's N
+    real_adherence: float  # the judge's on held-out real images
+    levels: list[float]  # the adherence levels of the tests along the curve
+    level: object  # t2i.verdict.Level: the primary adherence level and how it was set
+    moved: dict[str, dict]  # per method: whether anything differed from CFG at the same w
+    binary: bool  # adherence is 0/1 per image (class prompts)
+    bootstrap: int
+    primary_fraction: float
+    power: float
+    n: int = 0  # the front's N
+    reference_n: int = 0
+    real_n: int = 0
+    spaces: list[str] = field(default_factory=list)  # the primary feature space first
+    tuning: list[dict] = field(default_factory=list)  # the guidance interval's grid (tuning.md)
+    interval: tuple[float, float] | None = None
+    guide_name: str | None = None
+    verdict_n: int = 0  # the verdict rows' N (fresh seeds)
+    verdict_reference_n: int = 0
+    verdict_floors: dict[str, float] = field(default_factory=dict)
+    calibrations: dict = field(default_factory=dict)  # label -> t2i.verdict.Calibration
+    damage: dict = field(default_factory=dict)  # feature space -> its known-damage check (feature_spaces.md)
+    needed: dict[str, float] = field(default_factory=dict)  # label -> N for the primary effect at `power`
+
+    @property
+    def primary_level(self) -> float:
+        return self.level.value
+
+
+def verdicts(result: Result, space: str) -> dict[str, str]:
     """Each variant's verdict in one feature space, from its primary test: better, worse, not resolved, or not reached
     (a curve does not reach the primary level)."""
-    labels = dict.fromkeys(e["method"] for e in result["table"] if e["method"] != "cfg")
-    primary = {t["method"]: t["verdict"] for t in result["tests"] if t["features"] == space and t["primary"]}
+    labels = dict.fromkeys(e["method"] for e in result.table if e["method"] != "cfg")
+    primary = {t["method"]: t["verdict"] for t in result.tests if t["features"] == space and t["primary"]}
     return {label: primary.get(label, "not reached") for label in labels}
 
 
@@ -35,41 +72,41 @@ def _raised(level) -> str:
             "w = 1 equals CFG by construction)")
 
 
-def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
-    n, spaces = result["n"], result["spaces"]
-    primary, nv = spaces[0], result.get("verdict_n", n)
+def summary(result: Result, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
+    n, spaces = result.n, result.spaces
+    primary, nv = spaces[0], result.verdict_n or n
     found = verdicts(result, primary)
-    level = result["primary_level"]
-    conditional = min((e for e in result["table"] if e["method"] == "cfg"), key=lambda e: e["w"])["adherence"]
-    damage = result.get("damage", {})
+    level = result.primary_level
+    conditional = min((e for e in result.table if e["method"] == "cfg"), key=lambda e: e["w"])["adherence"]
+    damage = result.damage
     checked = "; ".join(f"{s}: {'orders' if c['orders'] else 'does NOT order'} it" for s, c in damage.items())
     lines = [f"# Guidance methods against plain CFG: {pipe.cfg.experiment}, verdicts at N = {nv}", "",
              f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, "
              "declared for every method**: its KID difference to CFG, each sampled at the strength where its own "
              "curve reaches "
-             f"adherence {level:g}: {result['primary_fraction']:.0%} of the way from the conditional model's "
+             f"adherence {level:g}: {result.primary_fraction:.0%} of the way from the conditional model's "
              f"{conditional:.3f} (w = 1 on the front) to the "
-             f"judge's {result['real_adherence']:.3f} on real held-out images, a level declared as that place on the "
-             "scale, not as a number, and read off the front alone" + _raised(result.get("level")) + ". The "
+             f"judge's {result.real_adherence:.3f} on real held-out images, a level declared as that place on the "
+             "scale, not as a number, and read off the front alone" + _raised(result.level) + ". The "
              f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
              f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
              f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "
              f"space: {primary} (known damage on real images: {checked}; feature_spaces.md). Verdicts are "
              f"Holm-corrected over the {len(found)} methods at family-wise {1 - stats.LEVEL:.0%}, with "
-             f"{stats.LEVEL:.0%} basic paired bootstrap intervals ({result['bootstrap']} joint resamples) and p from "
+             f"{stats.LEVEL:.0%} basic paired bootstrap intervals ({result.bootstrap} joint resamples) and p from "
              "the same bootstrap. Everything else is descriptive: the front (guidance.md) and the tests along it at "
-             f"adherence levels {', '.join(f'{lv:g}' for lv in result['levels'])} and FD levels "
+             f"adherence levels {', '.join(f'{lv:g}' for lv in result.levels)} and FD levels "
              f"{', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor (matched.md). Guidance: "
              f"{reports.GUIDANCE_CONVENTION}.", ""]
-    main_tests = {t["method"]: t for t in result["tests"] if t["features"] == primary and t["primary"]}
+    main_tests = {t["method"]: t for t in result.tests if t["features"] == primary and t["primary"]}
     for label, verdict in found.items():
         main = main_tests.get(label)
         head = {"better": "better than CFG", "worse": "worse than CFG", "not resolved": f"not resolved at N = {nv}",
                 "not reached": f"not reached (its curve or CFG's does not reach adherence {level:g} on the front)"
                 }[verdict]
-        needed = result["needed"].get(label)
+        needed = result.needed.get(label)
         if verdict == "not resolved" and needed is not None:
-            head += (f" (its effect would need about N = {needed:,.0f} for {result['power']:.0%} power, if it stayed "
+            head += (f" (its effect would need about N = {needed:,.0f} for {result.power:.0%} power, if it stayed "
                      "as measured)" if math.isfinite(needed) else
                      " (no N up to ten times this one would resolve it, if it stayed as measured)")
         detail = f" {_describe(main)}." if main else ""
@@ -77,18 +114,18 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
         agree = ("" if not others else " Same verdict in " + ", ".join(others) + "." if all(
             verdicts(result, s)[label] == verdict for s in others) else " Other feature spaces (descriptive): " +
             ", ".join(f"{s}: {verdicts(result, s)[label]}" for s in others) + ".")
-        moved = result["moved"].get(label, {})
+        moved = result.moved.get(label, {})
         still = ("" if not moved.get("compared") or moved["any_excludes_zero"] else
                  f" On the front it moved nothing measurable: at every w its paired differences to CFG contain 0 "
                  f"(largest |dFD| {moved['max_abs_d_fd']:.2f}, |d adherence| {moved['max_abs_d_adherence']:.3f}).")
         lines.append(f"- **{label}**: {head}.{detail}{still}{agree}")
     goal_a, goal_f = STRETCH
-    reached = [e for e in result["table"] if e["adherence"] >= goal_a and e["fd_over_floor"] <= goal_f]
+    reached = [e for e in result.table if e["adherence"] >= goal_a and e["fd_over_floor"] <= goal_f]
     lines += ["", f"Stretch goal, adherence >= {goal_a:g} at FD <= {goal_f:g} x the floor (front, N = {n}): " + (
         "reached by " + "; ".join(f"{e['method']} at w = {e['w']:g} ({e['adherence']:.3f}, {e['fd_over_floor']:.2f}x)"
                                   for e in reached) if reached else "not reached by any row.")]
-    if result["interval"] is not None:
-        lo, hi = result["interval"]
+    if result.interval is not None:
+        lo, hi = result.interval
         lines.append(f"The guidance interval tuned for this model is ({lo:g}, {hi:g}] (tuning.md); EDM2-S's "
                      "(0.28, 5.42] is its own row.")
     return "\n".join(lines) + "\n"
@@ -101,11 +138,11 @@ def _describe(t: dict) -> str:
             f"{t['p_holm']:.3g}")
 
 
-def front(result: dict, path: Path) -> Path:
+def front(result: Result, path: Path) -> Path:
     """Left: adherence against FD / floor, one curve per method, CFG on top; the judge's real-image accuracy as a
     line; intervals that contain their points; points beyond the x range drawn at its edge. Right: each method's primary
     endpoint, its KID difference to CFG, each at its calibrated strength, with its interval (left of 0 is better)."""
-    spaces, table = result["spaces"], result["table"]
+    spaces, table = result.spaces, result.table
     fig, (ax, forest) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
     ratios = np.array([e["fd_over_floor"] for e in table])
     right = max(1.5, float(np.quantile(ratios, 0.9)) * 1.05)  # the outliers' tenth does not squeeze the rest
@@ -113,7 +150,7 @@ def front(result: dict, path: Path) -> Path:
     labels = list(dict.fromkeys(e["method"] for e in table))
     colours = {label: plt.cm.tab10(k % 10) for k, label in enumerate(labels)}
     dashes = {label: ("-", "--", ":")[k // 10 % 3] for k, label in enumerate(labels)}  # past ten curves, another dash
-    floor = result["floors"][spaces[0]]
+    floor = result.floors[spaces[0]]
     for label in sorted(labels, key=lambda lb: lb == "cfg"):  # CFG last: on top
         mine = [e for e in table if e["method"] == label]
         x = np.minimum([e["fd_over_floor"] for e in mine], right)
@@ -134,16 +171,16 @@ def front(result: dict, path: Path) -> Path:
             for e, xv in zip(mine, x):
                 ax.annotate(f"w={e['w']:g}", (xv, e["adherence"]), fontsize=7, xytext=(4, -10),
                             textcoords="offset points", zorder=11)
-    ax.axhline(result["real_adherence"], ls="--", color="tab:green", lw=1,
-               label=f"judge on real images ({result['real_adherence']:.3f})")
+    ax.axhline(result.real_adherence, ls="--", color="tab:green", lw=1,
+               label=f"judge on real images ({result.real_adherence:.3f})")
     ax.axvline(1.0, ls=":", color="gray", lw=1, label="real-vs-real floor")
     ax.set_xlim(left, right * 1.02)
-    ax.set_xlabel(f"FD / real-vs-real floor ({spaces[0]}; floor {floor:.1f} at N = {result['n']})")
+    ax.set_xlabel(f"FD / real-vs-real floor ({spaces[0]}; floor {floor:.1f} at N = {result.n})")
     ax.set_ylabel("prompt adherence (judge)")
-    ax.set_title(f"The front, N = {result['n']} (CFG in black, labelled by w)", fontsize=10)
+    ax.set_title(f"The front, N = {result.n} (CFG in black, labelled by w)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)
-    tests = [t for t in result["tests"] if t["features"] == spaces[0] and t["primary"]]
+    tests = [t for t in result.tests if t["features"] == spaces[0] and t["primary"]]
     for k, t in enumerate(tests):
         colour = {"better": "tab:green", "worse": "tab:red"}.get(t["verdict"], "gray")
         forest.errorbar(t["difference"], k, xerr=[[t["difference"] - t["lo"]], [t["hi"] - t["difference"]]],
@@ -151,8 +188,8 @@ def front(result: dict, path: Path) -> Path:
     forest.set_yticks(range(len(tests)), [f"{t['method']} (w {t['w']:.3g})" for t in tests], fontsize=7)
     forest.axvline(0, color="black", lw=1)
     forest.invert_yaxis()
-    forest.set_xlabel(f"KID(method) - KID(CFG), each at its w for adherence {result['primary_level']:g}, "
-                      f"N = {result.get('verdict_n', result['n'])} (left is better)")
+    forest.set_xlabel(f"KID(method) - KID(CFG), each at its w for adherence {result.primary_level:g}, "
+                      f"N = {result.verdict_n or result.n} (left is better)")
     forest.set_title(f"Primary endpoints, paired {stats.LEVEL:.0%}; green/red: resolved after Holm", fontsize=10)
     forest.grid(alpha=0.3, axis="x")
     return reports.save(fig, path)
@@ -164,12 +201,12 @@ def read_tests(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def check_against(result: dict, main: Path, out: Path) -> str:
+def check_against(result: Result, main: Path, out: Path) -> str:
     """Compare this (larger-N) comparison's verdicts with those the main report made at the same levels: a
     contradiction is a resolved verdict of the opposite sign. Writes ``check.md`` beside this report."""
     earlier = {(t["method"], t["features"], t["metric"], t["at"]): t for t in read_tests(main)}
     rows = []
-    for t in result["tests"]:
+    for t in result.tests:
         before = earlier.get((t["method"], t["features"], t["metric"], t["at"]))
         if before is None:
             continue
@@ -178,7 +215,7 @@ def check_against(result: dict, main: Path, out: Path) -> str:
                      "verdict_main": before["verdict"], "difference_main": float(before["difference"]),
                      "verdict_here": t["verdict"], "difference_here": t["difference"], "lo": t["lo"], "hi": t["hi"],
                      "contradicted": "yes" if contradicted else "no"})
-    caption = (f"The verdicts of the main report against this comparison at N = {result['n']}, at the levels both "
+    caption = (f"The verdicts of the main report against this comparison at N = {result.n}, at the levels both "
                "reached. contradicted: resolved verdicts of opposite signs "
                f"({sum(r['contradicted'] == 'yes' for r in rows)} of {len(rows)}).")
     if not rows:

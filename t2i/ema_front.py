@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from safetensors import safe_open
 
-from . import checkpoints, evaluate, posthoc, reports, stats
+from . import checkpoints, posthoc, reports, stats
 from .console import progress
 from .pipeline import TextToImage, posthoc_weights
+from .study import Study
 
 LENGTHS = (0.01, 0.02, 0.035, 0.05, 0.075, 0.10, 0.15, 0.25)  # sigma_rel, EDM2 Fig. 5's range
 GUIDE_LENGTHS = (0.02, 0.05, 0.10, 0.15, 0.25)  # the guide's own sweep
@@ -59,17 +61,34 @@ def best_strengths(guidance_csv: Path, methods=("cfg", "autoguidance"), target: 
     return found
 
 
+@dataclass
+class Result:
+    """What `make ema` measured: the table, each way's best length, the ways against each other, strength and length
+    together, the snapshot density, and the presets it writes into the run."""
+
+    table: list[dict]
+    best: dict[str, dict]
+    pairs: list[dict]
+    joint: dict[str, dict]
+    presets: dict[str, float]
+    flagged: list[float]  # the model's lengths whose fit error exceeds FIT_LIMIT
+    guide_flagged: list[float]  # the guide's
+    n: int
+    floor: float
+    features: str
+    strengths: dict[str, float]
+    bootstrap: int
+    density: list[dict] = field(default_factory=list)
+
+
 def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: int, out: Path, *,
-        strengths: dict[str, float], guide_checkpoint: str | None, bootstrap: int = BOOTSTRAP) -> dict | None:
+        strengths: dict[str, float], guide_checkpoint: str | None, bootstrap: int = BOOTSTRAP) -> Result | None:
     """Measure every way of sampling at every EMA length and write the report (None: it was up to date)."""
-    inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"], "strengths": strengths,
-              "guide": guide_checkpoint, "samples_per_prompt": samples_per_prompt, "lengths": list(LENGTHS),
-              "guide_lengths": list(GUIDE_LENGTHS), "sampler": pipe.sampling.describe(), "bootstrap": bootstrap,
-              "features": extractor.name}
-    if reports.skip_if_fresh(out, inputs):
+    study = Study(pipe, judge, [extractor], out, samples_per_prompt, strengths=strengths, guide=guide_checkpoint,
+                  lengths=list(LENGTHS), guide_lengths=list(GUIDE_LENGTHS), bootstrap=bootstrap)
+    if study.up_to_date():
         return None
     cfg = pipe.cfg
-    shared = evaluate.PairedRows(cfg, judge, [extractor], samples_per_prompt)
     guide_default = checkpoints.load_weights(checkpoints.resolve(run_dir, guide_checkpoint))[0] if guide_checkpoint \
         else None
 
@@ -90,12 +109,10 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
                 run_dir, checkpoints.resolve(run_dir, guide_checkpoint), guide_length)[0]
         default = 1.0 if mode == "unguided" else strengths[mode]
         w = default if w is None else w
-        images = sampler.images(shared.prompts, w, method="autoguidance" if mode == "autoguidance" else "cfg",
-                                guide=guide, show_progress=False)
-        hits, features = shared.row(images)
+        scored = study.draw(w, pipe=sampler, method="autoguidance" if mode == "autoguidance" else "cfg", guide=guide)
         return {"mode": mode, "w": w, "retune": w != default,
-                "length": length, "guide_length": guide_length, "hits": hits,
-                "features": features[extractor.name], "fit_error": fit_error(length, step),
+                "length": length, "guide_length": guide_length, "hits": scored.hits,
+                "features": scored.features[extractor.name], "fit_error": fit_error(length, step),
                 "guide_fit_error": fit_error(guide_length, guide_step)}
 
     modes = ["unguided", "cfg"] + (["autoguidance"] if guide_checkpoint and "autoguidance" in strengths else [])
@@ -108,13 +125,12 @@ def run(pipe: TextToImage, run_dir: Path, judge, extractor, samples_per_prompt: 
                                 and r["guide_length"] is None]), w)
               for m in modes if m != "unguided" for w in neighbours(strengths[m])]
     rows += [measure(m, length, w=w) for m, length, w in progress(retune, desc="strength at the best length")]
-    floor = shared.floors[extractor.name]
-    result = analyse(rows, floor, bootstrap)
-    result.update(n=shared.n, inputs=inputs, floor=floor, features=extractor.name, strengths=strengths,
-                  density=density(run_dir, step))
-    write(result, pipe, Path(out))
-    if result["presets"]:
-        posthoc.write_presets(run_dir, result["presets"], pipe.checkpoint, inputs["checkpoint_manifest_sha256"],
+    floor = study.shared().floors[extractor.name]
+    result = Result(**analyse(rows, floor, bootstrap), n=study.shared().n, floor=floor, features=extractor.name,
+                    strengths=strengths, bootstrap=bootstrap, density=density(run_dir, step))
+    write(result, study)
+    if result.presets:
+        posthoc.write_presets(run_dir, result.presets, pipe.checkpoint, study.inputs["checkpoint_manifest_sha256"],
                               report=str(Path(out) / "summary.md"))
     return result
 
@@ -233,43 +249,42 @@ def analyse(rows: list[dict], floor: float, bootstrap: int) -> dict:
     presets = {mode: b["length"] for mode, b in best.items() if mode != "guide" and b["fd"] <= b["default_fd"]}
     if "guide" in best and "autoguidance" in presets:
         presets["guide"] = best["guide"]["length"]
-    return {"table": table, "best": best, "pairs": pairs, "bootstrap": bootstrap, "presets": presets, "joint": joint,
+    return {"table": table, "best": best, "pairs": pairs, "presets": presets, "joint": joint,
             "flagged": unfit("length", "fit_error"), "guide_flagged": unfit("guide_length", "guide_fit_error")}
 
 
-def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    facts = pipe.provenance(inputs=result["inputs"], samples=result["n"], floor=result["floor"],
-                            features=result["features"], strengths=result["strengths"])
+def write(result: Result, study: Study) -> None:
     caption = (
         f"EMA lengths (post-hoc, EDM2's sigma_rel; 'default': the run's fixed-decay EMA) for unguided sampling "
-        f"(w = 1), CFG and autoguidance at their best strengths ({result['strengths']}), N = {result['n']} images per "
-        f"row from the same prompts and seeds. fd: Frechet distance in {result['features']} features (floor "
-        f"{result['floor']:.2f}); _lo/_hi: {stats.LEVEL:.0%} basic paired bootstrap intervals "
-        f"({result['bootstrap']} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far "
+        f"(w = 1), CFG and autoguidance at their best strengths ({result.strengths}), N = {result.n} images per "
+        f"row from the same prompts and seeds. fd: Frechet distance in {result.features} features (floor "
+        f"{result.floor:.2f}); _lo/_hi: {stats.LEVEL:.0%} basic paired bootstrap intervals "
+        f"({result.bootstrap} joint resamples). guide_ema: autoguidance's guide's own length. fit_error: how far "
         f"the snapshots' combined profile is from the length's (relative L2; fits: at most {FIT_LIMIT:.0%}, else never "
         "chosen).")
-    tables = {"ema": (result["table"], caption)}
-    if result.get("density"):
-        tables["snapshots"] = (result["density"], (
+    tables = {"ema": (result.table, caption)}
+    if result.density:
+        tables["snapshots"] = (result.density, (
             f"How densely the run must keep post-hoc EMA snapshots: each length's fit error (relative L2; at most "
             f"{FIT_LIMIT:.0%} to be chosen) with snapshots at each spacing (multiples of the run's own, every "
             "every_steps training steps, ending at the checkpoint's last), and the disk they take at this run's "
             "measured size per snapshot (both tracked profiles, half precision). Only the run's own spacing was "
             "trained; the others are computed from the snapshots' times alone."))
-    reports.publish(out, facts, tables=tables,
-                    figures={"ema.png": lambda path: figure(result, path)}, texts={"summary.md": summary(result)})
+    study.publish(tables=tables, figures={"ema.png": lambda path: figure(result, path)},
+                  texts={"summary.md": summary(result)}, samples=result.n, floor=result.floor,
+                  features=result.features, strengths=result.strengths)
 
 
-def summary(result: dict) -> str:
-    best, n = result["best"], result["n"]
+def summary(result: Result) -> str:
+    best, n = result.best, result.n
     lines = [f"# EMA length against the way of sampling, N = {n}", "",
              f"Post-hoc EMA lengths {', '.join(f'{x:g}' for x in LENGTHS)} (EDM2's sigma_rel) for each way of "
              "sampling, on the same prompts and seeds; the best length is the lowest FD, its interval where the best "
-             f"length falls in {result['bootstrap']} joint resamples (5th-95th percentile), among the lengths whose "
+             f"length falls in {result.bootstrap} joint resamples (5th-95th percentile), among the lengths whose "
              f"reconstruction fits its profile within {FIT_LIMIT:.0%}.", ""]
-    for key, whose in (("flagged", "the model's"), ("guide_flagged", "the guide's")):
-        if result.get(key):
-            lines += [f"Left out: {whose} sigma_rel {', '.join(f'{x:g}' for x in result[key])}, whose snapshots fit "
+    for flagged, whose in ((result.flagged, "the model's"), (result.guide_flagged, "the guide's")):
+        if flagged:
+            lines += [f"Left out: {whose} sigma_rel {', '.join(f'{x:g}' for x in flagged)}, whose snapshots fit "
                       f"the profile with more than {FIT_LIMIT:.0%} error (too few snapshots for so short an EMA: take "
                       "them more often).", ""]
     for mode in ("unguided", "cfg", "autoguidance"):
@@ -286,21 +301,21 @@ def summary(result: dict) -> str:
                      f"{best['guide']['fd']:.2f}, {best['guide']['vs_main_best']:+.2f} against the guide's default "
                      "EMA).")
     lines.append("")
-    for p in result["pairs"]:
+    for p in result.pairs:
         lo, hi = p["interval"]
         lines.append(f"- {p['a']} at its best length against {p['b']} at its: FD difference {p['d_fd']:+.2f} "
                      f"[{lo:.2f}, {hi:.2f}], adherence difference {p['d_adherence']:+.3f}; {p['a']}'s best length is "
                      f"the shorter in {p['a_shorter_share']:.0%} of the resamples.")
     if "cfg" in best and "unguided" in best:
-        pair = next(p for p in result["pairs"] if (p["a"], p["b"]) == ("cfg", "unguided"))
+        pair = next(p for p in result.pairs if (p["a"], p["b"]) == ("cfg", "unguided"))
         share = pair["a_shorter_share"]
         answer = ("yes" if share >= 0.9 else "no: it prefers a longer one" if share <= 0.1 else
                   f"not resolved at N = {n} (shorter in {share:.0%} of the resamples)")
         lines += ["", "Does guided sampling (CFG) prefer a shorter EMA than unguided sampling, as EDM2 found? "
                   f"{answer}."]
-    lines += _joint_lines(result.get("joint", {}), result["best"], result["strengths"])
-    lines += _density_lines(result.get("density", []))
-    presets = result.get("presets", {})
+    lines += _joint_lines(result.joint, result.best, result.strengths)
+    lines += _density_lines(result.density)
+    presets = result.presets
     lines += ["", "**Presets** (each way's best length where its FD is at or below the default EMA's), written to the "
               f"run's `{posthoc.PRESETS}`: " + (", ".join(f"{k} {v:g}" for k, v in presets.items()) or "none") + ". "
               + ("`sample`, `eval`, `guidance` and `export` now sample this checkpoint with the CFG preset unless "
@@ -342,26 +357,26 @@ def _density_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def figure(result: dict, path: Path) -> Path:
+def figure(result: Result, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for mode in ("unguided", "cfg", "autoguidance"):
-        w = 1.0 if mode == "unguided" else result["strengths"].get(mode)
-        mine = sorted((r for r in result["table"] if r["mode"] == mode and r["ema"] != "default" and r["w"] == w
+        w = 1.0 if mode == "unguided" else result.strengths.get(mode)
+        mine = sorted((r for r in result.table if r["mode"] == mode and r["ema"] != "default" and r["w"] == w
                        and r["guide_ema"] in ("", "default")), key=lambda r: float(r["ema"]))
         if not mine:
             continue
         x = [float(r["ema"]) for r in mine]
         line, = left.plot(x, [r["fd_over_floor"] for r in mine], "o-", label=mode)
-        left.fill_between(x, [r["fd_lo"] / result["floor"] for r in mine], [r["fd_hi"] / result["floor"] for r in mine],
+        left.fill_between(x, [r["fd_lo"] / result.floor for r in mine], [r["fd_hi"] / result.floor for r in mine],
                           color=line.get_color(), alpha=0.15)
         right.plot(x, [r["adherence"] for r in mine], "o-", color=line.get_color(), label=mode)
-        default = next(r for r in result["table"] if r["mode"] == mode and r["ema"] == "default")
+        default = next(r for r in result.table if r["mode"] == mode and r["ema"] == "default")
         left.axhline(default["fd_over_floor"], ls=":", color=line.get_color(), lw=1)
         unfit = [r for r in mine if r["fits"] == "no"]
         left.scatter([float(r["ema"]) for r in unfit], [r["fd_over_floor"] for r in unfit], marker="x", s=60,
                      color="black", zorder=3, label=f"fit error > {FIT_LIMIT:.0%}" if mode == "unguided" else None)
-        if mode in result["best"]:
-            b = result["best"][mode]
+        if mode in result.best:
+            b = result.best[mode]
             left.axvspan(b["length_lo"], b["length_hi"], color=line.get_color(), alpha=0.08)
     for ax, label in ((left, "FD / real-vs-real floor (dotted: the default EMA)"), (right, "adherence")):
         ax.set_xscale("log")
@@ -369,5 +384,5 @@ def figure(result: dict, path: Path) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"The EMA axis, N = {result['n']} (shaded: where the best length falls in the resamples)", fontsize=10)
+    fig.suptitle(f"The EMA axis, N = {result.n} (shaded: where the best length falls in the resamples)", fontsize=10)
     return reports.save(fig, path)

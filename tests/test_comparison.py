@@ -78,7 +78,7 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
         front += [row(variant, w, hits[w], shift, reference, np.random.default_rng(int(w * 10))) for w in hits]
     front += [comparison.Row(comparison.Variant("same", "apg"), r.w, r.hits, r.features) for r in front[:3]]
     result = comparison.analyse(front, ["f"], {"f": 0.05}, real_adherence=0.995, binary=True, bootstrap=100)
-    assert all(t["verdict"] == "descriptive" and not t["primary"] for t in result["tests"])
+    assert all(t["verdict"] == "descriptive" and not t["primary"] for t in result.tests)
     draws, _ = stats.resamples(200, 200, 100)
     calibrations = verdict.calibrate(front, 0.97, ["f"], draws)
     assert calibrations["cfg"].w == pytest.approx(2 + 1 / 3) and calibrations["shifted"].w == calibrations["cfg"].w
@@ -91,7 +91,7 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     assert found["shifted"]["verdict"] == "better" and found["same"]["verdict"] == "not resolved"
     assert found["same"]["difference"] == 0 and found["same"]["p"] == 1.0
     assert found["shifted"]["adherence"] == 0.97 and found["shifted"]["adherence_lo"] < 0.97
-    result["tests"] += tests
+    result.tests += tests
     assert comparison_report.verdicts(result, "f") == {"shifted": "better", "same": "not resolved"}
     steep = [row(r.variant.label, r.w, r.hits, 0.8 * r.w, reference, np.random.default_rng(int(r.w * 10)))
              if r.variant.label == "cfg" else r for r in front]  # CFG's KID grows fast with w on the front
