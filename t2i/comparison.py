@@ -152,7 +152,8 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
     level = result["primary_level"]
-    calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, bootstrap)[0])
+    resamples = verdict.resamples_for(len(curves) - 1, at_least=bootstrap)  # Holm over the methods needs p this small
+    calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, resamples)[0])
     final_rows = {}
     if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
         reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
@@ -161,13 +162,13 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
                                  seed=pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET, method=v.method,
                                  params=v.params, guide=guide, show_progress=False)
             final_rows[v.label] = Row(v, calibrations[v.label].w, *final.row(images))
-        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, bootstrap,
+        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, resamples,
                                         shared.spec.binary_adherence)
         result["tests"] += primary
         result["needed"] = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
     result.update(n=n, reference_n=shared.reference_n, real_n=real_n, spaces=spaces, tuning=tuning, interval=interval,
                   guide_name=guide_name, inputs=inputs, verdict_n=final.n, verdict_reference_n=final.reference_n,
-                  calibrations=calibrations, damage=damage, verdict_floors=final.floors)
+                  calibrations=calibrations, damage=damage, verdict_floors=final.floors, verdict_bootstrap=resamples)
     write(result, pipe, out)
     if compare_with is not None:
         print(check_against(result, Path(compare_with), out))
@@ -355,7 +356,8 @@ def write(result: dict, pipe: TextToImage, out: Path) -> None:
             f"{result['primary_level']:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
             f"sampled at that w on N = {result['verdict_n']} fresh seeds, the same in every row; adherence: reached "
             f"there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - CFG "
-            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over {result['bootstrap']} "
+            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over "
+            f"{result['verdict_bootstrap']} "
             "joint resamples of the seeds and the reference, which also carries the calibration's error, and p from "
             f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
             f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."))

@@ -56,8 +56,10 @@ def summary(result: dict, pipe: TextToImage, fd_levels: Sequence[float]) -> str:
              f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "
              f"space: {primary} (known damage on real images: {checked}; feature_spaces.md). Verdicts are "
              f"Holm-corrected over the {len(found)} methods at family-wise {1 - stats.LEVEL:.0%}, with "
-             f"{stats.LEVEL:.0%} basic paired bootstrap intervals ({result['bootstrap']} joint resamples) and p from "
-             "the same bootstrap. Everything else is descriptive: the front (guidance.md) and the tests along it at "
+             f"{stats.LEVEL:.0%} basic paired bootstrap intervals "
+             f"({result.get('verdict_bootstrap', result['bootstrap'])} joint resamples, enough for p_holm to reach "
+             f"the level over {len(found)} methods) and p from the same bootstrap. Everything else is descriptive: "
+             "the front (guidance.md) and the tests along it at "
              f"adherence levels {', '.join(f'{lv:g}' for lv in result['levels'])} and FD levels "
              f"{', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor (matched.md). Guidance: "
              f"{reports.GUIDANCE_CONVENTION}.", ""]
