@@ -111,13 +111,14 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
-    check at a larger N, on seeds disjoint from the main report's) confirms or contradicts (``check.md``)."""
+    replication on seeds disjoint from the main report's, judged against held-out real images) confirms or
+    contradicts (``check.md``)."""
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
-    study = Study(pipe, judge, extractors, out, samples_per_prompt, methods=list(methods) if methods else None,
-                  strengths=[float(w) for w in strengths], guide=guide_name, seed=pipe.seed_for(seed),
-                  bootstrap=bootstrap, tune=tune)
+    study = Study(pipe, judge, extractors, out, samples_per_prompt, held_out=compare_with is not None,
+                  methods=list(methods) if methods else None, strengths=[float(w) for w in strengths],
+                  guide=guide_name, seed=pipe.seed_for(seed), bootstrap=bootstrap, tune=tune)
     if study.up_to_date():
         return None
     damage, study.extractors = verdict.feature_spaces(pipe.cfg, study.extractors)  # the primary space first
@@ -147,21 +148,22 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
         rows.append(measure(variant, w))
     result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
     level = result.primary_level
-    calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, bootstrap)[0])
+    resamples = verdict.resamples_for(len(curves) - 1, at_least=bootstrap)  # Holm over the methods needs p this small
+    calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, resamples)[0])
     final_rows = {}
     if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
         reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
         for v in progress(reached, desc=f"verdict rows at adherence {level:g}"):
             final_rows[v.label] = measure(v, calibrations[v.label].w, final,
                                           pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET)
-        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, bootstrap,
+        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, resamples,
                                         shared.spec.binary_adherence)
         result.tests += primary
         result.needed = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
     result.n, result.reference_n, result.real_n, result.spaces = n, shared.reference_n, real_n, spaces
     result.tuning, result.interval, result.guide_name = tuning, interval, guide_name
     result.verdict_n, result.verdict_reference_n, result.verdict_floors = final.n, final.reference_n, final.floors
-    result.calibrations, result.damage = calibrations, damage
+    result.calibrations, result.damage, result.verdict_bootstrap = calibrations, damage, resamples
     write(result, study)
     if compare_with is not None:
         print(check_against(result, Path(compare_with), study.out))
@@ -345,7 +347,8 @@ def write(result: Result, study: Study) -> None:
             f"{result.primary_level:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
             f"sampled at that w on N = {result.verdict_n} fresh seeds, the same in every row; adherence: reached "
             f"there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - CFG "
-            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over {result.bootstrap} "
+            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over "
+            f"{result.verdict_bootstrap} "
             "joint resamples of the seeds and the reference, which also carries the calibration's error, and p from "
             f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
             f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."))

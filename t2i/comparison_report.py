@@ -48,6 +48,7 @@ class Result:
     calibrations: dict = field(default_factory=dict)  # label -> t2i.verdict.Calibration
     damage: dict = field(default_factory=dict)  # feature space -> its known-damage check (feature_spaces.md)
     needed: dict[str, float] = field(default_factory=dict)  # label -> N for the primary effect at `power`
+    verdict_bootstrap: int = 0  # the primary tests' resamples (t2i.verdict.resamples_for: enough for Holm)
 
     @property
     def primary_level(self) -> float:
@@ -93,8 +94,10 @@ def summary(result: Result, pipe: TextToImage, fd_levels: Sequence[float]) -> st
              f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "
              f"space: {primary} (known damage on real images: {checked}; feature_spaces.md). Verdicts are "
              f"Holm-corrected over the {len(found)} methods at family-wise {1 - stats.LEVEL:.0%}, with "
-             f"{stats.LEVEL:.0%} basic paired bootstrap intervals ({result.bootstrap} joint resamples) and p from "
-             "the same bootstrap. Everything else is descriptive: the front (guidance.md) and the tests along it at "
+             f"{stats.LEVEL:.0%} basic paired bootstrap intervals "
+             f"({result.verdict_bootstrap or result.bootstrap} joint resamples, enough for p_holm to reach "
+             f"the level over {len(found)} methods) and p from the same bootstrap. Everything else is descriptive: "
+             "the front (guidance.md) and the tests along it at "
              f"adherence levels {', '.join(f'{lv:g}' for lv in result.levels)} and FD levels "
              f"{', '.join(f'{f:g}' for f in fd_levels)} x the real-vs-real floor (matched.md). Guidance: "
              f"{reports.GUIDANCE_CONVENTION}.", ""]
@@ -195,30 +198,42 @@ def front(result: Result, path: Path) -> Path:
     return reports.save(fig, path)
 
 
-def read_tests(folder: Path) -> list[dict]:
-    """The tests along the curve a report wrote (``matched.csv``)."""
-    with open(Path(folder) / "matched.csv") as f:
+def read_verdicts(folder: Path) -> list[dict]:
+    """The primary endpoints a report wrote (``verdict.csv``; none where no curve reached the level)."""
+    path = Path(folder) / "verdict.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
         return list(csv.DictReader(f))
 
 
 def check_against(result: Result, main: Path, out: Path) -> str:
-    """Compare this (larger-N) comparison's verdicts with those the main report made at the same levels: a
-    contradiction is a resolved verdict of the opposite sign. Writes ``check.md`` beside this report."""
-    earlier = {(t["method"], t["features"], t["metric"], t["at"]): t for t in read_tests(main)}
+    """A replication of the main report's primary endpoints (this one on other seeds and a held-out reference): for
+    each method and feature space both measured, the two differences to CFG, whether their signs agree, whether their
+    intervals overlap, and whether the verdicts are the same (contradicted: resolved with opposite signs). Writes
+    ``check.md/.csv/.tex`` beside this report and returns the caption."""
+    earlier = {(t["method"], t["features"]): t for t in read_verdicts(main)}
     rows = []
-    for t in result.tests:
-        before = earlier.get((t["method"], t["features"], t["metric"], t["at"]))
+    for t in (t for t in result.tests if t["primary"]):
+        before = earlier.get((t["method"], t["features"]))
         if before is None:
             continue
-        contradicted = {before["verdict"], t["verdict"]} == {"better", "worse"}
-        rows.append({"method": t["method"], "features": t["features"], "metric": t["metric"], "at": t["at"],
-                     "verdict_main": before["verdict"], "difference_main": float(before["difference"]),
-                     "verdict_here": t["verdict"], "difference_here": t["difference"], "lo": t["lo"], "hi": t["hi"],
-                     "contradicted": "yes" if contradicted else "no"})
-    caption = (f"The verdicts of the main report against this comparison at N = {result.n}, at the levels both "
-               "reached. contradicted: resolved verdicts of opposite signs "
-               f"({sum(r['contradicted'] == 'yes' for r in rows)} of {len(rows)}).")
+        d, lo, hi = float(before["difference"]), float(before["lo"]), float(before["hi"])
+        rows.append({"method": t["method"], "features": t["features"], "verdict_main": before["verdict"],
+                     "difference_main": d, "lo_main": lo, "hi_main": hi, "verdict_here": t["verdict"],
+                     "difference_here": t["difference"], "lo_here": t["lo"], "hi_here": t["hi"],
+                     "same_sign": "yes" if np.sign(d) == np.sign(t["difference"]) else "no",
+                     "overlap": "yes" if lo <= t["hi"] and t["lo"] <= hi else "no",
+                     "same_verdict": "yes" if before["verdict"] == t["verdict"] else "no",
+                     "contradicted": "yes" if {before["verdict"], t["verdict"]} == {"better", "worse"} else "no"})
+    count = lambda key: f"{sum(r[key] == 'yes' for r in rows)} of {len(rows)}"  # noqa: E731
+    caption = (f"Replication: the main report's primary endpoints (KID difference to CFG at the calibrated strength) "
+               f"against this report's at N = {result.verdict_n or result.n} on other seeds and a held-out real "
+               f"reference. Same sign: {count('same_sign')}; {stats.LEVEL:.0%} intervals overlap: {count('overlap')}; "
+               f"same verdict: {count('same_verdict')}; contradicted (resolved, opposite signs): "
+               f"{count('contradicted')}.")
     if not rows:
-        (out / "check.md").write_text(f"No level in common with the main report.\n\n{caption}\n")
-        return "no level in common"
-    return reports.write_table(rows, out / "check", caption=caption)
+        (out / "check.md").write_text(f"No primary endpoint in common with the main report.\n\n{caption}\n")
+        return "no primary endpoint in common"
+    reports.write_table(rows, out / "check", caption=caption)
+    return caption

@@ -32,11 +32,11 @@ from .pipeline import TextToImage
 from .sampling import EDM_SIGMA_MAX, KARRAS, STOCHASTIC, Sampler
 from .study import Scored, Study
 
-# The default grid: about 45 minutes on the project's 2 CPU cores for the demo, most of it the three references
+# The default grid: about 95 minutes on the project's 2 CPU cores for the demo, most of it the four references
 # (1,000 steps each). "linspace" spacing is left out by default (--spacings adds it; DDIM refuses it, t2i.sampling).
 STEPS = (6, 10, 20)
 SPACINGS = ("leading", "trailing")
-GUIDANCE_SCALES = (1.0, 3.0, 10.0)  # conditional, the demo's sample strength, and strong guidance
+GUIDANCE_SCALES = (1.0, 3.0, 10.0, 20.0)  # conditional, the demo's sample strength, strong, and the demo's strongest
 SAMPLES_PER_PROMPT = 20  # N = 200 for ten classes: each guided 1,000-step reference is 400,000 evaluations
 REFERENCE = Sampler("ddpm", 1000, "leading", None)  # ancestral DDPM at every training timestep
 BOOTSTRAP = 200

@@ -101,6 +101,56 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     assert wide["verdict"] == "not resolved"
 
 
+def test_the_verdicts_bootstrap_can_resolve_a_family_of_fourteen_methods():
+    """A bootstrap p is at least 2 / (B + 1) and Holm multiplies the smallest by the family's size: at the front's
+    B = 200 fourteen methods that each lie far closer to the reference than CFG are all 'not resolved' (no p_holm can
+    go below 0.139), a null by construction; at verdict.resamples_for(14) every one is resolved."""
+    rng = np.random.default_rng(3)
+    n = 80
+    reference = rng.normal(size=(n, 3))
+    hits = {w: np.r_[np.ones(int(a * n)), np.zeros(n - int(a * n))] for w, a in ((1.0, 0.9), (3.0, 1.0))}
+    labels = ["cfg"] + [f"m{k}" for k in range(14)]
+    front = [row(label, w, hits[w], 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(int(w)))
+             for label in labels for w in hits]
+    fresh = np.ones(n)
+    final = {label: row(label, 2.0, fresh, 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(k))
+             for k, label in enumerate(labels)}
+    resamples = verdict.resamples_for(14, at_least=200)
+    assert 14 * 2 / (resamples + 1) <= (1 - stats.LEVEL) / 10 < 14 * 2 / 201
+    for b, expected in ((200, {"not resolved"}), (resamples, {"better"})):
+        calibrations = verdict.calibrate(front, 0.97, ["f"], stats.resamples(n, n, b)[0])
+        tests = verdict.primary_tests(final, calibrations, ["f"], 0.97, b, binary=True)
+        assert len(tests) == 14 and {t["verdict"] for t in tests} == expected, b
+        assert min(t["p_holm"] for t in tests) >= (14 * 2 / (b + 1) if b == 200 else 0)
+
+
+def test_a_replication_reports_sign_interval_and_verdict_agreement_with_the_main_reports_endpoints(tmp_path):
+    main = tmp_path / "main"
+    main.mkdir()
+    reports.write_table([{"method": m, "features": "random-cnn0", "difference": d, "lo": lo, "hi": hi, "verdict": v}
+                         for m, d, lo, hi, v in (("a", -0.002, -0.003, -0.001, "better"),
+                                                 ("b", 0.001, -0.001, 0.003, "not resolved"),
+                                                 ("c", -0.004, -0.005, -0.003, "better"),
+                                                 ("gone", 0.0, -1.0, 1.0, "not resolved"))], main / "verdict")
+    here = [{"method": m, "features": "random-cnn0", "primary": True, "difference": d, "lo": lo, "hi": hi,
+             "verdict": v} for m, d, lo, hi, v in (("a", -0.0015, -0.0025, -0.0005, "better"),
+                                                   ("b", -0.001, -0.002, 0.0005, "not resolved"),
+                                                   ("c", 0.003, 0.002, 0.004, "worse"))]
+    here.append({"method": "a", "features": "random-cnn0", "primary": False, "difference": 9.0, "lo": 8.0, "hi": 10.0,
+                 "verdict": "descriptive"})  # a test along the curve is not an endpoint
+    result = comparison_report.Result([], [], here, {}, 1.0, [], None, {}, True, 10, 0.5, 0.8, n=200, verdict_n=500)
+    out = tmp_path / "check"
+    out.mkdir()
+    caption = comparison_report.check_against(result, main, out)
+    rows = {r["method"]: r for r in read(out / "check.csv")}
+    assert set(rows) == {"a", "b", "c"}
+    assert [rows[m]["same_sign"] for m in "abc"] == ["yes", "no", "no"]
+    assert [rows[m]["overlap"] for m in "abc"] == ["yes", "yes", "no"]
+    assert [rows[m]["same_verdict"] for m in "abc"] == ["yes", "yes", "no"]
+    assert [rows[m]["contradicted"] for m in "abc"] == ["no", "no", "yes"]
+    assert "Same sign: 1 of 3" in caption and "contradicted (resolved, opposite signs): 1 of 3" in caption
+
+
 def test_the_primary_level_stands_above_the_conditional_models_noise():
     """Halfway to the judge's real adherence, unless that is within the front's noise of the conditional model (the
     demo: 0.985 of 0.989 at N = 200), where every curve would be calibrated to w = 1 and equal CFG by construction:
