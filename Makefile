@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance guidance-models samplers ema export figures assets bench-loader bench-latent bench-sampling bench-gpu lab watch screenshots clean
+.PHONY: help setup demo test eval guidance guidance-check guidance-models samplers ema export figures assets bench-loader bench-latent bench-sampling bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -67,6 +67,11 @@ eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP sco
 
 guidance: setup  ## every guidance method, paired verdicts along the front: make guidance RUN=runs/mnist/demo [ARGS=...]
 	$(call measure,guidance,06_guidance)
+
+# A replication of `make guidance`'s verdicts: every method again on seeds disjoint from the main report's, judged
+# against real images past those the main report used (guidance/replication/check.md: sign, interval, verdict).
+guidance-check: setup  ## replicate the guidance verdicts on fresh seeds and held-out real images: make guidance-check RUN=...
+	$(PY) -m t2i guidance $(RUN) --check replication $(ARGS)
 
 # The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),
 # each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (~45 min on 2 cores).

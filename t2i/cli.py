@@ -119,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
     p.add_argument("--features", default="staged", choices=["staged", *evaluate.FEATURES],
                    help="staged: every feature space that is on disk (the judge's and a random CNN's always)")
-    p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ and compare its verdicts with the main "
-                                                   "report's (e.g. a check at N = 2,000)")
+    p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ a replication of the main report: other "
+                                                   "seeds, real images past its reference, verdicts compared")
     p.add_argument("--across", nargs="+", type=Path, metavar="RUN", help="samples nothing: reads this run's and these "
                    "runs' `make guidance` reports (one recipe, other seeds) and writes on how many models each verdict "
                    "holds (guidance/models.md)")

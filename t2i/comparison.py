@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from . import checkpoints, data, evaluate, guidance, metrics, reports, stats, verdict
-from .comparison_report import Result, check_against, front, summary
+from .comparison_report import Result, check_against, front, main_report, summary
 from .console import progress
 from .models import count_parameters
 from .pipeline import TextToImage
@@ -116,7 +116,8 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
-    study = Study(pipe, judge, extractors, out, samples_per_prompt, held_out=compare_with is not None,
+    main = main_report(Path(compare_with)) if compare_with is not None else {"reference_images": 0, "interval": None}
+    study = Study(pipe, judge, extractors, out, samples_per_prompt, skip_real=main["reference_images"],
                   methods=list(methods) if methods else None, strengths=[float(w) for w in strengths],
                   guide=guide_name, seed=pipe.seed_for(seed), bootstrap=bootstrap, tune=tune)
     if study.up_to_date():
@@ -130,9 +131,9 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
         scored = study.draw(w, shared=on, seed=seed, method=variant.method, params=variant.params, guide=guide)
         return Row(variant, float(w), scored.hits, scored.features, scored.evaluations / pipe.num_inference_steps)
 
-    interval, tuning = None, []
+    interval, tuning = main["interval"], []  # a replication keeps the main report's tuned interval
     wanted = list(methods or guidance.METHODS)
-    if "interval" in wanted and tune:
+    if "interval" in wanted and tune and compare_with is None:
         interval, tuning = tune_interval(pipe, judge, extractors[0], samples_per_prompt, seed)
     curves = variants(pipe, methods, guide, interval)
     if not any(v.method == "cfg" for v in curves):
@@ -375,6 +376,7 @@ def write(result: Result, study: Study) -> None:
             "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."))
     study.publish(tables=tables, figures={"front.png": lambda path: front(result, path)},
                   texts={"summary.md": summary(result, pipe, FD_LEVELS)}, samples=n, reference_images=m,
+                  verdict_reference_images=result.verdict_reference_n,
                   floors=result.floors, real_adherence=result.real_adherence, features=spaces,
                   bootstrap=result.bootstrap, guide=result.guide_name, interval=result.interval,
                   methods=sorted({r.variant.label for r in result.rows}))

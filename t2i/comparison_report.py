@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,21 @@ def read_verdicts(folder: Path) -> list[dict]:
         return []
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def main_report(main: Path) -> dict:
+    """The facts of the guidance report in ``main`` that a replication of it needs: how many of the first real
+    training images it judged its rows against (its front's and its verdict rows' references; a replication's
+    reference starts past them) and the guidance interval it tuned (replicated, not tuned again)."""
+    path = Path(main) / "summary.provenance.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no guidance report in {main} to replicate: run `make guidance` first")
+    facts = json.loads(path.read_text())
+    if "verdict_reference_images" not in facts:
+        raise ValueError(f"{main} was made before reports named their verdict rows' reference: run `make guidance` "
+                         "again before replicating it")
+    return {"reference_images": max(int(facts["reference_images"]), int(facts["verdict_reference_images"])),
+            "interval": tuple(facts["interval"]) if facts.get("interval") else None}
 
 
 def check_against(result: Result, main: Path, out: Path) -> str:

@@ -187,8 +187,9 @@ class Run:
                          ema_length: float | None = None) -> Path:
         """`make guidance`: every guidance method on one fidelity / adherence front with paired verdicts
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
-        feature space, or name one. ``check``: write to ``guidance/<check>/`` instead, and compare its verdicts with
-        the main report's (a check at a larger N). Returns the folder of the report (remade, or up to date)."""
+        feature space, or name one. ``check``: write to ``guidance/<check>/`` instead a replication of the main
+        report (other seeds, real images past its reference) and compare the verdicts. Returns the folder of the
+        report (remade, or up to date)."""
         from . import comparison
 
         out = self.guidance_dir / check if check else self.guidance_dir

@@ -38,13 +38,13 @@ class Study:
     """One study of one run: its settings and folder, the rows it shares, and how it draws and publishes."""
 
     def __init__(self, pipe: TextToImage, judge, extractors: list, out: Path, samples_per_prompt: int, *,
-                 held_out: bool = False, **settings):
+                 skip_real: int = 0, **settings):
         self.pipe, self.judge, self.extractors, self.out = pipe, judge, list(extractors), Path(out)
-        self.samples_per_prompt, self.held_out = samples_per_prompt, held_out
+        self.samples_per_prompt, self.skip_real = samples_per_prompt, skip_real
         self.inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"],
                        "weights": pipe.weights, "sampler": pipe.sampling.describe(),
                        "samples_per_prompt": samples_per_prompt, "features": [e.name for e in self.extractors],
-                       **({"held_out_reference": True} if held_out else {}), **settings}
+                       **({"reference_skips": skip_real} if skip_real else {}), **settings}
         self._shared: dict[int, evaluate.PairedRows] = {}
 
     def up_to_date(self) -> bool:
@@ -53,10 +53,10 @@ class Study:
 
     def shared(self, samples_per_prompt: int | None = None) -> evaluate.PairedRows:
         """The prompts, seeds and reference that rows of ``samples_per_prompt`` per prompt share (made once; a
-        replication's reference is held out: :class:`t2i.evaluate.PairedRows`)."""
+        replication's real images start past :attr:`skip_real`: :class:`t2i.evaluate.PairedRows`)."""
         k = samples_per_prompt or self.samples_per_prompt
         if k not in self._shared:
-            self._shared[k] = evaluate.PairedRows(self.pipe.cfg, self.judge, self.extractors, k, self.held_out)
+            self._shared[k] = evaluate.PairedRows(self.pipe.cfg, self.judge, self.extractors, k, self.skip_real)
         return self._shared[k]
 
     def draw(self, w: float, *, shared: evaluate.PairedRows | None = None, pipe: TextToImage | None = None,

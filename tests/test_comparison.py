@@ -56,6 +56,14 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert cli.main(command) == 0
     assert "up to date" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made  # nothing redrawn
+    # a replication: other seeds, a reference past every real image the main report judged against, its interval
+    assert cli.main(command[:5] + ["cfg", "apg", "interval"] + command[9:13] + ["--check", "again"]) == 0
+    again = reports.read_provenance(out / "again" / "summary.md")
+    used = reports.read_provenance(out / "summary.md")
+    assert again["inputs"]["reference_skips"] == max(used["reference_images"], used["verdict_reference_images"]) > 0
+    assert again["inputs"]["seed"] == used["inputs"]["seed"] + comparison.CHECK_SEED_OFFSET
+    assert again["interval"] == used["interval"] and not (out / "again" / "tuning.md").exists()
+    assert (out / "again" / "check.md").exists()
 
 
 def row(variant, w, hits, fd_shift, reference, rng):

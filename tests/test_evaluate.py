@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from t2i import data, evaluate, judges, paths
@@ -53,20 +54,20 @@ def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smo
     assert "reference: 5 real training images against N = 8" in capsys.readouterr().out
 
 
-def test_a_replications_reference_is_held_out_from_the_main_reports(smoke_cfg, monkeypatch):
-    """A replication (`make guidance` with a check) is judged against the real images the main report used only for
-    its floor, never against the main report's reference."""
+def test_a_replications_reference_starts_past_the_real_images_the_main_report_used(smoke_cfg, monkeypatch):
     real = (torch.arange(10.0) / 10)[:, None, None, None].expand(10, 1, 4, 4).clone(), torch.arange(10)
     monkeypatch.setattr(evaluate.data, "load_images", lambda cfg, split, limit=None, resolution=None:
                         (real[0][:limit], real[1][:limit]))
     extractor = lambda images: evaluate.metrics.Features(images.flatten(1).double().numpy(), None)  # noqa: E731
     extractor.name = "pixels"
     monkeypatch.setattr(evaluate.metrics, "cached_features", lambda extractor, images, key: extractor(images()))
-    main, main_floor, _ = evaluate.reference_set(smoke_cfg, extractor, 4)
-    held, held_floor, conditions = evaluate.reference_set(smoke_cfg, extractor, 4, held_out=True)
+    main, _, _ = evaluate.reference_set(smoke_cfg, extractor, 3)
+    held, floor, conditions = evaluate.reference_set(smoke_cfg, extractor, 3, skip=3)
     assert set(main.features[:, 0]).isdisjoint(held.features[:, 0])
-    assert held.features[:, 0].tolist() == evaluate.metrics.to_uint8(main_floor)[:, 0, 0, 0].tolist()
-    assert torch.equal(held_floor, real[0][:4]) and conditions.tolist() == [0, 1, 2, 3]
+    assert held.features[:, 0].tolist() == evaluate.metrics.to_uint8(real[0][3:6])[:, 0, 0, 0].tolist()
+    assert torch.equal(floor, real[0][6:9]) and conditions.tolist() == [6, 7, 8]
+    with pytest.raises(ValueError, match="past the 8 skipped"):
+        evaluate.reference_set(smoke_cfg, extractor, 3, skip=8)
 
 
 def test_eval_reads_the_config_once_and_records_the_seed_that_drew_the_images(smoke_cfg, fit, monkeypatch, capsys):
