@@ -70,7 +70,7 @@ class Variant:
     params: dict = field(default_factory=dict)
 
     def describe(self, guide_name: str | None) -> str:
-        if self.method == "autoguidance":
+        if guidance.method(self.method).weak == "guide":
             return f"guide={guide_name}"
         given = guidance.parameters(self.method, self.params)
         return ", ".join(f"{k}={v:g}" for k, v in given.items())
@@ -318,9 +318,10 @@ def write(result: Result, study: Study) -> None:
     pipe = study.pipe
     n, m, spaces = result.n, result.reference_n, result.spaces
     primary = spaces[0]
+    guided = {r.variant.label: r.variant for r in result.rows if guidance.method(r.variant.method).weak == "guide"}
     for e in result.table:
-        if e["method"] == "autoguidance":
-            e["params"] = f"guide={result.guide_name}"
+        if e["method"] in guided:
+            e["params"] = guided[e["method"]].describe(result.guide_name)
     caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
                f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
                "seeds. evaluations_per_step: network calls per image and sampling step, counted (an SWG crop is one "

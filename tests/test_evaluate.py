@@ -38,15 +38,23 @@ def test_make_eval_scores_clip_by_default_when_the_model_is_staged_and_says_so_w
     assert evaluate.make_clip_scorer("auto").name == str(tiny_clip_scorer_dir)
 
 
-def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smoke_cfg, capsys, monkeypatch):
-    """The demo's 1,257 training digits hold a real-vs-real floor of 628 against 628: a larger N (the N = 2,000
-    check) is compared with that reference instead of refusing, and the message says so."""
-    real = torch.rand(10, 1, 16, 16), torch.arange(10)
+@pytest.fixture
+def ten_real_images(monkeypatch):
+    """Ten real training images, each a different grey (0.0, 0.1, ... 0.9) with its index as condition, and a pixel
+    extractor; nothing cached."""
+    real = (torch.arange(10.0) / 10)[:, None, None, None].expand(10, 1, 4, 4).clone(), torch.arange(10)
     monkeypatch.setattr(evaluate.data, "load_images", lambda cfg, split, limit=None, resolution=None:
                         (real[0][:limit], real[1][:limit]))
     extractor = lambda images: evaluate.metrics.Features(images.flatten(1).double().numpy(), None)  # noqa: E731
     extractor.name = "pixels"
     monkeypatch.setattr(evaluate.metrics, "cached_features", lambda extractor, images, key: extractor(images()))
+    return real, extractor
+
+
+def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smoke_cfg, capsys, ten_real_images):
+    """The demo's 1,257 training digits hold a real-vs-real floor of 628 against 628: a larger N (the N = 2,000
+    check) is compared with that reference instead of refusing, and the message says so."""
+    _, extractor = ten_real_images
     reference, second, conditions = evaluate.reference_set(smoke_cfg, extractor, 3)
     assert len(reference) == len(second) == 3 and conditions.tolist() == [3, 4, 5] and capsys.readouterr().out == ""
     reference, second, conditions = evaluate.reference_set(smoke_cfg, extractor, 8)
@@ -54,13 +62,8 @@ def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smo
     assert "reference: 5 real training images against N = 8" in capsys.readouterr().out
 
 
-def test_a_replications_reference_starts_past_the_real_images_the_main_report_used(smoke_cfg, monkeypatch):
-    real = (torch.arange(10.0) / 10)[:, None, None, None].expand(10, 1, 4, 4).clone(), torch.arange(10)
-    monkeypatch.setattr(evaluate.data, "load_images", lambda cfg, split, limit=None, resolution=None:
-                        (real[0][:limit], real[1][:limit]))
-    extractor = lambda images: evaluate.metrics.Features(images.flatten(1).double().numpy(), None)  # noqa: E731
-    extractor.name = "pixels"
-    monkeypatch.setattr(evaluate.metrics, "cached_features", lambda extractor, images, key: extractor(images()))
+def test_a_replications_reference_starts_past_the_real_images_the_main_report_used(smoke_cfg, ten_real_images):
+    real, extractor = ten_real_images
     main, _, _ = evaluate.reference_set(smoke_cfg, extractor, 3)
     held, floor, conditions = evaluate.reference_set(smoke_cfg, extractor, 3, skip=3)
     assert set(main.features[:, 0]).isdisjoint(held.features[:, 0])
