@@ -19,8 +19,15 @@ from .vae import SYNTHETIC, LatentCodec
 CLIP_SCORE_MODEL = "openai/clip-vit-base-patch16"  # the CLIP-score model (not the conditioning one; metrics.py)
 
 
-def missing(cfg: ExperimentConfig | None, *, text: bool = False, dataset: bool = False, vae: bool = False,
-            inception: bool = False, clip_model: str | None = None) -> list[str]:
+def missing(
+    cfg: ExperimentConfig | None,
+    *,
+    text: bool = False,
+    dataset: bool = False,
+    vae: bool = False,
+    inception: bool = False,
+    clip_model: str | None = None,
+) -> list[str]:
     """The assets among those asked for that are not on disk, one phrase each."""
     found = []
     if text and not _model_available(cfg.text_encoder):
@@ -40,9 +47,11 @@ def require(cfg: ExperimentConfig, **needs: bool | str | None) -> None:
     """Raise :class:`~t2i.errors.MissingAsset` listing everything :func:`missing` finds."""
     absent = missing(cfg, **needs)
     if absent:
-        raise MissingAsset(f"not available offline: {'; '.join(absent)}. Stage them on a node with internet: "
-                           f"`make assets EXPERIMENTS={cfg.experiment}` (Hugging Face models go to HF_HOME, data to "
-                           "T2I_DATA_DIR)")
+        raise MissingAsset(
+            f"not available offline: {'; '.join(absent)}. Stage them on a node with internet: "
+            f"`make assets EXPERIMENTS={cfg.experiment}` (Hugging Face models go to HF_HOME, data to "
+            "T2I_DATA_DIR)"
+        )
 
 
 def fetch(experiment: str) -> None:

@@ -33,15 +33,17 @@ class Batches:
         pin = self.device.type == "cuda"
         if isinstance(dataset, TensorDataset):
             self.tensors = tuple(t.to(self.device) for t in dataset.tensors)
-            indices = DataLoader(range(len(dataset)), batch_size=cfg.batch_size, shuffle=True, drop_last=False,
-                                 collate_fn=torch.tensor)
+            indices = DataLoader(
+                range(len(dataset)), batch_size=cfg.batch_size, shuffle=True, drop_last=False, collate_fn=torch.tensor
+            )
             self.loader = accelerator.prepare_data_loader(indices, device_placement=False)
         elif isinstance(dataset, IterableDataset):  # a stream splits itself: accelerate must not split it again
             loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=pin)
             self.loader = prepare_data_loader(loader, num_processes=1, process_index=0, put_on_device=False)
         else:
-            loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                pin_memory=pin)
+            loader = DataLoader(
+                dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, pin_memory=pin
+            )
             self.loader = accelerator.prepare_data_loader(loader, device_placement=False)
         self.accelerator = accelerator
 

@@ -71,8 +71,9 @@ def save(run_dir: Path, name: str, writers: dict, state: dict, milestone: bool, 
             write(tmp / relative)
         # every component is listed in state.json (which the manifest hashes): verify() requires each, so a
         # checkpoint published without one of them can never pass as complete
-        (tmp / "state.json").write_text(json.dumps({**state, "milestone": milestone, "components": sorted(writers)},
-                                                   indent=2))
+        (tmp / "state.json").write_text(
+            json.dumps({**state, "milestone": milestone, "components": sorted(writers)}, indent=2)
+        )
         (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=2))
         _fsync_tree(tmp)
     except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line; anything else re-raises
@@ -116,8 +117,9 @@ def verify(path: Path) -> None:
 def _disk_problem(exc: BaseException, root: Path) -> str | None:
     """A one-line reason if ``exc`` is a full (ENOSPC) or read-only (EROFS) disk, else None. safetensors reports
     these as ``SafetensorError(... (os error 28))``, not as an OSError."""
-    code = getattr(exc, "errno", None) or next((c for c in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
-                                                 if f"(os error {c})" in str(exc)), None)
+    code = getattr(exc, "errno", None) or next(
+        (c for c in (errno.ENOSPC, errno.EROFS, errno.EDQUOT) if f"(os error {c})" in str(exc)), None
+    )
     if code == errno.EROFS:
         return f"cannot write a checkpoint in {root}: the file system is read-only; point T2I_RUNS_DIR elsewhere"
     if code not in (errno.ENOSPC, errno.EDQUOT):
@@ -125,8 +127,10 @@ def _disk_problem(exc: BaseException, root: Path) -> str | None:
     newest = next((p for p in candidates(root.parent) if p.is_dir()), None)
     need = f"about {_folder_mb(newest):.0f} MB (the size of {newest.name})" if newest else "more space"
     free = shutil.disk_usage(root).free / 2**20
-    return (f"no space left for a checkpoint in {root}: it needs {need}, {free:.0f} MB are free. The earlier "
-            "checkpoints are intact: free some space and run the same command again to resume")
+    return (
+        f"no space left for a checkpoint in {root}: it needs {need}, {free:.0f} MB are free. The earlier "
+        "checkpoints are intact: free some space and run the same command again to resume"
+    )
 
 
 def _folder_mb(path: Path) -> float:
@@ -162,8 +166,11 @@ def latest(run_dir: Path) -> Path | None:
     if named in ordered:
         ordered = [named] + [p for p in ordered if p != named]
     elif named is not None and ordered:
-        warnings.warn(f"{pointer} names {pointer.read_text().strip()!r}, which is not a checkpoint of this run; "
-                      "using the newest valid one", stacklevel=2)
+        warnings.warn(
+            f"{pointer} names {pointer.read_text().strip()!r}, which is not a checkpoint of this run; "
+            "using the newest valid one",
+            stacklevel=2,
+        )
     for path in ordered:
         try:
             verify(path)
@@ -221,8 +228,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _manifest(directory: Path) -> dict[str, tuple[int, str]]:
-    return {str(f.relative_to(directory)): (f.stat().st_size, _sha256(f))
-            for f in sorted(directory.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    return {
+        str(f.relative_to(directory)): (f.stat().st_size, _sha256(f))
+        for f in sorted(directory.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
 
 
 def _read_manifest(path: Path) -> dict[str, tuple[int, str]]:
@@ -264,8 +274,6 @@ def _fsync_tree(directory: Path) -> None:
         fsync_dir(d)
 
 
-
-
 def _prune(root: Path, keep: int) -> None:
     """Keep the newest ``keep`` checkpoints and every milestone; delete the rest (never the one ``latest`` names, and
     never one that cannot be verified: that is for a person to look at)."""
@@ -277,7 +285,7 @@ def _prune(root: Path, keep: int) -> None:
 
 # --- the trainer's state: weights, EMA, optimizer, LR schedule and RNGs, as safetensors + JSON (nothing pickled) --
 def save_training(run_dir: Path, name: str, unet: UNet2DConditionModel, ema, optimizer, lr_schedule,
-                  rng: list[dict], state: dict, milestone: bool, keep: int, tracked=None) -> Path:
+                  rng: list[dict], state: dict, milestone: bool, keep: int, tracked=None) -> Path:  # fmt: skip
     """Checkpoint ``name``: ``unet/`` and ``ema/`` (the EMA weights in a UNet, what sampling loads), and every tensor
     of the optimizer, the EMA, the post-hoc EMA's tracked averages (``tracked``: :class:`t2i.posthoc.PowerEMA`) and each
     process's RNGs (``rng``: :func:`rng_state` per rank) in ``training_state.safetensors``; ``state`` plus their JSON
@@ -295,20 +303,28 @@ def save_training(run_dir: Path, name: str, unet: UNet2DConditionModel, ema, opt
         tensors.update({f"ema.{i}": p for i, p in enumerate(ema_json.pop("shadow_params"))})
         writers["ema"] = lambda p: _ema_unet(unet, ema).save_pretrained(p, safe_serialization=True)
     writers["training_state.safetensors"] = save_tensors(tensors)
-    state = {**state, "optimizer": optimizer_json, "lr_schedule": lr_schedule.state_dict(), "ema": ema_json,
-             "rng": [rank_state["json"] for rank_state in rng]}
+    state = {
+        **state,
+        "optimizer": optimizer_json,
+        "lr_schedule": lr_schedule.state_dict(),
+        "ema": ema_json,
+        "rng": [rank_state["json"] for rank_state in rng],
+    }
     return save(run_dir, name, writers, state, milestone, keep)
 
 
-def load_training(path: Path, unet: torch.nn.Module, ema, optimizer, lr_schedule,
-                  rank: int, tracked=None) -> tuple[dict, tuple[dict, dict]]:
+def load_training(
+    path: Path, unet: torch.nn.Module, ema, optimizer, lr_schedule, rank: int, tracked=None
+) -> tuple[dict, tuple[dict, dict]]:
     """Restore what :func:`save_training` wrote into the given objects; return ``state.json`` and this rank's RNG state
     (JSON part, tensors) for :func:`set_rng_state`."""
     state, tensors = load_state(path), load_tensors(path)
     if tracked is not None:
         if "phema" not in state:
-            raise RunError(f"{path} was written without post-hoc EMA tracking; ema_snapshot_every cannot be turned on "
-                           "mid-run (train a new run)")
+            raise RunError(
+                f"{path} was written without post-hoc EMA tracking; ema_snapshot_every cannot be turned on "
+                "mid-run (train a new run)"
+            )
         tracked.load(state["phema"], tensors)
     unet.load_state_dict(load_unet(path).state_dict())
     optimizer.load_state_dict(join_optimizer_state(tensors, state["optimizer"]))
@@ -364,8 +380,10 @@ def rng_state(generator: torch.Generator) -> dict:
         tensors["cuda"] = torch.cuda.get_rng_state()
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, py_gauss = random.getstate()
-    return {"tensors": tensors, "json": {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-                                         "python": [version, list(internal), py_gauss]}}
+    return {
+        "tensors": tensors,
+        "json": {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": [version, list(internal), py_gauss]},
+    }
 
 
 def set_rng_state(generator: torch.Generator, json_state: dict, tensors: dict) -> None:

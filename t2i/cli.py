@@ -19,28 +19,20 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
-import math
 import os
 import sys
 from pathlib import Path
 
-from . import (assets, comparison, configs, ema_front, evaluate, experiments, figures, guidance, judges, paths,
-               pipeline, replication, sampler_front, thesis)
-from .data import latents
-from .errors import ConfigError, UserError
-from .experiment import Run
-from .files import check_writable
+from . import commands, comparison, configs, ema_front, evaluate, guidance, paths, sampler_front
+from .arguments import finite, non_negative, png_path, positive
+from .errors import UserError
 from .preemption import REQUEUE_EXIT_CODE, Preempted
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "judge": _judge, "figures": _figures,
-                "assets": lambda a: assets.fetch(a.experiment) or 0,
-                "eval": _eval, "guidance": _guidance, "samplers": _samplers, "ema": _ema, "export": _export,
-                "where": _where}[args.command](args)
+        return commands.COMMANDS[args.command](args)
     except Preempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return REQUEUE_EXIT_CODE
@@ -74,78 +66,127 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="mnist", choices=configs.EXPERIMENTS)
     p.add_argument("--profile", default="full")
     p.add_argument("--run-name", help="runs/<experiment>/<run-name> (default: the profile name)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set epochs=5 --set p_uncond=0.1 (repeatable)")
-    p.add_argument("--restart", action="store_true",
-                   help="start the run over: its old config, checkpoints and logs move to <run>/restarted-<time>/")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set epochs=5 --set p_uncond=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start the run over: its old config, checkpoints and logs move to <run>/restarted-<time>/",
+    )
 
     p = sub.add_parser("sample", help="sample a grid of images from a trained run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--prompt", action="append", required=True, help="repeatable: one grid row per prompt")
-    p.add_argument("--guidance-scale", type=_finite, default=5.0, help="w in eps_uncond + w (eps_cond - eps_uncond)")
-    p.add_argument("--samples-per-prompt", type=_positive, default=4, help="images per prompt (grid columns)")
-    p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
+    p.add_argument("--guidance-scale", type=finite, default=5.0, help="w in eps_uncond + w (eps_cond - eps_uncond)")
+    p.add_argument("--samples-per-prompt", type=positive, default=4, help="images per prompt (grid columns)")
+    p.add_argument("--seed", type=non_negative, help="image i uses seed + i (default: the run's seed)")
     p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
-    p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
+    p.add_argument("--num-inference-steps", type=positive, help="default: the run's")
     p.add_argument("--timestep-spacing", choices=configs.SPACINGS, help="default: the run's")
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: latest)")
     p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA weights")
     _ema_length(p)
-    p.add_argument("--out", type=_png_path, required=True, help="the PNG file to write")
+    p.add_argument("--out", type=png_path, required=True, help="the PNG file to write")
     _guidance_arguments(p)
-    p.add_argument("--guidance-method", default="cfg", choices=sorted(guidance.METHODS),
-                   help="how to guide (t2i.guidance; default: plain CFG, the thesis's)")
-    p.add_argument("--guidance-param", dest="guidance_params", action="append", default=[], metavar="KEY=VALUE",
-                   help="a parameter of the method, e.g. --guidance-param phi=0.5 (default: the paper's)")
+    p.add_argument(
+        "--guidance-method",
+        default="cfg",
+        choices=sorted(guidance.METHODS),
+        help="how to guide (t2i.guidance; default: plain CFG, the thesis's)",
+    )
+    p.add_argument(
+        "--guidance-param",
+        dest="guidance_params",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the method, e.g. --guidance-param phi=0.5 (default: the paper's)",
+    )
 
     p = sub.add_parser("eval", help="FID, KID, IS, adherence and CLIP score of a trained run per guidance scale")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--guidance-scales", nargs="+", type=_finite, default=[0.0, 1.0, 2.0, 3.0, 5.0, 10.0])
-    p.add_argument("--samples-per-prompt", type=_positive, default=50, help="images per prompt and guidance scale")
-    p.add_argument("--prompts", type=_positive, help="CelebA: attribute sets of held-out faces (default: 50)")
+    p.add_argument("--guidance-scales", nargs="+", type=finite, default=[0.0, 1.0, 2.0, 3.0, 5.0, 10.0])
+    p.add_argument("--samples-per-prompt", type=positive, default=50, help="images per prompt and guidance scale")
+    p.add_argument("--prompts", type=positive, help="CelebA: attribute sets of held-out faces (default: 50)")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
     p.add_argument("--clip-model", default="auto", help='CLIP-score model ("auto": when staged; "": none)')
     _ema_length(p)
-    p.add_argument("--seed", type=_non_negative, help="image i uses seed + i (default: the run's seed)")
+    p.add_argument("--seed", type=non_negative, help="image i uses seed + i (default: the run's seed)")
     p.add_argument("--sampler", choices=configs.SAMPLERS, help="default: the run's")
-    p.add_argument("--num-inference-steps", type=_positive, help="default: the run's")
+    p.add_argument("--num-inference-steps", type=positive, help="default: the run's")
 
     p = sub.add_parser("guidance", help="every guidance method at several strengths on one fidelity/adherence front")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samples-per-prompt", type=_positive, default=comparison.SAMPLES_PER_PROMPT,
-                   help="the verdict rows' images per prompt (default: N = 500 for ten classes); the front, which "
-                        f"calibrates their strengths, takes at most {comparison.FRONT_SAMPLES_PER_PROMPT}")
+    p.add_argument(
+        "--samples-per-prompt",
+        type=positive,
+        default=comparison.SAMPLES_PER_PROMPT,
+        help="the verdict rows' images per prompt (default: N = 500 for ten classes); the front, which "
+        f"calibrates their strengths, takes at most {comparison.FRONT_SAMPLES_PER_PROMPT}",
+    )
     p.add_argument("--methods", nargs="+", choices=sorted(guidance.METHODS), help="default: all the run can use")
-    p.add_argument("--strengths", nargs="+", type=_finite, default=list(comparison.STRENGTHS), help="w values")
-    p.add_argument("--features", default="staged", choices=["staged", *evaluate.FEATURES],
-                   help="staged: every feature space that is on disk (the judge's and a random CNN's always)")
-    p.add_argument("--check", metavar="NAME", help="write to guidance/NAME/ a replication of the main report: other "
-                                                   "seeds, real images past its reference, verdicts compared")
-    p.add_argument("--across", nargs="+", type=Path, metavar="RUN", help="samples nothing: reads this run's and these "
-                   "runs' `make guidance` reports (one recipe, other seeds) and writes on how many models each verdict "
-                   "holds (guidance/models.md)")
+    p.add_argument("--strengths", nargs="+", type=finite, default=list(comparison.STRENGTHS), help="w values")
+    p.add_argument(
+        "--features",
+        default="staged",
+        choices=["staged", *evaluate.FEATURES],
+        help="staged: every feature space that is on disk (the judge's and a random CNN's always)",
+    )
+    p.add_argument(
+        "--check",
+        metavar="NAME",
+        help="write to guidance/NAME/ a replication of the main report: other "
+        "seeds, real images past its reference, verdicts compared",
+    )
+    p.add_argument(
+        "--across",
+        nargs="+",
+        type=Path,
+        metavar="RUN",
+        help="samples nothing: reads this run's and these "
+        "runs' `make guidance` reports (one recipe, other seeds) and writes on how many models each verdict "
+        "holds (guidance/models.md)",
+    )
     _ema_length(p)
     _guidance_arguments(p)
 
-    p = sub.add_parser("samplers",
-                       help="every sampler and spacing against a 1,000-step reference: quality vs evaluations")
+    p = sub.add_parser(
+        "samplers", help="every sampler and spacing against a 1,000-step reference: quality vs evaluations"
+    )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samples-per-prompt", type=_positive, default=sampler_front.SAMPLES_PER_PROMPT,
-                   help="images per prompt and point (default: N = 200 for ten classes)")
+    p.add_argument(
+        "--samples-per-prompt",
+        type=positive,
+        default=sampler_front.SAMPLES_PER_PROMPT,
+        help="images per prompt and point (default: N = 200 for ten classes)",
+    )
     p.add_argument("--samplers", nargs="+", choices=configs.SAMPLERS, help="default: all")
-    p.add_argument("--steps", nargs="+", type=_positive, default=list(sampler_front.STEPS))
+    p.add_argument("--steps", nargs="+", type=positive, default=list(sampler_front.STEPS))
     p.add_argument("--spacings", nargs="+", choices=configs.SPACINGS, default=list(sampler_front.SPACINGS))
-    p.add_argument("--guidance-scales", nargs="+", type=_finite, default=list(sampler_front.GUIDANCE_SCALES),
-                   help="the strengths the default must match the reference at")
+    p.add_argument(
+        "--guidance-scales",
+        nargs="+",
+        type=finite,
+        default=list(sampler_front.GUIDANCE_SCALES),
+        help="the strengths the default must match the reference at",
+    )
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
-    p = sub.add_parser("ema",
-                       help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)")
+    p = sub.add_parser(
+        "ema", help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)"
+    )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samples-per-prompt", type=_positive, default=ema_front.SAMPLES_PER_PROMPT)
-    p.add_argument("--cfg-strength", type=_finite, help="default: where CFG first reaches 98%% adherence in the "
-                                                          "guidance report")
-    p.add_argument("--autoguidance-strength", type=_finite, help="default: likewise for autoguidance")
+    p.add_argument("--samples-per-prompt", type=positive, default=ema_front.SAMPLES_PER_PROMPT)
+    p.add_argument(
+        "--cfg-strength", type=finite, help="default: where CFG first reaches 98%% adherence in the guidance report"
+    )
+    p.add_argument("--autoguidance-strength", type=finite, help="default: likewise for autoguidance")
     p.add_argument("--guide-checkpoint", help="autoguidance's weaker model, e.g. epoch-0010 (default: none)")
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
@@ -153,20 +194,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--checkpoint", help="e.g. epoch-0010 (default: the newest)")
-    p.add_argument("--weights", choices=["ema", "raw"],
-                   help="default: the post-hoc EMA length `make ema` chose for CFG (ema_presets.json in the run), "
-                        "else ema (the fixed-decay EMA)")
+    p.add_argument(
+        "--weights",
+        choices=["ema", "raw"],
+        help="default: the post-hoc EMA length `make ema` chose for CFG (ema_presets.json in the run), "
+        "else ema (the fixed-decay EMA)",
+    )
     _ema_length(p)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT (never anything else)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the folder to this Hub repository (user/name)")
     visibility = p.add_mutually_exclusive_group()
-    visibility.add_argument("--private", dest="private", action="store_true", default=None,
-                            help="with --push-to-hub: create the repository private (default: the Hub's default)")
+    visibility.add_argument(
+        "--private",
+        dest="private",
+        action="store_true",
+        default=None,
+        help="with --push-to-hub: create the repository private (default: the Hub's default)",
+    )
     visibility.add_argument("--public", dest="private", action="store_false", help="... or public")
 
     p = sub.add_parser("where", help="where a run or a report is written (for the Makefile and SLURM scripts)")
-    p.add_argument("what", choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT,
-                                    paths.EMA_FRONT])
+    p.add_argument(
+        "what",
+        choices=["experiment", "run", "reports", paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT, paths.EMA_FRONT],
+    )
     p.add_argument("--notebook", type=Path, help="experiment, run, reports: notebooks/NN_<experiment>[_*].ipynb")
     p.add_argument("--experiment", choices=configs.EXPERIMENTS, help="run, reports: instead of --notebook")
     p.add_argument("--profile", default="full")
@@ -183,42 +234,24 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("figures", help="draw every thesis figure and table the runs can feed into reports/<profile>/")
     p.add_argument("--profile", default="full")
-    p.add_argument("--run", action="append", default=[], metavar="EXPERIMENT=RUN_DIR",
-                   help="draw an experiment from another run than runs/<experiment>/<profile> (repeatable)")
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="EXPERIMENT=RUN_DIR",
+        help="draw an experiment from another run than runs/<experiment>/<profile> (repeatable)",
+    )
     return parser
 
 
-def _train(args) -> int:
-    cfg = configs.get(args.experiment, args.profile, **parse_overrides(args.overrides))
-    assets.require(cfg, text=True, dataset=True, vae=cfg.vae is not None and not latents.is_ready(cfg))
-    run = Run(cfg, paths.run_dir(cfg.experiment, args.run_name or args.profile))
-    run.train(restart=args.restart)
-    print(f"run: {run.dir}")
-    return 0
-
-
-def _sample(args) -> int:
-    run = Run.open(args.run_dir)
-    assets.require(run.cfg, text=True, vae=True)
-    check_writable(args.out)
-    if args.no_ema and args.ema_length is not None:
-        raise ConfigError("--no-ema and --ema-length ask for different weights: give one")
-    params = guidance.parameters(args.guidance_method, guidance_params(args.guidance_params))
-    pipe = run.pipeline(checkpoint=args.checkpoint, ema=False if args.no_ema else None, sampler=args.sampler,
-                        num_inference_steps=args.num_inference_steps, spacing=args.timestep_spacing,
-                        ema_length=args.ema_length)
-    guide = pipeline.load_guide(run.dir, args.guide_checkpoint, args.guide_run)
-    figures.prompt_grid(pipe, args.prompt, args.samples_per_prompt, args.guidance_scale, args.out, seed=args.seed,
-                        method=args.guidance_method, params=params, guide=guide,
-                        guide_name=str(args.guide_run or args.guide_checkpoint or "") or None)
-    print(f"wrote {args.out}")
-    return 0
-
-
 def _ema_length(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ema-length", type=_finite, metavar="SIGMA_REL",
-                   help="a post-hoc EMA of this relative length (EDM2's sigma_rel, e.g. 0.05), reconstructed from the "
-                        "run's snapshots (t2i.posthoc; runs trained with ema_snapshot_every)")
+    p.add_argument(
+        "--ema-length",
+        type=finite,
+        metavar="SIGMA_REL",
+        help="a post-hoc EMA of this relative length (EDM2's sigma_rel, e.g. 0.05), reconstructed from the "
+        "run's snapshots (t2i.posthoc; runs trained with ema_snapshot_every)",
+    )
 
 
 def _guidance_arguments(p: argparse.ArgumentParser) -> None:
@@ -227,172 +260,5 @@ def _guidance_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--guide-run", type=Path, help="... or another run trained on the same data (a smaller model)")
 
 
-def _eval(args) -> int:
-    run = Run.open(args.run_dir)
-    print(run.evaluate(args.guidance_scales, args.samples_per_prompt, prompts=args.prompts, features=args.features,
-                       clip_model=args.clip_model, seed=args.seed, sampler=args.sampler,
-                       num_inference_steps=args.num_inference_steps, ema_length=args.ema_length))
-    print(f"wrote {run.eval_dir}")
-    return 0
-
-
-def _report(out: Path, summary: str = "summary.md") -> int:
-    print((out / summary).read_text())
-    print(f"wrote {out}")
-    return 0
-
-
-def _guidance(args) -> int:
-    if args.across:  # the reports there are: on how many independently trained models each verdict holds
-        return _report(replication.write([args.run_dir, *args.across]).parent, "models_summary.md")
-    run = Run.open(args.run_dir)
-    return _report(run.compare_guidance(args.samples_per_prompt, methods=args.methods, strengths=args.strengths,
-                                        guide_checkpoint=args.guide_checkpoint, guide_run=args.guide_run,
-                                        features=args.features, check=args.check, ema_length=args.ema_length))
-
-
-def _samplers(args) -> int:
-    return _report(Run.open(args.run_dir).compare_samplers(
-        args.samples_per_prompt, samplers=args.samplers, steps=args.steps, spacings=args.spacings,
-        features=args.features, guidance_scales=args.guidance_scales))
-
-
-def _ema(args) -> int:
-    return _report(Run.open(args.run_dir).compare_ema(
-        args.samples_per_prompt, cfg_strength=args.cfg_strength, autoguidance_strength=args.autoguidance_strength,
-        guide_checkpoint=args.guide_checkpoint, features=args.features))
-
-
-def _export(args) -> int:
-    from . import export  # diffusers' StableDiffusionPipeline: imported only when exporting
-
-    if args.ema_length is not None and args.weights is not None:
-        raise ConfigError(f"--weights {args.weights} and --ema-length ask for different weights: give one")
-    if args.push_to_hub is not None and not args.push_to_hub.strip():
-        raise ConfigError("--push-to-hub needs a repository id (user/name)")
-    if args.private is not None and args.push_to_hub is None:
-        raise ConfigError("--private and --public choose a pushed repository's visibility: add --push-to-hub REPO_ID")
-    export.check_out(args.out)  # every path problem before the run and its pipeline load
-    run = Run.open(args.run_dir)
-    if args.push_to_hub:
-        export.check_push(args.push_to_hub)  # the repo id, the login and the network: before any export work
-    folder = export.export(run, args.out, args.checkpoint, args.weights, overwrite=args.overwrite,
-                           repo_id=args.push_to_hub, ema_length=args.ema_length)
-    if args.push_to_hub:
-        print(f"pushed: {export.push(folder, args.push_to_hub, args.private)}")
-    return 0
-
-
-def _where(args) -> int:
-    """One line: the folder asked for, computed by the code that writes there, never by a copy of its rules."""
-    if args.what in (paths.EVAL, paths.GUIDANCE, paths.SAMPLER_FRONT, paths.EMA_FRONT):
-        if args.run is None:
-            raise ConfigError(f"where {args.what} needs --run RUN_DIR")
-        print(Run.open(args.run).reports / args.what)
-        return 0
-    if args.notebook is None and (args.experiment is None or args.what == "experiment"):
-        raise ConfigError(f"where {args.what} needs --notebook notebooks/NN_<experiment>.ipynb"
-                          + ("" if args.what == "experiment" else " or --experiment NAME"))
-    experiment = experiments.from_notebook(args.notebook) if args.notebook else args.experiment
-    run_name = args.run_name or args.profile
-    print({"experiment": experiment, "run": paths.run_dir(experiment, run_name),
-           "reports": paths.report_dir(args.profile, experiment, run_name)}[args.what])
-    return 0
-
-
-def _judge(args) -> int:
-    cfg = configs.get(args.experiment, args.profile)
-    assets.require(cfg, dataset=True)
-    judge = judges.for_config(cfg, retrain=args.retrain)
-    print(f"judge {judges.judge_dir(cfg)}: {judge.test_accuracy:.2%} on held-out real images")
-    return 0
-
-
-def _figures(args) -> int:
-    known = sorted({p for e in configs.EXPERIMENTS for p in configs.profiles(e)})
-    if args.profile not in known:
-        raise ConfigError(f"unknown profile {args.profile!r}; known: {known}")
-    runs = {}
-    for pair in args.run:
-        experiment, sep, run_dir = pair.partition("=")
-        if not sep or experiment not in configs.EXPERIMENTS:
-            raise ConfigError(f"--run expects EXPERIMENT=RUN_DIR with EXPERIMENT one of {configs.EXPERIMENTS}, "
-                              f"got {pair!r}")
-        runs[experiment] = Path(run_dir)
-    check_writable(paths.report_dir(args.profile), folder=True)
-    happened = thesis.build(args.profile, runs)
-    width = max(map(len, happened))
-    for file, what in happened.items():
-        print(f"{file:<{width}}  {what}")
-    counts = {w: sum(v.startswith(w) for v in happened.values()) for w in ("written", "up to date", "missing")}
-    print(f"{counts['written']} written, {counts['up to date']} up to date (nothing rewritten), {counts['missing']} "
-          f"missing; index: {paths.report_dir(args.profile) / 'index.md'}")
-    return 0
-
-
-# --- argument types: a bad value is a one-line usage error, never a silent fix --------------------------------------
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def _png_path(text: str) -> Path:
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; name the file to write, e.g. {path / 'grid.png'}")
-    if path.suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"{text} must end in .png")
-    return path
-
-
-def guidance_params(pairs: list[str]) -> dict[str, float]:
-    """``["phi=0.5"]`` -> ``{"phi": 0.5}``; a value that is not a finite number is refused in one line."""
-    params = {}
-    for key, value in parse_overrides(pairs, option="--guidance-param").items():
-        try:
-            params[key] = _finite(str(value))
-        except argparse.ArgumentTypeError:
-            raise ConfigError(f"--guidance-param {key}={value}: the value must be a finite number") from None
-    return params
-
-
-def parse_overrides(pairs: list[str], option: str = "--set") -> dict:
-    """``["epochs=5", "block_out_channels=[32,64]", "sampler=ddim"]`` -> dict. Values are JSON where they parse
-    as JSON and plain strings otherwise."""
-    parsed = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{option} expects key=value, got {pair!r}")
-        try:
-            parsed[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed[key.strip()] = raw
-    return parsed
-
-
 if __name__ == "__main__":
     sys.exit(main())
-

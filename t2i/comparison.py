@@ -12,22 +12,23 @@ an FD level, against CFG's).
 
 Each method has **one declared primary endpoint**, measured by :mod:`t2i.verdict`: its KID difference to CFG, each at
 the strength where its own curve reaches the primary adherence level, sampled there on fresh seeds. The level is
-declared as a place on the scale, not a number (:data:`PRIMARY_FRACTION`): the fraction of the way from the
-conditional model's adherence (the front's shared w = 1 row) to the judge's on real images, raised where that lies
-within the front's noise of the conditional model (:func:`t2i.verdict.primary_adherence`). A fixed number is one
-dataset's: 0.97 on the demo sat at the conditional model's own adherence, which put seven of eight methods at
+declared as a place on the scale, not a number (:data:`t2i.comparison_front.PRIMARY_FRACTION`): the fraction of the
+way from the conditional model's adherence (the front's shared w = 1 row) to the judge's on real images, raised where
+that lies within the front's noise of the conditional model (:func:`t2i.verdict.primary_adherence`). A fixed number
+is one dataset's: 0.97 on the demo sat at the conditional model's own adherence, which put seven of eight methods at
 w = 1, while CelebA's attribute adherence never reaches it; a level within the conditional model's noise does the
-same. KID, not FD: KID is unbiased at any N, while FD's finite-N
-bias depends on each row's diversity, so at N below the feature width it can favour the less diverse method (Chong &
-Forsyth 2020). Holm's correction runs over the methods' primary tests. The verdict per method is "better than CFG",
-"worse", "not resolved at N = ..." (with the N at which its primary effect would be resolved with 80% power, if it
-stayed as measured) or "not reached" (a curve does not reach the level).
+same. KID, not FD: KID is unbiased at any N, while FD's finite-N bias depends on each row's diversity, so at N below
+the feature width it can favour the less diverse method (Chong & Forsyth 2020). Holm's correction runs over the
+methods' primary tests. The verdict per method is "better than CFG", "worse", "not resolved at N = ..." (with the N
+at which its primary effect would be resolved with 80% power, if it stayed as measured) or "not reached" (a curve
+does not reach the level).
 The guidance interval is tuned per model on separate seeds (EDM2-S's interval stays as a labelled row); autoguidance's
 row names its guide's training length and size.
 
-It writes ``reports/<profile>/<experiment>/<run>/guidance/`` (or a named sub-folder, for a check at another N):
+It writes ``reports/<profile>/<experiment>/<run>/guidance/`` (or a named sub-folder, for a replication):
 ``guidance.md/.csv/.tex`` (one row per method and w), ``matched.md/.csv/.tex`` (the tests along the curve),
-``tuning.md`` (the interval grid), ``front.png`` and ``summary.md``, each with provenance.
+``tuning.md`` (the interval grid), ``front.png`` and ``summary.md``, each with provenance; the numbers of the front
+are :mod:`t2i.comparison_front`'s, the summary and figure :mod:`t2i.comparison_report`'s.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from . import checkpoints, data, evaluate, guidance, metrics, reports, stats, verdict
+from .comparison_front import FD_LEVELS, POWER, analyse
 from .comparison_report import Result, check_against, front, main_report, summary
 from .console import progress
 from .models import count_parameters
@@ -50,10 +52,6 @@ STRENGTHS = (1.0, 1.25, 1.5, 2.0, 3.0, 5.0)  # w; w = 1 (the conditional model) 
 SAMPLES_PER_PROMPT = 50  # the verdict's N = 500 for ten classes ...
 FRONT_SAMPLES_PER_PROMPT = 20  # ... and the front's (which calibrates the verdict's strengths): N = 200
 BOOTSTRAP = 200  # paired resamples of the seeds and the reference images
-ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
-FD_LEVELS = (1.25, 1.5, 2.0, 3.0)  # matched FD, as multiples of the real-vs-real floor
-PRIMARY_FRACTION = 0.5  # the primary level: this far from the conditional model's adherence to the judge's real one
-POWER = 0.8  # samples_needed plans for this power
 INTERVAL_GRID = [(lo, hi) for lo in (0.0, 0.28, 1.0) for hi in (2.0, 5.42, 20.0, math.inf)]  # (sigma_lo, sigma_hi]
 TUNE_STRENGTH = 2.0  # the interval is tuned at this w ...
 TUNE_SAMPLES_PER_PROMPT = 10  # ... on this many images per prompt ...
@@ -85,8 +83,9 @@ class Row:
     evaluations: float = float("nan")  # network evaluations per image and sampling step, counted (t2i.sampling)
 
 
-def variants(pipe: TextToImage, methods: Sequence[str] | None, guide, interval: tuple[float, float] | None
-             ) -> list[Variant]:
+def variants(
+    pipe: TextToImage, methods: Sequence[str] | None, guide, interval: tuple[float, float] | None
+) -> list[Variant]:
     """The curves a run can have: every method it can use (autoguidance needs a guide, dynamic thresholding pixels),
     the guidance interval twice (tuned here, and EDM2-S's as published)."""
     names = list(methods) if methods else [m for m in guidance.METHODS if m != "apg-eps"] + ["apg-eps"]
@@ -104,10 +103,22 @@ def variants(pipe: TextToImage, methods: Sequence[str] | None, guide, interval: 
     return found
 
 
-def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out: Path, *,
-        methods: Sequence[str] | None = None, strengths: Sequence[float] = STRENGTHS, guide=None,
-        guide_name: str | None = None, seed: int | None = None, bootstrap: int = BOOTSTRAP,
-        tune: bool = True, compare_with: Path | None = None) -> Result | None:
+def run(
+    pipe: TextToImage,
+    judge,
+    extractors: list,
+    samples_per_prompt: int,
+    out: Path,
+    *,
+    methods: Sequence[str] | None = None,
+    strengths: Sequence[float] = STRENGTHS,
+    guide=None,
+    guide_name: str | None = None,
+    seed: int | None = None,
+    bootstrap: int = BOOTSTRAP,
+    tune: bool = True,
+    compare_with: Path | None = None,
+) -> Result | None:
     """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
@@ -117,9 +128,20 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
     main = main_report(Path(compare_with)) if compare_with is not None else {"reference_images": 0, "interval": None}
-    study = Study(pipe, judge, extractors, out, samples_per_prompt, skip_real=main["reference_images"],
-                  methods=list(methods) if methods else None, strengths=[float(w) for w in strengths],
-                  guide=guide_name, seed=pipe.seed_for(seed), bootstrap=bootstrap, tune=tune)
+    study = Study(
+        pipe,
+        judge,
+        extractors,
+        out,
+        samples_per_prompt,
+        skip_real=main["reference_images"],
+        methods=list(methods) if methods else None,
+        strengths=[float(w) for w in strengths],
+        guide=guide_name,
+        seed=pipe.seed_for(seed),
+        bootstrap=bootstrap,
+        tune=tune,
+    )
     if study.up_to_date():
         return None
     damage, study.extractors = verdict.feature_spaces(pipe.cfg, study.extractors)  # the primary space first
@@ -155,10 +177,12 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     if math.isfinite(calibrations["cfg"].w):  # each curve at its own w*, on fresh seeds
         reached = [v for v in curves if math.isfinite(calibrations[v.label].w)]
         for v in progress(reached, desc=f"verdict rows at adherence {level:g}"):
-            final_rows[v.label] = measure(v, calibrations[v.label].w, final,
-                                          pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET)
-        primary = verdict.primary_tests(final_rows, calibrations, spaces, level, resamples,
-                                        shared.spec.binary_adherence)
+            final_rows[v.label] = measure(
+                v, calibrations[v.label].w, final, pipe.seed_for(seed) + verdict.VERDICT_SEED_OFFSET
+            )
+        primary = verdict.primary_tests(
+            final_rows, calibrations, spaces, level, resamples, shared.spec.binary_adherence
+        )
         result.tests += primary
         result.needed = verdict.needed(final_rows, calibrations, primary, spaces[0], POWER)
     result.n, result.reference_n, result.real_n, result.spaces = n, shared.reference_n, real_n, spaces
@@ -168,13 +192,15 @@ def run(pipe: TextToImage, judge, extractors: list, samples_per_prompt: int, out
     write(result, study)
     if compare_with is not None:
         print(check_against(result, Path(compare_with), study.out))
-        reports.write_provenance(study.out / "check.md", **pipe.provenance(inputs=study.inputs,
-                                                                           main_report=Path(compare_with)))
+        reports.write_provenance(
+            study.out / "check.md", **pipe.provenance(inputs=study.inputs, main_report=Path(compare_with))
+        )
     return result
 
 
-def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, seed: int | None
-                  ) -> tuple[tuple[float, float], list[dict]]:
+def tune_interval(
+    pipe: TextToImage, judge, extractor, samples_per_prompt: int, seed: int | None
+) -> tuple[tuple[float, float], list[dict]]:
     """The guidance interval for this model, tuned as Kynkaanniemi et al. tune theirs, on seeds the comparison does
     not use: at w = :data:`TUNE_STRENGTH`, the grid point with the lowest FD among those whose adherence is at least
     plain CFG's there (a narrower interval always lowers FD by guiding less; the question is what keeps the adherence).
@@ -187,130 +213,33 @@ def tune_interval(pipe: TextToImage, judge, extractor, samples_per_prompt: int, 
     tune_seed = pipe.seed_for(seed) + TUNE_SEED_OFFSET
     found = []
     for lo, hi in progress(INTERVAL_GRID, desc="tuning the guidance interval"):
-        images = pipe.images(prompts, TUNE_STRENGTH, seed=tune_seed, method="interval",
-                             params={"sigma_lo": lo, "sigma_hi": hi}, show_progress=False)
+        images = pipe.images(
+            prompts,
+            TUNE_STRENGTH,
+            seed=tune_seed,
+            method="interval",
+            params={"sigma_lo": lo, "sigma_hi": hi},
+            show_progress=False,
+        )
         uint8 = metrics.to_uint8(images)
         hits = spec.image_adherence(judge.predict(uint8.float() / 255), conditions)
         fd = stats.FeatureSet(extractor(uint8).features, reference.features).fd()  # (defined below D images too)
-        found.append({"sigma_lo": lo, "sigma_hi": hi, "w": TUNE_STRENGTH, "fd": fd,
-                      "adherence": float(hits.float().mean()), "samples": n})
+        found.append(
+            {
+                "sigma_lo": lo,
+                "sigma_hi": hi,
+                "w": TUNE_STRENGTH,
+                "fd": fd,
+                "adherence": float(hits.float().mean()),
+                "samples": n,
+            }
+        )
     plain = next(r for r in found if r["sigma_lo"] == 0.0 and r["sigma_hi"] == math.inf)  # the whole range: CFG
     feasible = [r for r in found if r["adherence"] >= plain["adherence"]] or [max(found, key=lambda r: r["adherence"])]
     best = min(feasible, key=lambda r: r["fd"])
     for r in found:
         r["chosen"] = "yes" if r is best else ""
     return (best["sigma_lo"], best["sigma_hi"]), found
-
-
-# --- statistics -------------------------------------------------------------------------------------------------
-def analyse(rows: list[Row], spaces: list[str], floors: dict[str, float], real_adherence: float, binary: bool,
-            bootstrap: int) -> Result:
-    """Every number the report shows, from the rows: marginal values with intervals, paired differences to CFG at
-    the same w, and the tests along the curve with Holm's correction and a verdict per variant."""
-    n, m = len(rows[0].hits), len(rows[0].features[spaces[0]].y)
-    draws, refs = stats.resamples(n, m, bootstrap)
-    boot = {s: np.array([[r.features[s].fd(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
-    kid_boot = {s: np.array([[r.features[s].kid(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
-    adh_boot = np.array([[r.hits[d].mean() for d in draws] for r in rows])
-    fd = {s: np.array([r.features[s].fd() for r in rows]) for s in spaces}
-    kid = {s: np.array([r.features[s].kid() for r in rows]) for s in spaces}
-    adh = np.array([r.hits.mean() for r in rows])
-    cfg_at = {r.w: k for k, r in enumerate(rows) if r.variant.method == "cfg" and r.variant.label == "cfg"}
-
-    table = []
-    for k, r in enumerate(rows):
-        entry = {"method": r.variant.label, "w": r.w, "params": r.variant.describe(None),
-                 "evaluations_per_step": round(r.evaluations, 2), "adherence": float(adh[k])}
-        lo, hi = (stats.clopper_pearson(int(r.hits.sum()), n) if binary else stats.interval(adh[k], adh_boot[k]))
-        entry.update(adherence_lo=lo, adherence_hi=hi)
-        base = cfg_at.get(r.w)
-        if base is not None and base != k:
-            if binary:
-                d, dlo, dhi = stats.newcombe_paired(r.hits > 0.5, rows[base].hits > 0.5)
-                p = stats.mcnemar_exact(r.hits > 0.5, rows[base].hits > 0.5)
-            else:
-                d = float(adh[k] - adh[base])
-                dlo, dhi = stats.interval(d, adh_boot[k] - adh_boot[base])
-                p = stats.p_value(d, adh_boot[k] - adh_boot[base])
-            entry.update(d_adherence=d, d_adherence_lo=dlo, d_adherence_hi=dhi, p_adherence=p)
-        for s in spaces:
-            tag = _tag(s, spaces)
-            lo, hi = stats.interval(fd[s][k], boot[s][k])
-            klo, khi = stats.interval(kid[s][k], kid_boot[s][k])
-            entry.update({f"fd{tag}": float(fd[s][k]), f"fd{tag}_lo": lo, f"fd{tag}_hi": hi,
-                          f"fd{tag}_over_floor": float(fd[s][k] / floors[s]), f"kid{tag}": float(kid[s][k]),
-                          f"kid{tag}_lo": klo, f"kid{tag}_hi": khi})
-            if base is not None and base != k:
-                d = float(fd[s][k] - fd[s][base])
-                dlo, dhi = stats.interval(d, boot[s][k] - boot[s][base])
-                entry.update({f"d_fd{tag}": d, f"d_fd{tag}_lo": dlo, f"d_fd{tag}_hi": dhi,
-                              f"p_fd{tag}": stats.p_value(d, boot[s][k] - boot[s][base])})
-        entry["samples"] = n
-        table.append(entry)
-
-    levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
-    primary = verdict.primary_adherence(rows, real_adherence, PRIMARY_FRACTION)
-    tests = []
-    for s in spaces:
-        for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):
-            mine = [k for k, r in enumerate(rows) if r.variant.label == label]
-            cfgs = [k for k, r in enumerate(rows) if r.variant.label == "cfg"]
-            for metric, value, value_boot in (("kid", kid[s], kid_boot[s]), ("fd", fd[s], boot[s])):
-                for level in levels_a:
-                    test = _matched("adherence", level, mine, cfgs, adh, adh_boot, value, value_boot, floors[s])
-                    if test is not None:
-                        tests.append({"method": label, "features": s, "metric": metric, "primary": False, **test})
-            for level in (f * floors[s] for f in FD_LEVELS):
-                test = _matched("fd", level, mine, cfgs, adh, adh_boot, fd[s], boot[s], floors[s])
-                if test is not None:
-                    tests.append({"method": label, "features": s, "metric": "adherence", "primary": False, **test})
-    for t in tests:  # along the curve, every test is descriptive: the verdicts are the calibrated ones (t2i.verdict)
-        t["p_holm"], t["verdict"] = float("nan"), "descriptive"
-    moved = {label: _moved(table, label, spaces) for label in dict.fromkeys(r.variant.label for r in rows)}
-    return Result(rows, table, tests, floors, real_adherence, levels_a, primary, moved, binary, bootstrap,
-                  PRIMARY_FRACTION, POWER)
-
-
-def _tag(space: str, spaces: list[str]) -> str:
-    return "" if space == spaces[0] else "_" + space.split("-")[0]
-
-
-def _matched(axis: str, level: float, mine: list[int], cfgs: list[int], adh, adh_boot, fd, fd_boot,
-             floor: float) -> dict | None:
-    """One test along the curve: at adherence ``level``, the distance (``fd``: FD or KID, with its resamples) of the
-    method minus CFG's (lower is better); at FD ``level``, adherence(method) - adherence(CFG) (higher is better). None
-    where either curve does not reach the level."""
-    def read(rows, a, f):
-        along, value = (a, f) if axis == "adherence" else (f, a)
-        return stats.crossing(along[rows], value[rows], level)
-
-    ours, theirs = read(mine, adh, fd), read(cfgs, adh, fd)
-    if not (np.isfinite(ours) and np.isfinite(theirs)):
-        return None
-    boot = np.array([read(mine, adh_boot[:, b], fd_boot[:, b]) - read(cfgs, adh_boot[:, b], fd_boot[:, b])
-                     for b in range(adh_boot.shape[1])])
-    reached = np.isfinite(boot).mean()
-    if reached < 0.9:  # the level sits at a curve's end: most resamples do not reach it
-        return None
-    difference = ours - theirs
-    lo, hi = stats.interval(difference, boot)
-    better = difference < 0 if axis == "adherence" else difference > 0
-    at = (f"adherence {level:.3f}" if axis == "adherence" else f"FD {level / floor:.2f}x floor")
-    return {"axis": axis, "at": at, "level": float(level), "cfg": theirs, "value": ours, "difference": difference,
-            "lo": lo, "hi": hi, "p": stats.p_value(difference, boot), "better": bool(better),
-            "reached": float(reached)}
-
-
-def _moved(table: list[dict], label: str, spaces: list[str]) -> dict:
-    """Whether a variant changed anything against CFG at the same w: the largest paired FD and adherence differences,
-    and whether any paired interval excludes 0."""
-    mine = [e for e in table if e["method"] == label and "d_fd" in e]
-    if not mine:
-        return {"compared": 0}
-    excludes = any(e["d_fd_lo"] > 0 or e["d_fd_hi"] < 0 or e["d_adherence_lo"] > 0 or e["d_adherence_hi"] < 0
-                   for e in mine)
-    return {"compared": len(mine), "max_abs_d_fd": max(abs(e["d_fd"]) for e in mine),
-            "max_abs_d_adherence": max(abs(e["d_adherence"]) for e in mine), "any_excludes_zero": excludes}
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
@@ -322,69 +251,142 @@ def write(result: Result, study: Study) -> None:
     for e in result.table:
         if e["method"] in guided:
             e["params"] = guided[e["method"]].describe(result.guide_name)
-    caption = (f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
-               f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
-               "seeds. evaluations_per_step: network calls per image and sampling step, counted (an SWG crop is one "
-               f"call on a part of the image). fd: Frechet distance in {primary} features to {m} real training images "
-               "(real-vs-real floor "
-               f"{result.floors[primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
-               f"adherence: the judge's ({result.real_adherence:.3f} on {result.real_n} held-out real images); "
-               f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "
-               f"bootstrap over {result.bootstrap} joint resamples of the seeds and the reference, which corrects "
-               "the bias a resample sees, so a row's interval can sit below its estimate). The front calibrates the "
-               "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w "
-               "(adherence: Newcombe's score interval, p_adherence McNemar's exact test). Other feature spaces carry "
-               "their name as a suffix. "
-               f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION}).")
+    caption = (
+        f"Guidance methods on {pipe.cfg.experiment} ({pipe.checkpoint.name}, {pipe.weights} weights, "
+        f"{pipe.sampling.describe()}): N = {n} images per row from the same prompts and "
+        "seeds. evaluations_per_step: network calls per image and sampling step, counted (an SWG crop is one "
+        f"call on a part of the image). fd: Frechet distance in {primary} features to {m} real training images "
+        "(real-vs-real floor "
+        f"{result.floors[primary]:.2f}, {m} against {m}; fd_over_floor = fd / floor); kid: unbiased KID; "
+        f"adherence: the judge's ({result.real_adherence:.3f} on {result.real_n} held-out real images); "
+        f"_lo/_hi: {stats.LEVEL:.0%} intervals (adherence: exact Clopper-Pearson; FD, KID: basic paired "
+        f"bootstrap over {result.bootstrap} joint resamples of the seeds and the reference, which corrects "
+        "the bias a resample sees, so a row's interval can sit below its estimate). The front calibrates the "
+        "verdict's strengths (verdict.md) and is descriptive. d_*: the paired difference to CFG at the same w "
+        "(adherence: Newcombe's score interval, p_adherence McNemar's exact test). Other feature spaces carry "
+        "their name as a suffix. "
+        f"w: every method's strength on the thesis's scale ({reports.GUIDANCE_CONVENTION})."
+    )
     tables = {"guidance": (result.table, caption)}
     primary_tests = [t for t in result.tests if t["primary"]]
     if primary_tests:
         cal = result.calibrations
-        shown = [{"method": t["method"], "features": t["features"], "w": t["w"],
-                  "w_lo": cal[t["method"]].interval()[0], "w_hi": cal[t["method"]].interval()[1], "w_cfg": t["w_cfg"],
-                  **{k: t[k] for k in ("adherence", "adherence_lo", "adherence_hi", "adherence_cfg", "value", "cfg",
-                                       "difference", "lo", "hi", "p", "p_holm", "verdict")}} for t in primary_tests]
-        tables["verdict"] = (shown, (
-            f"The primary endpoint of every method: each curve at the strength w where it reaches adherence "
-            f"{result.primary_level:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
-            f"sampled at that w on N = {result.verdict_n} fresh seeds, the same in every row; adherence: reached "
-            f"there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - CFG "
-            f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over "
-            f"{result.verdict_bootstrap} "
-            "joint resamples of the seeds and the reference, which also carries the calibration's error, and p from "
-            f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
-            f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."))
+        shown = [
+            {
+                "method": t["method"],
+                "features": t["features"],
+                "w": t["w"],
+                "w_lo": cal[t["method"]].interval()[0],
+                "w_hi": cal[t["method"]].interval()[1],
+                "w_cfg": t["w_cfg"],
+                **{
+                    k: t[k]
+                    for k in (
+                        "adherence",
+                        "adherence_lo",
+                        "adherence_hi",
+                        "adherence_cfg",
+                        "value",
+                        "cfg",
+                        "difference",
+                        "lo",
+                        "hi",
+                        "p",
+                        "p_holm",
+                        "verdict",
+                    )
+                },
+            }
+            for t in primary_tests
+        ]
+        tables["verdict"] = (
+            shown,
+            (
+                f"The primary endpoint of every method: each curve at the strength w where it reaches adherence "
+                f"{result.primary_level:g} on the front (w_lo/w_hi: {stats.LEVEL:.0%} of the front's resamples), "
+                f"sampled at that w on N = {result.verdict_n} fresh seeds, the same in every row; adherence: reached "
+                "there (exact interval); value/cfg: KID of the method / of CFG at its own w; difference = method - "
+                "CFG "
+                f"(lower is better) with a {stats.LEVEL:.0%} basic paired bootstrap interval over "
+                f"{result.verdict_bootstrap} "
+                "joint resamples of the seeds and the reference, which also carries the calibration's error, and p "
+                "from "
+                f"the same bootstrap; p_holm: Holm over the methods, per feature space (verdict at family-wise "
+                f"{1 - stats.LEVEL:.0%}). The first feature space is the primary one; the others are descriptive."
+            ),
+        )
     described = [t for t in result.tests if not t["primary"]]
     if described:
-        shown = [{k: t[k] for k in ("method", "features", "metric", "at", "cfg", "value", "difference", "lo", "hi",
-                                    "p", "verdict")} for t in described]
-        tables["matched"] = (shown, (
-            f"Descriptive, on the front (N = {n}): each method against CFG along the curve: at an adherence level, KID "
-            "and FD where each curve first reaches it, read between the sampled strengths (lower is better); at an FD "
-            f"level, adherence there (higher is better). difference = method - CFG, {stats.LEVEL:.0%} basic paired "
-            "bootstrap interval and p from the same bootstrap, uncorrected: these rows decide nothing."))
-    tables["feature_spaces"] = ([{"features": space, **row} for space, check in result.damage.items()
-                                 for row in check["rows"]], (
-        "Each feature space on this dataset's real images before it judges anything: KID and FD of real images, "
-        "damaged as named, against other real images (n = "
-        f"{next(iter(result.damage.values()))['n']} each). A space orders the damage when KID grows with every "
-        "level of every damage: " + "; ".join(f"{space}: {'yes' if check['orders'] else 'NO'}"
-                                              for space, check in result.damage.items()) + "."))
+        shown = [
+            {
+                k: t[k]
+                for k in (
+                    "method",
+                    "features",
+                    "metric",
+                    "at",
+                    "cfg",
+                    "value",
+                    "difference",
+                    "lo",
+                    "hi",
+                    "p",
+                    "verdict",
+                )
+            }
+            for t in described
+        ]
+        tables["matched"] = (
+            shown,
+            (
+                f"Descriptive, on the front (N = {n}): each method against CFG along the curve: at an adherence "
+                "level, KID "
+                "and FD where each curve first reaches it, read between the sampled strengths (lower is better); at "
+                "an FD "
+                f"level, adherence there (higher is better). difference = method - CFG, {stats.LEVEL:.0%} basic paired "
+                "bootstrap interval and p from the same bootstrap, uncorrected: these rows decide nothing."
+            ),
+        )
+    tables["feature_spaces"] = (
+        [{"features": space, **row} for space, check in result.damage.items() for row in check["rows"]],
+        (
+            "Each feature space on this dataset's real images before it judges anything: KID and FD of real images, "
+            "damaged as named, against other real images (n = "
+            f"{next(iter(result.damage.values()))['n']} each). A space orders the damage when KID grows with every "
+            "level of every damage: "
+            + "; ".join(f"{space}: {'yes' if check['orders'] else 'NO'}" for space, check in result.damage.items())
+            + "."
+        ),
+    )
     if result.tuning:
-        tables["tuning"] = (result.tuning, (
-            f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result.tuning[0]['samples']} "
-            f"images from other seeds than the comparison's: the lowest FD ({primary}) among the intervals whose "
-            "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."))
-    study.publish(tables=tables, figures={"front.png": lambda path: front(result, path)},
-                  texts={"summary.md": summary(result, pipe, FD_LEVELS)}, samples=n, reference_images=m,
-                  verdict_reference_images=result.verdict_reference_n,
-                  floors=result.floors, real_adherence=result.real_adherence, features=spaces,
-                  bootstrap=result.bootstrap, guide=result.guide_name, interval=result.interval,
-                  methods=sorted({r.variant.label for r in result.rows}))
+        tables["tuning"] = (
+            result.tuning,
+            (
+                f"The guidance interval tuned for this model at w = {TUNE_STRENGTH:g} on {result.tuning[0]['samples']} "
+                f"images from other seeds than the comparison's: the lowest FD ({primary}) among the intervals whose "
+                "adherence is at least plain CFG's (sigma_lo 0, sigma_hi inf); sigma is the EDM noise level."
+            ),
+        )
+    study.publish(
+        tables=tables,
+        figures={"front.png": lambda path: front(result, path)},
+        texts={"summary.md": summary(result, pipe, FD_LEVELS)},
+        samples=n,
+        reference_images=m,
+        verdict_reference_images=result.verdict_reference_n,
+        floors=result.floors,
+        real_adherence=result.real_adherence,
+        features=spaces,
+        bootstrap=result.bootstrap,
+        guide=result.guide_name,
+        interval=result.interval,
+        methods=sorted({r.variant.label for r in result.rows}),
+    )
 
 
-def guide_description(guide_run: Path | None, guide_checkpoint: str | None, unet: torch.nn.Module | None,
-                      run_cfg) -> str | None:
+def guide_description(
+    guide_run: Path | None, guide_checkpoint: str | None, unet: torch.nn.Module | None, run_cfg
+) -> str | None:
     """What autoguidance's guide is, for its row: the checkpoint or run, its training length and its size."""
     if unet is None:
         return None

@@ -20,8 +20,9 @@ from .judges import Judge
 from .pipeline import TextToImage
 
 
-def adherence_sweep(pipe: TextToImage, judge: Judge, conditions: torch.Tensor, guidance_scales: Sequence[float],
-                    seed: int | None = None) -> list[dict]:
+def adherence_sweep(
+    pipe: TextToImage, judge: Judge, conditions: torch.Tensor, guidance_scales: Sequence[float], seed: int | None = None
+) -> list[dict]:
     """For each w, one image per condition (its prompt from the dataset), scored by the judge. Every w uses the same
     seeds (paired samples), so differences between rows come from w, not from the noise."""
     spec, seed = data.spec(pipe.cfg), pipe.seed_for(seed)
@@ -43,23 +44,34 @@ def real_adherence(cfg, judge: Judge, limit: int | None = None) -> tuple[float, 
     return data.spec(cfg).adherence(predictions, conditions)["adherence"], len(images)
 
 
-def write_adherence_report(rows: list[dict], pipe: TextToImage, judge: Judge, path: Path, *, samples_per_prompt: int,
-                           real: float) -> str:
+def write_adherence_report(
+    rows: list[dict], pipe: TextToImage, judge: Judge, path: Path, *, samples_per_prompt: int, real: float
+) -> str:
     """``path`` .md/.csv/.tex table, ``path.png`` plot (real images and chance as dashed lines), provenance; returns
     the markdown."""
     spec = data.spec(pipe.cfg)
     chance = spec.chance(pipe.cfg)
-    caption = (f"Prompt adherence: {spec.adherence_meaning(pipe.cfg)}; {samples_per_prompt} images per prompt, "
-               f"{rows[0]['samples']} per row, seed {pipe.cfg.seed}, {pipe.sampling.describe()}. "
-               f"The same judge scores {real:.1%} on real held-out images (judge: {judge.cfg.arch}). "
-               f"Guidance: {reports.GUIDANCE_CONVENTION}.")
+    caption = (
+        f"Prompt adherence: {spec.adherence_meaning(pipe.cfg)}; {samples_per_prompt} images per prompt, "
+        f"{rows[0]['samples']} per row, seed {pipe.cfg.seed}, {pipe.sampling.describe()}. "
+        f"The same judge scores {real:.1%} on real held-out images (judge: {judge.cfg.arch}). "
+        f"Guidance: {reports.GUIDANCE_CONVENTION}."
+    )
     table = reports.write_table(rows, path, caption=caption)
-    plot = reports.metric_vs_guidance(rows, "adherence", Path(path).with_suffix(".png"), chance=chance, reference=real,
-                                      reference_label="real images",
-                                      title=f"{pipe.cfg.experiment}: prompt adherence vs w")
+    plot = reports.metric_vs_guidance(
+        rows,
+        "adherence",
+        Path(path).with_suffix(".png"),
+        chance=chance,
+        reference=real,
+        reference_label="real images",
+        title=f"{pipe.cfg.experiment}: prompt adherence vs w",
+    )
     for artefact in (Path(path).with_suffix(".md"), plot):
-        reports.write_provenance(artefact, **pipe.provenance(samples=rows[0]["samples"], real_adherence=real,
-                                                             judge_test_accuracy=judge.test_accuracy))
+        reports.write_provenance(
+            artefact,
+            **pipe.provenance(samples=rows[0]["samples"], real_adherence=real, judge_test_accuracy=judge.test_accuracy),
+        )
     print(table)
     return table
 
@@ -122,17 +134,25 @@ def reference_set(cfg, extractor, n: int, skip: int = 0) -> tuple["metrics.Featu
     real_images, real_conditions = real_images[skip:], real_conditions[skip:]
     m = min(n, len(real_images) // 2)
     if m < 2:
-        raise ValueError(f"the real reference needs at least 4 real training images, the dataset has "
-                         f"{len(real_images)}" + (f" past the {skip} skipped" if skip else ""))
+        raise ValueError(
+            f"the real reference needs at least 4 real training images, the dataset has "
+            f"{len(real_images)}" + (f" past the {skip} skipped" if skip else "")
+        )
     if m < n:
-        print(f"reference: {m} real training images against N = {n} generated ones (the real-vs-real floor needs 2 x "
-              f"N = {2 * n}, the dataset has {len(real_images)}); paired differences stay valid, FD / floor is not "
-              f"comparable with a report made at N <= {m}")
+        print(
+            f"reference: {m} real training images against N = {n} generated ones (the real-vs-real floor needs 2 x "
+            f"N = {2 * n}, the dataset has {len(real_images)}); paired differences stay valid, FD / floor is not "
+            f"comparable with a report made at N <= {m}"
+        )
     reference_images = metrics.to_uint8(real_images[:m])
-    key = {"dataset": cfg.dataset, "resolution": cfg.resolution, "n": m,
-           "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest()}
+    key = {
+        "dataset": cfg.dataset,
+        "resolution": cfg.resolution,
+        "n": m,
+        "images_sha256": hashlib.sha256(reference_images.numpy().tobytes()).hexdigest(),
+    }
     reference = metrics.cached_features(extractor, lambda: reference_images, key)
-    return reference, real_images[m:2 * m], real_conditions[m:2 * m]
+    return reference, real_images[m : 2 * m], real_conditions[m : 2 * m]
 
 
 class PairedRows:
@@ -153,9 +173,10 @@ class PairedRows:
     def row(self, images: torch.Tensor) -> tuple[np.ndarray, dict[str, stats.FeatureSet]]:
         uint8 = metrics.to_uint8(images)
         hits = self.spec.image_adherence(self.judge.predict(uint8.float() / 255), self.conditions)
-        return hits.numpy().astype(np.float64), {e.name: stats.FeatureSet(e(uint8).features,
-                                                                         self.reference[e.name].features,
-                                                                         self.grams[e.name]) for e in self.extractors}
+        return hits.numpy().astype(np.float64), {
+            e.name: stats.FeatureSet(e(uint8).features, self.reference[e.name].features, self.grams[e.name])
+            for e in self.extractors
+        }
 
 
 def floors(cfg, extractors: list, n: int, skip: int = 0) -> tuple[dict, dict[str, float]]:
@@ -164,14 +185,26 @@ def floors(cfg, extractors: list, n: int, skip: int = 0) -> tuple[dict, dict[str
     reference, floor = {}, {}
     for extractor in extractors:
         reference[extractor.name], second_set, _ = reference_set(cfg, extractor, n, skip)
-        floor[extractor.name] = metrics.frechet_distance(extractor(metrics.to_uint8(second_set)),
-                                                         reference[extractor.name])
+        floor[extractor.name] = metrics.frechet_distance(
+            extractor(metrics.to_uint8(second_set)), reference[extractor.name]
+        )
     return reference, floor
 
 
-def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[float], samples_per_prompt: int, *,
-          prompts: int | None = None, clip: "metrics.ClipScorer | None" = None, seed: int | None = None,
-          method: str = "cfg", params: dict | None = None, guide: torch.nn.Module | None = None) -> list[dict]:
+def sweep(
+    pipe: TextToImage,
+    judge: Judge,
+    extractor,
+    guidance_scales: Sequence[float],
+    samples_per_prompt: int,
+    *,
+    prompts: int | None = None,
+    clip: "metrics.ClipScorer | None" = None,
+    seed: int | None = None,
+    method: str = "cfg",
+    params: dict | None = None,
+    guide: torch.nn.Module | None = None,
+) -> list[dict]:
     """A Table 1-style sweep: FID, KID, IS, judge adherence and (optionally) CLIP score per guidance scale.
 
     The generated images follow the dataset's sweep conditions (every class, or CelebA attribute sets of held-out
@@ -193,17 +226,29 @@ def sweep(pipe: TextToImage, judge: Judge, extractor, guidance_scales: Sequence[
         kid, kid_std = metrics.kernel_inception_distance(features, reference)
         is_mean, is_std = metrics.inception_score(features)
         adherence = spec.adherence(judge.predict(uint8.float() / 255), row_conditions)["adherence"]
-        return {"guidance_scale": name, "fid": metrics.frechet_distance(features, reference), "kid": kid,
-                "kid_std": kid_std, "is": is_mean, "is_std": is_std, "adherence": adherence,
-                "clip_score": clip(images, spec.prompts(cfg, row_conditions)) if clip is not None else "n/a",
-                "samples": len(images)}
+        return {
+            "guidance_scale": name,
+            "fid": metrics.frechet_distance(features, reference),
+            "kid": kid,
+            "kid_std": kid_std,
+            "is": is_mean,
+            "is_std": is_std,
+            "adherence": adherence,
+            "clip_score": clip(images, spec.prompts(cfg, row_conditions)) if clip is not None else "n/a",
+            "samples": len(images),
+        }
 
     rows = [row("real", real_images, real_conditions)]
     rows[0]["adherence"] = real_adherence(cfg, judge, limit=n)[0]
     prompt_texts = spec.prompts(cfg, conditions)
     for w in progress(guidance_scales, desc="guidance sweep"):
-        rows.append(row(float(w), pipe.images(prompt_texts, w, seed=seed, show_progress=False, method=method,
-                                              params=params, guide=guide), conditions))
+        rows.append(
+            row(
+                float(w),
+                pipe.images(prompt_texts, w, seed=seed, show_progress=False, method=method, params=params, guide=guide),
+                conditions,
+            )
+        )
     return rows
 
 
@@ -213,25 +258,41 @@ def write_sweep_report(rows: list[dict], pipe: TextToImage, extractor, directory
     the markdown table."""
     directory = Path(directory)
     n = rows[0]["samples"]
-    caption = (f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
-               f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampling.describe()}), "
-               f"N = {n} generated images per row against N real reference images; 'real' = a disjoint real set "
-               f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
-               f"feature space). Adherence: {data.spec(pipe.cfg).adherence_meaning(pipe.cfg)}. "
-               f"Guidance: {reports.GUIDANCE_CONVENTION}.")
+    caption = (
+        f"Guidance sweep of {pipe.cfg.experiment} ({pipe.weights} weights, "
+        f"{pipe.checkpoint.name if pipe.checkpoint else 'in memory'}, {pipe.sampling.describe()}), "
+        f"N = {n} generated images per row against N real reference images; 'real' = a disjoint real set "
+        f"(the floor at this N). Features: {extractor.name} (FID/KID/IS are only comparable within one "
+        f"feature space). Adherence: {data.spec(pipe.cfg).adherence_meaning(pipe.cfg)}. "
+        f"Guidance: {reports.GUIDANCE_CONVENTION}."
+    )
     table = reports.write_table(rows, directory / paths.SWEEP, caption=caption)
     artefacts = [directory / f"{paths.SWEEP}.md"]
     generated = [r for r in rows if r["guidance_scale"] != "real"]
     real = rows[0]
     for metric in ("fid", "kid", "is", "adherence") + (("clip_score",) if real["clip_score"] != "n/a" else ()):
-        artefacts.append(reports.metric_vs_guidance(generated, metric, directory / f"{metric}_vs_w.png",
-                                                    reference=real[metric],
-                                                    title=f"{metric} vs w ({extractor.name}, N={n})"))
-    artefacts.append(reports.tradeoff(generated, "adherence", "fid", directory / "fid_vs_adherence.png",
-                                      title=f"FID ({extractor.name}) vs adherence, N={n}"))
+        artefacts.append(
+            reports.metric_vs_guidance(
+                generated,
+                metric,
+                directory / f"{metric}_vs_w.png",
+                reference=real[metric],
+                title=f"{metric} vs w ({extractor.name}, N={n})",
+            )
+        )
+    artefacts.append(
+        reports.tradeoff(
+            generated,
+            "adherence",
+            "fid",
+            directory / "fid_vs_adherence.png",
+            title=f"FID ({extractor.name}) vs adherence, N={n}",
+        )
+    )
     for artefact in artefacts:
-        reports.write_provenance(artefact, **pipe.provenance(samples=n, features=extractor.name,
-                                                             seed=pipe.seed_for(seed)))
+        reports.write_provenance(
+            artefact, **pipe.provenance(samples=n, features=extractor.name, seed=pipe.seed_for(seed))
+        )
     print(table)
     return table
 
@@ -248,7 +309,7 @@ def damage_check(extractor, images: torch.Tensor, conditions: torch.Tensor, seed
 
     half = len(images) // 2
     reference = extractor(metrics.to_uint8(images[:half]))
-    probe, kept_conditions = images[half:2 * half], conditions[half:2 * half]
+    probe, kept_conditions = images[half : 2 * half], conditions[half : 2 * half]
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(torch.unique(kept_conditions)), generator=g)
     values = torch.unique(kept_conditions)[order]
@@ -265,8 +326,10 @@ def damage_check(extractor, images: torch.Tensor, conditions: torch.Tensor, seed
     rows = [{"damage": "none", "level": 0.0, **_distances(extractor, probe, reference)}]
     orders = True
     for kind, levels in DAMAGES.items():
-        mine = [{"damage": kind, "level": level, **_distances(extractor, damaged(kind, level), reference)}
-                for level in levels]
+        mine = [
+            {"damage": kind, "level": level, **_distances(extractor, damaged(kind, level), reference)}
+            for level in levels
+        ]
         kids = [rows[0]["kid"]] + [r["kid"] for r in mine]
         orders &= all(a < b for a, b in zip(kids, kids[1:]))
         rows += mine
@@ -275,5 +338,7 @@ def damage_check(extractor, images: torch.Tensor, conditions: torch.Tensor, seed
 
 def _distances(extractor, images: torch.Tensor, reference: "metrics.Features") -> dict:
     features = extractor(metrics.to_uint8(images))
-    return {"kid": metrics.kernel_inception_distance(features, reference)[0],
-            "fd": metrics.frechet_distance(features, reference)}
+    return {
+        "kid": metrics.kernel_inception_distance(features, reference)[0],
+        "fd": metrics.frechet_distance(features, reference),
+    }

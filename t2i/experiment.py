@@ -92,8 +92,11 @@ class Run:
         objective = objectives.for_config(cfg, conditioner)
         hooks = watch.hooks_for(cfg, self.dir, text)  # sample grids and evaluations while training, if asked for
         del text  # only the conditioner's and the hooks' references remain, if they need one
-        dataset = spec.training_set(cfg, log_dir=self.dir / runs.BAD_SAMPLE_LOGS,  # builds the latent cache first
-                                    transform=conditioner.example_transform)
+        dataset = spec.training_set(
+            cfg,
+            log_dir=self.dir / runs.BAD_SAMPLE_LOGS,  # builds the latent cache first
+            transform=conditioner.example_transform,
+        )
         return fit(cfg, self.dir, dataset, objective, restart=restart, hooks=hooks)
 
     def timed(self) -> bool:
@@ -119,17 +122,34 @@ class Run:
         sampler: :attr:`sources`)."""
         return TextToImage.from_run(self.dir, cfg=self.cfg)  # the config read once, by Run.open
 
-    def pipeline(self, checkpoint: str | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, device=None, spacing: str | None = None,
-                 ema_length: float | None = None, preset: bool = True) -> TextToImage:
+    def pipeline(
+        self,
+        checkpoint: str | None = None,
+        ema: bool | None = None,
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        device=None,
+        spacing: str | None = None,
+        ema_length: float | None = None,
+        preset: bool = True,
+    ) -> TextToImage:
         """A pipeline with other settings than :attr:`pipe`'s: a checkpoint, the raw weights or a post-hoc EMA length
         (:mod:`t2i.posthoc`), a sampler, steps, a timestep spacing or a device; ``preset=False``: the fixed-decay EMA
         where :attr:`pipe` would use the length `make ema` chose."""
         if (checkpoint, ema, sampler, num_inference_steps, device, spacing, ema_length) == (None,) * 7 and preset:
             return self.pipe
-        return TextToImage.from_run(self.dir, checkpoint=checkpoint, ema=ema, sampler=sampler, spacing=spacing,
-                                    num_inference_steps=num_inference_steps, device=device, cfg=self.cfg,
-                                    ema_length=ema_length, preset=preset)
+        return TextToImage.from_run(
+            self.dir,
+            checkpoint=checkpoint,
+            ema=ema,
+            sampler=sampler,
+            spacing=spacing,
+            num_inference_steps=num_inference_steps,
+            device=device,
+            cfg=self.cfg,
+            ema_length=ema_length,
+            preset=preset,
+        )
 
     def draw(self, artefact: str) -> Path:
         """Draw a thesis artefact (:data:`t2i.thesis.ARTEFACTS`, e.g. ``fig06_loss``) from this run into its report
@@ -139,9 +159,11 @@ class Run:
     def describe(self) -> str:
         """One line for the notebook: the model that made the figures, and how each kind of figure samples it."""
         pipe, figures = self.pipe, self.sources.sampler
-        return (f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint "
-                f"{pipe.checkpoint.name} ({pipe.weights} weights); thesis figures: {figures.describe()}; "
-                f"measurements: {pipe.sampling.describe()}; seed {pipe.cfg.seed}")
+        return (
+            f"UNet parameters: {count_parameters(pipe.unet, trainable_only=False):,}; checkpoint "
+            f"{pipe.checkpoint.name} ({pipe.weights} weights); thesis figures: {figures.describe()}; "
+            f"measurements: {pipe.sampling.describe()}; seed {pipe.cfg.seed}"
+        )
 
     # --- measuring ----------------------------------------------------------------------------------------------
     @cached_property
@@ -158,33 +180,53 @@ class Run:
         print(f"judge ({judge.cfg.arch}): {real:.1%} adherence on {n} real held-out images")
         conditions = data.spec(self.cfg).sweep_conditions(self.cfg, samples_per_prompt, prompts)
         rows = evaluate.adherence_sweep(pipe, judge, conditions, self.cfg.guidance_scales)
-        return evaluate.write_adherence_report(rows, pipe, judge, self.reports / name,
-                                               samples_per_prompt=samples_per_prompt, real=real)
+        return evaluate.write_adherence_report(
+            rows, pipe, judge, self.reports / name, samples_per_prompt=samples_per_prompt, real=real
+        )
 
-    def evaluate(self, guidance_scales: Sequence[float], samples_per_prompt: int, *, prompts: int | None = None,
-                 features: str = "auto", clip_model: str = "auto", seed: int | None = None,
-                 sampler: str | None = None, num_inference_steps: int | None = None,
-                 ema_length: float | None = None) -> str:
+    def evaluate(
+        self,
+        guidance_scales: Sequence[float],
+        samples_per_prompt: int,
+        *,
+        prompts: int | None = None,
+        features: str = "auto",
+        clip_model: str = "auto",
+        seed: int | None = None,
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        ema_length: float | None = None,
+    ) -> str:
         """`make eval`: FID, KID, IS, adherence and CLIP score per guidance scale (:func:`t2i.evaluate.sweep`),
         written to :attr:`eval_dir`; returns the markdown table."""
         check_writable(self.eval_dir, folder=True)
         pipe = self.pipeline(sampler=sampler, num_inference_steps=num_inference_steps, ema_length=ema_length)
         extractor = evaluate.make_extractor(features, self.judge, pipe.device)
         clip = evaluate.make_clip_scorer(clip_model, pipe.device)
-        print(f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features "
-              f"{extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; reports: {self.eval_dir}")
-        rows = evaluate.sweep(pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts,
-                              clip=clip, seed=seed)
+        print(
+            f"{self}: {pipe.checkpoint.name} ({pipe.weights} weights), {pipe.sampling.describe()}, features "
+            f"{extractor.name}, judge accuracy {self.judge.test_accuracy:.1%}; reports: {self.eval_dir}"
+        )
+        rows = evaluate.sweep(
+            pipe, self.judge, extractor, guidance_scales, samples_per_prompt, prompts=prompts, clip=clip, seed=seed
+        )
         return evaluate.write_sweep_report(rows, pipe, extractor, self.eval_dir, seed=seed)
 
     # The three studies are imported where they run, so that a report depends on its own study's code only (an edit to
     # t2i/ema_front.py stales no sampler or MNIST report: reports record the modules their process imported).
 
-    def compare_guidance(self, samples_per_prompt: int | None = None, *,
-                         methods: Sequence[str] | None = None, strengths: Sequence[float] | None = None,
-                         guide_checkpoint: str | None = None, guide_run: Path | None = None,
-                         features: str = "staged", check: str | None = None,
-                         ema_length: float | None = None) -> Path:
+    def compare_guidance(
+        self,
+        samples_per_prompt: int | None = None,
+        *,
+        methods: Sequence[str] | None = None,
+        strengths: Sequence[float] | None = None,
+        guide_checkpoint: str | None = None,
+        guide_run: Path | None = None,
+        features: str = "staged",
+        check: str | None = None,
+        ema_length: float | None = None,
+    ) -> Path:
         """`make guidance`: every guidance method on one fidelity / adherence front with paired verdicts
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
         feature space, or name one. ``check``: write to ``guidance/<check>/`` instead a replication of the main
@@ -195,35 +237,65 @@ class Run:
         out = self.guidance_dir / check if check else self.guidance_dir
         check_writable(out, folder=True)
         pipe = self.pipeline(ema_length=ema_length)
-        extractors = (evaluate.staged_extractors(self.judge, pipe.device) if features == "staged"
-                      else [evaluate.make_extractor(features, self.judge, pipe.device)])
+        extractors = (
+            evaluate.staged_extractors(self.judge, pipe.device)
+            if features == "staged"
+            else [evaluate.make_extractor(features, self.judge, pipe.device)]
+        )
         guide = load_guide(self.dir, guide_checkpoint, guide_run)
-        comparison.run(pipe, self.judge, extractors, samples_per_prompt or comparison.SAMPLES_PER_PROMPT, out,
-                       methods=methods, strengths=strengths or comparison.STRENGTHS,
-                       guide=guide, tune=check is None, compare_with=self.guidance_dir if check else None,
-                       guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg))
+        comparison.run(
+            pipe,
+            self.judge,
+            extractors,
+            samples_per_prompt or comparison.SAMPLES_PER_PROMPT,
+            out,
+            methods=methods,
+            strengths=strengths or comparison.STRENGTHS,
+            guide=guide,
+            tune=check is None,
+            compare_with=self.guidance_dir if check else None,
+            guide_name=comparison.guide_description(guide_run, guide_checkpoint, guide, self.cfg),
+        )
         return out
 
-
-    def compare_samplers(self, samples_per_prompt: int | None = None, *, samplers: Sequence[str] | None = None,
-                         steps: Sequence[int] | None = None, spacings: Sequence[str] | None = None,
-                         features: str = "auto", guidance_scales: Sequence[float] | None = None) -> Path:
+    def compare_samplers(
+        self,
+        samples_per_prompt: int | None = None,
+        *,
+        samplers: Sequence[str] | None = None,
+        steps: Sequence[int] | None = None,
+        spacings: Sequence[str] | None = None,
+        features: str = "auto",
+        guidance_scales: Sequence[float] | None = None,
+    ) -> Path:
         """`make samplers`: every sampler and spacing against a 1,000-step DDPM reference at each strength
         (:mod:`t2i.sampler_front`; what is not given, its defaults), written to :attr:`samplers_dir`; returns it."""
         from . import sampler_front
 
         check_writable(self.samplers_dir, folder=True)
         pipe = self.pipe
-        sampler_front.run(pipe, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
-                          samples_per_prompt or sampler_front.SAMPLES_PER_PROMPT, self.samplers_dir, samplers=samplers,
-                          steps=steps or sampler_front.STEPS, spacings=spacings or sampler_front.SPACINGS,
-                          guidance_scales=guidance_scales or sampler_front.GUIDANCE_SCALES)
+        sampler_front.run(
+            pipe,
+            self.judge,
+            evaluate.make_extractor(features, self.judge, pipe.device),
+            samples_per_prompt or sampler_front.SAMPLES_PER_PROMPT,
+            self.samplers_dir,
+            samplers=samplers,
+            steps=steps or sampler_front.STEPS,
+            spacings=spacings or sampler_front.SPACINGS,
+            guidance_scales=guidance_scales or sampler_front.GUIDANCE_SCALES,
+        )
         return self.samplers_dir
 
-
-    def compare_ema(self, samples_per_prompt: int | None = None, *, cfg_strength: float | None = None,
-                    autoguidance_strength: float | None = None, guide_checkpoint: str | None = None,
-                    features: str = "auto") -> Path:
+    def compare_ema(
+        self,
+        samples_per_prompt: int | None = None,
+        *,
+        cfg_strength: float | None = None,
+        autoguidance_strength: float | None = None,
+        guide_checkpoint: str | None = None,
+        features: str = "auto",
+    ) -> Path:
         """`make ema`: post-hoc EMA lengths for unguided, CFG and autoguided sampling (:mod:`t2i.ema_front`), written
         to :attr:`ema_dir`, and the lengths it chose into the run (:func:`t2i.posthoc.write_presets`): the run's
         default weights from then on. Strengths not given are read from the guidance report (`make guidance` first).
@@ -235,15 +307,25 @@ class Run:
         if cfg_strength is None or (guide_checkpoint and autoguidance_strength is None):
             table = self.guidance_dir / f"{paths.GUIDANCE}.csv"
             if not table.exists():
-                raise ConfigError(f"no guidance report at {table}: run `make guidance RUN={self.dir}` first, or give "
-                                  "the strengths (--cfg-strength, --autoguidance-strength)")
+                raise ConfigError(
+                    f"no guidance report at {table}: run `make guidance RUN={self.dir}` first, or give "
+                    "the strengths (--cfg-strength, --autoguidance-strength)"
+                )
             strengths = ema_front.best_strengths(table)
-        strengths.update({k: v for k, v in (("cfg", cfg_strength), ("autoguidance", autoguidance_strength))
-                          if v is not None})
+        strengths.update(
+            {k: v for k, v in (("cfg", cfg_strength), ("autoguidance", autoguidance_strength)) if v is not None}
+        )
         pipe = self.pipeline(preset=False)
-        ema_front.run(pipe, self.dir, self.judge, evaluate.make_extractor(features, self.judge, pipe.device),
-                      samples_per_prompt or ema_front.SAMPLES_PER_PROMPT, self.ema_dir, strengths=strengths,
-                      guide_checkpoint=guide_checkpoint)
+        ema_front.run(
+            pipe,
+            self.dir,
+            self.judge,
+            evaluate.make_extractor(features, self.judge, pipe.device),
+            samples_per_prompt or ema_front.SAMPLES_PER_PROMPT,
+            self.ema_dir,
+            strengths=strengths,
+            guide_checkpoint=guide_checkpoint,
+        )
         return self.ema_dir
 
 
@@ -255,6 +337,8 @@ def check_periodic_eval(cfg: ExperimentConfig) -> None:
     n = len(data.spec(cfg).sweep_conditions(cfg, cfg.eval_samples_per_prompt, None))
     have = len(data.load_images(cfg, "train", limit=2 * n)[0])
     if have < 2 * n:
-        raise ConfigError(f"eval_every_epochs needs 2 x {n} real training images (eval_samples_per_prompt="
-                          f"{cfg.eval_samples_per_prompt} per prompt), the training set has {have}: lower "
-                          "eval_samples_per_prompt, or raise train_subset")
+        raise ConfigError(
+            f"eval_every_epochs needs 2 x {n} real training images (eval_samples_per_prompt="
+            f"{cfg.eval_samples_per_prompt} per prompt), the training set has {have}: lower "
+            "eval_samples_per_prompt, or raise train_subset"
+        )

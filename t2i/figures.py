@@ -25,66 +25,136 @@ def loss(run_dir: Path, path: Path, title: str = "Training loss") -> Path:
     return path
 
 
-def prompt_row(pipe: TextToImage, prompts: Sequence[str], guidance_scale: float, path: Path, *, labels: Sequence[str],
-               title: str, seed: int | None = None) -> Path:
+def prompt_row(
+    pipe: TextToImage,
+    prompts: Sequence[str],
+    guidance_scale: float,
+    path: Path,
+    *,
+    labels: Sequence[str],
+    title: str,
+    seed: int | None = None,
+) -> Path:
     """One image per prompt in a single row (thesis Figures 2, 4, 5)."""
     seed = pipe.seed_for(seed)
     images = pipe.images(prompts, guidance_scale, seed=seed)
-    reports.image_grid(images, path, nrow=len(prompts), col_labels=labels,
-                       title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images), guidance_scale=guidance_scale,
-                                                     prompts=list(prompts)))
+    reports.image_grid(
+        images, path, nrow=len(prompts), col_labels=labels, title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]"
+    )
+    reports.write_provenance(
+        path, **pipe.provenance(seed=seed, samples=len(images), guidance_scale=guidance_scale, prompts=list(prompts))
+    )
     return path
 
 
-def guidance_grid(pipe: TextToImage, prompts: Sequence[str], guidance_scales: Sequence[float], path: Path, *,
-                  row_labels: Sequence[str], title: str, seed: int | None = None) -> Path:
+def guidance_grid(
+    pipe: TextToImage,
+    prompts: Sequence[str],
+    guidance_scales: Sequence[float],
+    path: Path,
+    *,
+    row_labels: Sequence[str],
+    title: str,
+    seed: int | None = None,
+) -> Path:
     """Prompts (rows) x guidance scales (columns), every row sampled from the same seed so the columns show what
     w alone changes (thesis Figures 7 and 18)."""
     seed = pipe.seed_for(seed)
     columns = [pipe.images(prompts, w, seed=seed, show_progress=False) for w in guidance_scales]
     images = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: prompt, then w
-    reports.image_grid(images, path, nrow=len(guidance_scales), row_labels=row_labels,
-                       col_labels=[f"w={w:g}" for w in guidance_scales],
-                       title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images),
-                                                     guidance_scales=list(guidance_scales), prompts=list(prompts)))
+    reports.image_grid(
+        images,
+        path,
+        nrow=len(guidance_scales),
+        row_labels=row_labels,
+        col_labels=[f"w={w:g}" for w in guidance_scales],
+        title=f"{title}\n[{reports.GUIDANCE_CONVENTION}]",
+    )
+    reports.write_provenance(
+        path,
+        **pipe.provenance(seed=seed, samples=len(images), guidance_scales=list(guidance_scales), prompts=list(prompts)),
+    )
     return path
 
 
-def class_grid(pipe: TextToImage, guidance_scale: float, path: Path, *, samples_per_prompt: int = 10, title: str = "",
-               seed: int | None = None) -> Path:
+def class_grid(
+    pipe: TextToImage,
+    guidance_scale: float,
+    path: Path,
+    *,
+    samples_per_prompt: int = 10,
+    title: str = "",
+    seed: int | None = None,
+) -> Path:
     """Prompts (rows: the config's captions) x ``samples_per_prompt`` samples (columns) at one guidance scale (thesis
     Figures 9-12: a 10x10 grid per w; Figure 17). Every figure of a sweep uses the same seeds, so the same cell is the
     same noise at every w."""
     seed = pipe.seed_for(seed)
     prompts = [caption for caption in pipe.cfg.captions for _ in range(samples_per_prompt)]
     images = pipe.images(prompts, guidance_scale, seed=seed, show_progress=False)
-    reports.image_grid(images, path, nrow=samples_per_prompt, row_labels=short_labels(pipe.cfg.class_names),
-                       title=f"{title or pipe.cfg.caption_template.format('{class}')} (w = {guidance_scale:g})\n"
-                             f"[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images), guidance_scale=guidance_scale,
-                                                     samples_per_prompt=samples_per_prompt))
+    reports.image_grid(
+        images,
+        path,
+        nrow=samples_per_prompt,
+        row_labels=short_labels(pipe.cfg.class_names),
+        title=f"{title or pipe.cfg.caption_template.format('{class}')} (w = {guidance_scale:g})\n"
+        f"[{reports.GUIDANCE_CONVENTION}]",
+    )
+    reports.write_provenance(
+        path,
+        **pipe.provenance(
+            seed=seed, samples=len(images), guidance_scale=guidance_scale, samples_per_prompt=samples_per_prompt
+        ),
+    )
     return path
 
 
-def prompt_grid(pipe: TextToImage, prompts: Sequence[str], samples_per_prompt: int, guidance_scale: float, path: Path,
-                *, seed: int | None = None, method: str = "cfg", params: dict | None = None,
-                guide: torch.nn.Module | None = None, guide_name: str | None = None) -> Path:
+def prompt_grid(
+    pipe: TextToImage,
+    prompts: Sequence[str],
+    samples_per_prompt: int,
+    guidance_scale: float,
+    path: Path,
+    *,
+    seed: int | None = None,
+    method: str = "cfg",
+    params: dict | None = None,
+    guide: torch.nn.Module | None = None,
+    guide_name: str | None = None,
+) -> Path:
     """Prompts (rows) x ``samples_per_prompt`` images (columns, seeds ``seed``, ``seed + 1``, ...) with one guidance
     method at one strength: what ``python -m t2i sample`` draws."""
     seed = pipe.seed_for(seed)
-    images = pipe.images([p for p in prompts for _ in range(samples_per_prompt)], guidance_scale, seed=seed,
-                         method=method, params=params, guide=guide)
+    images = pipe.images(
+        [p for p in prompts for _ in range(samples_per_prompt)],
+        guidance_scale,
+        seed=seed,
+        method=method,
+        params=params,
+        guide=guide,
+    )
     heading = " | ".join(prompts) if len(prompts) == 1 else ""
-    reports.image_grid(images, path, nrow=samples_per_prompt,
-                       row_labels=[_short(p) for p in prompts] if len(prompts) > 1 else (),
-                       title=f"{heading} (w={guidance_scale:g}{'' if method == 'cfg' else ', ' + method})\n"
-                             f"[{reports.GUIDANCE_CONVENTION}]")
-    reports.write_provenance(path, **pipe.provenance(seed=seed, samples=len(images), prompts=list(prompts),
-                                                     guidance_scale=guidance_scale, guidance_method=method,
-                                                     guidance_params=params or {}, guide=guide_name,
-                                                     samples_per_prompt=samples_per_prompt))
+    reports.image_grid(
+        images,
+        path,
+        nrow=samples_per_prompt,
+        row_labels=[_short(p) for p in prompts] if len(prompts) > 1 else (),
+        title=f"{heading} (w={guidance_scale:g}{'' if method == 'cfg' else ', ' + method})\n"
+        f"[{reports.GUIDANCE_CONVENTION}]",
+    )
+    reports.write_provenance(
+        path,
+        **pipe.provenance(
+            seed=seed,
+            samples=len(images),
+            prompts=list(prompts),
+            guidance_scale=guidance_scale,
+            guidance_method=method,
+            guidance_params=params or {},
+            guide=guide_name,
+            samples_per_prompt=samples_per_prompt,
+        ),
+    )
     return path
 
 

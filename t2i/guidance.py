@@ -129,6 +129,7 @@ def _rescale(w: float, p: dict[str, float]) -> Combine:
     def combine(strong, weak, step):
         x0_strong, x0_weak = step.x0(strong), step.x0(weak)
         return step.eps(rescale_noise_cfg(x0_weak + w * (x0_strong - x0_weak), x0_strong, p["phi"]))
+
     return combine
 
 
@@ -137,11 +138,26 @@ def _apg(w: float, p: dict[str, float], on_x0: bool = True) -> Combine:
 
     def combine(strong, weak, step):
         if not on_x0:
-            return normalized_guidance(strong, weak, w - 1.0, buffer, eta=p["eta"], norm_threshold=p["norm_threshold"],
-                                       use_original_formulation=True)
-        guided = normalized_guidance(step.x0(strong), step.x0(weak), w - 1.0, buffer, eta=p["eta"],
-                                     norm_threshold=p["norm_threshold"], use_original_formulation=True)
+            return normalized_guidance(
+                strong,
+                weak,
+                w - 1.0,
+                buffer,
+                eta=p["eta"],
+                norm_threshold=p["norm_threshold"],
+                use_original_formulation=True,
+            )
+        guided = normalized_guidance(
+            step.x0(strong),
+            step.x0(weak),
+            w - 1.0,
+            buffer,
+            eta=p["eta"],
+            norm_threshold=p["norm_threshold"],
+            use_original_formulation=True,
+        )
         return step.eps(guided)
+
     return combine
 
 
@@ -149,6 +165,7 @@ def _zero_star(w: float, p: dict[str, float]) -> Combine:
     def combine(strong, weak, step):
         s = cfg_zero_star_scale(strong.flatten(1), weak.flatten(1)).view(-1, *(1,) * (strong.ndim - 1))
         return s * weak + w * (strong - s * weak)
+
     return combine
 
 
@@ -162,8 +179,9 @@ def threshold(x0: torch.Tensor, percentile: float, max_value: float = math.inf) 
 
 def _thresholded(w: float, p: dict[str, float]) -> Combine:
     guided = lerp(w)
-    return lambda strong, weak, step: step.eps(threshold(step.x0(guided(strong, weak, step)), p["percentile"],
-                                                         p["max_value"]))
+    return lambda strong, weak, step: step.eps(
+        threshold(step.x0(guided(strong, weak, step)), p["percentile"], p["max_value"])
+    )
 
 
 def _tangential(w: float, p: dict[str, float]) -> Combine:
@@ -176,14 +194,16 @@ def _frequency_decoupled(w: float, p: dict[str, float]) -> Combine:
 
     def combine(strong, weak, step):
         guided = []
-        for c, u, s in zip(build_laplacian_pyramid(step.x0(strong), levels),
-                           build_laplacian_pyramid(step.x0(weak), levels), strengths):
+        for c, u, s in zip(
+            build_laplacian_pyramid(step.x0(strong), levels), build_laplacian_pyramid(step.x0(weak), levels), strengths
+        ):
             shift = c - u
             if p["parallel"] != 1.0:
                 parallel, orthogonal = project(shift, c)
                 shift = p["parallel"] * parallel + orthogonal
             guided.append(u + s * shift)
         return step.eps(build_image_from_pyramid(guided))
+
     return combine
 
 
@@ -193,6 +213,7 @@ def _magnitude_aware(w: float, p: dict[str, float]) -> Combine:
         ratio = diff.flatten(1).norm(dim=1) / weak.flatten(1).norm(dim=1)
         scale = 1 + (w - 1) * torch.exp(-p["alpha"] * ratio)
         return weak + scale.view(-1, *(1,) * (strong.ndim - 1)) * diff
+
     return combine
 
 
@@ -208,8 +229,9 @@ METHODS: dict[str, Method] = {
     "apg-eps": Method(lambda w, p: _apg(w, p, on_x0=False), {"eta": 0.0, "momentum": -0.5, "norm_threshold": 15.0}),
     "cfg-zero-star": Method(_zero_star),
     "autoguidance": Method(lambda w, p: lerp(w), weak="guide"),
-    "dynamic-thresholding": Method(_thresholded, {"percentile": 0.995, "max_value": math.inf}, pixel_only=True,
-                                   at_one_is_conditional=False),
+    "dynamic-thresholding": Method(
+        _thresholded, {"percentile": 0.995, "max_value": math.inf}, pixel_only=True, at_one_is_conditional=False
+    ),
     "tcfg": Method(_tangential),
     "fdg": Method(_frequency_decoupled, {"low": 4 / 9, "parallel": 1.0, "levels": 2}),
     "mambo-g": Method(_magnitude_aware, {"alpha": 8.0}),
@@ -230,8 +252,9 @@ def parameters(name: str, given: dict[str, float] | None = None) -> dict[str, fl
     defaults = method(name).defaults
     unknown = set(given or {}) - set(defaults)
     if unknown:
-        raise ConfigError(f"guidance method {name!r} takes {sorted(defaults) or 'no parameters'}, not "
-                          f"{sorted(unknown)}")
+        raise ConfigError(
+            f"guidance method {name!r} takes {sorted(defaults) or 'no parameters'}, not {sorted(unknown)}"
+        )
     return {**defaults, **(given or {})}
 
 

@@ -52,10 +52,19 @@ class SmallConvNet(nn.Module):
         super().__init__()
         w = cfg.width
         self.features = nn.Sequential(
-            nn.Conv2d(cfg.channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
-            nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Dropout(0.3),
+            nn.Conv2d(cfg.channels, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Dropout(0.3),
         )
         self.head = nn.Linear(2 * w * 16, cfg.num_classes)
 
@@ -92,8 +101,13 @@ def build_net(cfg: JudgeConfig) -> nn.Module:
 class Judge:
     """A trained classifier over images in [0, 1], with the held-out accuracy it reached."""
 
-    def __init__(self, cfg: JudgeConfig, net: nn.Module, test_accuracy: float | None = None,
-                 per_class_accuracy: list[float] | None = None):
+    def __init__(
+        self,
+        cfg: JudgeConfig,
+        net: nn.Module,
+        test_accuracy: float | None = None,
+        per_class_accuracy: list[float] | None = None,
+    ):
         self.cfg, self.net, self.test_accuracy = cfg, net.eval(), test_accuracy
         self.per_class_accuracy = per_class_accuracy  # multi-label judges: accuracy of each output on real images
 
@@ -143,10 +157,17 @@ class Judge:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous().cpu() for k, v in self.net.state_dict().items()}, directory / "judge.safetensors")
-        (directory / "judge.json").write_text(json.dumps({"config": asdict(self.cfg),
-                                                          "test_accuracy": self.test_accuracy,
-                                                          "per_class_accuracy": self.per_class_accuracy, "data": data},
-                                                         indent=2))
+        (directory / "judge.json").write_text(
+            json.dumps(
+                {
+                    "config": asdict(self.cfg),
+                    "test_accuracy": self.test_accuracy,
+                    "per_class_accuracy": self.per_class_accuracy,
+                    "data": data,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, directory: Path) -> "Judge":
@@ -157,16 +178,23 @@ class Judge:
         return cls(cfg, net, meta["test_accuracy"], meta.get("per_class_accuracy"))
 
 
-def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
-                cfg: JudgeConfig = JudgeConfig(), device: torch.device | str | None = None) -> Judge:
+def train_judge(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    cfg: JudgeConfig = JudgeConfig(),
+    device: torch.device | str | None = None,
+) -> Judge:
     """Train on (images, labels) in [0, 1] with random shifts (and flips) as augmentation, one-cycle learning rate;
     measure on the test set. Runs on the GPU when there is one."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
     net = build_net(cfg).to(device)
     if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(net.parameters(), lr=cfg.learning_rate, momentum=0.9, nesterov=True,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=cfg.learning_rate, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+        )
     else:
         optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(images) // cfg.batch_size)
@@ -176,8 +204,11 @@ def train_judge(images: torch.Tensor, labels: torch.Tensor, test_images: torch.T
         for index in torch.randperm(len(images)).split(cfg.batch_size):
             logits = net(_standardise(_augment(images[index].to(device), cfg)))
             target = labels[index].to(device)
-            loss = (F.binary_cross_entropy_with_logits(logits, target.float()) if cfg.multilabel else
-                    F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing))
+            loss = (
+                F.binary_cross_entropy_with_logits(logits, target.float())
+                if cfg.multilabel
+                else F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -205,8 +236,11 @@ def for_config(cfg, retrain: bool = False) -> Judge:
         if saved.exists() and not retrain and json.loads(saved.read_text()).get("data") == source:
             return Judge.load(directory)  # (trained on data of another revision: trained again)
         recipe = judge_config(cfg)
-        judge = train_judge(*data.load_images(cfg, "judge_train", resolution=recipe.resolution),
-                            *data.load_images(cfg, "judge_test", resolution=recipe.resolution), recipe)
+        judge = train_judge(
+            *data.load_images(cfg, "judge_train", resolution=recipe.resolution),
+            *data.load_images(cfg, "judge_test", resolution=recipe.resolution),
+            recipe,
+        )
         judge.save(directory, data=source)
         return judge
 

@@ -72,7 +72,8 @@ class InceptionExtractor:
         if not path.exists():
             raise MissingAsset(
                 f"FID Inception weights not found at {path}. Run `make assets` on a node with internet (it downloads "
-                f"{FID_WEIGHTS_URL} there), or copy the file into $TORCH_HOME/hub/checkpoints/.")
+                f"{FID_WEIGHTS_URL} there), or copy the file into $TORCH_HOME/hub/checkpoints/."
+            )
         self.device, self.batch_size = torch.device(device), batch_size
         self.net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(self.device)
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -110,8 +111,10 @@ class DinoV2Extractor:
         try:
             self.net = Dinov2Model.from_pretrained(model, revision=hub.revision(model)).eval().to(device)
         except OSError as exc:
-            raise MissingAsset(f"DINOv2 model {model!r} is not staged locally; run `make assets` on a node with "
-                               "internet, or pass a local directory") from exc
+            raise MissingAsset(
+                f"DINOv2 model {model!r} is not staged locally; run `make assets` on a node with "
+                "internet, or pass a local directory"
+            ) from exc
         self.device, self.batch_size = torch.device(device), batch_size
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
@@ -157,8 +160,9 @@ class RandomFeatures:
     def __init__(self, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
         channels = (3, *self.WIDTHS)
-        self.weights = [torch.randn(o, i, 3, 3, generator=g) * (2 / (9 * i)) ** 0.5
-                        for i, o in zip(channels, channels[1:])]
+        self.weights = [
+            torch.randn(o, i, 3, 3, generator=g) * (2 / (9 * i)) ** 0.5 for i, o in zip(channels, channels[1:])
+        ]
         self.name = f"random-cnn{seed}"
 
     @torch.no_grad()
@@ -169,8 +173,11 @@ class RandomFeatures:
         x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False) * 2 - 1
         for k, w in enumerate(self.weights):
             x = torch.relu(torch.nn.functional.conv2d(x, w, padding=1))
-            x = torch.nn.functional.avg_pool2d(x, 2) if k < len(self.weights) - 1 else \
-                torch.nn.functional.adaptive_avg_pool2d(x, 2)
+            x = (
+                torch.nn.functional.avg_pool2d(x, 2)
+                if k < len(self.weights) - 1
+                else torch.nn.functional.adaptive_avg_pool2d(x, 2)
+            )
         x = x.flatten(1).double()
         return Features((x / x.norm(dim=1, keepdim=True).clamp_min(1e-12) * x.shape[1] ** 0.5).numpy(), None)
 
@@ -184,8 +191,11 @@ def frechet_distance(a: Features, b: Features) -> float:
     except ValueError as exc:
         if "Imaginary component" not in str(exc):
             raise
-        warnings.warn(f"FID undefined for {len(a)} vs {len(b)} images of {a.features.shape[1]}-d features "
-                      f"(pytorch-fid: {exc}); reported as NaN", stacklevel=2)
+        warnings.warn(
+            f"FID undefined for {len(a)} vs {len(b)} images of {a.features.shape[1]}-d features "
+            f"(pytorch-fid: {exc}); reported as NaN",
+            stacklevel=2,
+        )
         return float("nan")
 
 
@@ -197,20 +207,26 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased MMD^2 between two samples with the KID kernel k(a, b) = (a.b / d + 1)^3."""
     n, m, d = len(x), len(y), x.shape[1]
     k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-    return float((k_xx.sum() - np.trace(k_xx)) / (n * (n - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-                 - 2 * k_xy.mean())
+    return float(
+        (k_xx.sum() - np.trace(k_xx)) / (n * (n - 1)) + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1)) - 2 * k_xy.mean()
+    )
 
 
-def kernel_inception_distance(a: Features, b: Features, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    a: Features, b: Features, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: :func:`mmd2_unbiased`, mean and std over ``subsets`` random subsets drawn from each side.
 
     Subsets hold ``min(subset_size, N // 2)`` samples: at most 1,000 as is standard, and at most half of the smaller
     set, so that at small N the subsets still differ and the std says something."""
     rng = np.random.default_rng(seed)
     m = min(subset_size, max(2, min(len(a), len(b)) // 2))
-    values = [mmd2_unbiased(a.features[rng.choice(len(a), m, replace=False)],
-                            b.features[rng.choice(len(b), m, replace=False)]) for _ in range(subsets)]
+    values = [
+        mmd2_unbiased(
+            a.features[rng.choice(len(a), m, replace=False)], b.features[rng.choice(len(b), m, replace=False)]
+        )
+        for _ in range(subsets)
+    ]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -244,8 +260,12 @@ def cached_features(extractor, images_fn, key: dict, cache_dir: Path | None = No
     features = extractor(images_fn())
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, key=blob, features=features.features,
-             logits=features.logits if features.logits is not None else np.empty(0))
+    np.savez(
+        tmp,
+        key=blob,
+        features=features.features,
+        logits=features.logits if features.logits is not None else np.empty(0),
+    )
     tmp.replace(path)
     return features
 
@@ -265,16 +285,19 @@ class ClipScorer:
             self.model = CLIPModel.from_pretrained(model, revision=pinned).eval().to(device)
             self.processor = CLIPProcessor.from_pretrained(model, revision=pinned)
         except OSError as exc:
-            raise MissingAsset(f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
-                                    "internet, or pass a local directory") from exc
+            raise MissingAsset(
+                f"CLIP model {model!r} is not staged locally; run `make assets` on a node with "
+                "internet, or pass a local directory"
+            ) from exc
         self.name, self.device = model, torch.device(device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: list[str], batch_size: int = 64) -> float:
         """Mean CLIP score of images [N, C, H, W] in [0, 1] against their prompts."""
         scores = []
-        for start in progress(range(0, len(prompts), batch_size), desc="CLIP score",
-                              disable=len(prompts) <= batch_size):
+        for start in progress(
+            range(0, len(prompts), batch_size), desc="CLIP score", disable=len(prompts) <= batch_size
+        ):
             batch = to_uint8(images[start : start + batch_size])
             if batch.shape[1] == 1:
                 batch = batch.repeat(1, 3, 1, 1)

@@ -17,8 +17,11 @@ def build_unet(cfg: ExperimentConfig) -> UNet2DConditionModel:
     kernels run faster.
     """
     channels, side, _ = cfg.model_shape  # pixels, or VAE latents for latent diffusion
-    heads = (cfg.attention_head_dim if cfg.attention_head_width is None else
-             tuple(max(1, c // cfg.attention_head_width) for c in cfg.block_out_channels))
+    heads = (
+        cfg.attention_head_dim
+        if cfg.attention_head_width is None
+        else tuple(max(1, c // cfg.attention_head_width) for c in cfg.block_out_channels)
+    )
     return UNet2DConditionModel(
         sample_size=side,
         in_channels=channels,

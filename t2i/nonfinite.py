@@ -32,8 +32,13 @@ class FirstNonFinite:
         bad_loss = ~torch.isfinite(loss)
         bad = bad_loss if self.fp16 or norm is None else bad_loss | ~torch.isfinite(norm)
         first = self.found[0]
-        here = torch.stack([torch.full_like(first, step), torch.full_like(first, epoch),
-                            torch.where(bad_loss, self.LOSS, self.GRADIENT)])
+        here = torch.stack(
+            [
+                torch.full_like(first, step),
+                torch.full_like(first, epoch),
+                torch.where(bad_loss, self.LOSS, self.GRADIENT),
+            ]
+        )
         self.found = torch.where((first == 0) & bad, here, self.found)
 
     def check(self, last_checkpoint: Path | None) -> None:
@@ -41,6 +46,8 @@ class FirstNonFinite:
         step, epoch, kind = self.found.tolist()
         if step:
             last = last_checkpoint.name if last_checkpoint else "none (the run has no checkpoint yet)"
-            raise NonFiniteError(f"the {'loss' if kind == self.LOSS else 'gradient'} became NaN or infinite at step "
-                                 f"{step} (epoch {epoch}); stopped without saving. Last good checkpoint: {last}. Try a "
-                                 "lower learning_rate or set grad_clip.")
+            raise NonFiniteError(
+                f"the {'loss' if kind == self.LOSS else 'gradient'} became NaN or infinite at step "
+                f"{step} (epoch {epoch}); stopped without saving. Last good checkpoint: {last}. Try a "
+                "lower learning_rate or set grad_clip."
+            )

@@ -57,14 +57,16 @@ class EpsilonObjective:
         """``(x0, conditions)`` of a batch: here the batch itself."""
         return batch
 
-    def __call__(self, model: torch.nn.Module, batch, generator: torch.Generator,
-                 timer: StageTimer = NULL_TIMER) -> torch.Tensor:
+    def __call__(
+        self, model: torch.nn.Module, batch, generator: torch.Generator, timer: StageTimer = NULL_TIMER
+    ) -> torch.Tensor:
         x0, conditions = self.x0(batch, generator, timer)
         n, device = x0.shape[0], x0.device
         with timer("noise"):
             eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-            t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator,
-                              device=device)
+            t = torch.randint(
+                0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator, device=device
+            )
         with timer("CFG masking"):
             drop = torch.rand(n, generator=generator, device=device) < self.p_uncond
         with timer("noise"):

@@ -108,4 +108,3 @@ def bench_report(name: str) -> Path:
         return (not path.parent.name.startswith(CPU_BENCH_PREFIX), created)
 
     return max(found, key=rank) if found else root / f"{name}.csv"
-

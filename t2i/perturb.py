@@ -43,13 +43,21 @@ def self_attention(unet: torch.nn.Module, prefix: str = LAYERS) -> list[str]:
 
 def _plain(attn, hidden_states: torch.Tensor) -> None:
     """The processors below handle what a transformer block's self-attention gives them, and refuse anything else."""
-    if (hidden_states.ndim != 3 or attn.group_norm is not None or attn.spatial_norm is not None
-            or attn.norm_q is not None or attn.residual_connection or attn.is_cross_attention):
+    if (
+        hidden_states.ndim != 3
+        or attn.group_norm is not None
+        or attn.spatial_norm is not None
+        or attn.norm_q is not None
+        or attn.residual_connection
+        or attn.is_cross_attention
+    ):
         raise ConfigError("PAG and SEG perturb a transformer block's plain self-attention; this layer is another kind")
     if hidden_states.shape[1] < 2:  # softmax over one key is 1 and a blur of one query is itself: nothing to perturb
-        raise ConfigError("PAG and SEG perturb self-attention, which sees one token at this image size (the UNet's "
-                          "mid block): the weak prediction would be the conditional one, so the guidance would do "
-                          "nothing. Use a larger image or another method")
+        raise ConfigError(
+            "PAG and SEG perturb self-attention, which sees one token at this image size (the UNet's "
+            "mid block): the weak prediction would be the conditional one, so the guidance would do "
+            "nothing. Use a larger image or another method"
+        )
 
 
 def _out(attn, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -59,8 +67,9 @@ def _out(attn, hidden_states: torch.Tensor) -> torch.Tensor:
 class IdentityAttention:
     """PAG's perturbed self-attention: the identity attention map, output = to_out(to_v(h))."""
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         _plain(attn, hidden_states)
         return _out(attn, attn.to_v(hidden_states))
 
@@ -88,8 +97,9 @@ class BlurredQueryAttention:
     def __init__(self, sigma: float):
         self.sigma = float(sigma)
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         _plain(attn, hidden_states)
         b, n, _ = hidden_states.shape
         q = blur_tokens(attn.to_q(hidden_states), self.sigma)
@@ -132,8 +142,10 @@ class Windows:
         """The crop's side and the crops' offsets along one axis, for an image of side ``size``."""
         side = int(self.crop * size) // self.multiple * self.multiple
         if not self.multiple <= side < size:
-            raise ConfigError(f"SWG: a crop of {self.crop:g} x {size} px is not a multiple of the UNet's "
-                              f"downsampling factor {self.multiple} below the image's side")
+            raise ConfigError(
+                f"SWG: a crop of {self.crop:g} x {size} px is not a multiple of the UNet's "
+                f"downsampling factor {self.multiple} below the image's side"
+            )
         steps = max(self.steps, 2)
         while (size - side) / (steps - 1) >= side and steps < size:  # no overlap: more crops until they do
             steps += 1
@@ -143,13 +155,13 @@ class Windows:
     def __call__(self, x: torch.Tensor, t, emb: torch.Tensor) -> torch.Tensor:
         side, offsets = self.layout(x.shape[-1])
         corners = [(i, j) for i in offsets for j in offsets]
-        crops = torch.cat([x[..., i:i + side, j:j + side] for i, j in corners])
+        crops = torch.cat([x[..., i : i + side, j : j + side] for i, j in corners])
         t = t if torch.as_tensor(t).ndim == 0 else t.repeat(len(corners))
         out = self.model(crops, t, emb.repeat(len(corners), *(1,) * (emb.ndim - 1))).chunk(len(corners))
         total, count = torch.zeros_like(x), torch.zeros_like(x[:1, :1])
         for (i, j), y in zip(corners, out):
-            total[..., i:i + side, j:j + side] += y
-            count[..., i:i + side, j:j + side] += 1
+            total[..., i : i + side, j : j + side] += y
+            count[..., i : i + side, j : j + side] += 1
         return total / count
 
     def mask(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -160,12 +172,13 @@ class Windows:
         count = torch.zeros_like(x[:1, :1])
         for i in offsets:
             for j in offsets:
-                count[..., i:i + side, j:j + side] += 1
+                count[..., i : i + side, j : j + side] += 1
         return (count > 1).to(x.dtype)
 
 
-def weak_model(unet: torch.nn.Module, kind: str, params: dict[str, float],
-               count: Callable[[EpsModel], EpsModel] = lambda m: m) -> Swapped | Windows:
+def weak_model(
+    unet: torch.nn.Module, kind: str, params: dict[str, float], count: Callable[[EpsModel], EpsModel] = lambda m: m
+) -> Swapped | Windows:
     """The weak model of ``kind`` ("pag", "seg" or "swg") for ``unet``, each network call through ``count``."""
     if kind == "pag":
         return Swapped(unet, {k: IdentityAttention() for k in self_attention(unet)}, count)

@@ -26,8 +26,11 @@ def default_device() -> torch.device:
 
 def assets_used(cfg: ExperimentConfig) -> dict[str, str | None]:
     """The published artefacts a run's results come from, each ``repo@commit`` (t2i.hub), for provenance."""
-    return {"text_encoder": hub.describe(cfg.text_encoder), "vae": hub.describe(cfg.vae),
-            "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None}
+    return {
+        "text_encoder": hub.describe(cfg.text_encoder),
+        "vae": hub.describe(cfg.vae),
+        "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None,
+    }
 
 
 class TextToImage:
@@ -37,15 +40,24 @@ class TextToImage:
     for a prompt whatever the batch size; no seed means the run's (:meth:`seed_for`).
     """
 
-    def __init__(self, cfg: ExperimentConfig, unet: torch.nn.Module, text: TextEncoder,
-                 device: torch.device | str | None = None, checkpoint: Path | None = None,
-                 sampler: Sampler | str | None = None, num_inference_steps: int | None = None, weights: str = "raw",
-                 codec: "LatentCodec | None" = None):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        unet: torch.nn.Module,
+        text: TextEncoder,
+        device: torch.device | str | None = None,
+        checkpoint: Path | None = None,
+        sampler: Sampler | str | None = None,
+        num_inference_steps: int | None = None,
+        weights: str = "raw",
+        codec: "LatentCodec | None" = None,
+    ):
         check_text_width(cfg, text.hidden_size)
         self.cfg = cfg
         # the default of images(): the run's config, unless overridden
-        self.sampling = sampler if isinstance(sampler, Sampler) else Sampler.of(cfg, name=sampler,
-                                                                                  steps=num_inference_steps)
+        self.sampling = (
+            sampler if isinstance(sampler, Sampler) else Sampler.of(cfg, name=sampler, steps=num_inference_steps)
+        )
         check_steps(cfg, self.sampling.steps)
         self.device = torch.device(device) if device is not None else default_device()
         self.unet = unet.eval().requires_grad_(False).to(self.device)
@@ -57,11 +69,21 @@ class TextToImage:
             check_latent_shape(cfg, codec)
 
     @classmethod
-    def from_run(cls, run_dir: Path, checkpoint: str | None = None, device: torch.device | str | None = None,
-                 text: TextEncoder | None = None, ema: bool | None = None, sampler: str | None = None,
-                 num_inference_steps: int | None = None, cfg: ExperimentConfig | None = None,
-                 spacing: str | None = None, sigma_max: float | None = None,
-                 ema_length: float | None = None, preset: bool = True) -> "TextToImage":
+    def from_run(
+        cls,
+        run_dir: Path,
+        checkpoint: str | None = None,
+        device: torch.device | str | None = None,
+        text: TextEncoder | None = None,
+        ema: bool | None = None,
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        cfg: ExperimentConfig | None = None,
+        spacing: str | None = None,
+        sigma_max: float | None = None,
+        ema_length: float | None = None,
+        preset: bool = True,
+    ) -> "TextToImage":
         """A run's latest (or named) checkpoint with its text encoder (and VAE), under its config (``cfg``, when the
         caller has read it already).
 
@@ -75,8 +97,11 @@ class TextToImage:
         chosen = None
         if ema is None and ema_length is None and preset:
             ema_length = chosen = posthoc.preset(Path(run_dir), path, checkpoints.manifest_sha256(path), "cfg")
-        unet, weights = (checkpoints.load_weights(path, ema) if ema_length is None
-                         else posthoc_weights(Path(run_dir), path, ema_length))
+        unet, weights = (
+            checkpoints.load_weights(path, ema)
+            if ema_length is None
+            else posthoc_weights(Path(run_dir), path, ema_length)
+        )
         if chosen is not None:
             weights += f", the preset `make ema` chose for CFG ({posthoc.PRESETS})"
         text = text or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_tokens)
@@ -107,34 +132,66 @@ class TextToImage:
     def provenance(self, **facts) -> dict:
         """What made this pipeline's images, for ``reports.write_provenance(path, **pipe.provenance(...))``: config,
         checkpoint, weights, sampler, steps and seed (the run's, unless ``facts`` say otherwise), plus ``facts``."""
-        return {"cfg": self.cfg, "checkpoint": self.checkpoint, "weights": self.weights, "sampler": self.sampler,
-                "num_inference_steps": self.num_inference_steps, "timestep_spacing": self.sampling.spacing,
-                "sigma_max": self.sampling.sigma_max, "seed": self.cfg.seed, "device": str(self.device),
-                "checkpoint_manifest_sha256": checkpoints.manifest_sha256(self.checkpoint) if self.checkpoint else None,
-                "assets": assets_used(self.cfg), **facts}
+        return {
+            "cfg": self.cfg,
+            "checkpoint": self.checkpoint,
+            "weights": self.weights,
+            "sampler": self.sampler,
+            "num_inference_steps": self.num_inference_steps,
+            "timestep_spacing": self.sampling.spacing,
+            "sigma_max": self.sampling.sigma_max,
+            "seed": self.cfg.seed,
+            "device": str(self.device),
+            "checkpoint_manifest_sha256": checkpoints.manifest_sha256(self.checkpoint) if self.checkpoint else None,
+            "assets": assets_used(self.cfg),
+            **facts,
+        }
 
     @torch.no_grad()
-    def images(self, prompts: Sequence[str], guidance_scale: float, seed: int | None = None, *,
-               sampler: Sampler | str | None = None, num_inference_steps: int | None = None, batch_size: int = 250,
-               show_progress: bool = True, callback=None, method: str = "cfg", params: dict | None = None,
-               guide: torch.nn.Module | None = None, evaluations: Evaluations | None = None) -> torch.Tensor:
+    def images(
+        self,
+        prompts: Sequence[str],
+        guidance_scale: float,
+        seed: int | None = None,
+        *,
+        sampler: Sampler | str | None = None,
+        num_inference_steps: int | None = None,
+        batch_size: int = 250,
+        show_progress: bool = True,
+        callback=None,
+        method: str = "cfg",
+        params: dict | None = None,
+        guide: torch.nn.Module | None = None,
+        evaluations: Evaluations | None = None,
+    ) -> torch.Tensor:
         """Sample one image per prompt: [len(prompts), C, H, W] float32 in [0, 1] on the CPU. ``callback(i, t, x_t)``
         sees every step of every batch (the trajectory of thesis Figure 1). ``sampler``: another :class:`Sampler`
         (or name) than the pipeline's. ``method`` and ``params``: the guidance method (:mod:`t2i.guidance`; plain CFG
         by default), ``guide`` the weaker UNet autoguidance needs. ``evaluations`` counts the network's evaluations."""
         cfg = self.cfg
         seed = self.seed_for(seed)
-        sampling = sampler if isinstance(sampler, Sampler) else Sampler.of(
-            cfg, name=sampler or self.sampling.name, steps=num_inference_steps or self.sampling.steps,
-            spacing=self.sampling.spacing, sigma_max=self.sampling.sigma_max)
+        sampling = (
+            sampler
+            if isinstance(sampler, Sampler)
+            else Sampler.of(
+                cfg,
+                name=sampler or self.sampling.name,
+                steps=num_inference_steps or self.sampling.steps,
+                spacing=self.sampling.spacing,
+                sigma_max=self.sampling.sigma_max,
+            )
+        )
         check_steps(cfg, sampling.steps)
         if guidance.method(method).pixel_only and self.codec is not None:
             raise ConfigError(f"guidance method {method!r} acts on pixel values; this run samples VAE latents")
         scheduler = make_scheduler(sampling, cfg)
         count = evaluations.wrap if evaluations is not None else (lambda model: model)
-        context = guidance.Context(alphas_cumprod=scheduler.alphas_cumprod, data_range=self.data_range,
-                                   guide=count(unet_eps(guide.eval().to(self.device))) if guide is not None else None,
-                                   perturbed=lambda kind, p: perturb.weak_model(self.unet, kind, p, count))
+        context = guidance.Context(
+            alphas_cumprod=scheduler.alphas_cumprod,
+            data_range=self.data_range,
+            guide=count(unet_eps(guide.eval().to(self.device))) if guide is not None else None,
+            perturbed=lambda kind, p: perturb.weak_model(self.unet, kind, p, count),
+        )
         steps = sampling.steps
         cond = self.text.encode(list(prompts))
         uncond = self.text.null_embedding
@@ -142,8 +199,9 @@ class TextToImage:
         shape = cfg.model_shape
         out = []
         starts = range(0, len(prompts), batch_size)
-        for start in progress(starts, desc=f"sampling w={guidance_scale:g}",
-                              disable=not show_progress or len(starts) < 2):
+        for start in progress(
+            starts, desc=f"sampling w={guidance_scale:g}", disable=not show_progress or len(starts) < 2
+        ):
             seeds = range(seed + start, seed + min(start + batch_size, len(prompts)))
             x_T, generators = initial_noise(seeds, shape, self.device)
             c = cond[start : start + len(seeds)].to(self.device)

@@ -57,7 +57,7 @@ NAME = re.compile(r"^step-(\d{8})\.safetensors$")
 def gamma(sigma_rel: float) -> float:
     """The exponent of the power function with relative standard deviation ``sigma_rel`` (EDM2 Algorithm 2:
     the largest real root of gamma^3 + 7 gamma^2 + (16 - 1/sigma_rel^2) gamma + (12 - 1/sigma_rel^2))."""
-    t = sigma_rel ** -2
+    t = sigma_rel**-2
     return float(np.roots([1, 7, 16 - t, 12 - t]).real.max())
 
 
@@ -70,8 +70,13 @@ def beta(sigma_rel: float, step: int) -> float:
 class PowerEMA:
     """Power-function EMAs of the trained parameters, one per ``sigma_rel``; :meth:`step` after every update."""
 
-    def __init__(self, named_params: list[tuple[str, torch.nn.Parameter]], sigma_rels: tuple[float, ...] = SIGMA_RELS,
-                 every: int | None = None, images_per_step: int = 1):
+    def __init__(
+        self,
+        named_params: list[tuple[str, torch.nn.Parameter]],
+        sigma_rels: tuple[float, ...] = SIGMA_RELS,
+        every: int | None = None,
+        images_per_step: int = 1,
+    ):
         self.every, self.images_per_step = every, images_per_step  # snapshot every ``every`` steps (None: never)
         self.names = [n for n, _ in named_params]
         self.params = [p for _, p in named_params]
@@ -85,12 +90,18 @@ class PowerEMA:
         """The tracking a config asks for (``ema_snapshot_every``), or None; says up front what its snapshots take."""
         if not cfg.ema_snapshot_every:
             return None
-        tracked = cls(list(unet.named_parameters()), cfg.ema_sigma_rels, cfg.ema_snapshot_every,
-                      cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps)
+        tracked = cls(
+            list(unet.named_parameters()),
+            cfg.ema_sigma_rels,
+            cfg.ema_snapshot_every,
+            cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps,
+        )
         found = plan(total_steps, cfg.ema_snapshot_every, sum(p.numel() for p in tracked.params), cfg.ema_sigma_rels)
-        accelerator.print(f"post-hoc EMA: lengths {list(tracked.sigma_rels)} tracked, {found['snapshots']} snapshots "
-                          f"(every {cfg.ema_snapshot_every} of {total_steps:,} steps), {found['bytes'] / 2**20:,.1f} "
-                          "MiB in half precision")
+        accelerator.print(
+            f"post-hoc EMA: lengths {list(tracked.sigma_rels)} tracked, {found['snapshots']} snapshots "
+            f"(every {cfg.ema_snapshot_every} of {total_steps:,} steps), {found['bytes'] / 2**20:,.1f} "
+            "MiB in half precision"
+        )
         return tracked
 
     @torch.no_grad()
@@ -109,8 +120,9 @@ class PowerEMA:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tracked state as named tensors (for checkpoints), in full precision."""
-        return {f"phema.{k}.{name}": t for k, average in enumerate(self.averages)
-                for name, t in zip(self.names, average)}
+        return {
+            f"phema.{k}.{name}": t for k, average in enumerate(self.averages) for name, t in zip(self.names, average)
+        }
 
     def state(self) -> dict:
         return {"steps": self.steps, "sigma_rels": list(self.sigma_rels)}
@@ -126,11 +138,21 @@ class PowerEMA:
     def snapshot(self, run_dir: Path, images: int, batch: int) -> Path:
         """Write both averages (half precision) as ``ema_snapshots/step-<batch>.safetensors``, atomically, with the
         update count and a checksum of the tensors in its metadata."""
-        tensors = {f"{sigma:g}/{name}": t.detach().to(torch.float16).cpu().contiguous()
-                   for sigma, average in zip(self.sigma_rels, self.averages) for name, t in zip(self.names, average)}
-        return _save(Path(run_dir) / SNAPSHOTS / f"step-{batch:08d}.safetensors", tensors,
-                     {"step": str(batch), "updates": str(self.steps), "images": str(images),
-                      "sigma_rels": json.dumps(list(self.sigma_rels))})
+        tensors = {
+            f"{sigma:g}/{name}": t.detach().to(torch.float16).cpu().contiguous()
+            for sigma, average in zip(self.sigma_rels, self.averages)
+            for name, t in zip(self.names, average)
+        }
+        return _save(
+            Path(run_dir) / SNAPSHOTS / f"step-{batch:08d}.safetensors",
+            tensors,
+            {
+                "step": str(batch),
+                "updates": str(self.steps),
+                "images": str(images),
+                "sigma_rels": json.dumps(list(self.sigma_rels)),
+            },
+        )
 
 
 def checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -192,7 +214,7 @@ def p_dot_p(t_a, gamma_a, t_b, gamma_b):
     t_ratio = t_a / t_b
     t_exp = np.where(t_a < t_b, gamma_b, -gamma_a)
     t_max = np.maximum(t_a, t_b)
-    return (gamma_a + 1) * (gamma_b + 1) * t_ratio ** t_exp / ((gamma_a + gamma_b + 1) * t_max)
+    return (gamma_a + 1) * (gamma_b + 1) * t_ratio**t_exp / ((gamma_a + gamma_b + 1) * t_max)
 
 
 def coefficients(steps: np.ndarray, sigma_rels: np.ndarray, out_step: float, out_sigma_rel: float) -> np.ndarray:
@@ -216,29 +238,42 @@ def reconstruct(run_dir: Path, sigma_rel: float, at_step: int | None = None) -> 
         raise RunError(f"--ema-length {sigma_rel:g} is outside the range post-hoc EMA is offered for, [{lo:g}, {hi:g}]")
     found = snapshots(run_dir, at_step)
     if len(found) < 2:
-        raise RunError(f"{run_dir} has {len(found)} post-hoc EMA snapshot(s)"
-                       f"{'' if at_step is None else f' up to step {at_step}'}; --ema-length needs a run trained with "
-                       "ema_snapshot_every set (and two snapshots)")
+        raise RunError(
+            f"{run_dir} has {len(found)} post-hoc EMA snapshot(s)"
+            f"{'' if at_step is None else f' up to step {at_step}'}; --ema-length needs a run trained with "
+            "ema_snapshot_every set (and two snapshots)"
+        )
     good, left_out = _verified(found)
     if found[-1][1] in left_out:
-        raise RunError(f"the newest post-hoc EMA snapshot{'' if at_step is None else f' up to step {at_step}'}, "
-                       f"{found[-1][1]}, {left_out[found[-1][1]]}: restore it, or pass --ema-length with an earlier "
-                       "checkpoint")
+        raise RunError(
+            f"the newest post-hoc EMA snapshot{'' if at_step is None else f' up to step {at_step}'}, "
+            f"{found[-1][1]}, {left_out[found[-1][1]]}: restore it, or pass --ema-length with an earlier "
+            "checkpoint"
+        )
     if len(good) < 2:
-        raise RunError(f"{run_dir}: fewer than two usable post-hoc EMA snapshots; "
-                       + "; ".join(f"{p} {why}" for p, why in left_out.items()))
+        raise RunError(
+            f"{run_dir}: fewer than two usable post-hoc EMA snapshots; "
+            + "; ".join(f"{p} {why}" for p, why in left_out.items())
+        )
     tracked = json.loads(good[0][2]["sigma_rels"])
     updates = [int(meta.get("updates", meta["step"])) for _, _, meta in good]  # the profiles' time (older files:
-    steps = np.repeat(updates, len(tracked))                                   # "step" counted updates)
+    steps = np.repeat(updates, len(tracked))  # "step" counted updates)
     lengths = np.tile(tracked, len(good))
     weights = coefficients(steps, lengths, updates[-1], sigma_rel)
-    info = {"sigma_rel": sigma_rel, "step": found[-1][0], "snapshots": len(good), "tracked": tracked,
-            "profile_error": profile_error(steps, lengths, weights, updates[-1], sigma_rel),
-            "left_out": [p.name for p in left_out]}
+    info = {
+        "sigma_rel": sigma_rel,
+        "step": found[-1][0],
+        "snapshots": len(good),
+        "tracked": tracked,
+        "profile_error": profile_error(steps, lengths, weights, updates[-1], sigma_rel),
+        "left_out": [p.name for p in left_out],
+    }
     if left_out and info["profile_error"] > FIT_LIMIT:
-        raise RunError(f"without the damaged snapshot(s) {', '.join(map(str, left_out))} "
-                       f"({'; '.join(left_out.values())}) sigma_rel={sigma_rel:g} fits its profile only to "
-                       f"{info['profile_error']:.1%}: restore them")
+        raise RunError(
+            f"without the damaged snapshot(s) {', '.join(map(str, left_out))} "
+            f"({'; '.join(left_out.values())}) sigma_rel={sigma_rel:g} fits its profile only to "
+            f"{info['profile_error']:.1%}: restore them"
+        )
     key = hashlib.sha256(json.dumps([sigma_rel, found[-1][0], [meta["sha256"] for _, _, meta in good]]).encode())
     cache = Path(run_dir) / SNAPSHOTS / RECONSTRUCTED / f"sigma{sigma_rel:g}-{key.hexdigest()[:24]}.safetensors"
     if cache.exists():
@@ -254,13 +289,15 @@ def reconstruct(run_dir: Path, sigma_rel: float, at_step: int | None = None) -> 
             prefix = f"{sigma:g}/"
             for key_, t in tensors.items():
                 if key_.startswith(prefix):
-                    name = key_[len(prefix):]
+                    name = key_[len(prefix) :]
                     total[name] = total.get(name, 0) + float(weights[k]) * t.double()
             k += 1
     params = {name: t.float() for name, t in total.items()}
     if not all(torch.isfinite(t).all() for t in params.values()):
-        raise RunError(f"the post-hoc EMA sigma_rel={sigma_rel:g} of {run_dir} is not finite (coefficients up to "
-                       f"{np.abs(weights).max():.3g} on half-precision snapshots): choose a longer length")
+        raise RunError(
+            f"the post-hoc EMA sigma_rel={sigma_rel:g} of {run_dir} is not finite (coefficients up to "
+            f"{np.abs(weights).max():.3g} on half-precision snapshots): choose a longer length"
+        )
     _save(cache, params, {"sigma_rel": str(sigma_rel), "step": str(found[-1][0])})
     return params, info
 
@@ -279,8 +316,10 @@ def _verified(found: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path, dict
         if seen not in _SEEN:
             try:
                 tensors, meta = _load_verified(path)
-                _SEEN[seen] = ({**meta, "sha256": meta.get("sha256") or checksum(tensors)},
-                               frozenset((k, tuple(t.shape)) for k, t in tensors.items()))
+                _SEEN[seen] = (
+                    {**meta, "sha256": meta.get("sha256") or checksum(tensors)},
+                    frozenset((k, tuple(t.shape)) for k, t in tensors.items()),
+                )
             except ValueError as exc:
                 _SEEN[seen] = str(exc)
         if isinstance(_SEEN[seen], str):
@@ -297,8 +336,9 @@ def _verified(found: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path, dict
     return [(s, p, m) for s, p, m, _ in checked if p not in left_out], left_out
 
 
-def profile_error(steps: np.ndarray, lengths: np.ndarray, weights: np.ndarray, out_step: float,
-                  out_sigma_rel: float) -> float:
+def profile_error(
+    steps: np.ndarray, lengths: np.ndarray, weights: np.ndarray, out_step: float, out_sigma_rel: float
+) -> float:
     """How well the snapshots' profiles combine into the target's: || sum x_i p_i - p_out || / || p_out || (EDM2
     Fig. 5 shows these fits; the reconstruction is as good as this error allows)."""
     in_t = np.asarray(steps, np.float64).reshape(-1, 1)
@@ -317,13 +357,25 @@ def plan(total_steps: int, every: int, parameters: int, sigma_rels: tuple[float,
     return {"snapshots": count, "bytes": count * len(sigma_rels) * parameters * 2}
 
 
-def write_presets(run_dir: Path, lengths: dict[str, float], checkpoint: Path, manifest_sha256: str | None,
-                  report: str) -> Path:
+def write_presets(
+    run_dir: Path, lengths: dict[str, float], checkpoint: Path, manifest_sha256: str | None, report: str
+) -> Path:
     """Keep the lengths ``make ema`` chose (``{"unguided": .., "cfg": .., "autoguidance": .., "guide": ..}``) in the
     run, for the checkpoint they were chosen on; ``report``: where the choice is shown."""
     path = Path(run_dir) / PRESETS
-    write_atomic(path, json.dumps({"lengths": lengths, "checkpoint": Path(checkpoint).name,
-                                   "checkpoint_manifest_sha256": manifest_sha256, "report": report}, indent=1) + "\n")
+    write_atomic(
+        path,
+        json.dumps(
+            {
+                "lengths": lengths,
+                "checkpoint": Path(checkpoint).name,
+                "checkpoint_manifest_sha256": manifest_sha256,
+                "report": report,
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     return path
 
 
@@ -339,8 +391,10 @@ def preset(run_dir: Path, checkpoint: Path, manifest_sha256: str | None, way: st
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunError(f"{path} is damaged ({exc}); run `make ema` again or delete it") from None
     if chosen_on != manifest_sha256:
-        warnings.warn(f"{path} holds EMA lengths chosen on {found.get('checkpoint')}, not on {Path(checkpoint).name}: "
-                      "sampling with the fixed-decay EMA (run `make ema` again to choose for this checkpoint)",
-                      stacklevel=2)
+        warnings.warn(
+            f"{path} holds EMA lengths chosen on {found.get('checkpoint')}, not on {Path(checkpoint).name}: "
+            "sampling with the fixed-decay EMA (run `make ema` again to choose for this checkpoint)",
+            stacklevel=2,
+        )
         return None
     return lengths.get(way)

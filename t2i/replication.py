@@ -46,29 +46,47 @@ def across(found: dict[str, dict[str, dict]]) -> list[dict]:
         signs = Counter((float(t["difference"]) > 0) - (float(t["difference"]) < 0) for t in seen)
         same_sign = max(signs.values()) if signs else 0
         verdict, agree = counts.most_common(1)[0] if counts else ("not reached", 0)
-        row = {"method": method, "models": len(seen), **{v: counts.get(v, 0) for v in VERDICTS},
-               "same_sign": same_sign, "holds": verdict != "not resolved" and agree == len(runs),
-               "verdict": verdict}
+        row = {
+            "method": method,
+            "models": len(seen),
+            **{v: counts.get(v, 0) for v in VERDICTS},
+            "same_sign": same_sign,
+            "holds": verdict != "not resolved" and agree == len(runs),
+            "verdict": verdict,
+        }
         for k, run in enumerate(runs, 1):
             t = tests[run]
-            row[f"model {k}"] = "not reached" if t is None else (
-                f"{t['verdict']}: {float(t['difference']):+.4f} [{float(t['lo']):+.4f}, {float(t['hi']):+.4f}]")
+            row[f"model {k}"] = (
+                "not reached"
+                if t is None
+                else (f"{t['verdict']}: {float(t['difference']):+.4f} [{float(t['lo']):+.4f}, {float(t['hi']):+.4f}]")
+            )
         table.append(row)
     return table
 
 
 def summary(table: list[dict], runs: list[str]) -> str:
     n = len(runs)
-    lines = [f"# Guidance verdicts on {n} independently trained models", "",
-             "Each model's primary verdict (KID against CFG at calibrated strengths, Holm over its methods; its own "
-             f"`make guidance` report): {', '.join(runs)}. A verdict holds when all {n} agree.", ""]
+    lines = [
+        f"# Guidance verdicts on {n} independently trained models",
+        "",
+        "Each model's primary verdict (KID against CFG at calibrated strengths, Holm over its methods; its own "
+        f"`make guidance` report): {', '.join(runs)}. A verdict holds when all {n} agree.",
+        "",
+    ]
     for row in table:
         tally = ", ".join(f"{row[v]} {v}" for v in VERDICTS if row[v]) or "not reached"
         agreed = row[row["verdict"]] == n if row["verdict"] in VERDICTS else False
-        state = (f"**{row['verdict']} than CFG on all {n} models**" if row["holds"] else
-                 f"not resolved on all {n} models" if agreed else f"the models disagree ({tally})")
-        lines.append(f"- **{row['method']}**: {state}; the difference has one sign on {row['same_sign']} of "
-                     f"{row['models']}.")
+        state = (
+            f"**{row['verdict']} than CFG on all {n} models**"
+            if row["holds"]
+            else f"not resolved on all {n} models"
+            if agreed
+            else f"the models disagree ({tally})"
+        )
+        lines.append(
+            f"- **{row['method']}**: {state}; the difference has one sign on {row['same_sign']} of {row['models']}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -80,11 +98,14 @@ def write(runs: list[Path]) -> Path:
     found = {run: primary_verdicts(report) for run, report in reports_of.items()}
     table = across(found)
     out = reports_of[str(runs[0])]
-    caption = ("Each method's primary verdict on each model (model k: the k-th run given, in its own primary feature "
-               "space): verdict, KID difference to CFG and its 90% interval; better/worse/not resolved: how many "
-               "models; same_sign: on how many the estimate has the majority's sign; holds: all models agree on a "
-               "resolved verdict.")
+    caption = (
+        "Each method's primary verdict on each model (model k: the k-th run given, in its own primary feature "
+        "space): verdict, KID difference to CFG and its 90% interval; better/worse/not resolved: how many "
+        "models; same_sign: on how many the estimate has the majority's sign; holds: all models agree on a "
+        "resolved verdict."
+    )
     facts = {"runs": list(reports_of), "reports": [str(p) for p in reports_of.values()]}
-    reports.publish(out, facts, tables={"models": (table, caption)},
-                    texts={"models_summary.md": summary(table, list(reports_of))})
+    reports.publish(
+        out, facts, tables={"models": (table, caption)}, texts={"models_summary.md": summary(table, list(reports_of))}
+    )
     return out / "models_summary.md"

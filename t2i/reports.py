@@ -46,10 +46,16 @@ def git_commit() -> str:
     if os.environ.get("T2I_GIT_COMMIT"):
         return os.environ["T2I_GIT_COMMIT"]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+            cwd=paths.ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -61,8 +67,11 @@ def code_files(depends_on: Sequence[str] | None = None) -> list[str]:
     which the Makefile sets for papermill)."""
     root = paths.ROOT.resolve()
     if depends_on is None:
-        found = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
-                 if (name == "t2i" or name.startswith("t2i.")) and getattr(m, "__file__", None)}
+        found = {
+            Path(m.__file__).resolve()
+            for name, m in list(sys.modules.items())
+            if (name == "t2i" or name.startswith("t2i.")) and getattr(m, "__file__", None)
+        }
         if os.environ.get("T2I_NOTEBOOK"):
             found.add((root / os.environ["T2I_NOTEBOOK"]).resolve())
     else:
@@ -70,8 +79,11 @@ def code_files(depends_on: Sequence[str] | None = None) -> list[str]:
         for entry in depends_on:
             path = (root / entry).resolve()
             found.update(path.rglob("*.py") if path.is_dir() else [path])
-    return sorted(str(f.relative_to(root)) for f in found if f.is_file() and f.is_relative_to(root)
-                  and "__pycache__" not in f.parts)
+    return sorted(
+        str(f.relative_to(root))
+        for f in found
+        if f.is_file() and f.is_relative_to(root) and "__pycache__" not in f.parts
+    )
 
 
 CODE_HASH = "ast-v1"  # what the ``code`` hashes of a sidecar are: :func:`code_hash`
@@ -93,8 +105,11 @@ def code_hash(relative: str) -> str | None:
         return None
     if path.suffix == ".ipynb":
         cells = json.loads(path.read_text()).get("cells", [])
-        sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-                   for c in cells if c.get("cell_type") == "code"]
+        sources = [
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in cells
+            if c.get("cell_type") == "code"
+        ]
         return hashlib.sha256("\n".join(_syntax(s) for s in sources).encode()).hexdigest()
     if path.suffix == ".py":
         return hashlib.sha256(_syntax(path.read_text()).encode()).hexdigest()
@@ -109,8 +124,13 @@ def _syntax(source: str) -> str:
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list):
-            kept = [s for s in body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                                            and isinstance(s.value.value, str))]
+            kept = [
+                s
+                for s in body
+                if not (
+                    isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+                )
+            ]
             node.body = kept or [ast.Pass()]
     return ast.dump(tree)
 
@@ -124,17 +144,22 @@ def changed_code(record: dict) -> list[str]:
     return [file for file, sha in record["code"].items() if current(file) != sha]
 
 
-def write_provenance(artefact: Path, cfg: ExperimentConfig | None = None, *,
-                     depends_on: Sequence[str] | None = None, **facts) -> Path:
+def write_provenance(
+    artefact: Path, cfg: ExperimentConfig | None = None, *, depends_on: Sequence[str] | None = None, **facts
+) -> Path:
     """Write ``<artefact stem>.provenance.json``: commit, time, the command (``$T2I_COMMAND``, which the Makefile
     sets, else this process's arguments), package versions, the hash of every source file it came from
     (:func:`code_files`), config and whatever facts the caller knows (seed, checkpoint, sample count...)."""
     artefact = Path(artefact)
-    record = {"artefact": artefact.name, "git_commit": git_commit(),
-              "code": {file: code_hash(file) for file in code_files(depends_on)}, "code_hash": CODE_HASH,
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-              "packages": {"python": platform.python_version(), **_versions()}}
+    record = {
+        "artefact": artefact.name,
+        "git_commit": git_commit(),
+        "code": {file: code_hash(file) for file in code_files(depends_on)},
+        "code_hash": CODE_HASH,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": os.environ.get("T2I_COMMAND") or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "packages": {"python": platform.python_version(), **_versions()},
+    }
     record.update({k: paths.portable(v) if isinstance(v, Path) else v for k, v in facts.items()})
     if cfg is not None:
         record["config"] = cfg.to_dict()
@@ -147,12 +172,21 @@ def is_fresh(artefact: Path, inputs: dict) -> bool:
     """Was ``artefact`` made from exactly these ``inputs`` (what it was measured on: checkpoint hash, settings...) by
     the code as it is now? Then a command may skip remaking it."""
     record = read_provenance(artefact) if Path(artefact).exists() else None
-    return (record is not None and record.get("inputs") == json.loads(json.dumps(inputs, default=str))
-            and not changed_code(record))
+    return (
+        record is not None
+        and record.get("inputs") == json.loads(json.dumps(inputs, default=str))
+        and not changed_code(record)
+    )
 
 
-def publish(out: Path, facts: dict, *, tables: dict[str, tuple[list[dict], str]] = {},
-            figures: dict[str, Callable[[Path], Path]] = {}, texts: dict[str, str] = {}) -> None:
+def publish(
+    out: Path,
+    facts: dict,
+    *,
+    tables: dict[str, tuple[list[dict], str]] = {},
+    figures: dict[str, Callable[[Path], Path]] = {},
+    texts: dict[str, str] = {},
+) -> None:
     """Write a report's tables (``name: (rows, caption)`` -> .md/.csv/.tex), figures (``name.png: draw(path)``) and
     texts (``name.md: markdown``) into ``out``, each with a provenance sidecar of the same ``facts``; the summary
     last, since freshness is judged by it."""
@@ -190,8 +224,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def image_grid(images: torch.Tensor, path: Path, nrow: int, *, title: str = "", row_labels: Sequence[str] = (),
-               col_labels: Sequence[str] = (), xlabel: str = "", ylabel: str = "", cell_inches: float = 0.6) -> Path:
+def image_grid(
+    images: torch.Tensor,
+    path: Path,
+    nrow: int,
+    *,
+    title: str = "",
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+    xlabel: str = "",
+    ylabel: str = "",
+    cell_inches: float = 0.6,
+) -> Path:
     """Save images [N, C, H, W] in [0, 1] as a labelled grid, ``nrow`` images per row."""
     images = images.detach().float().cpu().clamp(0, 1)
     n_rows = -(-len(images) // nrow)
@@ -238,9 +282,16 @@ def loss_curve(losses: dict[str, np.ndarray], path: Path, title: str = "Training
     return save(fig, path)
 
 
-def metric_vs_guidance(rows: Sequence[dict], metric: str, path: Path, *, chance: float | None = None,
-                       reference: float | None = None, reference_label: str = "real vs real",
-                       title: str = "") -> Path:
+def metric_vs_guidance(
+    rows: Sequence[dict],
+    metric: str,
+    path: Path,
+    *,
+    chance: float | None = None,
+    reference: float | None = None,
+    reference_label: str = "real vs real",
+    title: str = "",
+) -> Path:
     """Plot ``metric`` against the guidance scale w (log-ish x axis that still shows w = 0); ``chance`` and
     ``reference`` (the real-vs-real value) are drawn as dashed lines."""
     w = np.array([r["guidance_scale"] for r in rows], dtype=float)
@@ -295,8 +346,14 @@ def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    tex = [r"\begin{table}[h]", r"\centering", r"\begin{tabular}{" + "r" * len(columns) + "}", r"\hline",
-           " & ".join(map(latex_escape, columns)) + r" \\", r"\hline"]
+    tex = [
+        r"\begin{table}[h]",
+        r"\centering",
+        r"\begin{tabular}{" + "r" * len(columns) + "}",
+        r"\hline",
+        " & ".join(map(latex_escape, columns)) + r" \\",
+        r"\hline",
+    ]
     tex += [" & ".join(map(latex_escape, cells)) + r" \\" for cells in shown]
     tex += [r"\hline", r"\end{tabular}"]
     if caption:
@@ -306,10 +363,12 @@ def write_table(rows: Sequence[dict], path: Path, *, caption: str = "") -> str:
     return markdown
 
 
+# fmt: off
 LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "×": r"$\times$", "·": r"$\cdot$",
          "≤": r"$\leq$", "≥": r"$\geq$", "±": r"$\pm$", "→": r"$\rightarrow$", "²": r"$^2$", "<": r"$<$", ">": r"$>$",
          "|": r"$|$"}
+# fmt: on
 
 
 def latex_escape(text: str) -> str:

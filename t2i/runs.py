@@ -76,8 +76,10 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunError(f"{self.path.parent} is being trained by {holder}; wait for it to finish, or train under "
-                           "another --run-name") from None
+            raise RunError(
+                f"{self.path.parent} is being trained by {holder}; wait for it to finish, or train under "
+                "another --run-name"
+            ) from None
         handle.seek(0)
         handle.truncate()
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -139,8 +141,10 @@ def write_or_check_config(run_dir: Path, cfg: ExperimentConfig, write: bool) -> 
         old = load_config(run_dir).to_dict()
         changed = sorted(k for k, v in cfg.to_dict().items() if old[k] != v and k not in RESUMABLE)
         if changed:
-            raise RunError(f"{run_dir} was trained with a different config ({', '.join(changed)} differ); choose a "
-                           "new run name, or delete the run folder to start over")
+            raise RunError(
+                f"{run_dir} was trained with a different config ({', '.join(changed)} differ); choose a "
+                "new run name, or delete the run folder to start over"
+            )
     if write:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_atomic(path, cfg.to_json() + "\n")
@@ -194,9 +198,11 @@ def truncate_logs(run_dir: Path, epoch: int, step: int) -> None:
     """Keep the loss rows, evaluations and post-hoc EMA snapshots up to ``step`` and the bad samples of the first
     ``epoch`` epochs: what the run had written when the checkpoint it resumes from (or step 0) was written."""
     run_dir = Path(run_dir)
-    for name, fields, keep in ((LOSS_LOG, LOSS_FIELDS, lambda r: int(r["step"]) <= step),
-                               (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch),
-                               (EVAL_LOG, EVAL_FIELDS, lambda r: int(r["step"]) <= step)):
+    for name, fields, keep in (
+        (LOSS_LOG, LOSS_FIELDS, lambda r: int(r["step"]) <= step),
+        (BAD_SAMPLES, BAD_SAMPLE_FIELDS, lambda r: int(r["epoch"]) <= epoch),
+        (EVAL_LOG, EVAL_FIELDS, lambda r: int(r["step"]) <= step),
+    ):
         path = run_dir / name
         if path.exists():
             rows = _read_rows(path, fields)
@@ -262,8 +268,11 @@ def set_aside(run_dir: Path) -> Path | None:
     deleted. Returns that folder (None if there was nothing to move)."""
     run_dir = Path(run_dir)
     watched = (SAMPLES, EVAL_LOG, TRACKING, posthoc.SNAPSHOTS)  # grids, evaluations, tracker events, EMA snapshots
-    names = [n for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, BAD_SAMPLE_LOGS, "checkpoints", *TIMING_FILES,
-                         *watched) if (run_dir / n).exists()]
+    names = [
+        n
+        for n in (CONFIG, LOSS_LOG, BAD_SAMPLES, BAD_SAMPLE_LOGS, "checkpoints", *TIMING_FILES, *watched)
+        if (run_dir / n).exists()
+    ]
     if not names:
         return None
     aside = run_dir / ("restarted-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

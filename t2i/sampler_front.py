@@ -45,9 +45,12 @@ BOOTSTRAP = 200
 def candidates(names: Sequence[str] | None = None, spacings: Sequence[str] = SPACINGS) -> list[tuple[str, str]]:
     """(sampler, spacing) pairs: every spacing for the samplers that use one (but DDIM's refused "linspace"), Karras
     sigmas for the others."""
-    return [(name, "karras" if name in KARRAS else spacing) for name in (names or SAMPLERS)
-            for spacing in (("trailing",) if name in KARRAS else spacings)
-            if not (name == "ddim" and spacing == "linspace")]
+    return [
+        (name, "karras" if name in KARRAS else spacing)
+        for name in (names or SAMPLERS)
+        for spacing in (("trailing",) if name in KARRAS else spacings)
+        if not (name == "ddim" and spacing == "linspace")
+    ]
 
 
 def sampler_for(name: str, spacing: str, steps: int) -> Sampler:
@@ -72,14 +75,34 @@ class Result:
     bootstrap: int
 
 
-def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path, *,
-        samplers: Sequence[str] | None = None, spacings: Sequence[str] = SPACINGS, steps: Sequence[int] = STEPS,
-        guidance_scales: Sequence[float] = GUIDANCE_SCALES, bootstrap: int = BOOTSTRAP) -> Result | None:
+def run(
+    pipe: TextToImage,
+    judge,
+    extractor,
+    samples_per_prompt: int,
+    out: Path,
+    *,
+    samplers: Sequence[str] | None = None,
+    spacings: Sequence[str] = SPACINGS,
+    steps: Sequence[int] = STEPS,
+    guidance_scales: Sequence[float] = GUIDANCE_SCALES,
+    bootstrap: int = BOOTSTRAP,
+) -> Result | None:
     """Measure the front at every strength and write the report; None when the report in ``out`` is up to date."""
     ws = sorted(float(w) for w in guidance_scales)
-    study = Study(pipe, judge, [extractor], out, samples_per_prompt, samplers=list(samplers or SAMPLERS),
-                  spacings=list(spacings), steps=list(steps), w=ws, bootstrap=bootstrap,
-                  reference=REFERENCE.describe())
+    study = Study(
+        pipe,
+        judge,
+        [extractor],
+        out,
+        samples_per_prompt,
+        samplers=list(samplers or SAMPLERS),
+        spacings=list(spacings),
+        steps=list(steps),
+        w=ws,
+        bootstrap=bootstrap,
+        reference=REFERENCE.describe(),
+    )
     if study.up_to_date():
         return None
     n, floor = study.shared().n, study.shared().floors[extractor.name]
@@ -88,26 +111,42 @@ def run(pipe: TextToImage, judge, extractor, samples_per_prompt: int, out: Path,
     for w in ws:
         print(f"w = {w:g}: the reference, {REFERENCE.describe()} on {n} images (the slow part)")
         reference = study.draw(w, sampler=REFERENCE)
-        points = [(sampler, study.draw(w, sampler=sampler))
-                  for sampler in progress(grid, desc=f"samplers at w = {w:g}")]
-        rows += [{"w": w, **row} for row in analyse(reference, points, extractor.name, floor,
-                                                     study.shared().spec.binary_adherence, bootstrap)]
+        points = [
+            (sampler, study.draw(w, sampler=sampler)) for sampler in progress(grid, desc=f"samplers at w = {w:g}")
+        ]
+        rows += [
+            {"w": w, **row}
+            for row in analyse(
+                reference, points, extractor.name, floor, study.shared().spec.binary_adherence, bootstrap
+            )
+        ]
     result = Result(rows, cheapest(rows), n, ws, floor, extractor.name, bootstrap)
     write(result, study)
     return result
 
 
-def analyse(reference: Scored, points: list[tuple[Sampler, Scored]], space: str, floor: float, binary: bool,
-            bootstrap: int) -> list[dict]:
+def analyse(
+    reference: Scored, points: list[tuple[Sampler, Scored]], space: str, floor: float, binary: bool, bootstrap: int
+) -> list[dict]:
     """Each point's FD and adherence, and their paired differences to the reference, with intervals (one strength)."""
     ref = reference.features[space]
     n, m = len(reference.hits), len(ref.y)
     draws, refs = stats.resamples(n, m, bootstrap)
     ref_boot = np.array([ref.fd(d, q) for d, q in zip(draws, refs)])
     ref_fd = ref.fd()
-    rows = [{"sampler": REFERENCE.name, "spacing": REFERENCE.spacing, "steps": REFERENCE.steps,
-             "nfe": reference.evaluations, "fd": ref_fd, "fd_over_floor": ref_fd / floor,
-             "adherence": float(reference.hits.mean()), "s_per_image": reference.seconds, "matches": "reference"}]
+    rows = [
+        {
+            "sampler": REFERENCE.name,
+            "spacing": REFERENCE.spacing,
+            "steps": REFERENCE.steps,
+            "nfe": reference.evaluations,
+            "fd": ref_fd,
+            "fd_over_floor": ref_fd / floor,
+            "adherence": float(reference.hits.mean()),
+            "s_per_image": reference.seconds,
+            "matches": "reference",
+        }
+    ]
     for sampler, p in points:
         features = p.features[space]
         fd = features.fd()
@@ -120,11 +159,25 @@ def analyse(reference: Scored, points: list[tuple[Sampler, Scored]], space: str,
             d_adh = float(p.hits.mean() - reference.hits.mean())
             a_lo, a_hi = stats.interval(d_adh, adh_boot)
         matches = lo <= 0 <= hi and a_lo <= 0 <= a_hi
-        rows.append({"sampler": sampler.name, "spacing": "karras" if sampler.name in KARRAS else sampler.spacing,
-                     "steps": sampler.steps, "nfe": p.evaluations, "fd": fd, "fd_over_floor": fd / floor,
-                     "d_fd": d_fd, "d_fd_lo": lo, "d_fd_hi": hi, "adherence": float(p.hits.mean()),
-                     "d_adherence": d_adh, "d_adherence_lo": a_lo, "d_adherence_hi": a_hi, "s_per_image": p.seconds,
-                     "matches": "yes" if matches else "no"})
+        rows.append(
+            {
+                "sampler": sampler.name,
+                "spacing": "karras" if sampler.name in KARRAS else sampler.spacing,
+                "steps": sampler.steps,
+                "nfe": p.evaluations,
+                "fd": fd,
+                "fd_over_floor": fd / floor,
+                "d_fd": d_fd,
+                "d_fd_lo": lo,
+                "d_fd_hi": hi,
+                "adherence": float(p.hits.mean()),
+                "d_adherence": d_adh,
+                "d_adherence_lo": a_lo,
+                "d_adherence_hi": a_hi,
+                "s_per_image": p.seconds,
+                "matches": "yes" if matches else "no",
+            }
+        )
     return rows
 
 
@@ -137,9 +190,12 @@ def cheapest(rows: list[dict]) -> dict | None:
     steps and then evaluations; its row at the strongest guidance (None if no point matches everywhere)."""
     ws = sorted({r["w"] for r in rows})
     points = [r for r in rows if r["matches"] != "reference"]
-    everywhere = {k for k in map(_key, points)
-                  if all(r["matches"] == "yes" for r in points if _key(r) == k) and
-                  len([r for r in points if _key(r) == k]) == len(ws)}
+    everywhere = {
+        k
+        for k in map(_key, points)
+        if all(r["matches"] == "yes" for r in points if _key(r) == k)
+        and len([r for r in points if _key(r) == k]) == len(ws)
+    }
     strongest = [r for r in points if _key(r) in everywhere and r["w"] == ws[-1]]
     return min(strongest, key=lambda r: (r["steps"], r["nfe"])) if strongest else None
 
@@ -151,67 +207,101 @@ def closest(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["matches"] == "yes":
             matched.setdefault(_key(r), []).append(r)
-    return max(matched.values(), key=lambda mine: (len(mine), -mine[0]["steps"], -sum(r["nfe"] for r in mine)),
-               default=[])
+    return max(
+        matched.values(), key=lambda mine: (len(mine), -mine[0]["steps"], -sum(r["nfe"] for r in mine)), default=[]
+    )
 
 
 def write(result: Result, study: Study) -> None:
     pipe = study.pipe
-    caption = (f"Samplers against {REFERENCE.describe()} on {pipe.cfg.experiment} ({pipe.checkpoint.name}, "
-               f"{pipe.weights} weights), N = {result.n} images per row from the same prompts and seeds, at each "
-               f"w of {', '.join(f'{w:g}' for w in result.ws)} ({reports.GUIDANCE_CONVENTION}), each against its "
-               "own reference. nfe: network evaluations per image, counted; fd: "
-               f"Frechet distance in {result.features} features to N real images (floor {result.floor:.2f}); "
-               f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: basic paired "
-               f"bootstrap over {result.bootstrap} joint resamples of seeds and reference images; adherence: "
-               "Newcombe's score interval); matches: both intervals contain 0. s_per_image: this run's wall time, "
-               "on this machine (a ratio between rows, not a benchmark).")
-    study.publish(tables={"samplers": (result.rows, caption)}, figures={"front.png": lambda path: front(result, path)},
-                  texts={"summary.md": summary(result)}, samples=result.n, floor=result.floor,
-                  features=result.features, guidance_scales=result.ws, reference=REFERENCE.describe())
+    caption = (
+        f"Samplers against {REFERENCE.describe()} on {pipe.cfg.experiment} ({pipe.checkpoint.name}, "
+        f"{pipe.weights} weights), N = {result.n} images per row from the same prompts and seeds, at each "
+        f"w of {', '.join(f'{w:g}' for w in result.ws)} ({reports.GUIDANCE_CONVENTION}), each against its "
+        "own reference. nfe: network evaluations per image, counted; fd: "
+        f"Frechet distance in {result.features} features to N real images (floor {result.floor:.2f}); "
+        f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: basic paired "
+        f"bootstrap over {result.bootstrap} joint resamples of seeds and reference images; adherence: "
+        "Newcombe's score interval); matches: both intervals contain 0. s_per_image: this run's wall time, "
+        "on this machine (a ratio between rows, not a benchmark)."
+    )
+    study.publish(
+        tables={"samplers": (result.rows, caption)},
+        figures={"front.png": lambda path: front(result, path)},
+        texts={"summary.md": summary(result)},
+        samples=result.n,
+        floor=result.floor,
+        features=result.features,
+        guidance_scales=result.ws,
+        reference=REFERENCE.describe(),
+    )
 
 
 def summary(result: Result) -> str:
     rows, best, ws = result.rows, result.cheapest, result.ws
     references = {r["w"]: r for r in rows if r["matches"] == "reference"}
     points = [r for r in rows if r["matches"] != "reference"]
-    lines = [f"# Samplers against the 1,000-step reference, N = {result.n}, at w = "
-             + ", ".join(f"{w:g}" for w in ws), "",
-             f"Reference: {REFERENCE.describe()} at each strength. A point matches it when the paired "
-             f"{stats.LEVEL:.0%} intervals of its FD and adherence differences both contain 0.", ""]
-    lines += [f"- w = {w:g}: {r['nfe']:.0f} evaluations per image, FD {r['fd']:.2f} ({r['fd_over_floor']:.2f}x the "
-              f"floor), adherence {r['adherence']:.3f}" for w, r in references.items()]
+    lines = [
+        f"# Samplers against the 1,000-step reference, N = {result.n}, at w = " + ", ".join(f"{w:g}" for w in ws),
+        "",
+        f"Reference: {REFERENCE.describe()} at each strength. A point matches it when the paired "
+        f"{stats.LEVEL:.0%} intervals of its FD and adherence differences both contain 0.",
+        "",
+    ]
+    lines += [
+        f"- w = {w:g}: {r['nfe']:.0f} evaluations per image, FD {r['fd']:.2f} ({r['fd_over_floor']:.2f}x the "
+        f"floor), adherence {r['adherence']:.3f}"
+        for w, r in references.items()
+    ]
     lines.append("")
     if best is None:
         lines.append(f"No sampler and step count matched the reference at every strength at N = {result.n}.")
         near = closest(rows)
         if near:
-            lines[-1] += (f" Closest, matching at the most strengths ({len(near)} of {len(ws)}) with the fewest steps: "
-                          f"**{near[0]['sampler']} ({near[0]['spacing']}) at {near[0]['steps']} steps**, at w = "
-                          + ", ".join(f"{r['w']:g}" for r in near) + ".")
+            lines[-1] += (
+                f" Closest, matching at the most strengths ({len(near)} of {len(ws)}) with the fewest steps: "
+                f"**{near[0]['sampler']} ({near[0]['spacing']}) at {near[0]['steps']} steps**, at w = "
+                + ", ".join(f"{r['w']:g}" for r in near)
+                + "."
+            )
     else:
         at = {r["w"]: r for r in points if _key(r) == _key(best)}
-        lines.append(f"**Cheapest match at every strength: {best['sampler']} ({best['spacing']}) at {best['steps']} "
-                     f"steps, {best['nfe']:.0f} evaluations per image at w = {ws[-1]:g}**:")
-        lines += [f"- w = {w:g}: FD {r['fd']:.2f} (difference {r['d_fd']:+.2f} "
-                  f"[{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}]), adherence {r['adherence']:.3f} (difference "
-                  f"{r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, {r['d_adherence_hi']:.3f}])"
-                  for w, r in at.items()]
-    lines += ["", "Where each sampler first matches (the fewest steps tried that match at that strength):", "",
-              "| sampler | spacing | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
-              "|---|---|" + "---|" * len(ws)]
+        lines.append(
+            f"**Cheapest match at every strength: {best['sampler']} ({best['spacing']}) at {best['steps']} "
+            f"steps, {best['nfe']:.0f} evaluations per image at w = {ws[-1]:g}**:"
+        )
+        lines += [
+            f"- w = {w:g}: FD {r['fd']:.2f} (difference {r['d_fd']:+.2f} "
+            f"[{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}]), adherence {r['adherence']:.3f} (difference "
+            f"{r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, {r['d_adherence_hi']:.3f}])"
+            for w, r in at.items()
+        ]
+    lines += [
+        "",
+        "Where each sampler first matches (the fewest steps tried that match at that strength):",
+        "",
+        "| sampler | spacing | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
+        "|---|---|" + "---|" * len(ws),
+    ]
     for name, spacing in dict.fromkeys((r["sampler"], r["spacing"]) for r in points):
         cells = []
         for w in ws:
-            mine = [r for r in points if (r["sampler"], r["spacing"], r["w"]) == (name, spacing, w)
-                    and r["matches"] == "yes"]
+            mine = [
+                r
+                for r in points
+                if (r["sampler"], r["spacing"], r["w"]) == (name, spacing, w) and r["matches"] == "yes"
+            ]
             first = min(mine, key=lambda r: r["steps"]) if mine else None
             cells.append(f"{first['steps']} ({first['nfe']:.0f} evaluations)" if first else "none")
         lines.append(f"| {name} | {spacing} | " + " | ".join(cells) + " |")
     deterministic = [r for r in points if r["sampler"] not in STOCHASTIC and r["steps"] <= 20]
     everywhere = {_key(r) for r in deterministic} - {_key(r) for r in deterministic if r["matches"] != "yes"}
-    lines += ["", "Deterministic samplers at <= 20 steps that match at every strength: "
-              + (", ".join(f"{k[0]} ({k[1]}) x {k[2]}" for k in sorted(everywhere)) or "none") + "."]
+    lines += [
+        "",
+        "Deterministic samplers at <= 20 steps that match at every strength: "
+        + (", ".join(f"{k[0]} ({k[1]}) x {k[2]}" for k in sorted(everywhere)) or "none")
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -227,11 +317,19 @@ def front(result: Result, path: Path) -> Path:
         for name, spacing in dict.fromkeys((r["sampler"], r["spacing"]) for r in rows):
             mine = sorted((r for r in rows if (r["sampler"], r["spacing"]) == (name, spacing)), key=lambda r: r["nfe"])
             for ax, key in ((left, "fd_over_floor"), (right, "adherence")):
-                ax.plot([r["nfe"] for r in mine], [r[key] for r in mine], styles[spacing], marker="o", ms=3,
-                        color=colours[name], label=f"{name} ({spacing})" if ax is left else None)
+                ax.plot(
+                    [r["nfe"] for r in mine],
+                    [r[key] for r in mine],
+                    styles[spacing],
+                    marker="o",
+                    ms=3,
+                    color=colours[name],
+                    label=f"{name} ({spacing})" if ax is left else None,
+                )
                 hits = [r for r in mine if r["matches"] == "yes"]
-                ax.scatter([r["nfe"] for r in hits], [r[key] for r in hits], s=40, facecolors="none",
-                           edgecolors=colours[name])
+                ax.scatter(
+                    [r["nfe"] for r in hits], [r[key] for r in hits], s=40, facecolors="none", edgecolors=colours[name]
+                )
         for ax, key, label in ((left, "fd_over_floor", "FD / real-vs-real floor"), (right, "adherence", "adherence")):
             ax.axhline(reference[key], color="black", lw=1.5, label=f"reference ({reference['nfe']:.0f} evaluations)")
             ax.set_xscale("log")
@@ -243,6 +341,9 @@ def front(result: Result, path: Path) -> Path:
     axes[0][0].legend(fontsize=6, ncol=2)
     for ax in axes[-1]:
         ax.set_xlabel("network evaluations per image (counted)")
-    fig.suptitle(f"Samplers vs {REFERENCE.describe()}, N = {result.n} (circled: matches the reference within the "
-                 f"paired intervals; {reports.GUIDANCE_CONVENTION})", fontsize=10)
+    fig.suptitle(
+        f"Samplers vs {REFERENCE.describe()}, N = {result.n} (circled: matches the reference within the "
+        f"paired intervals; {reports.GUIDANCE_CONVENTION})",
+        fontsize=10,
+    )
     return reports.save(fig, path)

@@ -34,8 +34,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DEISMultistepScheduler, DPMSolverMultistepScheduler,
-                       EulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler)
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DEISMultistepScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -44,6 +51,7 @@ from .errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 EpsModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class SamplerKind:
@@ -63,12 +71,15 @@ class SamplerKind:
 SCHEDULERS: dict[str, SamplerKind] = {
     "ddpm": SamplerKind(DDPMScheduler, {}, stochastic=True),  # ancestral (Ho et al. 2020)
     "ddim": SamplerKind(DDIMScheduler, {}),  # Song et al. 2021, eta = 0
-    "dpmsolver++": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                               order=2),  # 2M
-    "dpmsolver++3m": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3},
-                                 order=3),
-    "dpmsolver++sde": SamplerKind(DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++",
-                                                                "solver_order": 2}, order=2, stochastic=True),
+    "dpmsolver++": SamplerKind(
+        DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}, order=2
+    ),  # 2M
+    "dpmsolver++3m": SamplerKind(
+        DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 3}, order=3
+    ),
+    "dpmsolver++sde": SamplerKind(
+        DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, order=2, stochastic=True
+    ),
     "unipc": SamplerKind(UniPCMultistepScheduler, {}, order=2),  # Zhao et al. 2023, bh2, diffusers' solver_order 2
     "deis": SamplerKind(DEISMultistepScheduler, {}, order=2),  # Zhang & Chen 2023, diffusers' default solver_order 2
     "euler-karras": SamplerKind(EulerDiscreteScheduler, {"use_karras_sigmas": True}, karras=True),  # EDM's sigmas
@@ -92,8 +103,12 @@ class Sampler:
     @classmethod
     def of(cls, cfg: ExperimentConfig, **overrides) -> "Sampler":
         """The config's sampler, with any of name, steps, spacing, sigma_max overridden (None: the config's)."""
-        given = {"name": cfg.sampler, "steps": cfg.num_inference_steps, "spacing": cfg.timestep_spacing,
-                 "sigma_max": cfg.sigma_max}
+        given = {
+            "name": cfg.sampler,
+            "steps": cfg.num_inference_steps,
+            "spacing": cfg.timestep_spacing,
+            "sigma_max": cfg.sigma_max,
+        }
         return cls(**{k: (given[k] if overrides.get(k) is None else overrides[k]) for k in given})
 
     def describe(self) -> str:
@@ -109,8 +124,12 @@ THESIS = Sampler("ddpm", 50, "leading", None)
 
 def training_scheduler(cfg: ExperimentConfig) -> DDPMScheduler:
     """The forward (noising) process the UNet is trained against."""
-    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-                         clip_sample=cfg.clip_sample, prediction_type="epsilon")
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        clip_sample=cfg.clip_sample,
+        prediction_type="epsilon",
+    )
 
 
 def make_scheduler(sampler: Sampler | str, cfg: ExperimentConfig, **options) -> SchedulerMixin:
@@ -131,8 +150,10 @@ def make_scheduler(sampler: Sampler | str, cfg: ExperimentConfig, **options) -> 
             raise ConfigError(f"sigma_max={sampler.sigma_max:g} keeps {kept} of the schedule's timesteps")
         own.update(num_train_timesteps=kept, trained_betas=train.betas[:kept].tolist())
     if kind is DDIMScheduler and sampler.spacing == "linspace":
-        raise ConfigError("DDIM with 'linspace' spacing steps back by T // n instead of to the previous timestep "
-                          "(diffusers issues #11347, #12633): use 'leading' or 'trailing'")
+        raise ConfigError(
+            "DDIM with 'linspace' spacing steps back by T // n instead of to the previous timestep "
+            "(diffusers issues #11347, #12633): use 'leading' or 'trailing'"
+        )
     # the loop clips x0 to the data's range (x0_range); the schedulers' own symmetric clips stay off
     own.update(clip_sample=False, thresholding=False)
     return kind.from_config(train.config, timestep_spacing=sampler.spacing, **own, **options)
@@ -183,16 +204,22 @@ class Evaluations:
         def counted(x, t, emb):
             self.images += len(x)
             return model(x, t, emb)
+
         return counted
 
     def per_image(self, n: int) -> float:
         return self.images / n
 
 
-def sample(denoiser: Denoiser, x_T: torch.Tensor, scheduler: SchedulerMixin, num_inference_steps: int,
-           generator: torch.Generator | list[torch.Generator] | None = None,
-           callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-           x0_range: tuple[float, float] | None = None) -> torch.Tensor:
+def sample(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    scheduler: SchedulerMixin,
+    num_inference_steps: int,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    x0_range: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Run the reverse process from noise ``x_T`` (unit variance) and return x0.
 
     ``generator`` feeds the stochastic samplers (DDPM, SDE-DPM-Solver++); a list gives every sample its own
@@ -218,8 +245,9 @@ def seeded_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def initial_noise(seeds: Sequence[int], shape: tuple[int, ...],
-                  device: torch.device | str) -> tuple[torch.Tensor, list[torch.Generator]]:
+def initial_noise(
+    seeds: Sequence[int], shape: tuple[int, ...], device: torch.device | str
+) -> tuple[torch.Tensor, list[torch.Generator]]:
     """x_T for every seed, [len(seeds), *shape], and the generators to continue sampling with. The same seed gives the
     same x_T for every sampler (each scales it by its own ``init_noise_sigma``)."""
     generators = seeded_generators(seeds)

@@ -20,15 +20,32 @@ from .errors import MissingAsset
 from .watch import read_eval_log
 
 RUN_NAME = "watched"
-SETTINGS = {"epochs": "12", "report_to": "tensorboard", "sample_every_epochs": "2", "eval_every_epochs": "2",
-            "eval_samples_per_prompt": "5", "eval_guidance_scales": "[1.0, 3.0]", "sample_columns": "4"}
-VIEWS = {"tensorboard_scalars.png": "#scalars&tagFilter=loss_smoothed|eval/adherence",
-         "tensorboard_samples.png": "#images"}
+SETTINGS = {
+    "epochs": "12",
+    "report_to": "tensorboard",
+    "sample_every_epochs": "2",
+    "eval_every_epochs": "2",
+    "eval_samples_per_prompt": "5",
+    "eval_guidance_scales": "[1.0, 3.0]",
+    "sample_columns": "4",
+}
+VIEWS = {
+    "tensorboard_scalars.png": "#scalars&tagFilter=loss_smoothed|eval/adherence",
+    "tensorboard_samples.png": "#images",
+}
 WINDOW = "1500,1000"
 # what a headless Chromium needs on a machine without a network (and as root, in a container)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 DEPENDS_ON = ["t2i/tracking.py", "t2i/watch.py", "t2i/screenshots.py"]
 
 
@@ -45,25 +62,57 @@ def main() -> int:
     out = paths.reports_dir() / "watch"
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run / runs.TRACKING),
-                              "--port", str(port), "--host", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    board = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run / runs.TRACKING),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_for(url)
         for name, view in VIEWS.items():
             with tempfile.TemporaryDirectory() as profile:
-                subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}",
-                                "--virtual-time-budget=20000", f"--screenshot={out / name}", url + view],
-                               check=True, timeout=180, capture_output=True)
-            evaluations = {f"epoch {r['epoch']:g}, w={r['guidance_scale']:g}": round(r["adherence"], 3)
-                           for r in read_eval_log(run) if r["guidance_scale"] != "real"}
-            reports.write_provenance(out / name, runs.load_config(run), depends_on=DEPENDS_ON, adherence=evaluations,
-                                     tensorboard=_version([sys.executable, "-m", "tensorboard.main", "--version"]),
-                                     chromium=_version([chromium, "--version"]), view=view,
-                                     note=f"a {SETTINGS['epochs']}-epoch demo-profile run ({minutes} min {seconds} s "
-                                          f"on {_device()}), then TensorBoard and "
-                                          "headless Chromium")
+                subprocess.run(
+                    [
+                        chromium,
+                        *CHROMIUM_FLAGS,
+                        f"--user-data-dir={profile}",
+                        f"--window-size={WINDOW}",
+                        "--virtual-time-budget=20000",
+                        f"--screenshot={out / name}",
+                        url + view,
+                    ],
+                    check=True,
+                    timeout=180,
+                    capture_output=True,
+                )
+            evaluations = {
+                f"epoch {r['epoch']:g}, w={r['guidance_scale']:g}": round(r["adherence"], 3)
+                for r in read_eval_log(run)
+                if r["guidance_scale"] != "real"
+            }
+            reports.write_provenance(
+                out / name,
+                runs.load_config(run),
+                depends_on=DEPENDS_ON,
+                adherence=evaluations,
+                tensorboard=_version([sys.executable, "-m", "tensorboard.main", "--version"]),
+                chromium=_version([chromium, "--version"]),
+                view=view,
+                note=f"a {SETTINGS['epochs']}-epoch demo-profile run ({minutes} min {seconds} s "
+                f"on {_device()}), then TensorBoard and "
+                "headless Chromium",
+            )
             print(f"wrote {out / name}")
     finally:
         board.terminate()

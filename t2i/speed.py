@@ -59,8 +59,10 @@ def report_compile(accelerator: Accelerator, started: float) -> None:
     """After the first compiled step (which compiles): how long it took, and where the compiled code is cached."""
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize()
-    accelerator.print(f"torch.compile: the first step took {time.perf_counter() - started:.1f} s "
-                      f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
+    accelerator.print(
+        f"torch.compile: the first step took {time.perf_counter() - started:.1f} s "
+        f"(cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})"
+    )
 
 
 def compile_cache_dir() -> str:

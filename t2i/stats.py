@@ -85,8 +85,8 @@ class FeatureSet:
         ca, cr = _counts(draws, len(self.x)), _counts(refs, len(self.y))
 
         def within(c: np.ndarray, k: np.ndarray) -> np.ndarray:
-            pairs = c.sum(1) ** 2 - (c ** 2).sum(1)
-            return (np.einsum("bi,bi->b", c @ k, c) - (c ** 2) @ np.diag(k)) / pairs
+            pairs = c.sum(1) ** 2 - (c**2).sum(1)
+            return (np.einsum("bi,bi->b", c @ k, c) - (c**2) @ np.diag(k)) / pairs
 
         between = np.einsum("bi,bi->b", ca @ kernel(self.cross), cr) / (ca.sum(1) * cr.sum(1))
         return within(ca, kernel(self.own)) + within(cr, kernel(self.ref)) - 2 * between

@@ -37,14 +37,28 @@ class Scored:
 class Study:
     """One study of one run: its settings and folder, the rows it shares, and how it draws and publishes."""
 
-    def __init__(self, pipe: TextToImage, judge, extractors: list, out: Path, samples_per_prompt: int, *,
-                 skip_real: int = 0, **settings):
+    def __init__(
+        self,
+        pipe: TextToImage,
+        judge,
+        extractors: list,
+        out: Path,
+        samples_per_prompt: int,
+        *,
+        skip_real: int = 0,
+        **settings,
+    ):
         self.pipe, self.judge, self.extractors, self.out = pipe, judge, list(extractors), Path(out)
         self.samples_per_prompt, self.skip_real = samples_per_prompt, skip_real
-        self.inputs = {"checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"],
-                       "weights": pipe.weights, "sampler": pipe.sampling.describe(),
-                       "samples_per_prompt": samples_per_prompt, "features": [e.name for e in self.extractors],
-                       **({"reference_skips": skip_real} if skip_real else {}), **settings}
+        self.inputs = {
+            "checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"],
+            "weights": pipe.weights,
+            "sampler": pipe.sampling.describe(),
+            "samples_per_prompt": samples_per_prompt,
+            "features": [e.name for e in self.extractors],
+            **({"reference_skips": skip_real} if skip_real else {}),
+            **settings,
+        }
         self._shared: dict[int, evaluate.PairedRows] = {}
 
     def up_to_date(self) -> bool:
@@ -59,8 +73,9 @@ class Study:
             self._shared[k] = evaluate.PairedRows(self.pipe.cfg, self.judge, self.extractors, k, self.skip_real)
         return self._shared[k]
 
-    def draw(self, w: float, *, shared: evaluate.PairedRows | None = None, pipe: TextToImage | None = None,
-             **sampling) -> Scored:
+    def draw(
+        self, w: float, *, shared: evaluate.PairedRows | None = None, pipe: TextToImage | None = None, **sampling
+    ) -> Scored:
         """One row: the shared prompts at strength ``w`` (``sampling``: what :meth:`TextToImage.images` takes, such
         as ``method``, ``sampler`` or ``seed``), drawn by ``pipe`` (default: the study's) and scored."""
         shared = shared or self.shared()
@@ -73,5 +88,6 @@ class Study:
 
     def publish(self, *, tables: dict, figures: dict, texts: dict, **facts) -> None:
         """Every table, figure and text into :attr:`out`, each with the run's provenance and ``facts``."""
-        reports.publish(self.out, self.pipe.provenance(inputs=self.inputs, **facts), tables=tables, figures=figures,
-                        texts=texts)
+        reports.publish(
+            self.out, self.pipe.provenance(inputs=self.inputs, **facts), tables=tables, figures=figures, texts=texts
+        )

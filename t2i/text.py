@@ -74,9 +74,12 @@ class TextEncoder:
             model_cls = CLIPTextModel if config.model_type in ("clip", "clip_text_model") else AutoModel
             model = model_cls.from_pretrained(source, revision=pinned)
         except (OSError, ValueError) as exc:  # ValueError: a directory without a model config
-            hint = (f"the directory {source} does not hold a complete model" if Path(source).exists() else
-                    f"{source!r} is not in the Hugging Face cache (HF_HOME) and cannot be downloaded here: "
-                    "run `make assets` on a node with internet, or pass a local directory")
+            hint = (
+                f"the directory {source} does not hold a complete model"
+                if Path(source).exists()
+                else f"{source!r} is not in the Hugging Face cache (HF_HOME) and cannot be downloaded here: "
+                "run `make assets` on a node with internet, or pass a local directory"
+            )
             raise MissingAsset(f"cannot load text encoder {name_or_path!r}: {hint}") from exc
         return cls(tokenizer, model, max_tokens, device)
 
@@ -111,8 +114,9 @@ class TextEncoder:
         """Embeddings [N, max_tokens, hidden] of tokenised prompts, on the encoder's device, not cached: for
         free-form captions that rarely repeat (CelebA), where a cache would only grow."""
         with torch.no_grad():
-            return self.model(input_ids=tokens["input_ids"].to(self.device),
-                              attention_mask=tokens["attention_mask"].to(self.device)).last_hidden_state
+            return self.model(
+                input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+            ).last_hidden_state
 
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         """:meth:`embed_tokens` of :meth:`tokenize`."""
@@ -128,8 +132,9 @@ class TextEncoder:
         long = [p for p, n in zip(prompts, lengths) if n > self.max_tokens]
         if long:
             shown = ", ".join(repr(p) for p in long[:3]) + (" ..." if len(long) > 3 else "")
-            warnings.warn(f"{len(long)} prompt(s) longer than {self.max_tokens} tokens were truncated: {shown}",
-                          stacklevel=3)
+            warnings.warn(
+                f"{len(long)} prompt(s) longer than {self.max_tokens} tokens were truncated: {shown}", stacklevel=3
+            )
 
 
 def tokenize(tokenizer, prompts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:

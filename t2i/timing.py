@@ -17,8 +17,18 @@ import torch
 from .reports import write_table
 
 # In the order a step runs them; "data wait" is the time the loop waited for the DataLoader.
-STAGES = ("data wait", "host-to-device", "text", "CFG masking", "noise", "forward", "loss", "backward",
-          "optimizer", "EMA")
+STAGES = (
+    "data wait",
+    "host-to-device",
+    "text",
+    "CFG masking",
+    "noise",
+    "forward",
+    "loss",
+    "backward",
+    "optimizer",
+    "EMA",
+)
 
 
 class StageTimer:
@@ -58,16 +68,25 @@ class StageTimer:
         """Milliseconds per step and share of the total, per stage (Table 3's columns)."""
         total = sum(self.totals.values()) or 1.0
         names = [s for s in STAGES if s in self.totals] + [s for s in self.totals if s not in STAGES]
-        rows = [{"stage": s, "ms_per_step": 1000 * self.totals[s] / self.steps, "percent": 100 * self.totals[s] / total}
-                for s in names]
+        rows = [
+            {"stage": s, "ms_per_step": 1000 * self.totals[s] / self.steps, "percent": 100 * self.totals[s] / total}
+            for s in names
+        ]
         return rows + [{"stage": "total", "ms_per_step": 1000 * total / self.steps, "percent": 100.0}]
 
     def write(self, path: Path, cfg, device: torch.device, precision: str) -> str:
         """The table (.md/.csv/.tex) of a training run's first steps; returns the markdown."""
-        return write_table(self.rows(), path, caption=(
-            f"Training step by stage: mean over the first {self.steps} steps of this attempt, batch {cfg.batch_size}, "
-            f"{cfg.num_workers} DataLoader workers, on {device}, precision {precision}"
-            + (" (CUDA synchronised per stage)" if self.sync else "") + "."))
+        return write_table(
+            self.rows(),
+            path,
+            caption=(
+                f"Training step by stage: mean over the first {self.steps} steps of this attempt, batch "
+                f"{cfg.batch_size}, "
+                f"{cfg.num_workers} DataLoader workers, on {device}, precision {precision}"
+                + (" (CUDA synchronised per stage)" if self.sync else "")
+                + "."
+            ),
+        )
 
 
 NULL_TIMER = StageTimer(0)

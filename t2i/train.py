@@ -67,8 +67,15 @@ class Hook(Protocol):
     def after_epoch(self, state: State) -> None: ...
 
 
-def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective, log_every: int = 10,
-        restart: bool = False, hooks: tuple[Hook, ...] = ()) -> Path:
+def fit(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    dataset: Dataset,
+    objective: EpsilonObjective,
+    log_every: int = 10,
+    restart: bool = False,
+    hooks: tuple[Hook, ...] = (),
+) -> Path:
     """Train (or resume) the run in ``run_dir`` to ``cfg.epochs`` and return ``run_dir``.
 
     If the run has a valid checkpoint, training resumes exactly where it left off (mid-epoch included); a complete
@@ -83,33 +90,53 @@ def fit(cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: Epsil
 class Trainer:
     """The loop and the state it checkpoints. Read :meth:`run` first; the rest is bookkeeping."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, dataset: Dataset, objective: EpsilonObjective,
-                 log_every: int, restart: bool, hooks: tuple[Hook, ...] = ()):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        dataset: Dataset,
+        objective: EpsilonObjective,
+        log_every: int,
+        restart: bool,
+        hooks: tuple[Hook, ...] = (),
+    ):
         self.cfg, self.run_dir, self.log_every, self.dataset, self.hooks = cfg, run_dir, log_every, dataset, hooks
         speed.enable_tf32()
         self.precision = resolve_precision(cfg.mixed_precision)
         acc = self.accelerator = Accelerator(
-            mixed_precision=self.precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            log_with=tracking.log_with(cfg.report_to), project_dir=run_dir,
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+            mixed_precision=self.precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            log_with=tracking.log_with(cfg.report_to),
+            project_dir=run_dir,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        )
         self.lock = runs.open_for_training(run_dir, cfg, acc, restart)  # one writer, before anything is touched
 
         set_seed(cfg.seed)  # the UNet's initial weights
         unet = speed.prepare(build_unet(cfg).to(acc.device), cfg)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                      fused=acc.device.type == "cuda")
+        optimizer = torch.optim.AdamW(
+            unet.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda"
+        )
         self.batches = Batches(dataset, cfg, acc)
         updates = sum(math.ceil(self.batches.per_epoch(e) / cfg.gradient_accumulation_steps) for e in range(cfg.epochs))
         # accelerate steps it per process
-        lr_schedule = get_scheduler(cfg.lr_schedule, optimizer,
-                                    num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
-                                    num_training_steps=updates * acc.num_processes)
+        lr_schedule = get_scheduler(
+            cfg.lr_schedule,
+            optimizer,
+            num_warmup_steps=cfg.lr_warmup_steps * acc.num_processes,
+            num_training_steps=updates * acc.num_processes,
+        )
         self.unet, self.optimizer, self.lr_schedule = acc.prepare(unet, optimizer, lr_schedule)
         self.model = speed.compiled(self.unet, cfg, acc)  # what the step calls
         self.compile_pending = cfg.compile != "off"  # True until the first (compiling) step has run
         self.params = list(acc.unwrap_model(self.unet).parameters())
-        ema = None if cfg.ema_decay is None else EMAModel(
-            self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True)
+        ema = (
+            None
+            if cfg.ema_decay is None
+            else EMAModel(
+                self.params, decay=cfg.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3, foreach=True
+            )
+        )
         self.state = State(acc, acc.unwrap_model(self.unet), ema)
         self.tracked = posthoc.PowerEMA.for_config(cfg, self.state.unet, acc, updates)  # None unless asked for
         self.objective = objective.to(acc.device)
@@ -136,10 +163,12 @@ class Trainer:
         if state.epoch >= cfg.epochs:
             acc.print(f"{self.run_dir.name}: already trained for {state.epoch} epochs")
             return
-        acc.print(f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
-                  f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
-                  f"{self.batches.per_epoch(state.epoch):,} batches of {cfg.batch_size} in epoch {state.epoch + 1} "
-                  f"of {cfg.epochs}")
+        acc.print(
+            f"training {cfg.experiment}/{self.run_dir.name} on {acc.device} ({acc.num_processes} process(es), "
+            f"precision {self.precision}): {count_parameters(self.unet):,} UNet parameters, "
+            f"{self.batches.per_epoch(state.epoch):,} batches of {cfg.batch_size} in epoch {state.epoch + 1} "
+            f"of {cfg.epochs}"
+        )
         tracking.start(acc, cfg, self.run_dir, state.step)
         with PreemptionFlag() as preemption, runs.LossLog(self.run_dir, acc.is_main_process) as log:
             while state.epoch < cfg.epochs:
@@ -150,8 +179,12 @@ class Trainer:
                 resumed_mid_epoch = False
                 self.unet.train()
                 in_epoch = self.batches.per_epoch(state.epoch)
-                bar = progress(desc=f"epoch {state.epoch + 1}/{cfg.epochs}", initial=state.step_in_epoch,
-                               total=in_epoch, disable=not acc.is_main_process)
+                bar = progress(
+                    desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                    initial=state.step_in_epoch,
+                    total=in_epoch,
+                    disable=not acc.is_main_process,
+                )
                 while True:
                     with self.timer("data wait"):
                         start = time.perf_counter()
@@ -230,8 +263,11 @@ class Trainer:
             with timer("optimizer"):
                 norm = None
                 if self.synced:
-                    norm = (acc.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else
-                            torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None]))
+                    norm = (
+                        acc.clip_grad_norm_(self.params, self.cfg.grad_clip)
+                        if self.cfg.grad_clip
+                        else torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+                    )
                     self.window.norms.append(norm)
                 self.nonfinite.record(loss.detach(), norm, self.state.step + 1, self.state.epoch + 1)
                 self.optimizer.step()  # accelerate's wrappers skip these between the batches of one update
@@ -260,14 +296,31 @@ class Trainer:
         name = checkpoints.name_for(state.epoch, state.step, state.step_in_epoch)
         path = checkpoints.checkpoint_dir(self.run_dir) / name
         if acc.is_main_process:
-            record = {"epoch": state.epoch, "step": state.step, "step_in_epoch": state.step_in_epoch,
-                      "data_seed": cfg.seed, "num_processes": acc.num_processes, "precision": self.precision,
-                      "config": cfg.to_dict(), "loss_smoothed": self.window.smoothed,
-                      "device": speed.hardware(acc.device),
-                      "train_seconds": self.trained_seconds + time.perf_counter() - self.started}
-            path = checkpoints.save_training(self.run_dir, name, state.unet, state.ema, self.optimizer,
-                                             self.lr_schedule, rng, record, self._is_milestone(), cfg.keep_checkpoints,
-                                             self.tracked)
+            record = {
+                "epoch": state.epoch,
+                "step": state.step,
+                "step_in_epoch": state.step_in_epoch,
+                "data_seed": cfg.seed,
+                "num_processes": acc.num_processes,
+                "precision": self.precision,
+                "config": cfg.to_dict(),
+                "loss_smoothed": self.window.smoothed,
+                "device": speed.hardware(acc.device),
+                "train_seconds": self.trained_seconds + time.perf_counter() - self.started,
+            }
+            path = checkpoints.save_training(
+                self.run_dir,
+                name,
+                state.unet,
+                state.ema,
+                self.optimizer,
+                self.lr_schedule,
+                rng,
+                record,
+                self._is_milestone(),
+                cfg.keep_checkpoints,
+                self.tracked,
+            )
         acc.wait_for_everyone()
         self.last_checkpoint = path
         return path
@@ -277,20 +330,25 @@ class Trainer:
         acc, state = self.accelerator, self.state
         path = checkpoints.latest(self.run_dir)
         if path is None and checkpoints.candidates(self.run_dir):
-            raise RunError(f"{self.run_dir} has checkpoints, but none passes its manifest check (see the warnings "
-                           "above); run again with --restart to set them aside and start over")
+            raise RunError(
+                f"{self.run_dir} has checkpoints, but none passes its manifest check (see the warnings "
+                "above); run again with --restart to set them aside and start over"
+            )
         if path is not None:
-            saved, rng = checkpoints.load_training(path, state.unet, state.ema, self.optimizer, self.lr_schedule,
-                                                   acc.process_index, self.tracked)
+            saved, rng = checkpoints.load_training(
+                path, state.unet, state.ema, self.optimizer, self.lr_schedule, acc.process_index, self.tracked
+            )
             state.epoch, state.step, state.step_in_epoch = saved["epoch"], saved["step"], saved["step_in_epoch"]
             self.window.smoothed = saved.get("loss_smoothed")  # absent from checkpoints written before it was kept
             self.trained_seconds, self.started = saved.get("train_seconds", 0.0), time.perf_counter()
             if saved["num_processes"] == acc.num_processes:
                 checkpoints.set_rng_state(self.generator, *rng)
             elif state.step_in_epoch:
-                warnings.warn(f"checkpoint written by {saved['num_processes']} processes, resuming on "
-                              f"{acc.num_processes}: the rest of this epoch draws new noise (no longer "
-                              "bit-reproducible)")
+                warnings.warn(
+                    f"checkpoint written by {saved['num_processes']} processes, resuming on "
+                    f"{acc.num_processes}: the rest of this epoch draws new noise (no longer "
+                    "bit-reproducible)"
+                )
                 self.generator.manual_seed(epoch_seed(self.cfg.seed, state.epoch, acc.process_index) + state.step)
             self.last_checkpoint = path
             acc.print(f"resuming {self.run_dir.name} from {path.name} (epoch {state.epoch}, step {state.step})")

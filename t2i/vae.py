@@ -27,10 +27,18 @@ def resolve(name_or_path: str) -> str:
     with build_lock(folder):
         if not (folder / "config.json").exists():
             torch.manual_seed(0)
-            AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
-                          layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=64,
-                          scaling_factor=0.18215).save_pretrained(folder)
+            AutoencoderKL(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4,
+                block_out_channels=(8, 8, 16, 16),
+                layers_per_block=1,
+                latent_channels=4,
+                norm_num_groups=4,
+                sample_size=64,
+                scaling_factor=0.18215,
+            ).save_pretrained(folder)
     return str(folder)
 
 
@@ -42,16 +50,19 @@ class LatentCodec:
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, device: torch.device | str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "LatentCodec":
+    def from_pretrained(
+        cls, name_or_path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "LatentCodec":
         """A hub id (offline: from the Hugging Face cache that `make assets` filled) or a local folder."""
         try:
-            vae = AutoencoderKL.from_pretrained(resolve(name_or_path), torch_dtype=dtype,
-                                                revision=hub.revision(name_or_path))  # pinned in t2i.hub
+            vae = AutoencoderKL.from_pretrained(
+                resolve(name_or_path), torch_dtype=dtype, revision=hub.revision(name_or_path)
+            )  # pinned in t2i.hub
         except OSError as exc:
             raise MissingAsset(
                 f"VAE {name_or_path!r} is not available offline; run `make assets EXPERIMENTS=celeba` on a node with "
-                "internet (it fills the Hugging Face cache under HF_HOME), or pass a local folder") from exc
+                "internet (it fills the Hugging Face cache under HF_HOME), or pass a local folder"
+            ) from exc
         return cls(vae.to(device))
 
     @property
@@ -87,6 +98,8 @@ class LatentCodec:
 def check_latent_shape(cfg: ExperimentConfig, codec: LatentCodec) -> None:
     """The config's latent shape must be what the VAE produces at the config's resolution."""
     if codec.latent_shape(cfg.resolution) != cfg.model_shape:
-        raise ValueError(f"VAE {cfg.vae!r} makes latents of shape {codec.latent_shape(cfg.resolution)} from "
-                         f"{cfg.resolution} px images, the config expects {cfg.model_shape}: set latent_channels / "
-                         "latent_downsample to match the VAE")
+        raise ValueError(
+            f"VAE {cfg.vae!r} makes latents of shape {codec.latent_shape(cfg.resolution)} from "
+            f"{cfg.resolution} px images, the config expects {cfg.model_shape}: set latent_channels / "
+            "latent_downsample to match the VAE"
+        )

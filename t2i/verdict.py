@@ -96,8 +96,10 @@ def feature_spaces(cfg, extractors: list, images_per_half: int = 600) -> tuple[d
     (which also scores adherence) and orders the damage; else the first that orders it; else as given."""
     images, conditions = data.load_images(cfg, "train", limit=2 * images_per_half)
     damage = {e.name: evaluate.damage_check(e, images, conditions) for e in extractors}
-    order = sorted(range(len(extractors)), key=lambda k: (not damage[extractors[k].name]["orders"],
-                                                          isinstance(extractors[k], metrics.JudgeExtractor), k))
+    order = sorted(
+        range(len(extractors)),
+        key=lambda k: (not damage[extractors[k].name]["orders"], isinstance(extractors[k], metrics.JudgeExtractor), k),
+    )
     return damage, [extractors[k] for k in order]
 
 
@@ -125,8 +127,14 @@ def _strength(adherence: np.ndarray, w: np.ndarray, level: float) -> float:
     return float(w[0]) if adherence[0] >= level else stats.crossing(adherence, w, level)
 
 
-def primary_tests(verdict_rows: dict, calibrations: dict[str, Calibration], spaces: list[str], level: float,
-                  bootstrap: int, binary: bool) -> list[dict]:
+def primary_tests(
+    verdict_rows: dict,
+    calibrations: dict[str, Calibration],
+    spaces: list[str],
+    level: float,
+    bootstrap: int,
+    binary: bool,
+) -> list[dict]:
     """One primary test per method and feature space: KID at its w* minus CFG's at its w*, with the calibration's
     error inside one basic bootstrap; Holm-adjusted over the methods in each space. ``verdict_rows``: label ->
     :class:`t2i.comparison.Row` on the fresh seeds (CFG's under "cfg")."""
@@ -143,16 +151,35 @@ def primary_tests(verdict_rows: dict, calibrations: dict[str, Calibration], spac
                 continue
             c, base = calibrations[label], calibrations["cfg"]
             d = float(row.features[s].kid() - cfg.features[s].kid())
-            boot = (kid_boot[label] - kid_boot["cfg"] + c.slopes[s] * shift[label] - base.slopes[s] * shift["cfg"])
+            boot = kid_boot[label] - kid_boot["cfg"] + c.slopes[s] * shift[label] - base.slopes[s] * shift["cfg"]
             reached = float(np.isfinite(boot).mean())
             lo, hi = stats.interval(d, boot)
             a_lo, a_hi = _adherence_interval(row.hits, binary)
-            mine.append({"method": label, "features": s, "metric": "kid", "primary": True, "axis": "calibrated",
-                         "at": f"calibrated adherence {level:g}", "level": level, "w": c.w, "w_cfg": base.w,
-                         "cfg": float(cfg.features[s].kid()), "value": float(row.features[s].kid()), "difference": d,
-                         "lo": lo, "hi": hi, "p": stats.p_value(d, boot), "better": d < 0, "reached": reached,
-                         "adherence": float(row.hits.mean()), "adherence_lo": a_lo, "adherence_hi": a_hi,
-                         "adherence_cfg": float(cfg.hits.mean())})
+            mine.append(
+                {
+                    "method": label,
+                    "features": s,
+                    "metric": "kid",
+                    "primary": True,
+                    "axis": "calibrated",
+                    "at": f"calibrated adherence {level:g}",
+                    "level": level,
+                    "w": c.w,
+                    "w_cfg": base.w,
+                    "cfg": float(cfg.features[s].kid()),
+                    "value": float(row.features[s].kid()),
+                    "difference": d,
+                    "lo": lo,
+                    "hi": hi,
+                    "p": stats.p_value(d, boot),
+                    "better": d < 0,
+                    "reached": reached,
+                    "adherence": float(row.hits.mean()),
+                    "adherence_lo": a_lo,
+                    "adherence_hi": a_hi,
+                    "adherence_cfg": float(cfg.hits.mean()),
+                }
+            )
         for t, adjusted in zip(mine, stats.holm_adjusted([t["p"] for t in mine])):
             t["p_holm"] = adjusted
             t["verdict"] = "not resolved" if adjusted > 1 - stats.LEVEL else "better" if t["better"] else "worse"
@@ -168,15 +195,16 @@ def _adherence_interval(hits: np.ndarray, binary: bool) -> tuple[float, float]:
     return float(mean - z * se), float(mean + z * se)
 
 
-def needed(verdict_rows: dict, calibrations: dict[str, Calibration], tests: list[dict], space: str,
-           power: float) -> dict[str, float]:
+def needed(
+    verdict_rows: dict, calibrations: dict[str, Calibration], tests: list[dict], space: str, power: float
+) -> dict[str, float]:
     """For each method whose primary test is not resolved: the verdict N at which its effect, if it stayed as
     measured, would be resolved after Holm with ``power``, from the KID difference's standard error on subsamples of
     N / 4, N / 2 and N seeds (se = c N^-b, fitted) with the calibration's variance added as measured (the front's N
     unchanged); infinite where the calibration alone hides the effect or beyond :data:`MAX_EXTRAPOLATION` x N (a
     planning figure, never extrapolated further)."""
     primary = [t for t in tests if t["features"] == space]
-    z = (scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1))) + scipy_stats.norm.ppf(power))
+    z = scipy_stats.norm.ppf(1 - (1 - stats.LEVEL) / (2 * max(len(primary), 1))) + scipy_stats.norm.ppf(power)
     cfg = verdict_rows["cfg"]
     n, m = len(cfg.hits), len(cfg.features[space].y)
     found = {}
@@ -187,7 +215,7 @@ def needed(verdict_rows: dict, calibrations: dict[str, Calibration], tests: list
         sizes, errors = [n // 4, n // 2, n], []
         for size in sizes:
             draws, refs = stats.resamples(n, m, 60, seed=size)
-            draws, refs = draws[:, :size], refs[:, :min(size, m)]
+            draws, refs = draws[:, :size], refs[:, : min(size, m)]
             diffs = [row.features[space].kid(d, q) - cfg.features[space].kid(d, q) for d, q in zip(draws, refs)]
             errors.append(float(np.std(diffs, ddof=1)))
         # |effect| = z sqrt(se_kid(N)^2 + calibration): solve for se_kid(N), then N from the fitted se_kid = c N^-b

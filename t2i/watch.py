@@ -26,7 +26,6 @@ from .train import Hook, State
 from .vae import LatentCodec
 
 
-
 def hooks_for(cfg: ExperimentConfig, run_dir: Path, text: TextEncoder) -> tuple[Hook, ...]:
     """The watchers a config asks for (none if it asks for none)."""
     sampler = EmaSampler(cfg, text)  # one UNet copy, shared
@@ -48,8 +47,14 @@ class EmaSampler:
         device = state.accelerator.device
         if self.pipe is None:
             codec = LatentCodec.from_pretrained(self.cfg.vae, device=device) if self.cfg.vae is not None else None
-            self.pipe = TextToImage(self.cfg, UNet2DConditionModel.from_config(state.unet.config), self.text,
-                                    device=device, weights="raw" if state.ema is None else "ema", codec=codec)
+            self.pipe = TextToImage(
+                self.cfg,
+                UNet2DConditionModel.from_config(state.unet.config),
+                self.text,
+                device=device,
+                weights="raw" if state.ema is None else "ema",
+                codec=codec,
+            )
         target = list(self.pipe.unet.parameters())
         if state.ema is not None:
             state.ema.copy_to(target)
@@ -93,11 +98,19 @@ class SampleGrids:
             prompts = [caption for caption in cfg.captions for _ in range(columns)]
             images = pipe.images(prompts, cfg.sample_guidance_scale, seed=cfg.seed, show_progress=False)
         path = self.folder / f"step-{state.step:08d}.png"
-        reports.image_grid(images, path, nrow=columns, row_labels=short_labels(cfg.class_names), title=(
-            f"{cfg.experiment}: step {state.step:,} (epoch {state.epoch + (state.step_in_epoch > 0)}), "
-            f"{pipe.weights} weights, w = {cfg.sample_guidance_scale:g}, seeds {cfg.seed}..{cfg.seed + columns - 1}\n"
-            f"[{reports.GUIDANCE_CONVENTION}]"))
-        grid = torch.stack([images[i * columns:(i + 1) * columns] for i in range(len(cfg.captions))])
+        reports.image_grid(
+            images,
+            path,
+            nrow=columns,
+            row_labels=short_labels(cfg.class_names),
+            title=(
+                f"{cfg.experiment}: step {state.step:,} (epoch {state.epoch + (state.step_in_epoch > 0)}), "
+                f"{pipe.weights} weights, w = {cfg.sample_guidance_scale:g}, seeds "
+                f"{cfg.seed}..{cfg.seed + columns - 1}\n"
+                f"[{reports.GUIDANCE_CONVENTION}]"
+            ),
+        )
+        grid = torch.stack([images[i * columns : (i + 1) * columns] for i in range(len(cfg.captions))])
         grid = grid.permute(0, 3, 1, 4, 2).flatten(0, 1).flatten(1, 2)  # rows of images -> one [H, W, C] picture
         picture = (grid.expand(-1, -1, 3) * 255).round().to(torch.uint8).numpy()
         tracking.log_image(state.accelerator, "samples", picture, state.step)
@@ -123,10 +136,22 @@ class PeriodicEval:
         with _forked_rng(state.accelerator.device):
             judge = judges.for_config(self.cfg).to(state.accelerator.device)
             extractor = metrics.JudgeExtractor(judge)
-            rows = evaluate.sweep(self.sampler.pipeline(state), judge, extractor, self.cfg.eval_guidance_scales,
-                                  self.cfg.eval_samples_per_prompt)
-        records = [{"epoch": state.epoch, "step": state.step, **{k: r[k] for k in EVAL_FIELDS[2:-1]},
-                    "features": extractor.name} for r in rows]
+            rows = evaluate.sweep(
+                self.sampler.pipeline(state),
+                judge,
+                extractor,
+                self.cfg.eval_guidance_scales,
+                self.cfg.eval_samples_per_prompt,
+            )
+        records = [
+            {
+                "epoch": state.epoch,
+                "step": state.step,
+                **{k: r[k] for k in EVAL_FIELDS[2:-1]},
+                "features": extractor.name,
+            }
+            for r in rows
+        ]
         old = [r for r in self._read() if int(r["step"]) != state.step]  # a resumed run evaluates a step again
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=EVAL_FIELDS, lineterminator="\n")
@@ -135,10 +160,16 @@ class PeriodicEval:
         write_atomic(self.path, text.getvalue())  # a kill mid-write leaves the previous evaluations, never half a file
         for r in records[1:]:  # the first row is real-vs-real: the floor, not a measurement of the model
             w = f"{r['guidance_scale']:g}"
-            state.accelerator.log({f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"],
-                                     f"eval/fid_w{w}": r["fid"]}, step=state.step)
-        print(f"epoch {state.epoch} eval: " + ", ".join(f"w={r['guidance_scale']:g} adherence {r['adherence']:.3f} "
-                                                          f"KID {r['kid']:.4f}" for r in records[1:]))
+            state.accelerator.log(
+                {f"eval/adherence_w{w}": r["adherence"], f"eval/kid_w{w}": r["kid"], f"eval/fid_w{w}": r["fid"]},
+                step=state.step,
+            )
+        print(
+            f"epoch {state.epoch} eval: "
+            + ", ".join(
+                f"w={r['guidance_scale']:g} adherence {r['adherence']:.3f} KID {r['kid']:.4f}" for r in records[1:]
+            )
+        )
 
     def _read(self) -> list[dict]:
         if not self.path.exists():

@@ -46,10 +46,17 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     tokenizer = CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=merges)
     tokenizer.save_pretrained(path)
     torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=TINY_CLIP_WIDTH, intermediate_size=64,
-                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=TINY_CLIP_WIDTH,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     CLIPTextModel(config).save_pretrained(path)
     return path
 
@@ -68,12 +75,20 @@ def tiny_clip_scorer_dir(tmp_path_factory, tiny_clip_dir) -> Path:
     path = tmp_path_factory.mktemp("tiny-clip-scorer")
     tokenizer = CLIPTokenizer.from_pretrained(tiny_clip_dir)
     text = CLIPTextConfig.from_pretrained(tiny_clip_dir).to_dict()
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     torch.manual_seed(0)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(path)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(path)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    ).save_pretrained(path)
     return path
 
 

@@ -39,7 +39,8 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     with open(paths.bench_report("gpu")) as f:
         rows = list(csv.DictReader(f))
     assert [(r["experiment"], r["variant"]) for r in rows] == [
-        (e, v) for e in gpu.EXPERIMENTS for v in ("bf16+heads64", "fp32", "trainer (no)")]  # fp32 right before
+        (e, v) for e in gpu.EXPERIMENTS for v in ("bf16+heads64", "fp32", "trainer (no)")
+    ]  # fp32 right before
     for row in rows:
         assert float(row["ms_step"]) > 0 and float(row["tflop_step"]) > 0, row
         assert row["steps"] == "1" and float(row["spread_pct"]) == 0 and "failed" not in row["note"], row
@@ -55,7 +56,8 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     with open(paths.bench_report("gpu_breakdown")) as f:  # where the time goes, per kind of op
         breakdown = list(csv.DictReader(f))
     assert [(r["experiment"], r["variant"]) for r in breakdown] == [
-        (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64")]
+        (e, v) for e in gpu.EXPERIMENTS for v in ("fp32", "bf16+heads64")
+    ]
     for row in breakdown:
         shares = [float(row[f"{c}_pct"]) for c in gpu.CATEGORIES]
         assert sum(shares) == pytest.approx(100) and shares[gpu.CATEGORIES.index("conv")] > 0, row
@@ -63,17 +65,20 @@ def test_bench_gpu_runs_every_config_on_the_cpu_and_reports_the_trainer_against_
     assert paths.bench_report("gpu_breakdown").with_name("gpu_breakdown.provenance.json").exists()
 
 
-@pytest.mark.parametrize("name, ancestors, category", [
-    ("aten::convolution_backward", ["autograd::engine::evaluate_function: ConvolutionBackward0"], "conv"),
-    ("aten::cudnn_convolution", ["aten::_convolution", "aten::convolution", "aten::conv2d"], "conv"),
-    ("aten::mm", ["aten::_scaled_dot_product_attention_math", "aten::scaled_dot_product_attention"], "attention"),
-    ("aten::_efficient_attention_backward", [], "attention"),
-    ("aten::addmm", ["aten::linear"], "matmul"),
-    ("aten::_to_copy", ["aten::to", "aten::group_norm"], "copy_cast"),  # autocast's float32 cast for the norm
-    ("aten::native_group_norm", ["aten::group_norm"], "norm"),
-    ("aten::lerp_", ["aten::_foreach_lerp_", "Optimizer.step#AdamW.step"], "optimizer"),
-    ("aten::silu", [], "other"),
-])
+@pytest.mark.parametrize(
+    "name, ancestors, category",
+    [
+        ("aten::convolution_backward", ["autograd::engine::evaluate_function: ConvolutionBackward0"], "conv"),
+        ("aten::cudnn_convolution", ["aten::_convolution", "aten::convolution", "aten::conv2d"], "conv"),
+        ("aten::mm", ["aten::_scaled_dot_product_attention_math", "aten::scaled_dot_product_attention"], "attention"),
+        ("aten::_efficient_attention_backward", [], "attention"),
+        ("aten::addmm", ["aten::linear"], "matmul"),
+        ("aten::_to_copy", ["aten::to", "aten::group_norm"], "copy_cast"),  # autocast's float32 cast for the norm
+        ("aten::native_group_norm", ["aten::group_norm"], "norm"),
+        ("aten::lerp_", ["aten::_foreach_lerp_", "Optimizer.step#AdamW.step"], "optimizer"),
+        ("aten::silu", [], "other"),
+    ],
+)
 def test_profiled_ops_are_sorted_by_kind_the_optimizer_and_attention_by_their_callers(name, ancestors, category):
     assert breakdown.category(name, ancestors) == category
 
@@ -92,10 +97,25 @@ def test_a_gpu_profile_counts_each_ops_kernels_and_the_devices_busy_time():
         return event
 
     step = op("Optimizer.step#AdamW.step", 0, 100)
-    events = [op("aten::conv2d", 0, 10, kernels=[30.0, 20.0]), op("aten::_to_copy", 10, 12, kernels=[5.0]),
-              step, op("aten::_fused_adamw_", 1, 90, parent=step, kernels=[40.0]), op("aten::silu", 90, 95)]
-    events += [FunctionEvent(id=100 + k, name="kernel", thread=7, start_us=k * 100, end_us=k * 100 + us,
-                             device_type=DeviceType.CUDA, use_device="cuda") for k, us in enumerate([30, 20, 5, 40])]
+    events = [
+        op("aten::conv2d", 0, 10, kernels=[30.0, 20.0]),
+        op("aten::_to_copy", 10, 12, kernels=[5.0]),
+        step,
+        op("aten::_fused_adamw_", 1, 90, parent=step, kernels=[40.0]),
+        op("aten::silu", 90, 95),
+    ]
+    events += [
+        FunctionEvent(
+            id=100 + k,
+            name="kernel",
+            thread=7,
+            start_us=k * 100,
+            end_us=k * 100 + us,
+            device_type=DeviceType.CUDA,
+            use_device="cuda",
+        )
+        for k, us in enumerate([30, 20, 5, 40])
+    ]
     by_category, by_op, kernels, kernel_us = breakdown.attribute(events, cuda=True)
     assert by_category == {**dict.fromkeys(gpu.CATEGORIES, 0.0), "conv": 50.0, "copy_cast": 5.0, "optimizer": 40.0}
     assert by_op["aten::conv2d"] == 50.0 and by_op["aten::silu"] == 0.0  # host time does not count on a GPU
@@ -112,12 +132,16 @@ def test_a_cell_that_runs_out_of_memory_is_retried_at_half_the_batch_down_to_an_
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return {"ms": 10.0, "note": "measured"}
 
-    assert measure.guarded(fake, cfg, 128) == {"ms": 10.0, "batch": 128,
-                                               "note": "batch 128: 512 ran out of memory; measured"}
+    assert measure.guarded(fake, cfg, 128) == {
+        "ms": 10.0,
+        "batch": 128,
+        "note": "batch 128: 512 ran out of memory; measured",
+    }
     assert tried == [512, 256, 128]
     tried.clear()
-    assert measure.guarded(fake, cfg, 1) == {"note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate "
-                                                     "2.00 GiB"}
+    assert measure.guarded(fake, cfg, 1) == {
+        "note": "failed: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    }
     assert tried == [512, 256, 128, 64]
     # no retry
     assert measure.guarded(lambda cfg: 1 / 0, cfg) == {"note": "failed: ZeroDivisionError: division by zero"}
@@ -174,8 +198,11 @@ def test_compile_cells_start_from_a_cold_cache_unless_the_caller_chose_one(monke
 
 def test_a_cpu_run_never_hides_a_gpu_report_and_each_device_keeps_its_own(tmp_path):
     root = paths.reports_dir() / "bench"
-    for device, created in (("nvidia-h200", "2026-11-20T00:00:00+00:00"), ("cpu-x86-64-2cpus", "2026-12-01T00:00:00"),
-                            ("nvidia-h100-80gb-hbm3", "2026-11-25T00:00:00+00:00")):
+    for device, created in (
+        ("nvidia-h200", "2026-11-20T00:00:00+00:00"),
+        ("cpu-x86-64-2cpus", "2026-12-01T00:00:00"),
+        ("nvidia-h100-80gb-hbm3", "2026-11-25T00:00:00+00:00"),
+    ):
         (root / device).mkdir(parents=True)
         (root / device / "gpu.csv").write_text("experiment\n")
         (root / device / "gpu.provenance.json").write_text(json.dumps({"created": created}))

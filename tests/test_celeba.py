@@ -14,14 +14,35 @@ from t2i.data import celeba, latents
 from t2i.vae import LatentCodec
 
 THESIS_EXAMPLES = {  # thesis 3.5.3's example captions and the attributes behind them
-    "A photo of a young woman with straight blond hair, bangs, smiling, wearing earrings":
-        ["Young", "Straight_Hair", "Blond_Hair", "Bangs", "Smiling", "Wearing_Earrings", "No_Beard"],
-    "A photo of a man with black hair, a mustache, wearing eyeglasses":
-        ["Male", "Black_Hair", "Mustache", "Eyeglasses"],
-    "A photo of a young man with brown hair, high cheekbones, a clean-shaven face":
-        ["Young", "Male", "Brown_Hair", "High_Cheekbones", "No_Beard"],
-    "A photo of a woman with wavy brown hair, pale skin, wearing a necklace":
-        ["Wavy_Hair", "Brown_Hair", "Pale_Skin", "Wearing_Necklace", "No_Beard"],
+    "A photo of a young woman with straight blond hair, bangs, smiling, wearing earrings": [
+        "Young",
+        "Straight_Hair",
+        "Blond_Hair",
+        "Bangs",
+        "Smiling",
+        "Wearing_Earrings",
+        "No_Beard",
+    ],
+    "A photo of a man with black hair, a mustache, wearing eyeglasses": [
+        "Male",
+        "Black_Hair",
+        "Mustache",
+        "Eyeglasses",
+    ],
+    "A photo of a young man with brown hair, high cheekbones, a clean-shaven face": [
+        "Young",
+        "Male",
+        "Brown_Hair",
+        "High_Cheekbones",
+        "No_Beard",
+    ],
+    "A photo of a woman with wavy brown hair, pale skin, wearing a necklace": [
+        "Wavy_Hair",
+        "Brown_Hair",
+        "Pale_Skin",
+        "Wearing_Necklace",
+        "No_Beard",
+    ],
 }
 
 
@@ -92,9 +113,16 @@ def tiny_vae_dir(tmp_path):
     """An AutoencoderKL built from a config with random weights, saved like a hub checkpoint; scaling factor 0.5
     so a test can tell it is read from the config and not assumed to be 0.18215."""
     torch.manual_seed(0)
-    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                  block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                  sample_size=64, scaling_factor=0.5).save_pretrained(tmp_path / "vae")
+    AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.5,
+    ).save_pretrained(tmp_path / "vae")
     return tmp_path / "vae"
 
 
@@ -121,8 +149,9 @@ def celeba_cfg(tiny_vae_dir, tiny_clip_dir, tmp_path, monkeypatch):
     from tests.conftest import TINY_CLIP_WIDTH
 
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
-    return configs.get("celeba", "smoke", vae=str(tiny_vae_dir), text_encoder=str(tiny_clip_dir),
-                       cross_attention_dim=TINY_CLIP_WIDTH)
+    return configs.get(
+        "celeba", "smoke", vae=str(tiny_vae_dir), text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH
+    )
 
 
 def test_latent_cache_is_built_once_resumes_and_rebuilds_when_its_key_changes(celeba_cfg):
@@ -188,8 +217,10 @@ def test_captions_are_drawn_and_tokenised_per_row_and_epoch_the_same_in_any_work
 
     def examples(epoch: int, workers: int) -> Counter:  # (latent, caption tokens) pairs; synthetic faces repeat
         stream.set_epoch(epoch)
-        return Counter((mean.numpy().tobytes(), tuple(tokens["input_ids"].tolist()))
-                       for mean, _, tokens in DataLoader(stream, batch_size=None, num_workers=workers))
+        return Counter(
+            (mean.numpy().tobytes(), tuple(tokens["input_ids"].tolist()))
+            for mean, _, tokens in DataLoader(stream, batch_size=None, num_workers=workers)
+        )
 
     epoch0 = examples(0, workers=0)
     assert epoch0.total() == stream.total_rows and epoch0 == examples(0, workers=2)

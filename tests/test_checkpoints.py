@@ -21,8 +21,13 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, fit):
     run = fit(smoke_cfg.replace(epochs=1), paths.run_dir("mnist", "a"))
     ckpt = checkpoints.latest(run)
     assert ckpt.name == "epoch-0001"
-    for part in ("unet/diffusion_pytorch_model.safetensors", "ema/diffusion_pytorch_model.safetensors",
-                 "training_state.safetensors", "state.json", "manifest.json"):
+    for part in (
+        "unet/diffusion_pytorch_model.safetensors",
+        "ema/diffusion_pytorch_model.safetensors",
+        "training_state.safetensors",
+        "state.json",
+        "manifest.json",
+    ):
         assert (ckpt / part).exists(), part
     state = checkpoints.load_state(ckpt)
     assert (state["epoch"], state["step"], state["step_in_epoch"]) == (1, 4, 0)  # 64 images / batch 16
@@ -31,13 +36,15 @@ def test_checkpoint_round_trip_through_from_pretrained(smoke_cfg, fit):
     tensors = checkpoints.load_tensors(ckpt)
     assert tensors["optimizer.0.step"].item() == 4 and "rng.0.generator" in tensors
     raw, ema = checkpoints.load_unet(ckpt), checkpoints.load_unet(ckpt, ema=True)
+
     def config(model):
         return {k: v for k, v in model.config.items() if k != "_name_or_path"}
 
     assert config(raw) == config(ema)
     assert any(not torch.equal(a, b) for a, b in zip(raw.parameters(), ema.parameters()))
-    assert not any(p.name.startswith(".") and p.name.endswith(".tmp")
-                   for p in checkpoints.checkpoint_dir(run).iterdir())
+    assert not any(
+        p.name.startswith(".") and p.name.endswith(".tmp") for p in checkpoints.checkpoint_dir(run).iterdir()
+    )
 
 
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(smoke_cfg, fit, monkeypatch):
@@ -122,8 +129,9 @@ def test_a_preemption_checkpoint_at_an_epochs_first_batch_keeps_that_epochs_mile
     assert names == ["epoch-0001", "epoch-0002", "epoch-0003", "epoch-0004"]
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder_and_the_run_resumes(smoke_cfg, fit,
-                                                                                           monkeypatch, capsys):
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder_and_the_run_resumes(
+    smoke_cfg, fit, monkeypatch, capsys
+):
     from t2i import cli
 
     cfg = smoke_cfg.replace(epochs=2)
@@ -140,13 +148,20 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder_and_the_r
     fit(cfg, run)  # space freed: the same command resumes
     assert checkpoints.latest(run).name == "epoch-0002"
     assert "epoch-0002" in [p.name for p in checkpoints.candidates(run)]
-    assert cli.one_line(RuntimeError("Caught X in DataLoader worker process 0.\nOriginal Traceback (most recent "
-                                     "call last):\n  File ...\nt2i.data.shards.TooManyBadSamples: 3 bad rows")) == \
-        "3 bad rows"
+    assert (
+        cli.one_line(
+            RuntimeError(
+                "Caught X in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                "call last):\n  File ...\nt2i.data.shards.TooManyBadSamples: 3 bad rows"
+            )
+        )
+        == "3 bad rows"
+    )
 
 
 def test_a_really_full_disk_stops_with_one_line_and_after_space_is_freed_the_run_ends_as_a_lone_run(
-        smoke_cfg, fit, tmp_path, monkeypatch, capsys):
+    smoke_cfg, fit, tmp_path, monkeypatch, capsys
+):
     """A tmpfs as the runs folder with room for one and a half checkpoints: the first fits, the second does not."""
     from t2i import cli
     from tests.helpers import mounts, weights
@@ -160,8 +175,13 @@ def test_a_really_full_disk_stops_with_one_line_and_after_space_is_freed_the_run
         monkeypatch.setenv("T2I_RUNS_DIR", str(disk))
         assert cli.main(args) == 1
         error = capsys.readouterr().err.strip().splitlines()[-1]
-        assert error.startswith(f"error: no space left for a checkpoint in {disk}/mnist/full/checkpoints: it needs "
-                                f"about {size:.0f} MB (the size of epoch-0001)") and "intact" in error, error
+        assert (
+            error.startswith(
+                f"error: no space left for a checkpoint in {disk}/mnist/full/checkpoints: it needs "
+                f"about {size:.0f} MB (the size of epoch-0001)"
+            )
+            and "intact" in error
+        ), error
         run = paths.run_dir("mnist", "full")
         assert checkpoints.latest(run).name == "epoch-0001" and not list((run / "checkpoints").glob(".*.tmp"))
         mounts.resize(disk, 8 * size)  # space freed: the same command resumes

@@ -38,14 +38,26 @@ BAD_COMMAND_LINES = [
     (["train", "--set", "eval_every_epochs=1", "--set", "eval_samples_per_prompt=100"], 1, "eval_every_epochs needs"),
     (["sample", "RUN", "--prompt", "x", "--out", "grid.jpg"], 2, "must end in .png"),
     (["sample", "NORUN", "--prompt", "x", "--out", "g.png"], 1, "is not a run folder"),
-    (["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"], 1,
-     "run's 1000 training timesteps"),
-    (["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"], 1,
-     "no checkpoint 'epoch-0099'"),
-    (["sample", "RUN", "--prompt", "x", "--guidance-method", "apg", "--guidance-param", "eta=abc", "--out", "g.png"], 1,
-     "--guidance-param eta=abc: the value must be a finite number"),
-    (["sample", "RUN", "--prompt", "x", "--no-ema", "--ema-length", "0.05", "--out", "g.png"], 1,
-     "--no-ema and --ema-length ask for different weights"),
+    (
+        ["sample", "RUN", "--prompt", "x", "--num-inference-steps", "5000", "--out", "g.png"],
+        1,
+        "run's 1000 training timesteps",
+    ),
+    (
+        ["sample", "RUN", "--prompt", "x", "--checkpoint", "epoch-0099", "--out", "g.png"],
+        1,
+        "no checkpoint 'epoch-0099'",
+    ),
+    (
+        ["sample", "RUN", "--prompt", "x", "--guidance-method", "apg", "--guidance-param", "eta=abc", "--out", "g.png"],
+        1,
+        "--guidance-param eta=abc: the value must be a finite number",
+    ),
+    (
+        ["sample", "RUN", "--prompt", "x", "--no-ema", "--ema-length", "0.05", "--out", "g.png"],
+        1,
+        "--no-ema and --ema-length ask for different weights",
+    ),
     (["export", "RUN", "OUTDIR/x", "--push-to-hub", ""], 1, "--push-to-hub needs a repository id"),
     (["export", "RUN", "OUTDIR/x", "--weights", "raw", "--ema-length", "0.05"], 1, "--weights raw and --ema-length"),
     (["export", "RUN", "OUTDIR/x", "--private"], 1, "add --push-to-hub REPO_ID"),
@@ -54,14 +66,37 @@ BAD_COMMAND_LINES = [
 
 
 def test_train_then_sample_from_the_command_line(smoke_cfg, tmp_path):
-    overrides = ["--set", f"text_encoder={smoke_cfg.text_encoder}", "--set", "cross_attention_dim=32",
-                 "--set", "epochs=1"]
+    overrides = [
+        "--set",
+        f"text_encoder={smoke_cfg.text_encoder}",
+        "--set",
+        "cross_attention_dim=32",
+        "--set",
+        "epochs=1",
+    ]
     assert cli.main(["train", "--experiment", "mnist", "--profile", "smoke", "--run-name", "cli", *overrides]) == 0
     run = paths.run_dir("mnist", "cli")
     assert checkpoints.latest(run).name == "epoch-0001"
     out = tmp_path / "grid.png"
-    assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--prompt", "A handwritten digit 4",
-                     "--guidance-scale", "5", "--samples-per-prompt", "2", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(run),
+                "--prompt",
+                "A handwritten digit 3",
+                "--prompt",
+                "A handwritten digit 4",
+                "--guidance-scale",
+                "5",
+                "--samples-per-prompt",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 1000
     assert out.with_name("grid.provenance.json").exists()
 
@@ -74,17 +109,28 @@ def test_a_bad_setting_fails_before_anything_is_written_so_the_corrected_command
     assert cli.main(train) == 0
 
 
-@pytest.mark.parametrize("args, status, phrase", BAD_COMMAND_LINES,
-                         ids=[" ".join(a[:3]) + " " + a[-1] if len(a) > 3 else " ".join(a)
-                              for a, _, _ in BAD_COMMAND_LINES])
-def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(args, status, phrase, capsys, tmp_path,
-                                                                       sample_run, monkeypatch):
+@pytest.mark.parametrize(
+    "args, status, phrase",
+    BAD_COMMAND_LINES,
+    ids=[" ".join(a[:3]) + " " + a[-1] if len(a) > 3 else " ".join(a) for a, _, _ in BAD_COMMAND_LINES],
+)
+def test_a_bad_command_line_is_one_line_on_stderr_and_a_nonzero_exit(
+    args, status, phrase, capsys, tmp_path, sample_run, monkeypatch
+):
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "empty-data"))  # the full profile's assets are missing here
     (tmp_path / "OUTDIR").mkdir()
-    args = [{"RUN": str(sample_run), "NORUN": str(tmp_path / "nothing"), "OUTDIR": str(tmp_path / "OUTDIR"),
-             "g.png": str(tmp_path / "g.png"), "grid.jpg": str(tmp_path / "grid.jpg"),
-             "NODIR/g.png": str(tmp_path / "nodir" / "g.png"), "OUTDIR/x": str(tmp_path / "OUTDIR" / "x")}.get(a, a)
-            for a in args]
+    args = [
+        {
+            "RUN": str(sample_run),
+            "NORUN": str(tmp_path / "nothing"),
+            "OUTDIR": str(tmp_path / "OUTDIR"),
+            "g.png": str(tmp_path / "g.png"),
+            "grid.jpg": str(tmp_path / "grid.jpg"),
+            "NODIR/g.png": str(tmp_path / "nodir" / "g.png"),
+            "OUTDIR/x": str(tmp_path / "OUTDIR" / "x"),
+        }.get(a, a)
+        for a in args
+    ]
     if args[0] == "train" and "--profile" not in args:
         args += ["--experiment", "mnist", "--profile", "smoke", "--run-name", "bad"]
     before = sorted(p.relative_to(sample_run) for p in sample_run.rglob("*"))
@@ -116,9 +162,13 @@ def test_the_missing_asset_message_lists_everything_missing_and_the_make_variabl
     with pytest.raises(FileNotFoundError) as info:
         assets.require(configs.get("celeba", "full"), text=True, dataset=True, vae=True)
     message = str(info.value)
-    for missing in ("openai/clip-vit-base-patch32", "celeba/img_align+identity+attr/train-*.parquet",
-                    "celeba/img_align+identity+attr/valid-*.parquet", "stabilityai/sd-vae-ft-mse",
-                    "make assets EXPERIMENTS=celeba"):
+    for missing in (
+        "openai/clip-vit-base-patch32",
+        "celeba/img_align+identity+attr/train-*.parquet",
+        "celeba/img_align+identity+attr/valid-*.parquet",
+        "stabilityai/sd-vae-ft-mse",
+        "make assets EXPERIMENTS=celeba",
+    ):
         assert missing in message
     assert "\n" not in message
 
@@ -133,8 +183,25 @@ def test_debug_shows_the_traceback_of_a_user_error(monkeypatch):
 
 def test_sample_provenance_records_the_sampler_and_steps_it_used(sample_run, tmp_path):
     out = tmp_path / "ddim.png"
-    assert cli.main(["sample", str(sample_run), "--prompt", "A handwritten digit 3", "--sampler", "ddim",
-                     "--num-inference-steps", "2", "--samples-per-prompt", "2", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(sample_run),
+                "--prompt",
+                "A handwritten digit 3",
+                "--sampler",
+                "ddim",
+                "--num-inference-steps",
+                "2",
+                "--samples-per-prompt",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     provenance = json.loads(out.with_name("ddim.provenance.json").read_text())
     assert (provenance["sampler"], provenance["num_inference_steps"], provenance["samples"]) == ("ddim", 2, 2)
 
@@ -147,9 +214,29 @@ def sample_run(tmp_path_factory) -> Path:
     """A finished smoke run to sample from (module-wide: the table's sample rows share it)."""
     runs_dir = tmp_path_factory.mktemp("cli-runs")
     env = {**os.environ, "T2I_RUNS_DIR": str(runs_dir)}
-    done = subprocess.run([sys.executable, "-m", "t2i", "train", "--experiment", "mnist", "--profile", "smoke",
-                           "--run-name", "ok", "--set", "epochs=1", "--set", "train_subset=16"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "t2i",
+            "train",
+            "--experiment",
+            "mnist",
+            "--profile",
+            "smoke",
+            "--run-name",
+            "ok",
+            "--set",
+            "epochs=1",
+            "--set",
+            "train_subset=16",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return runs_dir / "mnist" / "ok"
 
@@ -164,15 +251,29 @@ def test_figures_into_a_read_only_reports_folder_is_one_line(tmp_path, monkeypat
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and "Read-only" in err, err
 
 
-def test_sampling_onto_a_full_disk_is_one_line_naming_the_image_and_leaves_no_partial_file(sample_run, tmp_path,
-                                                                                           capsys):
+def test_sampling_onto_a_full_disk_is_one_line_naming_the_image_and_leaves_no_partial_file(
+    sample_run, tmp_path, capsys
+):
     from tests.helpers import mounts
 
     with mounts.tmpfs(tmp_path / "full", 0.05) as folder:  # 50 KiB: fill all but a few bytes
         (folder / "filler").write_bytes(b"\0" * (50 * 1024 - 4096))
         out = folder / "grid.png"
-        assert cli.main(["sample", str(sample_run), "--prompt", "A handwritten digit 3", "--samples-per-prompt", "16",
-                         "--out", str(out)]) == 1
+        assert (
+            cli.main(
+                [
+                    "sample",
+                    str(sample_run),
+                    "--prompt",
+                    "A handwritten digit 3",
+                    "--samples-per-prompt",
+                    "16",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 1
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: ") and str(out) in err[-1], err
         assert sorted(p.name for p in folder.iterdir()) == ["filler"]  # no 0-byte or half image, no temporary file

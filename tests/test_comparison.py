@@ -18,10 +18,26 @@ def read(path):
 
 
 def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_call_redraws_nothing(
-        smoke_cfg, fit, capsys):
+    smoke_cfg, fit, capsys
+):
     run = fit(smoke_cfg.replace(epochs=2, judge_epochs=2), paths.run_dir("mnist", "compared"))
-    command = ["guidance", str(run), "--samples-per-prompt", "3", "--methods", "cfg", "apg", "interval",
-               "autoguidance", "--strengths", "1", "2", "4", "--guide-checkpoint", "epoch-0001"]
+    command = [
+        "guidance",
+        str(run),
+        "--samples-per-prompt",
+        "3",
+        "--methods",
+        "cfg",
+        "apg",
+        "interval",
+        "autoguidance",
+        "--strengths",
+        "1",
+        "2",
+        "4",
+        "--guide-checkpoint",
+        "epoch-0001",
+    ]
     assert cli.main(command) == 0, capsys.readouterr().err
     out = paths.guidance_dir(run)
     rows = read(out / "guidance.csv")
@@ -68,8 +84,12 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
 
 def row(variant, w, hits, fd_shift, reference, rng):
     features = rng.normal(size=(len(hits), 3)) + fd_shift
-    return comparison.Row(comparison.Variant(variant, "cfg" if variant == "cfg" else "apg"), w, np.asarray(hits, float),
-                          {"f": stats.FeatureSet(features, reference)})
+    return comparison.Row(
+        comparison.Variant(variant, "cfg" if variant == "cfg" else "apg"),
+        w,
+        np.asarray(hits, float),
+        {"f": stats.FeatureSet(features, reference)},
+    )
 
 
 def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
@@ -91,8 +111,10 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     calibrations = verdict.calibrate(front, 0.97, ["f"], draws)
     assert calibrations["cfg"].w == pytest.approx(2 + 1 / 3) and calibrations["shifted"].w == calibrations["cfg"].w
     fresh = np.r_[np.ones(194), np.zeros(6)]
-    final = {"cfg": row("cfg", 2.33, fresh, 0.8 * 2.33, reference, np.random.default_rng(7)),
-             "shifted": row("shifted", 2.33, fresh, 0.1 * 2.33, reference, np.random.default_rng(8))}
+    final = {
+        "cfg": row("cfg", 2.33, fresh, 0.8 * 2.33, reference, np.random.default_rng(7)),
+        "shifted": row("shifted", 2.33, fresh, 0.1 * 2.33, reference, np.random.default_rng(8)),
+    }
     final["same"] = comparison.Row(comparison.Variant("same", "apg"), 2.33, final["cfg"].hits, final["cfg"].features)
     tests = verdict.primary_tests(final, calibrations, ["f"], 0.97, 100, binary=True)
     found = {t["method"]: t for t in tests}
@@ -101,8 +123,12 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     assert found["shifted"]["adherence"] == 0.97 and found["shifted"]["adherence_lo"] < 0.97
     result.tests += tests
     assert comparison_report.verdicts(result, "f") == {"shifted": "better", "same": "not resolved"}
-    steep = [row(r.variant.label, r.w, r.hits, 0.8 * r.w, reference, np.random.default_rng(int(r.w * 10)))
-             if r.variant.label == "cfg" else r for r in front]  # CFG's KID grows fast with w on the front
+    steep = [
+        row(r.variant.label, r.w, r.hits, 0.8 * r.w, reference, np.random.default_rng(int(r.w * 10)))
+        if r.variant.label == "cfg"
+        else r
+        for r in front
+    ]  # CFG's KID grows fast with w on the front
     wide = verdict.primary_tests(final, verdict.calibrate(steep, 0.97, ["f"], draws), ["f"], 0.97, 100, binary=True)
     wide = next(t for t in wide if t["method"] == "shifted")
     assert wide["hi"] - wide["lo"] > 2 * (found["shifted"]["hi"] - found["shifted"]["lo"])
@@ -118,11 +144,16 @@ def test_the_verdicts_bootstrap_can_resolve_a_family_of_fourteen_methods():
     reference = rng.normal(size=(n, 3))
     hits = {w: np.r_[np.ones(int(a * n)), np.zeros(n - int(a * n))] for w, a in ((1.0, 0.9), (3.0, 1.0))}
     labels = ["cfg"] + [f"m{k}" for k in range(14)]
-    front = [row(label, w, hits[w], 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(int(w)))
-             for label in labels for w in hits]
+    front = [
+        row(label, w, hits[w], 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(int(w)))
+        for label in labels
+        for w in hits
+    ]
     fresh = np.ones(n)
-    final = {label: row(label, 2.0, fresh, 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(k))
-             for k, label in enumerate(labels)}
+    final = {
+        label: row(label, 2.0, fresh, 1.0 if label == "cfg" else 0.0, reference, np.random.default_rng(k))
+        for k, label in enumerate(labels)
+    }
     resamples = verdict.resamples_for(14, at_least=200)
     assert 14 * 2 / (resamples + 1) <= (1 - stats.LEVEL) / 10 < 14 * 2 / 201
     for b, expected in ((200, {"not resolved"}), (resamples, {"better"})):
@@ -135,17 +166,37 @@ def test_the_verdicts_bootstrap_can_resolve_a_family_of_fourteen_methods():
 def test_a_replication_reports_sign_interval_and_verdict_agreement_with_the_main_reports_endpoints(tmp_path):
     main = tmp_path / "main"
     main.mkdir()
-    reports.write_table([{"method": m, "features": "random-cnn0", "difference": d, "lo": lo, "hi": hi, "verdict": v}
-                         for m, d, lo, hi, v in (("a", -0.002, -0.003, -0.001, "better"),
-                                                 ("b", 0.001, -0.001, 0.003, "not resolved"),
-                                                 ("c", -0.004, -0.005, -0.003, "better"),
-                                                 ("gone", 0.0, -1.0, 1.0, "not resolved"))], main / "verdict")
-    here = [{"method": m, "features": "random-cnn0", "primary": True, "difference": d, "lo": lo, "hi": hi,
-             "verdict": v} for m, d, lo, hi, v in (("a", -0.0015, -0.0025, -0.0005, "better"),
-                                                   ("b", -0.001, -0.002, 0.0005, "not resolved"),
-                                                   ("c", 0.003, 0.002, 0.004, "worse"))]
-    here.append({"method": "a", "features": "random-cnn0", "primary": False, "difference": 9.0, "lo": 8.0, "hi": 10.0,
-                 "verdict": "descriptive"})  # a test along the curve is not an endpoint
+    reports.write_table(
+        [
+            {"method": m, "features": "random-cnn0", "difference": d, "lo": lo, "hi": hi, "verdict": v}
+            for m, d, lo, hi, v in (
+                ("a", -0.002, -0.003, -0.001, "better"),
+                ("b", 0.001, -0.001, 0.003, "not resolved"),
+                ("c", -0.004, -0.005, -0.003, "better"),
+                ("gone", 0.0, -1.0, 1.0, "not resolved"),
+            )
+        ],
+        main / "verdict",
+    )
+    here = [
+        {"method": m, "features": "random-cnn0", "primary": True, "difference": d, "lo": lo, "hi": hi, "verdict": v}
+        for m, d, lo, hi, v in (
+            ("a", -0.0015, -0.0025, -0.0005, "better"),
+            ("b", -0.001, -0.002, 0.0005, "not resolved"),
+            ("c", 0.003, 0.002, 0.004, "worse"),
+        )
+    ]
+    here.append(
+        {
+            "method": "a",
+            "features": "random-cnn0",
+            "primary": False,
+            "difference": 9.0,
+            "lo": 8.0,
+            "hi": 10.0,
+            "verdict": "descriptive",
+        }
+    )  # a test along the curve is not an endpoint
     result = comparison_report.Result([], [], here, {}, 1.0, [], None, {}, True, 10, 0.5, 0.8, n=200, verdict_n=500)
     out = tmp_path / "check"
     out.mkdir()
@@ -163,6 +214,7 @@ def test_the_primary_level_stands_above_the_conditional_models_noise():
     """Halfway to the judge's real adherence, unless that is within the front's noise of the conditional model (the
     demo: 0.985 of 0.989 at N = 200), where every curve would be calibrated to w = 1 and equal CFG by construction:
     then the least rise the front resolves, one-sided at stats.LEVEL. Never above what N images can tell from 1."""
+
     def front(conditional: float, n: int = 200) -> list:
         hits = np.r_[np.ones(round(conditional * n)), np.zeros(n - round(conditional * n))]
         return [comparison.Row(comparison.Variant("cfg", "cfg"), w, hits, {}) for w in (1.0, 2.0)]

@@ -20,7 +20,11 @@ def test_full_profile_is_thesis_section_3_2():
     assert cfg.up_block_types == ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     assert (cfg.batch_size, cfg.learning_rate, cfg.epochs, cfg.checkpoint_every) == (512, 1e-3, 20, 5)
     assert (cfg.num_train_timesteps, cfg.beta_schedule, cfg.sampler, cfg.num_inference_steps) == (
-        1000, "squaredcos_cap_v2", "ddpm", 50)
+        1000,
+        "squaredcos_cap_v2",
+        "ddpm",
+        50,
+    )
     assert (cfg.seed, cfg.p_uncond) == (422, 0.0)
 
 

@@ -28,8 +28,24 @@ def two_ranks(out: Path, text_encoder: Path, kind: str) -> list[dict]:
     distributed code path without it."""
     launcher = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(launcher), "launch", *LAUNCH, "2", "--main_process_port", free_port(), str(HELPER),
-                             str(out), str(text_encoder), kind], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(launcher),
+            "launch",
+            *LAUNCH,
+            "2",
+            "--main_process_port",
+            free_port(),
+            str(HELPER),
+            str(out),
+            str(text_encoder),
+            kind,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
 
@@ -50,8 +66,9 @@ def test_two_ranks_stream_disjoint_rows_and_stop_together_when_one_runs_dry(tmp_
     rows."""
     from t2i.data import synthetic
 
-    synthetic.write_class_shards(tmp_path / "shards", num_shards=3, rows_per_shard=40, num_classes=10,
-                                 row_group_size=40)
+    synthetic.write_class_shards(
+        tmp_path / "shards", num_shards=3, rows_per_shard=40, num_classes=10, row_group_size=40
+    )
     ranks = two_ranks(tmp_path, tiny_clip_dir, "stream")
     assert ranks[0]["weights"] == ranks[1]["weights"]
     seen = [set(r["seen"]) for r in ranks]
@@ -73,8 +90,18 @@ def rehearse(name: str, data_dir: Path, out: Path, processes: int, epochs: int) 
         command = [sys.executable, str(REHEARSAL), str(out), name, str(epochs)]
     else:
         env["ACCELERATE_USE_CPU"] = "true"
-        command = [str(Path(sys.executable).with_name("accelerate")), "launch", *LAUNCH, str(processes),
-                   "--main_process_port", free_port(), str(REHEARSAL), str(out), name, str(epochs)]
+        command = [
+            str(Path(sys.executable).with_name("accelerate")),
+            "launch",
+            *LAUNCH,
+            str(processes),
+            "--main_process_port",
+            free_port(),
+            str(REHEARSAL),
+            str(out),
+            name,
+            str(epochs),
+        ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return [json.loads((out / f"rank{k}.json").read_text()) for k in range(processes)], result.stdout + result.stderr
@@ -93,7 +120,10 @@ def test_two_processes_from_a_cold_cache_build_every_cache_once_train_and_resume
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["checkpoint"] == ranks[1]["checkpoint"] == "epoch-0002"
     assert first[0]["caches"] == first[1]["caches"] == ranks[0]["caches"] == alone[0]["caches"]
-    built = {"writing synthetic": name != "mnist", "encoding celeba with the VAE: building": name == "celeba",
-             "preprocessing shards: building": name == "wikiart"}
+    built = {
+        "writing synthetic": name != "mnist",
+        "encoding celeba with the VAE: building": name == "celeba",
+        "preprocessing shards: building": name == "wikiart",
+    }
     for phrase, expected in built.items():  # each is said once, by the one rank that builds it
         assert log.count(phrase) == int(expected), (phrase, log[-3000:])

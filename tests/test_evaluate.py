@@ -9,16 +9,19 @@ from t2i import data, evaluate, judges, paths
 from t2i.pipeline import TextToImage
 
 
-def test_the_real_rows_adherence_is_measured_on_held_out_images_not_on_the_judges_training_set(smoke_cfg, fit,
-                                                                                             monkeypatch):
+def test_the_real_rows_adherence_is_measured_on_held_out_images_not_on_the_judges_training_set(
+    smoke_cfg, fit, monkeypatch
+):
     cfg = smoke_cfg.replace(epochs=1, judge_epochs=2)
     pipe = TextToImage.from_run(fit(cfg, paths.run_dir("mnist", "real-row")))
     judge = judges.for_config(cfg)
     asked = []
     load = data.load_images
-    monkeypatch.setattr(evaluate.data, "load_images",
-                        lambda cfg, split, limit=None, resolution=None: asked.append(split) or load(cfg, split, limit,
-                                                                                                   resolution))
+    monkeypatch.setattr(
+        evaluate.data,
+        "load_images",
+        lambda cfg, split, limit=None, resolution=None: asked.append(split) or load(cfg, split, limit, resolution),
+    )
     rows = evaluate.sweep(pipe, judge, evaluate.make_extractor("judge", judge), [1.0], 2)
     n = rows[1]["samples"]
     assert asked == ["train", "judge_test"]  # the real-vs-real floor from train, its adherence from judge_test
@@ -27,8 +30,9 @@ def test_the_real_rows_adherence_is_measured_on_held_out_images_not_on_the_judge
     assert abs(rows[0]["adherence"] - expected) < 1e-6
 
 
-def test_make_eval_scores_clip_by_default_when_the_model_is_staged_and_says_so_when_not(capsys, tiny_clip_scorer_dir,
-                                                                                       monkeypatch):
+def test_make_eval_scores_clip_by_default_when_the_model_is_staged_and_says_so_when_not(
+    capsys, tiny_clip_scorer_dir, monkeypatch
+):
     from t2i import assets
 
     assert evaluate.make_clip_scorer("auto") is None
@@ -43,8 +47,9 @@ def ten_real_images(monkeypatch):
     """Ten real training images, each a different grey (0.0, 0.1, ... 0.9) with its index as condition, and a pixel
     extractor; nothing cached."""
     real = (torch.arange(10.0) / 10)[:, None, None, None].expand(10, 1, 4, 4).clone(), torch.arange(10)
-    monkeypatch.setattr(evaluate.data, "load_images", lambda cfg, split, limit=None, resolution=None:
-                        (real[0][:limit], real[1][:limit]))
+    monkeypatch.setattr(
+        evaluate.data, "load_images", lambda cfg, split, limit=None, resolution=None: (real[0][:limit], real[1][:limit])
+    )
     extractor = lambda images: evaluate.metrics.Features(images.flatten(1).double().numpy(), None)  # noqa: E731
     extractor.name = "pixels"
     monkeypatch.setattr(evaluate.metrics, "cached_features", lambda extractor, images, key: extractor(images()))
@@ -82,10 +87,26 @@ def test_eval_reads_the_config_once_and_records_the_seed_that_drew_the_images(sm
     reads = []
     load = runs.load_config
     for module in ("t2i.runs", "t2i.pipeline", "t2i.experiment"):
-        monkeypatch.setattr(f"{module}.load_config", lambda run_dir: reads.append(run_dir) or load(run_dir),
-                            raising=False)
-    assert cli.main(["eval", str(run), "--guidance-scales", "1", "--samples-per-prompt", "1", "--features", "judge",
-                     "--seed", "7"]) == 0, capsys.readouterr().err
+        monkeypatch.setattr(
+            f"{module}.load_config", lambda run_dir: reads.append(run_dir) or load(run_dir), raising=False
+        )
+    assert (
+        cli.main(
+            [
+                "eval",
+                str(run),
+                "--guidance-scales",
+                "1",
+                "--samples-per-prompt",
+                "1",
+                "--features",
+                "judge",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     assert len(reads) == 1
     sidecar = json.loads((paths.run_reports(run) / "eval" / f"{paths.SWEEP}.provenance.json").read_text())
     assert sidecar["seed"] == 7 != smoke_cfg.seed

@@ -38,18 +38,27 @@ def test_a_new_experiment_is_one_file_and_a_notebook_and_every_entry_point_knows
     (project / "notebooks").mkdir()
     notebook = (ROOT / "notebooks" / "01_mnist.ipynb").read_text()
     assert notebook.count('setup(\\"mnist\\"') == 1
-    (project / "notebooks" / "09_toy_words.ipynb").write_text(notebook.replace('setup(\\"mnist\\"',
-                                                                                'setup(\\"toy_words\\"'))
-    env = {**os.environ, "PYTHONPATH": str(project), "T2I_RUNS_DIR": str(tmp_path / "runs"),
-           "T2I_REPORTS_DIR": str(tmp_path / "reports")}
+    (project / "notebooks" / "09_toy_words.ipynb").write_text(
+        notebook.replace('setup(\\"mnist\\"', 'setup(\\"toy_words\\"')
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project),
+        "T2I_RUNS_DIR": str(tmp_path / "runs"),
+        "T2I_REPORTS_DIR": str(tmp_path / "reports"),
+    }
 
     def run(*command: str) -> str:
         done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
-    listed = run(sys.executable, "-c", "from t2i import configs, experiments; print(experiments.NAMES[-1]); "
-                                       "print(configs.get('toy_words', 'smoke').captions[3])")
+    listed = run(
+        sys.executable,
+        "-c",
+        "from t2i import configs, experiments; print(experiments.NAMES[-1]); "
+        "print(configs.get('toy_words', 'smoke').captions[3])",
+    )
     assert listed.split("\n")[:2] == ["toy_words", "The number three"]
     assert "run-toy_words" in run("make", "help")
     run("make", "run-toy_words", "PROFILE=smoke", "ARGS=-p samples_per_prompt 1")
@@ -60,8 +69,9 @@ def test_a_new_experiment_is_one_file_and_a_notebook_and_every_entry_point_knows
     reports = tmp_path / "reports" / "smoke" / "toy_words" / "smoke"
     assert (reports / "09_toy_words.ipynb").exists() and (reports / "fig07_guidance_grid.png").exists()
     assert "The number" in (reports / "fig07_guidance_grid.provenance.json").read_text()
-    found = run(sys.executable, "-m", "t2i", "where", "run", "--notebook", "notebooks/09_toy_words.ipynb",
-                "--run-name", "x")
+    found = run(
+        sys.executable, "-m", "t2i", "where", "run", "--notebook", "notebooks/09_toy_words.ipynb", "--run-name", "x"
+    )
     assert found.strip() == str(tmp_path / "runs" / "toy_words" / "x")
 
 
@@ -76,8 +86,10 @@ def test_an_experiment_file_that_names_another_experiment_or_profile_is_refused(
     from t2i import experiments
 
     mnist = experiments.module("mnist")
-    for full, profiles, phrase in (({**mnist.FULL, "experiment": "mnist"}, {}, "sets experiment='mnist'"),
-                                   (mnist.FULL, {"demo": {"profile": "smoke"}}, "sets profile='smoke' in its 'demo'")):
+    for full, profiles, phrase in (
+        ({**mnist.FULL, "experiment": "mnist"}, {}, "sets experiment='mnist'"),
+        (mnist.FULL, {"demo": {"profile": "smoke"}}, "sets profile='smoke' in its 'demo'"),
+    ):
         fake = types.SimpleNamespace(FULL=full, PROFILES=profiles)
         monkeypatch.setattr(configs, "EXPERIMENTS", (*configs.EXPERIMENTS, "copied"))
         monkeypatch.setattr(configs, "module", lambda name: fake)

@@ -55,26 +55,54 @@ def test_a_pixel_run_loads_the_hubs_way_without_t2i_and_samples_what_t2i_samples
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == ["pipeline_t2i", "T2IPipeline"]
     assert "local_files_only" not in (out / "tokenizer" / "tokenizer_config.json").read_text()
-    done = subprocess.run([sys.executable, "-c", WITHOUT_T2I, str(out), str(pipe.cfg.seed),
-                           str(pipe.num_inference_steps), str(tmp_path / "plain.npz")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_T2I,
+            str(out),
+            str(pipe.cfg.seed),
+            str(pipe.num_inference_steps),
+            str(tmp_path / "plain.npz"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     plain = np.load(tmp_path / "plain.npz")
     prompts = ["A handwritten digit 3", "A handwritten digit 7"]
     for w in (0.0, 1.0, 3.0):
         np.testing.assert_array_equal(plain[str(w)], pipe.images(prompts, w).numpy())  # pixel-identical
     loaded = DiffusionPipeline.from_pretrained(out, trust_remote_code=True)
-    twice = loaded(prompts, guidance_scale=3.0, num_inference_steps=pipe.num_inference_steps, num_images_per_prompt=2,
-                   generator=generators(pipe.cfg.seed, 4), output_type="pt").images
+    twice = loaded(
+        prompts,
+        guidance_scale=3.0,
+        num_inference_steps=pipe.num_inference_steps,
+        num_images_per_prompt=2,
+        generator=generators(pipe.cfg.seed, 4),
+        output_type="pt",
+    ).images
     torch.testing.assert_close(twice, pipe.images([p for p in prompts for _ in range(2)], 3.0), atol=0, rtol=0)
-    negative = loaded(prompts[:1], guidance_scale=3.0, num_inference_steps=pipe.num_inference_steps,
-                      negative_prompt="A handwritten digit 7", generator=generators(0, 1), output_type="pt").images
+    negative = loaded(
+        prompts[:1],
+        guidance_scale=3.0,
+        num_inference_steps=pipe.num_inference_steps,
+        negative_prompt="A handwritten digit 7",
+        generator=generators(0, 1),
+        output_type="pt",
+    ).images
     assert negative.shape == (1, 1, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # diffusers 0.42 prefers dtype= to torch_dtype=
         bf16 = DiffusionPipeline.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.bfloat16)
     assert bf16.unet.dtype == torch.bfloat16
-    low = bf16(prompts, guidance_scale=3.0, num_inference_steps=pipe.num_inference_steps,
-               generator=generators(pipe.cfg.seed, 2), output_type="pt").images
+    low = bf16(
+        prompts,
+        guidance_scale=3.0,
+        num_inference_steps=pipe.num_inference_steps,
+        generator=generators(pipe.cfg.seed, 2),
+        output_type="pt",
+    ).images
     assert torch.isfinite(low).all() and (low - pipe.images(prompts, 3.0)).abs().mean() < 0.05
     card = (out / "README.md").read_text()
     assert "trust_remote_code=True" in card and str(tmp_path) not in card  # no absolute path of this machine
@@ -89,8 +117,9 @@ def test_the_card_quotes_only_an_evaluation_of_the_exported_weights(pixel_run, s
     pipe = pixel_run.pipe
     judge = judges.for_config(pipe.cfg.replace(judge_epochs=1))
     extractor = evaluate.make_extractor("judge", judge)
-    evaluate.write_sweep_report(evaluate.sweep(pipe, judge, extractor, [3.0], 2), pipe, extractor,
-                                paths.eval_dir(pixel_run.dir))
+    evaluate.write_sweep_report(
+        evaluate.sweep(pipe, judge, extractor, [3.0], 2), pipe, extractor, paths.eval_dir(pixel_run.dir)
+    )
     card = (export(pixel_run, tmp_path / "evaluated") / "README.md").read_text()
     assert "adherence at w=3.0 (N=20)" in card and "judge-penultimate" in card and "chance 10%" in card
     assert "license: cc-by-4.0" in card and "base_model" not in card and "## Intended use and limitations" in card
@@ -104,9 +133,13 @@ def test_export_never_deletes_what_it_did_not_write(pixel_run, tmp_path, monkeyp
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "thesis.tex").write_text("precious")
-    for out, why in ((keep, "not empty and not an earlier export"), (pixel_run.dir, "holds the run"),
-                     (paths.runs_dir(), "holds the runs folder"), (paths.ROOT, "holds the repository"),
-                     (keep / "thesis.tex", "is a file")):
+    for out, why in (
+        (keep, "not empty and not an earlier export"),
+        (pixel_run.dir, "holds the run"),
+        (paths.runs_dir(), "holds the runs folder"),
+        (paths.ROOT, "holds the repository"),
+        (keep / "thesis.tex", "is a file"),
+    ):
         with pytest.raises(UserError, match=why):
             export(pixel_run, out, overwrite=True)
     assert (keep / "thesis.tex").read_text() == "precious" and (pixel_run.dir / "config.json").exists()
@@ -150,8 +183,11 @@ def test_out_is_taken_literally_and_checked_before_any_work(pixel_run, tmp_path,
 
     monkeypatch.setattr(exporting.Run, "pipeline", lambda *a, **k: pytest.fail("the pipeline loaded before a refusal"))
     monkeypatch.chdir(tmp_path)
-    for out, why in ((".", "a folder name for OUT, not '.'"), ("", "a folder name for OUT, not '.'"),
-                     ("..", "not '..'")):
+    for out, why in (
+        (".", "a folder name for OUT, not '.'"),
+        ("", "a folder name for OUT, not '.'"),
+        ("..", "not '..'"),
+    ):
         with pytest.raises(UserError, match=why):
             export(pixel_run, Path(out))
     (tmp_path / "real").mkdir()
@@ -178,8 +214,9 @@ def test_a_second_export_to_the_same_folder_while_one_runs_is_refused_in_one_lin
 
 
 @pytest.mark.parametrize("killed_after", ["writing", "moving the earlier export aside", "moving the new one in"])
-def test_a_kill_at_every_step_of_the_swap_leaves_a_whole_export_and_no_temporary_folder(pixel_run, tmp_path,
-                                                                                         killed_after):
+def test_a_kill_at_every_step_of_the_swap_leaves_a_whole_export_and_no_temporary_folder(
+    pixel_run, tmp_path, killed_after
+):
     """What a kill leaves at each step of swap_in, rebuilt by hand; the next export recovers from it."""
     out = export(pixel_run, tmp_path / "exported")
     whole = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
@@ -201,8 +238,12 @@ def test_a_kill_mid_export_leaves_the_earlier_export_whole_and_the_next_export_t
 
     first = export(pixel_run, tmp_path / "exported")
     before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
-    job = subprocess.Popen([sys.executable, "-m", "t2i", "export", str(pixel_run.dir), str(first), "--overwrite"],
-                           env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "t2i", "export", str(pixel_run.dir), str(first), "--overwrite"],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".exported.export-*/unet")):  # killed while it writes the new folder
         assert job.poll() is None and time.monotonic() < deadline
@@ -228,19 +269,28 @@ def test_a_latent_run_loads_in_the_stock_pipeline_and_the_cards_line_makes_it_t2
     exec(card.split("```python\n")[1].split("pipe = ")[0])  # the card's imports
     sd.scheduler = type(sd.scheduler).from_config(sd.scheduler.config, steps_offset=0)  # the card's line
     for w in (1.0, 3.0):
-        stock = sd(cfg.captions[0], guidance_scale=w, num_inference_steps=run.pipe.num_inference_steps,
-                   generator=generators(cfg.seed, 1), output_type="pt").images
+        stock = sd(
+            cfg.captions[0],
+            guidance_scale=w,
+            num_inference_steps=run.pipe.num_inference_steps,
+            generator=generators(cfg.seed, 1),
+            output_type="pt",
+        ).images
         torch.testing.assert_close(stock, run.pipe.images([cfg.captions[0]], w), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("repo, env, phrase", [
-    ("not a repo!", {}, "is not a Hub repository id"),
-    ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
-    ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "0"}, "not logged in"),
-    ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_fake"}, "did not accept the login"),
-])
-def test_a_push_that_cannot_happen_is_one_line_before_any_export_work(pixel_run, tmp_path, monkeypatch, capsys, repo,
-                                                                      env, phrase):
+@pytest.mark.parametrize(
+    "repo, env, phrase",
+    [
+        ("not a repo!", {}, "is not a Hub repository id"),
+        ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+        ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "0"}, "not logged in"),
+        ("someone/t2i-mnist", {"HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_fake"}, "did not accept the login"),
+    ],
+)
+def test_a_push_that_cannot_happen_is_one_line_before_any_export_work(
+    pixel_run, tmp_path, monkeypatch, capsys, repo, env, phrase
+):
     """No Hub is ever contacted: offline mode, no token, or a token sent to a closed local port."""
     import huggingface_hub.constants as hub_constants
 
@@ -259,8 +309,9 @@ def test_a_push_that_cannot_happen_is_one_line_before_any_export_work(pixel_run,
         check_push(repo)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (paths.ROOT / "t2i" / "data").glob("*.py")
-                                        if "DATASET = " in p.read_text()))
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (paths.ROOT / "t2i" / "data").glob("*.py") if "DATASET = " in p.read_text())
+)
 def test_every_dataset_says_its_terms_and_card_id_so_it_can_be_exported(name):
     from t2i import data
 
@@ -271,8 +322,9 @@ def test_every_dataset_says_its_terms_and_card_id_so_it_can_be_exported(name):
 
 
 def test_a_dataset_without_terms_is_refused_in_one_line(monkeypatch, smoke_cfg):
-    from t2i import data, export
+    from t2i import data
+    from t2i.export import model_card
 
     monkeypatch.setattr(type(data.spec(smoke_cfg)), "terms", None)
     with pytest.raises(UserError, match="does not say its terms"):
-        export.data_terms(smoke_cfg)
+        model_card.data_terms(smoke_cfg)

@@ -37,7 +37,7 @@ def step():
 
 def test_a_step_converts_eps_to_the_centred_denoised_image_and_back(step, predictions):
     eps = predictions[0]
-    x0 = (step.x - 0.7 ** 0.5 * eps) / 0.3 ** 0.5  # alphabar 0.3
+    x0 = (step.x - 0.7**0.5 * eps) / 0.3**0.5  # alphabar 0.3
     torch.testing.assert_close(step.x0(eps), (x0 - 0.5) / 0.5)  # [0, 1] data, centred on 0.5, scaled to [-1, 1]
     torch.testing.assert_close(step.eps(step.x0(eps)), eps, atol=1e-5, rtol=0)
     assert step.sigma == pytest.approx((0.7 / 0.3) ** 0.5)
@@ -47,8 +47,9 @@ def test_a_step_converts_eps_to_the_centred_denoised_image_and_back(step, predic
 def test_cfg_equals_diffusers_classifier_free_guidance(predictions, w):
     cond, uncond = predictions
     ours = guidance.combine("cfg", cond, uncond, w)
-    torch.testing.assert_close(ours, diffusers_pred(ClassifierFreeGuidance(guidance_scale=w), cond, uncond),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        ours, diffusers_pred(ClassifierFreeGuidance(guidance_scale=w), cond, uncond), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("w", [0.5, 2.0, 7.5])
@@ -56,8 +57,9 @@ def test_cfg_rescale_is_diffusers_rescale_on_the_centred_denoised_image(predicti
     """Lin et al. match stds of v (the data's scale); on eps they are nearly equal, so the rescale acts on x0."""
     cond, uncond = predictions
     ours = guidance.combine("cfg-rescale", cond, uncond, w, step, params={"phi": 0.7})
-    theirs = diffusers_pred(ClassifierFreeGuidance(guidance_scale=w, guidance_rescale=0.7), step.x0(cond),
-                            step.x0(uncond))
+    theirs = diffusers_pred(
+        ClassifierFreeGuidance(guidance_scale=w, guidance_rescale=0.7), step.x0(cond), step.x0(uncond)
+    )
     torch.testing.assert_close(step.x0(ours), theirs, atol=1e-5, rtol=0)
     assert not torch.allclose(ours, guidance.combine("cfg", cond, uncond, w), atol=1e-3)
 
@@ -99,9 +101,13 @@ def test_apg_acts_on_the_denoised_image_as_the_paper_writes_it(step):
 def test_apg_eps_is_diffusers_normalized_guidance_on_eps_a_named_variant(predictions):
     w = 4.0
     ours = guidance.method("apg-eps").build(w, guidance.parameters("apg-eps"))
-    guider = AdaptiveProjectedGuidance(guidance_scale=w - 1, adaptive_projected_guidance_momentum=-0.5,
-                                       adaptive_projected_guidance_rescale=15.0, eta=0.0,
-                                       use_original_formulation=True)
+    guider = AdaptiveProjectedGuidance(
+        guidance_scale=w - 1,
+        adaptive_projected_guidance_momentum=-0.5,
+        adaptive_projected_guidance_rescale=15.0,
+        eta=0.0,
+        use_original_formulation=True,
+    )
     g = torch.Generator().manual_seed(1)
     for k in range(3):
         cond, uncond = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
@@ -131,8 +137,9 @@ def test_interval_guides_only_inside_its_noise_levels_and_autoguidance_extrapola
     calls = []
     model = lambda x, t, e: calls.append(len(x)) or (cond if len(x) == len(cond) else torch.cat([uncond, cond]))  # noqa
     guided = guidance.denoiser("interval", model, cond, uncond, 3.0, context=context)
-    torch.testing.assert_close(guided(torch.zeros_like(cond), torch.tensor(inside)),
-                               guidance.combine("cfg", cond, uncond, 3.0))
+    torch.testing.assert_close(
+        guided(torch.zeros_like(cond), torch.tensor(inside)), guidance.combine("cfg", cond, uncond, 3.0)
+    )
     assert torch.equal(guided(torch.zeros_like(cond), torch.tensor(outside)), cond)
     assert calls == [2 * len(cond), len(cond)]  # outside the interval: one evaluation, the conditional one
     weak, strong = (lambda x, t, e: x * 0.5), (lambda x, t, e: x * 2.0)

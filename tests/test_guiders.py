@@ -9,8 +9,12 @@ import math
 
 import pytest
 import torch
-from diffusers.guiders import (FrequencyDecoupledGuidance, MagnitudeAwareGuidance, SmoothedEnergyGuidance,
-                               TangentialClassifierFreeGuidance)
+from diffusers.guiders import (
+    FrequencyDecoupledGuidance,
+    MagnitudeAwareGuidance,
+    SmoothedEnergyGuidance,
+    TangentialClassifierFreeGuidance,
+)
 from diffusers.guiders.magnitude_aware_guidance import mambo_guidance
 from diffusers.hooks import HookRegistry
 from diffusers.hooks.smoothed_energy_guidance_utils import _gaussian_blur_2d
@@ -38,8 +42,9 @@ def step():
 def test_tcfg_equals_diffusers_tangential_guidance(predictions, w):
     cond, uncond = predictions
     ours = guidance.combine("tcfg", cond, uncond, w)
-    torch.testing.assert_close(ours, diffusers_pred(TangentialClassifierFreeGuidance(guidance_scale=w), cond, uncond),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        ours, diffusers_pred(TangentialClassifierFreeGuidance(guidance_scale=w), cond, uncond), atol=1e-5, rtol=0
+    )
     assert not torch.allclose(ours, guidance.combine("cfg", cond, uncond, w), atol=1e-3)
 
 
@@ -59,8 +64,9 @@ def test_fdg_equals_diffusers_on_the_denoised_images(predictions, step, w, paral
     cond, uncond = predictions
     params = {"low": 4 / 9, "parallel": parallel, "levels": 2}
     ours = guidance.combine("fdg", cond, uncond, w, step, params=params)
-    guider = FrequencyDecoupledGuidance(guidance_scales=[w, 1 + 4 / 9 * (w - 1)], parallel_weights=parallel,
-                                        guidance_rescale=0.0)
+    guider = FrequencyDecoupledGuidance(
+        guidance_scales=[w, 1 + 4 / 9 * (w - 1)], parallel_weights=parallel, guidance_rescale=0.0
+    )
     theirs = diffusers_pred(guider, step.x0(cond), step.x0(uncond))
     torch.testing.assert_close(step.x0(ours), theirs, atol=1e-5, rtol=0)
     assert not torch.allclose(ours, guidance.combine("cfg", cond, uncond, w), atol=1e-3)
@@ -86,8 +92,9 @@ def test_mambo_g_equals_diffusers_where_diffusers_runs_and_its_own_formula_on_im
     UNet's [B, C, H, W] it asks for a norm over three dims, which torch refuses (a norm of each image is meant)."""
     g = torch.Generator().manual_seed(3)
     cond, uncond = torch.randn(4, 64, 3, generator=g), torch.randn(4, 64, 3, generator=g)
-    torch.testing.assert_close(guidance.combine("mambo-g", cond, uncond, w), mambo_guidance(cond, uncond, w, 8.0),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        guidance.combine("mambo-g", cond, uncond, w), mambo_guidance(cond, uncond, w, 8.0), atol=1e-6, rtol=0
+    )
     images = cond.view(4, 3, 8, 8), uncond.view(4, 3, 8, 8)
     with pytest.raises(RuntimeError, match="dim"):
         diffusers_pred(MagnitudeAwareGuidance(guidance_scale=w), *images)
@@ -115,8 +122,9 @@ def test_seg_blurs_queries_as_diffusers_blur_does_and_infinity_is_their_mean(sig
     q = torch.randn(2, 64, 5, generator=torch.Generator().manual_seed(2))  # an 8 x 8 grid of tokens
     size = math.ceil(6 * sigma) + 1 - math.ceil(6 * sigma) % 2  # diffusers' kernel size for sigma
     # diffusers' branch that blurs runs when sigma is above its "infinite" threshold (see the next test)
-    torch.testing.assert_close(perturb.blur_tokens(q, sigma), _gaussian_blur_2d(q.clone(), size, sigma, 0.0),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        perturb.blur_tokens(q, sigma), _gaussian_blur_2d(q.clone(), size, sigma, 0.0), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(perturb.blur_tokens(q, math.inf), q.mean(dim=1, keepdim=True).expand_as(q))
 
 

@@ -38,12 +38,15 @@ def test_loaders_ask_the_hub_for_the_pinned_commit(monkeypatch):
 
     monkeypatch.setattr(text.AutoConfig, "from_pretrained", from_pretrained)
     monkeypatch.setattr(vae.AutoencoderKL, "from_pretrained", from_pretrained)
-    for load in (lambda: text.TextEncoder.from_pretrained("openai/clip-vit-base-patch32", 77),
-                 lambda: vae.LatentCodec.from_pretrained("stabilityai/sd-vae-ft-mse")):
+    for load in (
+        lambda: text.TextEncoder.from_pretrained("openai/clip-vit-base-patch32", 77),
+        lambda: vae.LatentCodec.from_pretrained("stabilityai/sd-vae-ft-mse"),
+    ):
         with pytest.raises(MissingAsset):
             load()
-    assert asked == [(repo, hub.REVISIONS[repo]) for repo in ("openai/clip-vit-base-patch32",
-                                                                "stabilityai/sd-vae-ft-mse")]
+    assert asked == [
+        (repo, hub.REVISIONS[repo]) for repo in ("openai/clip-vit-base-patch32", "stabilityai/sd-vae-ft-mse")
+    ]
 
 
 def test_data_fetched_at_a_revision_keys_the_latent_cache_and_is_recorded_in_provenance():

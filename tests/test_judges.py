@@ -8,8 +8,9 @@ from t2i.judges import Judge, JudgeConfig, train_judge
 
 def test_judge_learns_held_out_digits_and_survives_save_load(tmp_path):
     cfg = configs.get("mnist", "demo")
-    judge = train_judge(*data.load_images(cfg, "judge_train"), *data.load_images(cfg, "judge_test"),
-                        JudgeConfig(epochs=15))
+    judge = train_judge(
+        *data.load_images(cfg, "judge_train"), *data.load_images(cfg, "judge_test"), JudgeConfig(epochs=15)
+    )
     assert judge.test_accuracy > 0.9  # chance is 0.1
     judge.save(tmp_path / "judge")
     loaded = Judge.load(tmp_path / "judge")

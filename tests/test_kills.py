@@ -32,8 +32,14 @@ def cli_args(run_name: str, sets: dict) -> list[str]:
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "t2i", *args], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "t2i", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def collect_output(proc: subprocess.Popen) -> list[str]:
@@ -59,23 +65,47 @@ def finish(args: list[str]) -> str:
 def stream_settings(tmp_path, monkeypatch) -> dict:
     """A tiny training set streamed from 3 parquet shards with 3 unreadable rows (so bad_samples.csv has rows)."""
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))
-    synthetic.write_class_shards(tmp_path / "data" / "killshards", num_shards=3, rows_per_shard=24, num_classes=4,
-                                 row_group_size=8, odd_rows=BAD_ROWS)
-    return {"shards": "killshards/train-*.parquet", "class_names": ["a", "b", "c", "d"], "channels": 3,
-            "max_bad_fraction": 0.2, "epochs": 3, "checkpoint_every_steps": 1, "sample_every_steps": 5}
+    synthetic.write_class_shards(
+        tmp_path / "data" / "killshards",
+        num_shards=3,
+        rows_per_shard=24,
+        num_classes=4,
+        row_group_size=8,
+        odd_rows=BAD_ROWS,
+    )
+    return {
+        "shards": "killshards/train-*.parquet",
+        "class_names": ["a", "b", "c", "d"],
+        "channels": 3,
+        "max_bad_fraction": 0.2,
+        "epochs": 3,
+        "checkpoint_every_steps": 1,
+        "sample_every_steps": 5,
+    }
 
 
-WATCHED = {"report_to": "tensorboard", "eval_every_epochs": 1, "eval_guidance_scales": [1.0, 3.0],
-           "eval_samples_per_prompt": 2}
+WATCHED = {
+    "report_to": "tensorboard",
+    "eval_every_epochs": 1,
+    "eval_guidance_scales": [1.0, 3.0],
+    "eval_samples_per_prompt": 2,
+}
+
+
 def run_files(run: Path) -> dict[str, bytes]:
     """What must be identical between an interrupted and an uninterrupted run: weights, logs and sample grids, byte for
     byte."""
     latest = checkpoints.latest(run)
-    return {**{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},
-            "loss.csv": (run / runs.LOSS_LOG).read_bytes(), "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
-            "eval.csv": (run / runs.EVAL_LOG).read_bytes(), "events": tensorboard_events(run),
-            "unet": (latest / "unet" / "diffusion_pytorch_model.safetensors").read_bytes(),
-            "ema": (latest / "ema" / "diffusion_pytorch_model.safetensors").read_bytes(), "checkpoint": latest.name}
+    return {
+        **{f"samples/{p.name}": p.read_bytes() for p in sorted((run / "samples").glob("*.png"))},
+        "loss.csv": (run / runs.LOSS_LOG).read_bytes(),
+        "bad_samples.csv": (run / runs.BAD_SAMPLES).read_bytes(),
+        "eval.csv": (run / runs.EVAL_LOG).read_bytes(),
+        "events": tensorboard_events(run),
+        "unet": (latest / "unet" / "diffusion_pytorch_model.safetensors").read_bytes(),
+        "ema": (latest / "ema" / "diffusion_pytorch_model.safetensors").read_bytes(),
+        "checkpoint": latest.name,
+    }
 
 
 def latest_step(run: Path) -> int:

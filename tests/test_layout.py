@@ -16,11 +16,17 @@ def test_no_module_is_over_the_line_limit(module):
     assert lines <= LIMIT, f"t2i/{module} has {lines} lines (limit {LIMIT}): split it by concern"
 
 
-def test_ruff_finds_nothing():
-    """ruff's pycodestyle and pyflakes rules at 120 columns (pyproject.toml), on the package and the tests."""
+@pytest.mark.parametrize("ruff", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff_finds_nothing(ruff):
+    """ruff's pycodestyle and pyflakes rules, and its formatter, at 120 columns (pyproject.toml), on the package and
+    the tests: `ruff format t2i tests` fixes what the second one finds."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "t2i", "tests"], cwd=PACKAGE.parent,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", *ruff, "--no-cache", "t2i", "tests"],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -29,7 +29,12 @@ def test_git_add_of_a_notebook_works_after_make_clean(tmp_path):
 
 
 def test_make_watch_serves_the_runs_tracking_folder_with_tensorboard():
-    dry = subprocess.run(["make", "-n", "watch", "RUN=runs/mnist/demo"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "MAKEFLAGS": ""})
+    dry = subprocess.run(
+        ["make", "-n", "watch", "RUN=runs/mnist/demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
     assert dry.returncode == 0, dry.stderr
     assert "tensorboard --logdir runs/mnist/demo" in dry.stdout

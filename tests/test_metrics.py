@@ -14,15 +14,17 @@ from pytorch_fid import inception as fid_inception
 
 from t2i import configs, data, metrics
 
-FIDInception = [("Mixed_5b", fid_inception.FIDInceptionA, (192, 32)),
-                ("Mixed_5c", fid_inception.FIDInceptionA, (256, 64)),
-                ("Mixed_5d", fid_inception.FIDInceptionA, (288, 64)),
-                ("Mixed_6b", fid_inception.FIDInceptionC, (768, 128)),
-                ("Mixed_6c", fid_inception.FIDInceptionC, (768, 160)),
-                ("Mixed_6d", fid_inception.FIDInceptionC, (768, 160)),
-                ("Mixed_6e", fid_inception.FIDInceptionC, (768, 192)),
-                ("Mixed_7b", fid_inception.FIDInceptionE_1, (1280,)),
-                ("Mixed_7c", fid_inception.FIDInceptionE_2, (2048,))]
+FIDInception = [
+    ("Mixed_5b", fid_inception.FIDInceptionA, (192, 32)),
+    ("Mixed_5c", fid_inception.FIDInceptionA, (256, 64)),
+    ("Mixed_5d", fid_inception.FIDInceptionA, (288, 64)),
+    ("Mixed_6b", fid_inception.FIDInceptionC, (768, 128)),
+    ("Mixed_6c", fid_inception.FIDInceptionC, (768, 160)),
+    ("Mixed_6d", fid_inception.FIDInceptionC, (768, 160)),
+    ("Mixed_6e", fid_inception.FIDInceptionC, (768, 192)),
+    ("Mixed_7b", fid_inception.FIDInceptionE_1, (1280,)),
+    ("Mixed_7c", fid_inception.FIDInceptionE_2, (2048,)),
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def extractor(torch_home, monkeypatch):
 
 def digits(n: int, offset: int = 0) -> torch.Tensor:
     images, _ = data.load_images(configs.get("mnist", "demo", resolution=32), "train")
-    return images[offset:offset + n]
+    return images[offset : offset + n]
 
 
 def test_fid_on_two_folders_equals_the_pytorch_fid_command(tmp_path, torch_home, extractor):
@@ -55,14 +57,29 @@ def test_fid_on_two_folders_equals_the_pytorch_fid_command(tmp_path, torch_home,
         (tmp_path / name).mkdir()
         for i, image in enumerate(metrics.to_uint8(digits(16, offset))):
             Image.fromarray(image[0].numpy()).save(tmp_path / name / f"{i:03d}.png")
-    result = subprocess.run([sys.executable, "-m", "pytorch_fid", str(tmp_path / "a"), str(tmp_path / "b"),
-                             "--device", "cpu", "--batch-size", "8", "--num-workers", "0"],
-                            env={"TORCH_HOME": str(torch_home), "PATH": "/usr/bin:/bin"}, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytorch_fid",
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+        ],
+        env={"TORCH_HOME": str(torch_home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     theirs = float(re.search(r"FID:\s+([0-9.eE+-]+)", result.stdout).group(1))
-    ours = metrics.frechet_distance(extractor(metrics.load_image_folder(tmp_path / "a")),
-                                    extractor(metrics.load_image_folder(tmp_path / "b")))
+    ours = metrics.frechet_distance(
+        extractor(metrics.load_image_folder(tmp_path / "a")), extractor(metrics.load_image_folder(tmp_path / "b"))
+    )
     assert ours == pytest.approx(theirs, abs=1e-3)
 
 
@@ -78,11 +95,20 @@ def test_frechet_distance_is_the_direct_formula():
 
 def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(1)
-    same = [metrics.kernel_inception_distance(metrics.Features(rng.normal(size=(300, 16)), None),
-                                              metrics.Features(rng.normal(size=(300, 16)), None), subsets=20, seed=s)[0]
-            for s in range(10)]
-    shifted = metrics.kernel_inception_distance(metrics.Features(rng.normal(size=(300, 16)), None),
-                                                metrics.Features(rng.normal(loc=0.3, size=(300, 16)), None), subsets=20)
+    same = [
+        metrics.kernel_inception_distance(
+            metrics.Features(rng.normal(size=(300, 16)), None),
+            metrics.Features(rng.normal(size=(300, 16)), None),
+            subsets=20,
+            seed=s,
+        )[0]
+        for s in range(10)
+    ]
+    shifted = metrics.kernel_inception_distance(
+        metrics.Features(rng.normal(size=(300, 16)), None),
+        metrics.Features(rng.normal(loc=0.3, size=(300, 16)), None),
+        subsets=20,
+    )
     assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same)) + 1e-4  # unbiased: centred on 0
     assert shifted[0] > 10 * abs(np.mean(same)) and shifted[0] > 0
 
@@ -92,8 +118,11 @@ def test_mmd_is_the_unbiased_formula_and_kid_averages_it_over_half_size_subsets(
     x, y = rng.normal(size=(50, 4)), rng.normal(loc=1.0, size=(50, 4))
     k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
     n = 50
-    direct = ((k(x, x).sum() - np.trace(k(x, x))) / (n * (n - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (n * (n - 1))
-              - 2 * k(x, y).mean())
+    direct = (
+        (k(x, x).sum() - np.trace(k(x, x))) / (n * (n - 1))
+        + (k(y, y).sum() - np.trace(k(y, y))) / (n * (n - 1))
+        - 2 * k(x, y).mean()
+    )
     assert metrics.mmd2_unbiased(x, y) == pytest.approx(direct)
     kid, std = metrics.kernel_inception_distance(metrics.Features(x, None), metrics.Features(y, None), subsets=200)
     assert std > 0  # subsets of 25 out of 50 differ
@@ -153,8 +182,9 @@ def test_clip_score_is_100_times_the_clamped_cosine(tiny_clip_scorer_dir):
     images, prompts = digits(5), [f"A handwritten digit {d}" for d in range(5)]
     model = CLIPModel.from_pretrained(tiny_clip_scorer_dir)
     processor = CLIPProcessor.from_pretrained(tiny_clip_scorer_dir)
-    inputs = processor(text=prompts, images=list(metrics.to_uint8(images).repeat(1, 3, 1, 1)), return_tensors="pt",
-                       padding=True)
+    inputs = processor(
+        text=prompts, images=list(metrics.to_uint8(images).repeat(1, 3, 1, 1)), return_tensors="pt", padding=True
+    )
     with torch.no_grad():
         out = model(**inputs)
     cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)
@@ -191,15 +221,24 @@ def test_dinov2_features_are_the_class_token_of_images_resized_and_normalised_as
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    model = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                     patch_size=14, image_size=224)).eval()
+    model = Dinov2Model(
+        Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            patch_size=14,
+            image_size=224,
+        )
+    ).eval()
     model.save_pretrained(tmp_path / "dinov2")
     extractor = metrics.DinoV2Extractor(str(tmp_path / "dinov2"))
     images = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8)
     found = extractor(images)
     assert found.features.shape == (3, 16) and found.logits is None
-    x = torch.nn.functional.interpolate(images.float().repeat(1, 3, 1, 1) / 255, size=(224, 224), mode="bicubic",
-                                        align_corners=False).clamp(0, 1)
+    x = torch.nn.functional.interpolate(
+        images.float().repeat(1, 3, 1, 1) / 255, size=(224, 224), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
     x = (x - torch.tensor(metrics.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(metrics.IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = model(pixel_values=x).last_hidden_state[:, 0]  # (transformers layer-norms the sequence output)

@@ -1,4 +1,5 @@
 """t2i.models: the UNet built from a config, and regional compilation."""
+
 import torch
 
 
@@ -10,8 +11,12 @@ def test_regional_compilation_compiles_every_block_and_computes_the_same_step(sm
 
     from t2i.models import build_unet, compile_regions
 
-    cfg = smoke_cfg.replace(block_out_channels=(8,), layers_per_block=1, down_block_types=("CrossAttnDownBlock2D",),
-                            up_block_types=("CrossAttnUpBlock2D",))
+    cfg = smoke_cfg.replace(
+        block_out_channels=(8,),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",),
+    )
     torch.manual_seed(0)
     eager = build_unet(cfg)
     compiled = build_unet(cfg)

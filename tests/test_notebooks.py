@@ -52,14 +52,28 @@ def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermi
         pytest.fail(f"Jupyter kernel {KERNEL!r} is not registered: run `make setup`")
     reports = tmp_path / "reports"
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "01_mnist.ipynb"), str(tmp_path / "01_mnist.ipynb"), kernel_name=KERNEL, progress_bar=False,
+        str(NOTEBOOK_DIR / "01_mnist.ipynb"),
+        str(tmp_path / "01_mnist.ipynb"),
+        kernel_name=KERNEL,
+        progress_bar=False,
         cwd=str(tmp_path),  # notebooks must not depend on where they are started
-        parameters={"profile": "smoke", "samples_per_prompt": 2,
-                    "config_overrides": {"text_encoder": str(tiny_clip_dir), "cross_attention_dim": TINY_CLIP_WIDTH}},
+        parameters={
+            "profile": "smoke",
+            "samples_per_prompt": 2,
+            "config_overrides": {"text_encoder": str(tiny_clip_dir), "cross_attention_dim": TINY_CLIP_WIDTH},
+        },
     )
     out = reports / "smoke" / "mnist" / "smoke"
-    for name in ("fig01_denoising", "fig02_cfg_w5", "fig03_training_samples", "fig04_no_guidance", "fig05_empty_prompt",
-                 "fig06_loss", "fig07_guidance_grid", "extra_adherence"):
+    for name in (
+        "fig01_denoising",
+        "fig02_cfg_w5",
+        "fig03_training_samples",
+        "fig04_no_guidance",
+        "fig05_empty_prompt",
+        "fig06_loss",
+        "fig07_guidance_grid",
+        "extra_adherence",
+    ):
         assert (out / f"{name}.png").stat().st_size > 1000, name
         provenance = json.loads((out / f"{name}.provenance.json").read_text())
         assert provenance["git_commit"] and provenance["packages"]["torch"]
@@ -74,10 +88,13 @@ def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermi
     assert (run / "checkpoints" / "epoch-0002").is_dir()
 
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "05_evaluate.ipynb"), str(tmp_path / "05_evaluate.ipynb"), kernel_name=KERNEL,
+        str(NOTEBOOK_DIR / "05_evaluate.ipynb"),
+        str(tmp_path / "05_evaluate.ipynb"),
+        kernel_name=KERNEL,
         progress_bar=False,
-        cwd=str(tmp_path), parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_prompt": 2,
-                                       "features": "judge"})
+        cwd=str(tmp_path),
+        parameters={"run_dir": str(run), "guidance_scales": [0.0, 3.0], "samples_per_prompt": 2, "features": "judge"},
+    )
     out = reports / "smoke" / "mnist" / "smoke" / "eval"
     with open(out / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
@@ -88,27 +105,50 @@ def test_01_mnist_then_05_evaluate_then_06_guidance_run_end_to_end_under_papermi
     assert "real" in (out / "sweep.md").read_text() and "N = 20" in (out / "sweep.md").read_text()
 
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "06_guidance.ipynb"), str(tmp_path / "06_guidance.ipynb"), kernel_name=KERNEL,
-        progress_bar=False, cwd=str(tmp_path), parameters={"run_dir": str(run), "samples_per_prompt": 2,
-                                                           "methods": ["cfg", "autoguidance"], "strengths": [3.0],
-                                                           "guide_checkpoint": "epoch-0001", "features": "judge"})
+        str(NOTEBOOK_DIR / "06_guidance.ipynb"),
+        str(tmp_path / "06_guidance.ipynb"),
+        kernel_name=KERNEL,
+        progress_bar=False,
+        cwd=str(tmp_path),
+        parameters={
+            "run_dir": str(run),
+            "samples_per_prompt": 2,
+            "methods": ["cfg", "autoguidance"],
+            "strengths": [3.0],
+            "guide_checkpoint": "epoch-0001",
+            "features": "judge",
+        },
+    )
     with open(reports / "smoke" / "mnist" / "smoke" / "guidance" / "guidance.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["cfg", "autoguidance"]
 
 
-@pytest.mark.parametrize("name, experiment, judge", [("02_cifar10", "cifar10", "cifar10-16px"),
-                                                     ("03_wikiart", "wikiart", "wikiart-32px")])
-def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(tmp_path, monkeypatch, name, experiment,
-                                                                            judge):
+@pytest.mark.parametrize(
+    "name, experiment, judge", [("02_cifar10", "cifar10", "cifar10-16px"), ("03_wikiart", "wikiart", "wikiart-32px")]
+)
+def test_parquet_experiment_notebooks_run_in_smoke_mode_on_synthetic_shards(
+    tmp_path, monkeypatch, name, experiment, judge
+):
     monkeypatch.setenv("T2I_DATA_DIR", str(tmp_path / "data"))  # the smoke profile writes synthetic shards here
     papermill.execute_notebook(
-        str(NOTEBOOK_DIR / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name=KERNEL, progress_bar=False,
-        cwd=str(tmp_path), parameters={"profile": "smoke", "samples_per_prompt": 1,
-                                       **({"grid_samples_per_prompt": 2} if experiment == "wikiart" else {})})
+        str(NOTEBOOK_DIR / f"{name}.ipynb"),
+        str(tmp_path / f"{name}.ipynb"),
+        kernel_name=KERNEL,
+        progress_bar=False,
+        cwd=str(tmp_path),
+        parameters={
+            "profile": "smoke",
+            "samples_per_prompt": 1,
+            **({"grid_samples_per_prompt": 2} if experiment == "wikiart" else {}),
+        },
+    )
     out = tmp_path / "reports" / "smoke" / experiment / "smoke"
     cfg_w = [0.0, 1.0, 5.0]
-    grids = ([(f"extra_class_grid_w{w:g}", w, 2) for w in cfg_w] if experiment == "wikiart" else
-             [("fig09_class_grid_w0", 0.0, 10), ("fig12_class_grid_w10", 10.0, 10), ("fig13_samples_w5", 5.0, 4)])
+    grids = (
+        [(f"extra_class_grid_w{w:g}", w, 2) for w in cfg_w]
+        if experiment == "wikiart"
+        else [("fig09_class_grid_w0", 0.0, 10), ("fig12_class_grid_w10", 10.0, 10), ("fig13_samples_w5", 5.0, 4)]
+    )
     for name, w, columns in grids:
         provenance = json.loads((out / f"{name}.provenance.json").read_text())
         assert provenance["guidance_scale"] == w and provenance["samples_per_prompt"] == columns
@@ -130,9 +170,19 @@ def test_make_run_celeba_runs_the_latent_diffusion_notebook_headlessly_in_smoke_
     for name in ("DATA", "RUNS", "REPORTS"):
         monkeypatch.setenv(f"T2I_{name}_DIR", str(tmp_path / name.lower()))
     monkeypatch.delenv("T2I_COMMAND", raising=False)  # under `make test` it says "make test"
-    done = subprocess.run(["make", "-C", str(NOTEBOOK_DIR.parent), "run-celeba", "PROFILE=smoke",
-                           "ARGS=-p adherence_prompts 3 -p samples_per_prompt 2"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "make",
+            "-C",
+            str(NOTEBOOK_DIR.parent),
+            "run-celeba",
+            "PROFILE=smoke",
+            "ARGS=-p adherence_prompts 3 -p samples_per_prompt 2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "reports" / "smoke" / "celeba" / "smoke"
     assert (out / "04_celeba_ldm.ipynb").exists()  # the executed notebook, beside its figures

@@ -11,8 +11,9 @@ from t2i.text import TextEncoder
 @pytest.fixture
 def tiny_pipe(smoke_cfg):
     torch.manual_seed(0)
-    return TextToImage(smoke_cfg, build_unet(smoke_cfg), TextEncoder.from_pretrained(smoke_cfg.text_encoder, 8),
-                       device="cpu")
+    return TextToImage(
+        smoke_cfg, build_unet(smoke_cfg), TextEncoder.from_pretrained(smoke_cfg.text_encoder, 8), device="cpu"
+    )
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])

@@ -63,8 +63,18 @@ def test_ema_length_is_refused_in_one_line_outside_its_range_or_without_snapshot
     with pytest.raises(RunError, match="outside the range"):
         posthoc.reconstruct(plain, 0.5)
     for length, phrase in (("0.05", "needs a run trained with ema_snapshot_every"), ("0.4", "outside the range")):
-        code = cli.main(["sample", str(plain), "--prompt", "A handwritten digit 3", "--ema-length", length,
-                         "--out", str(tmp_path / "g.png")])
+        code = cli.main(
+            [
+                "sample",
+                str(plain),
+                "--prompt",
+                "A handwritten digit 3",
+                "--ema-length",
+                length,
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and phrase in err[-1] and not (tmp_path / "g.png").exists()
 
@@ -72,8 +82,21 @@ def test_ema_length_is_refused_in_one_line_outside_its_range_or_without_snapshot
 def test_a_run_with_snapshots_samples_at_any_length_and_says_which(smoke_cfg, fit, tmp_path):
     run = fit(smoke_cfg.replace(epochs=2, ema_snapshot_every=2), paths.run_dir("mnist", "snapshots"))
     assert [s for s, _ in posthoc.snapshots(run)] == [2, 4, 6, 8]
-    assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--ema-length", "0.03",
-                     "--out", str(tmp_path / "g.png")]) == 0
+    assert (
+        cli.main(
+            [
+                "sample",
+                str(run),
+                "--prompt",
+                "A handwritten digit 3",
+                "--ema-length",
+                "0.03",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 0
+    )
     from t2i import reports
 
     assert reports.read_provenance(tmp_path / "g.png")["weights"].startswith("post-hoc EMA sigma_rel=0.03")
@@ -81,10 +104,17 @@ def test_a_run_with_snapshots_samples_at_any_length_and_says_which(smoke_cfg, fi
 
     newest = checkpoints.resolve(run, None)  # presets (what `make ema` writes) become the default weights
     posthoc.write_presets(run, {"cfg": 0.04}, newest, checkpoints.manifest_sha256(newest), report="summary.md")
-    for flags, weights in (([], "post-hoc EMA sigma_rel=0.04"), (["--no-ema"], "raw"),
-                           (["--ema-length", "0.2"], "post-hoc EMA sigma_rel=0.2 ")):
-        assert cli.main(["sample", str(run), "--prompt", "A handwritten digit 3", "--out", str(tmp_path / "g.png"),
-                         *flags]) == 0
+    for flags, weights in (
+        ([], "post-hoc EMA sigma_rel=0.04"),
+        (["--no-ema"], "raw"),
+        (["--ema-length", "0.2"], "post-hoc EMA sigma_rel=0.2 "),
+    ):
+        assert (
+            cli.main(
+                ["sample", str(run), "--prompt", "A handwritten digit 3", "--out", str(tmp_path / "g.png"), *flags]
+            )
+            == 0
+        )
         made = reports.read_provenance(tmp_path / "g.png")["weights"]
         assert made.startswith(weights) and ("preset" in made) == (not flags), made
 
@@ -196,7 +226,7 @@ def test_presets_apply_only_to_the_checkpoint_they_were_chosen_on(tmp_path):
 def test_the_density_table_is_the_runs_own_fit_at_its_spacing_and_its_disk_is_measured(snapshot_run):
     """`make ema`'s snapshot-density table: at the run's own spacing each length's fit error is the one its
     reconstruction reports, the disk is the files' own, and halving the spacing never fits worse."""
-    from t2i import ema_front
+    from t2i import ema_front, ema_report
 
     rows = {r["spacing"].split(",")[0]: r for r in ema_front.density(snapshot_run, 2000, spacings=(0.5, 1, 2))}
     own = rows["1x"]
@@ -215,5 +245,5 @@ def test_the_density_table_is_the_runs_own_fit_at_its_spacing_and_its_disk_is_me
         other.update(snapshot_run / "other", write=True)
     fit = ema_front.density(snapshot_run / "other", 1000, spacings=(1,))[0]["fit 0.01"]
     assert fit == round(posthoc.reconstruct(snapshot_run / "other", 0.01)[1]["profile_error"], 4)
-    lines = "\n".join(ema_front._density_lines(list(rows.values())))
+    lines = "\n".join(ema_report._density_lines(list(rows.values())))
     assert "every 50 steps (1x, this run): 40 snapshots" in lines and "0.01, 0.02" in lines

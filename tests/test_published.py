@@ -46,8 +46,12 @@ def test_the_judge_splits_choose_rows_by_index_and_decode_only_their_own(data_di
 
 def test_cifar10_parquet_as_published_names_its_image_column_img(data_dir):
     published.cifar10_parquet(data_dir)
-    cfg = configs.get("cifar10", "smoke", shards="cifar10/plain_text/train-*.parquet",
-                      judge_shards="cifar10/plain_text/test-*.parquet")
+    cfg = configs.get(
+        "cifar10",
+        "smoke",
+        shards="cifar10/plain_text/train-*.parquet",
+        judge_shards="cifar10/plain_text/test-*.parquet",
+    )
     assert cfg.image_column == "img"
     images, labels = data.load_images(cfg, "train")
     assert images.shape == (10, 3, cfg.resolution, cfg.resolution) and labels.max() < 10
@@ -56,8 +60,12 @@ def test_cifar10_parquet_as_published_names_its_image_column_img(data_dir):
 
 def test_celeba_as_published_builds_its_latent_cache_and_refuses_shards_without_the_attributes(data_dir, tmp_path):
     files = published.celeba(data_dir)
-    cfg = configs.get("celeba", "smoke", shards="celeba/img_align+identity+attr/train-*.parquet",
-                      judge_shards="celeba/img_align+identity+attr/valid-*.parquet")
+    cfg = configs.get(
+        "celeba",
+        "smoke",
+        shards="celeba/img_align+identity+attr/train-*.parquet",
+        judge_shards="celeba/img_align+identity+attr/valid-*.parquet",
+    )
     examples = list(data.spec(cfg).training_set(cfg))
     assert len(examples) == 12
     images, attributes = data.load_images(cfg, "judge_test")

@@ -25,16 +25,28 @@ def model(name: str, verdicts: dict[str, tuple[str, float]], other_space: str = 
         writer.writeheader()
         for space in ("random-cnn0", other_space):
             for method, (verdict, d) in verdicts.items():
-                writer.writerow({"method": method, "features": space, "difference": d if space == "random-cnn0" else -d,
-                                 "lo": d - 0.001, "hi": d + 0.001, "p_holm": 0.05, "verdict": verdict})
+                writer.writerow(
+                    {
+                        "method": method,
+                        "features": space,
+                        "difference": d if space == "random-cnn0" else -d,
+                        "lo": d - 0.001,
+                        "hi": d + 0.001,
+                        "p_holm": 0.05,
+                        "verdict": verdict,
+                    }
+                )
     return run
 
 
 def test_a_verdict_holds_only_where_every_model_agrees_and_each_model_is_read_in_its_primary_space():
-    runs = [model("demo", {"apg": ("better", -0.01), "seg": ("not resolved", 0.001), "pag": ("worse", 0.02)}),
-            model("demo-seed423", {"apg": ("better", -0.02), "seg": ("not resolved", -0.001), "pag": ("worse", 0.01)}),
-            model("demo-seed424", {"apg": ("better", -0.01), "seg": ("not resolved", 0.002), "pag": ("not resolved",
-                                                                                                     0.001)})]
+    runs = [
+        model("demo", {"apg": ("better", -0.01), "seg": ("not resolved", 0.001), "pag": ("worse", 0.02)}),
+        model("demo-seed423", {"apg": ("better", -0.02), "seg": ("not resolved", -0.001), "pag": ("worse", 0.01)}),
+        model(
+            "demo-seed424", {"apg": ("better", -0.01), "seg": ("not resolved", 0.002), "pag": ("not resolved", 0.001)}
+        ),
+    ]
     assert cli.main(["guidance", str(runs[0]), "--across", *map(str, runs[1:])]) == 0  # reads, samples nothing
     summary = (paths.run_reports(runs[0]) / "guidance" / "models_summary.md").read_text()
     table = {r["method"]: r for r in csv.DictReader(open(paths.run_reports(runs[0]) / "guidance" / "models.csv"))}

@@ -97,8 +97,10 @@ def test_every_committed_report_was_made_by_the_code_as_it_is_now():
 
 
 def test_table_is_written_as_markdown_csv_and_latex(tmp_path):
-    rows = [{"guidance_scale": 0.0, "adherence": 0.1234, "samples": 100},
-            {"guidance_scale": 5.0, "adherence": 0.9, "samples": 100}]
+    rows = [
+        {"guidance_scale": 0.0, "adherence": 0.1234, "samples": 100},
+        {"guidance_scale": 5.0, "adherence": 0.9, "samples": 100},
+    ]
     md = reports.write_table(rows, tmp_path / "t", caption="w convention")
     assert md.splitlines()[0] == "| guidance_scale | adherence | samples |"
     assert "| 0.000 | 0.123 | 100 |" in md

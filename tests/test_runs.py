@@ -14,8 +14,10 @@ from t2i.errors import ConfigError, RunError
 from tests.conftest import TINY_CLIP_WIDTH
 from tests.helpers import ROOT, weights
 
-HOLD = ("import sys, time; from t2i import runs; lock = runs.RunLock(sys.argv[1]).__enter__(); print('held', "
-        "flush=True); time.sleep(60)")
+HOLD = (
+    "import sys, time; from t2i import runs; lock = runs.RunLock(sys.argv[1]).__enter__(); print('held', "
+    "flush=True); time.sleep(60)"
+)
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is_free(tmp_path):
@@ -34,12 +36,36 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holders_lock_is
 def test_two_trainers_on_one_run_the_second_is_refused_and_the_first_ends_as_a_lone_run_would(tmp_path, tiny_clip_dir):
     """The same job submitted twice: both start together; whichever takes the run's lock trains, the other stops
     with one line, and the run ends bitwise equal to a lone run, with no duplicated steps in its log."""
-    args = [sys.executable, "-m", "t2i", "train", "--experiment", "mnist", "--profile", "smoke",
-            "--set", "epochs=4", "--set", "train_subset=128", "--set", f"text_encoder={tiny_clip_dir}",
-            "--set", f"cross_attention_dim={TINY_CLIP_WIDTH}"]
+    args = [
+        sys.executable,
+        "-m",
+        "t2i",
+        "train",
+        "--experiment",
+        "mnist",
+        "--profile",
+        "smoke",
+        "--set",
+        "epochs=4",
+        "--set",
+        "train_subset=128",
+        "--set",
+        f"text_encoder={tiny_clip_dir}",
+        "--set",
+        f"cross_attention_dim={TINY_CLIP_WIDTH}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    both = [subprocess.Popen([*args, "--run-name", "shared"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            [*args, "--run-name", "shared"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), *p.communicate()) for p in both]
     codes = sorted(code for code, _, _ in results)
     refused = [err for code, _, err in results if code == 1]

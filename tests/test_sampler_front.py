@@ -10,24 +10,51 @@ from t2i import cli, paths, sampler_front
 
 def test_make_samplers_writes_the_front_and_a_second_call_redraws_nothing(smoke_cfg, fit, capsys):
     run = fit(smoke_cfg.replace(epochs=1, judge_epochs=1), paths.run_dir("mnist", "samplers"))
-    command = ["samplers", str(run), "--samples-per-prompt", "1", "--samplers", "ddim", "heun-karras", "--steps", "2",
-               "4", "--spacings", "leading", "trailing", "linspace", "--guidance-scales", "1", "3"]
+    command = [
+        "samplers",
+        str(run),
+        "--samples-per-prompt",
+        "1",
+        "--samplers",
+        "ddim",
+        "heun-karras",
+        "--steps",
+        "2",
+        "4",
+        "--spacings",
+        "leading",
+        "trailing",
+        "linspace",
+        "--guidance-scales",
+        "1",
+        "3",
+    ]
     assert cli.main(command) == 0, capsys.readouterr().err
     out = paths.run_reports(run) / "samplers"
     with open(out / "samplers.csv") as f:
         rows = list(csv.DictReader(f))
     references = {float(r["w"]): float(r["nfe"]) for r in rows if r["matches"] == "reference"}
     assert references == {1.0: 1000.0, 3.0: 2000.0}  # w = 1: the conditional model alone; guided: 2 each
-    points = {(float(r["w"]), r["sampler"], r["spacing"], int(r["steps"])): r for r in rows
-              if r["matches"] != "reference"}
-    assert set(points) == {(w, *p) for w in (1.0, 3.0) for p in  # DDIM's refused linspace is left out
-                           [("ddim", s, k) for s in ("leading", "trailing") for k in (2, 4)] +
-                           [("heun-karras", "karras", 2), ("heun-karras", "karras", 4)]}
+    points = {
+        (float(r["w"]), r["sampler"], r["spacing"], int(r["steps"])): r for r in rows if r["matches"] != "reference"
+    }
+    assert set(points) == {
+        (w, *p)
+        for w in (1.0, 3.0)
+        for p in [  # DDIM's refused linspace is left out
+            ("ddim", s, k) for s in ("leading", "trailing") for k in (2, 4)
+        ]
+        + [("heun-karras", "karras", 2), ("heun-karras", "karras", 4)]
+    }
     assert float(points[(3.0, "heun-karras", "karras", 4)]["nfe"]) == 2 * (2 * 4 - 1)  # Heun's last step is one
     for r in points.values():
         assert float(r["d_fd_lo"]) <= float(r["d_fd"]) <= float(r["d_fd_hi"])
-        assert r["matches"] == ("yes" if float(r["d_fd_lo"]) <= 0 <= float(r["d_fd_hi"]) and
-                                float(r["d_adherence_lo"]) <= 0 <= float(r["d_adherence_hi"]) else "no")
+        assert r["matches"] == (
+            "yes"
+            if float(r["d_fd_lo"]) <= 0 <= float(r["d_fd_hi"])
+            and float(r["d_adherence_lo"]) <= 0 <= float(r["d_adherence_hi"])
+            else "no"
+        )
     summary = (out / "summary.md").read_text()
     assert "1,000-step reference, N = 10, at w = 1, 3" in summary
     assert "Cheapest match at every strength" in summary or "No sampler" in summary
@@ -48,10 +75,16 @@ def row(w, sampler, steps, matches, nfe=10.0):
 
 
 def test_the_default_is_the_cheapest_point_that_matches_at_every_strength():
-    rows = [row(1.0, "ddpm", 1000, "reference"), row(10.0, "ddpm", 1000, "reference"),
-            row(1.0, "ddim", 6, "yes"), row(10.0, "ddim", 6, "no"),  # lost at strong guidance
-            row(1.0, "ddim", 10, "yes"), row(10.0, "ddim", 10, "yes", nfe=20.0),
-            row(1.0, "unipc", 10, "yes"), row(10.0, "unipc", 10, "yes", nfe=18.0)]
+    rows = [
+        row(1.0, "ddpm", 1000, "reference"),
+        row(10.0, "ddpm", 1000, "reference"),
+        row(1.0, "ddim", 6, "yes"),
+        row(10.0, "ddim", 6, "no"),  # lost at strong guidance
+        row(1.0, "ddim", 10, "yes"),
+        row(10.0, "ddim", 10, "yes", nfe=20.0),
+        row(1.0, "unipc", 10, "yes"),
+        row(10.0, "unipc", 10, "yes", nfe=18.0),
+    ]
     best = sampler_front.cheapest(rows)
     assert (best["sampler"], best["steps"], best["w"]) == ("unipc", 10, 10.0)
     partial = [r for r in rows if r["sampler"] != "unipc" and r["steps"] != 10]

@@ -7,8 +7,7 @@ from t2i.experiments import NAMES
 from t2i.guidance import denoiser
 from t2i.models import build_unet
 from t2i.pipeline import TextToImage
-from t2i.sampling import (STOCHASTIC, Evaluations, Sampler, alpha_at, initial_noise, make_scheduler, sample,
-                          x0_range)
+from t2i.sampling import STOCHASTIC, Evaluations, Sampler, alpha_at, initial_noise, make_scheduler, sample, x0_range
 from t2i.text import TextEncoder
 
 
@@ -30,6 +29,7 @@ def tiny_unet_pipe(smoke_cfg):
         cfg = smoke_cfg.replace(beta_schedule=schedule)
         torch.manual_seed(0)
         return TextToImage(cfg, build_unet(cfg), TextEncoder.from_pretrained(cfg.text_encoder, 8), device="cpu")
+
     return make
 
 
@@ -96,8 +96,13 @@ def test_every_sampler_and_spacing_runs_the_pipeline_to_finite_images(tiny_unet_
             sampler = Sampler(name, 4, spacing, sigma_max)
             if not usable(sampler):
                 continue
-            images = pipe.images(["A handwritten digit 1", "A handwritten digit 2"], 3.0, show_progress=False,
-                                 sampler=sampler, callback=lambda i, t, x: raw.append(x))
+            images = pipe.images(
+                ["A handwritten digit 1", "A handwritten digit 2"],
+                3.0,
+                show_progress=False,
+                sampler=sampler,
+                callback=lambda i, t, x: raw.append(x),
+            )
             assert images.shape == (2, 1, 16, 16)
     assert raw and all(torch.isfinite(x).all() for x in raw)  # every step, before the pipeline's final clamp
 
@@ -114,9 +119,11 @@ def test_ddim_with_linspace_spacing_is_refused_in_one_line_naming_the_upstream_b
 
 def constant_x0(value: torch.Tensor, alphas: torch.Tensor):
     """The eps of a model whose every x0 prediction is ``value``, at any (fractional) timestep."""
+
     def eps(x, t):
         a = alpha_at(alphas, t)
-        return (x - a ** 0.5 * value) / (1 - a) ** 0.5
+        return (x - a**0.5 * value) / (1 - a) ** 0.5
+
     return eps
 
 
@@ -140,10 +147,21 @@ def test_every_sampler_and_spacing_keeps_x0_in_the_datas_range(experiment, name)
                 continue
             scheduler = make_scheduler(sampler, cfg)
             x_T, generators = initial_noise(range(2), (1, 8, 8), "cpu")
-            out = sample(constant_x0(outside, scheduler.alphas_cumprod), x_T, scheduler, 5, generator=generators,
-                         x0_range=x0_range(cfg))
-            torch.testing.assert_close(out, expected, atol=0.025 * (high - low) if name == "deis" else 1e-5, rtol=0,
-                                       msg=f"{experiment} {sampler.describe()}")
+            out = sample(
+                constant_x0(outside, scheduler.alphas_cumprod),
+                x_T,
+                scheduler,
+                5,
+                generator=generators,
+                x0_range=x0_range(cfg),
+            )
+            torch.testing.assert_close(
+                out,
+                expected,
+                atol=0.025 * (high - low) if name == "deis" else 1e-5,
+                rtol=0,
+                msg=f"{experiment} {sampler.describe()}",
+            )
 
 
 def test_only_latent_runs_are_sampled_unclipped():
@@ -155,9 +173,11 @@ def test_only_latent_runs_are_sampled_unclipped():
 def gaussian_eps(mean: float, std: float, alphas: torch.Tensor):
     """The exact eps of data x0 ~ N(mean, std^2) per pixel: E[eps | x_t] = sqrt(1-a) (x_t - sqrt(a) mean) / (a std^2
     + 1 - a), at any (fractional) timestep."""
+
     def eps(x, t):
         a = alpha_at(alphas, t)
-        return (1 - a) ** 0.5 * (x - a ** 0.5 * mean) / (a * std ** 2 + 1 - a)
+        return (1 - a) ** 0.5 * (x - a**0.5 * mean) / (a * std**2 + 1 - a)
+
     return eps
 
 
@@ -173,8 +193,16 @@ def test_every_samplers_traits_are_what_its_scheduler_does(smoke_cfg, name):
     assert kind.order == scheduler.config.get("solver_order", type(scheduler).order)
     eps = gaussian_eps(0.3, 0.2, scheduler.alphas_cumprod)
     x_T, _ = initial_noise(range(4), (1, 8, 8), "cpu")
-    draws = [sample(eps, x_T.clone(), make_scheduler(Sampler(name, 5, "trailing", 80.0), smoke_cfg), 5,
-                    generator=initial_noise(range(seed, seed + 4), (1, 8, 8), "cpu")[1]) for seed in (100, 200)]
+    draws = [
+        sample(
+            eps,
+            x_T.clone(),
+            make_scheduler(Sampler(name, 5, "trailing", 80.0), smoke_cfg),
+            5,
+            generator=initial_noise(range(seed, seed + 4), (1, 8, 8), "cpu")[1],
+        )
+        for seed in (100, 200)
+    ]
     assert (not torch.equal(*draws)) == kind.stochastic
     assert Sampler(name, 5).describe().endswith("(Karras sigmas)") == kind.karras
 
@@ -193,7 +221,7 @@ def test_every_sampler_reaches_the_exact_image_of_a_known_gaussian_at_50_steps(s
         assert abs(x0.mean().item() - mean) < 0.03 and abs(x0.std().item() - std) < 0.03
         return
     a = alpha_at(scheduler.alphas_cumprod, scheduler.timesteps[0])
-    exact = mean + std * (x_T - a ** 0.5 * mean) / (a * std ** 2 + 1 - a) ** 0.5
+    exact = mean + std * (x_T - a**0.5 * mean) / (a * std**2 + 1 - a) ** 0.5
     assert (x0 - exact).abs().max() < (0.06 if name == "euler-karras" else 0.02), (x0 - exact).abs().max()
 
 

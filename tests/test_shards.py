@@ -17,6 +17,7 @@ from t2i.data.images import BadSample, decode_image, to_rgb
 
 class RowId:
     """A decoder that yields which row it was given: ``"<shard>-<row>"`` from the image path column."""
+
     columns = ["image"]
 
     def __call__(self, row):
@@ -31,8 +32,9 @@ def rows_seen(stream, num_workers: int) -> list[str]:
 @pytest.fixture(scope="module")
 def shard_files(tmp_path_factory):
     """3 shards of 30 rows in row groups of 8 (uneven on purpose)."""
-    return synthetic.write_class_shards(tmp_path_factory.mktemp("shards"), num_shards=3, rows_per_shard=30,
-                                        num_classes=4, row_group_size=8)
+    return synthetic.write_class_shards(
+        tmp_path_factory.mktemp("shards"), num_shards=3, rows_per_shard=30, num_classes=4, row_group_size=8
+    )
 
 
 ALL_ROWS = sorted(f"{s:05d}-{r:05d}.jpg" for s in range(3) for r in range(30))
@@ -46,8 +48,9 @@ def test_every_shard_row_seen_once_per_epoch_for_any_worker_count(shard_files, n
 
 @pytest.mark.parametrize("num_workers", [1, 2, 3])
 def test_two_ranks_split_the_rows_without_overlap(shard_files, num_workers):
-    per_rank = [rows_seen(shards.ShardStream(shard_files, RowId(), seed=3, rank=r, world_size=2), num_workers)
-                for r in range(2)]
+    per_rank = [
+        rows_seen(shards.ShardStream(shard_files, RowId(), seed=3, rank=r, world_size=2), num_workers) for r in range(2)
+    ]
     assert not set(per_rank[0]) & set(per_rank[1])
     assert sorted(per_rank[0] + per_rank[1]) == ALL_ROWS
     assert len(shards.ShardStream(shard_files, RowId(), rank=0, world_size=2)) == len(per_rank[0])
@@ -79,21 +82,34 @@ def test_shard_order_and_rows_reshuffle_every_epoch_and_repeat_for_a_seed(shard_
     assert [row[:5] for row in epoch0[:30]] == [epoch0[0][:5]] * 30
 
 
-BAD_ROWS = {(0, 1): "empty", (0, 2): "garbage", (1, 3): "truncated_jpeg", (1, 4): "zero_size",
-            (2, 5): "missing_label", (2, 6): "unknown_label"}
+BAD_ROWS = {
+    (0, 1): "empty",
+    (0, 2): "garbage",
+    (1, 3): "truncated_jpeg",
+    (1, 4): "zero_size",
+    (2, 5): "missing_label",
+    (2, 6): "unknown_label",
+}
 ODD_ROWS = {(0, 7): "cmyk", (0, 8): "rgba", (1, 9): "grayscale", (2, 10): "palette"}
 
 
 @pytest.fixture(scope="module")
 def bad_shards(tmp_path_factory):
-    return synthetic.write_class_shards(tmp_path_factory.mktemp("bad"), num_shards=3, rows_per_shard=40,
-                                        num_classes=4, row_group_size=16, odd_rows={**BAD_ROWS, **ODD_ROWS})
+    return synthetic.write_class_shards(
+        tmp_path_factory.mktemp("bad"),
+        num_shards=3,
+        rows_per_shard=40,
+        num_classes=4,
+        row_group_size=16,
+        odd_rows={**BAD_ROWS, **ODD_ROWS},
+    )
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_every_kind_of_bad_row_is_skipped_counted_and_listed(bad_shards, tmp_path, num_workers):
-    stream = shards.ShardStream(bad_shards, shards.ImageLabel(16, (-1.0, 1.0), 4), max_bad_fraction=0.1,
-                                log_dir=tmp_path)
+    stream = shards.ShardStream(
+        bad_shards, shards.ImageLabel(16, (-1.0, 1.0), 4), max_bad_fraction=0.1, log_dir=tmp_path
+    )
     examples = sum(len(labels) for _, labels in DataLoader(stream, batch_size=8, num_workers=num_workers))
     assert examples == 120 - len(BAD_ROWS)  # the four odd-mode images were converted and kept
     records = stream.bad_samples(epoch=0)
@@ -103,15 +119,17 @@ def test_every_kind_of_bad_row_is_skipped_counted_and_listed(bad_shards, tmp_pat
     assert reasons[(2, 5)] == "missing label" and reasons[(2, 6)].startswith("unknown label 11")
     assert all(reasons[k].startswith("unreadable image") for k in [(0, 2), (1, 3), (1, 4)])
     list(stream)  # the same epoch read again (a run resumed mid-epoch re-decodes its first rows): listed once
-    assert [(r["shard"], r["row"], r["reason"]) for r in stream.bad_samples(epoch=0)] == \
-        [(r["shard"], r["row"], r["reason"]) for r in records]
+    assert [(r["shard"], r["row"], r["reason"]) for r in stream.bad_samples(epoch=0)] == [
+        (r["shard"], r["row"], r["reason"]) for r in records
+    ]
     summary = shards.summarize_bad_samples(records, stream.total_rows)
     assert summary.startswith("6 bad rows skipped (5.00% of 120)") and "train-00001-of-00003.parquet: 2" in summary
 
 
 def test_too_many_bad_rows_stop_the_run_naming_shard_and_row(bad_shards, tmp_path):
-    stream = shards.ShardStream(bad_shards, shards.ImageLabel(16, (-1.0, 1.0), 4), shuffle=False,
-                                max_bad_fraction=0.01, log_dir=tmp_path)  # 1% of 120 rows: the second bad row
+    stream = shards.ShardStream(
+        bad_shards, shards.ImageLabel(16, (-1.0, 1.0), 4), shuffle=False, max_bad_fraction=0.01, log_dir=tmp_path
+    )  # 1% of 120 rows: the second bad row
     with pytest.raises(shards.TooManyBadSamples, match=r"2 bad rows in 120 .* train-00000-of-00003.parquet row 2"):
         list(stream)
 
@@ -162,17 +180,38 @@ def test_training_on_a_stream_lists_bad_rows_and_profiles_stages(bad_shards, tin
     from tests.conftest import TINY_CLIP_WIDTH
 
     monkeypatch.setenv("T2I_DATA_DIR", str(bad_shards[0].parent.parent))
-    cfg = configs.get("wikiart", "smoke", shards=f"{bad_shards[0].parent.name}/train-*.parquet", label_column="label",
-                      class_names=("a", "b", "c", "d"), resolution=16, num_workers=2, max_bad_fraction=0.1,
-                      timing_steps=2, text_encoder=str(tiny_clip_dir), cross_attention_dim=TINY_CLIP_WIDTH)
+    cfg = configs.get(
+        "wikiart",
+        "smoke",
+        shards=f"{bad_shards[0].parent.name}/train-*.parquet",
+        label_column="label",
+        class_names=("a", "b", "c", "d"),
+        resolution=16,
+        num_workers=2,
+        max_bad_fraction=0.1,
+        timing_steps=2,
+        text_encoder=str(tiny_clip_dir),
+        cross_attention_dim=TINY_CLIP_WIDTH,
+    )
     run = paths.run_dir("wikiart", "stream")
     experiment.train(cfg, run)
     with open(run / "bad_samples.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(BAD_ROWS) and {r["epoch"] for r in rows} == {"1"}
     profile = (run / "timing.md").read_text()
-    for stage in ("data wait", "host-to-device", "text", "CFG masking", "noise", "forward", "loss", "backward",
-                  "optimizer", "EMA", "total"):
+    for stage in (
+        "data wait",
+        "host-to-device",
+        "text",
+        "CFG masking",
+        "noise",
+        "forward",
+        "loss",
+        "backward",
+        "optimizer",
+        "EMA",
+        "total",
+    ):
         assert f"| {stage} |" in profile
 
 
@@ -202,8 +241,9 @@ def test_labels_named_differently_in_the_file_than_in_the_config_are_an_error(tm
         shards.check_class_names(path, "style", ["Ukiyo-e", "Abstract Expressionism"])
 
 
-def test_a_stream_read_by_several_workers_ends_its_cosine_schedule_on_its_last_step(tiny_clip_dir, monkeypatch,
-                                                                                   tmp_path):
+def test_a_stream_read_by_several_workers_ends_its_cosine_schedule_on_its_last_step(
+    tiny_clip_dir, monkeypatch, tmp_path
+):
     """Each worker batches its own rows (3 workers x 40 rows at batch 16: 9 batches, where the DataLoader's len says
     8): the LR schedule's horizon counts what the workers really yield, so a cosine schedule ends at 0, not past it."""
     from tests.conftest import TINY_CLIP_WIDTH

@@ -24,10 +24,20 @@ def stub(directory: Path, name: str, body: str) -> None:
 
 
 def job(tmp_path: Path, attempt: int, *papermill_args: str) -> subprocess.Popen:
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
-           "SLURM_RESTART_COUNT": str(attempt), "SLURM_SUBMIT_DIR": str(ROOT)}
-    return subprocess.Popen(["bash", str(SCRIPT), "notebooks/01_mnist.ipynb", "smoke", "slurm", *papermill_args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_RESTART_COUNT": str(attempt),
+        "SLURM_SUBMIT_DIR": str(ROOT),
+    }
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), "notebooks/01_mnist.ipynb", "smoke", "slurm", *papermill_args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
@@ -36,8 +46,11 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     stub(tmp_path / "bin", "scontrol", f'echo "$@" >> {tmp_path / "scontrol.log"}\n')
     run = paths.run_dir("mnist", "slurm")
 
-    watching = ["-y", "config_overrides: {report_to: tensorboard, sample_every_epochs: 1, eval_every_epochs: 1, "
-                      "eval_samples_per_prompt: 1, eval_guidance_scales: [3.0]}"]
+    watching = [
+        "-y",
+        "config_overrides: {report_to: tensorboard, sample_every_epochs: 1, eval_every_epochs: 1, "
+        "eval_samples_per_prompt: 1, eval_guidance_scales: [3.0]}",
+    ]
     first = job(tmp_path, 0, "-p", "epochs", "500", "-p", "samples_per_prompt", "1", *watching)
     deadline = time.monotonic() + 180
     while checkpoints.latest(run) is None:
@@ -60,8 +73,10 @@ def test_preempted_notebook_job_requeues_and_the_next_attempt_resumes(tmp_path):
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]  # not requeued again
     assert not (run / MARKER).exists()
     out = paths.report_dir("smoke", "mnist", "slurm")  # the executed notebooks sit beside the figures they drew
-    assert sorted(p.name for p in out.glob("*.ipynb")) == ["01_mnist.job4242.attempt0.ipynb",
-                                                           "01_mnist.job4242.attempt1.ipynb"]
+    assert sorted(p.name for p in out.glob("*.ipynb")) == [
+        "01_mnist.job4242.attempt0.ipynb",
+        "01_mnist.job4242.attempt1.ipynb",
+    ]
     assert (out / "extra_adherence.md").exists() and (out / "fig07_guidance_grid.png").exists()
     assert "sbatch slurm/notebook.sbatch" in json.loads((out / "fig06_loss.provenance.json").read_text())["command"]
     # what `make watch RUN=...` shows: the job's losses and a grid per epoch, across both attempts

@@ -33,8 +33,12 @@ def test_kid_is_the_unbiased_mmd_and_ignores_the_repeats_of_a_resample():
     distinct = np.array([0, 1, 2])
     assert features.kid(rows, None) != pytest.approx(metrics.mmd2_unbiased(x[rows], y))
     weights = np.bincount(rows)[distinct]
-    within = sum(weights[i] * weights[j] * ((x[a] @ x[b]) / 8 + 1) ** 3 for i, a in enumerate(distinct)
-                 for j, b in enumerate(distinct) if a != b) / (6 ** 2 - (weights ** 2).sum())
+    within = sum(
+        weights[i] * weights[j] * ((x[a] @ x[b]) / 8 + 1) ** 3
+        for i, a in enumerate(distinct)
+        for j, b in enumerate(distinct)
+        if a != b
+    ) / (6**2 - (weights**2).sum())
     k_yy = ((y @ y.T) / 8 + 1) ** 3
     between = (weights[:, None] * ((x[distinct] @ y.T) / 8 + 1) ** 3).sum() / (6 * 30)
     expected = within + (k_yy.sum() - np.trace(k_yy)) / (30 * 29) - 2 * between
@@ -55,7 +59,7 @@ def test_the_paired_fd_difference_interval_covers_the_truth_about_as_often_as_it
     bootstrap's 90% interval must cover it between 87% and 96% of the time, and agree with its p-value."""
     rng = np.random.default_rng(2)
     dim, n, mu_a, mu_b = 4, 100, np.full(4, 0.25), np.full(4, 0.15)
-    truth = (mu_a ** 2).sum() - (mu_b ** 2).sum()
+    truth = (mu_a**2).sum() - (mu_b**2).sum()
     covered = 0
     for _ in range(200):
         z, e = rng.normal(size=(n, dim)), rng.normal(size=(n, dim))
@@ -89,7 +93,7 @@ def test_exact_rate_intervals_are_not_zero_wide_at_the_extremes():
     assert stats.clopper_pearson(0, 200)[0] == 0.0 and stats.clopper_pearson(0, 200)[1] > 0
     delta, lo, hi = stats.newcombe_paired(np.ones(200, bool), np.ones(200, bool))
     assert delta == 0 and lo < 0 < hi  # no discordant pair is not proof of no difference
-    assert stats.mcnemar_exact(np.ones(10, bool), np.zeros(10, bool)) == pytest.approx(2 / 2 ** 10)
+    assert stats.mcnemar_exact(np.ones(10, bool), np.zeros(10, bool)) == pytest.approx(2 / 2**10)
 
 
 def test_holm_on_a_hand_worked_example():

@@ -30,7 +30,11 @@ def test_a_study_draws_paired_rows_counts_evaluations_and_knows_when_its_report_
     other_seed = study.draw(3.0, seed=pipe.seed_for(None) + 1)
     assert not np.array_equal(other_seed.features[extractor.name].x, first.features[extractor.name].x)
 
-    study.publish(tables={"rows": ([{"w": 3.0, "adherence": float(first.hits.mean())}], "one row")}, figures={},
-                  texts={"summary.md": "# a study\n"}, samples=shared.n)
+    study.publish(
+        tables={"rows": ([{"w": 3.0, "adherence": float(first.hits.mean())}], "one row")},
+        figures={},
+        texts={"summary.md": "# a study\n"},
+        samples=shared.n,
+    )
     assert study.up_to_date()
     assert not Study(pipe, judge, [extractor], tmp_path / "study", 1, skip_real=2, grid=[1, 3]).up_to_date()

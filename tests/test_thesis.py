@@ -18,10 +18,25 @@ from t2i.pipeline import TextToImage
 from tests.helpers import ROOT
 
 
-SMOKE_FED = {"fig01_denoising", "fig02_cfg_w5", "fig03_training_samples", "fig04_no_guidance", "fig05_empty_prompt",
-             "fig06_loss", "fig07_guidance_grid", "fig08_training_samples", "fig09_class_grid_w0",
-             "fig10_class_grid_w2", "fig11_class_grid_w5", "fig12_class_grid_w10", "fig13_samples_w5",
-             "table1_cifar10_guidance", "table5_configs", "table7_configs", "table8_mnist_vs_cifar10"}
+SMOKE_FED = {
+    "fig01_denoising",
+    "fig02_cfg_w5",
+    "fig03_training_samples",
+    "fig04_no_guidance",
+    "fig05_empty_prompt",
+    "fig06_loss",
+    "fig07_guidance_grid",
+    "fig08_training_samples",
+    "fig09_class_grid_w0",
+    "fig10_class_grid_w2",
+    "fig11_class_grid_w5",
+    "fig12_class_grid_w10",
+    "fig13_samples_w5",
+    "table1_cifar10_guidance",
+    "table5_configs",
+    "table7_configs",
+    "table8_mnist_vs_cifar10",
+}
 
 
 def artefact_files(folder: Path) -> dict[str, bytes]:
@@ -37,11 +52,13 @@ def test_make_figures_draws_what_the_runs_feed_lists_the_rest_and_rebuilds_only_
     pipe = TextToImage.from_run(cifar10)
     judge = judges.for_config(pipe.cfg)
     extractor = metrics.JudgeExtractor(judge)
-    evaluate.write_sweep_report(evaluate.sweep(pipe, judge, extractor, [0.0, 2.0], 2), pipe, extractor,
-                                paths.eval_dir(cifar10))
+    evaluate.write_sweep_report(
+        evaluate.sweep(pipe, judge, extractor, [0.0, 2.0], 2), pipe, extractor, paths.eval_dir(cifar10)
+    )
 
-    done = subprocess.run(["make", "-C", str(ROOT), "figures", "PROFILE=smoke"], capture_output=True, text=True,
-                          env=os.environ.copy())
+    done = subprocess.run(
+        ["make", "-C", str(ROOT), "figures", "PROFILE=smoke"], capture_output=True, text=True, env=os.environ.copy()
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = paths.report_dir("smoke")
     drawn = {a.file for a in thesis.ARTEFACTS if (out / (a.file + a.path_suffix)).exists()}

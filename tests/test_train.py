@@ -31,10 +31,15 @@ class FixedNoise:
 
 def test_two_accumulated_batches_of_b_make_the_update_of_one_batch_of_2b(smoke_cfg, caption_table):
     dataset = data.load_dataset(smoke_cfg)
-    full = train.fit(smoke_cfg.replace(epochs=1, batch_size=32), paths.run_dir("mnist", "b32"), dataset,
-                     FixedNoise(caption_table))
-    halves = train.fit(smoke_cfg.replace(epochs=1, batch_size=16, gradient_accumulation_steps=2),
-                       paths.run_dir("mnist", "b16x2"), dataset, FixedNoise(caption_table))
+    full = train.fit(
+        smoke_cfg.replace(epochs=1, batch_size=32), paths.run_dir("mnist", "b32"), dataset, FixedNoise(caption_table)
+    )
+    halves = train.fit(
+        smoke_cfg.replace(epochs=1, batch_size=16, gradient_accumulation_steps=2),
+        paths.run_dir("mnist", "b16x2"),
+        dataset,
+        FixedNoise(caption_table),
+    )
     a, b = weights(full), weights(halves)
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
@@ -44,8 +49,12 @@ def test_two_accumulated_batches_of_b_make_the_update_of_one_batch_of_2b(smoke_c
 
 SWITCHES = {  # config switch -> what it must change on the model the trainer trains
     "gradient_checkpointing": lambda trainer: trainer.accelerator.unwrap_model(trainer.unet).is_gradient_checkpointing,
-    "channels_last": lambda trainer: trainer.accelerator.unwrap_model(
-        trainer.unet).down_blocks[0].resnets[0].conv1.weight.is_contiguous(memory_format=torch.channels_last),
+    "channels_last": lambda trainer: (
+        trainer.accelerator.unwrap_model(trainer.unet)
+        .down_blocks[0]
+        .resnets[0]
+        .conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    ),
     "compile": lambda trainer: isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule),
 }
 
@@ -57,8 +66,14 @@ def test_the_trainer_turns_on_each_switch_it_is_given_and_only_then(smoke_cfg, c
     found = {}
     for value in (on, SMOKE_DEFAULTS[switch]):
         cfg = smoke_cfg.replace(epochs=1, **{switch: value})
-        trainer = train.Trainer(cfg, paths.run_dir("mnist", f"{switch}-{value}"), data.load_dataset(cfg),
-                                objectives.for_config(cfg, caption_table), 10, False)
+        trainer = train.Trainer(
+            cfg,
+            paths.run_dir("mnist", f"{switch}-{value}"),
+            data.load_dataset(cfg),
+            objectives.for_config(cfg, caption_table),
+            10,
+            False,
+        )
         found[value] = bool(SWITCHES[switch](trainer))
     assert found == {on: True, SMOKE_DEFAULTS[switch]: False}
 
@@ -81,8 +96,9 @@ def test_the_lr_schedule_is_chosen_by_name_over_all_optimizer_steps(smoke_cfg, f
 
 
 @pytest.mark.parametrize("setting, used", [("auto", "bf16"), ("no", "no")])
-def test_an_accelerate_precision_setting_is_honoured_when_the_config_says_auto(smoke_cfg, fit, monkeypatch, setting,
-                                                                               used):
+def test_an_accelerate_precision_setting_is_honoured_when_the_config_says_auto(
+    smoke_cfg, fit, monkeypatch, setting, used
+):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
     run = fit(smoke_cfg.replace(epochs=1, train_subset=16, mixed_precision=setting), paths.run_dir("mnist", setting))
     assert checkpoints.load_state(checkpoints.latest(run))["precision"] == used  # a config's own choice wins
@@ -110,14 +126,18 @@ class PoisonAt:
 
 
 @pytest.mark.parametrize("gradient_only", [False, True], ids=["loss", "gradient"])
-def test_non_finite_loss_or_gradient_stops_at_that_step_naming_the_last_checkpoint(smoke_cfg, fit, caption_table,
-                                                                                  gradient_only):
+def test_non_finite_loss_or_gradient_stops_at_that_step_naming_the_last_checkpoint(
+    smoke_cfg, fit, caption_table, gradient_only
+):
     from t2i.sampling import training_scheduler
 
     cfg = smoke_cfg.replace(epochs=3)
     run = paths.run_dir("mnist", "nan")
-    objective = PoisonAt(objectives.EpsilonObjective(training_scheduler(cfg), caption_table, cfg.p_uncond), at=7,
-                         gradient_only=gradient_only)
+    objective = PoisonAt(
+        objectives.EpsilonObjective(training_scheduler(cfg), caption_table, cfg.p_uncond),
+        at=7,
+        gradient_only=gradient_only,
+    )
     with pytest.raises(train.NonFiniteError, match="at step 7 .*epoch-0001"):
         fit(cfg, run, objective=objective)
     assert [p.name for p in checkpoints.candidates(run)] == ["epoch-0001"]
@@ -132,8 +152,11 @@ def test_gradient_clipping_changes_the_update(smoke_cfg, fit):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("switch", [{"mixed_precision": "bf16"}, {"channels_last": True}, {"compile": True}],
-                         ids=["bf16", "channels_last", "compile-full (legacy true)"])
+@pytest.mark.parametrize(
+    "switch",
+    [{"mixed_precision": "bf16"}, {"channels_last": True}, {"compile": True}],
+    ids=["bf16", "channels_last", "compile-full (legacy true)"],
+)
 def test_speed_switches_train_on_cpu(smoke_cfg, fit, switch, monkeypatch):
     """compile: the whole UNet through dynamo and AOT autograd with the aot_eager backend (inductor's C++ code
     generation takes minutes on this CPU; test_models compiles regions with inductor and checks their numbers)."""

@@ -12,8 +12,13 @@ from tests.helpers import weights
 def test_grids_and_evaluations_do_not_change_training_and_a_resumed_run_draws_the_same_grids(smoke_cfg):
     cfg = smoke_cfg.replace(epochs=2)
     plain = experiment.train(cfg, paths.run_dir("mnist", "plain"))
-    watched_cfg = cfg.replace(sample_every_steps=3, sample_every_epochs=1, eval_every_epochs=1,
-                              eval_guidance_scales=(1.0, 3.0), eval_samples_per_prompt=2)
+    watched_cfg = cfg.replace(
+        sample_every_steps=3,
+        sample_every_epochs=1,
+        eval_every_epochs=1,
+        eval_guidance_scales=(1.0, 3.0),
+        eval_samples_per_prompt=2,
+    )
     watched = experiment.train(watched_cfg, paths.run_dir("mnist", "watched"))
     resumed = paths.run_dir("mnist", "resumed")
     experiment.train(watched_cfg.replace(epochs=1), resumed)

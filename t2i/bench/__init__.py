@@ -18,11 +18,15 @@ from .. import paths
 
 def device_slug(card: str, cpu: bool) -> str:
     """A folder name for a device: ``nvidia-h200`` for a GPU, ``cpu-<processor>-<n>cpus`` for a CPU."""
+
     def slug(text: str) -> str:
         return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
-    return f"{paths.CPU_BENCH_PREFIX}{slug(platform.processor() or platform.machine())}-{os.cpu_count()}cpus" if cpu \
+    return (
+        f"{paths.CPU_BENCH_PREFIX}{slug(platform.processor() or platform.machine())}-{os.cpu_count()}cpus"
+        if cpu
         else slug(card)
+    )
 
 
 def machine() -> str:

@@ -14,14 +14,27 @@ p.add_argument("--experiments", nargs="+", default=list(gpu.EXPERIMENTS), choice
 p.add_argument("--variants", nargs="+", default=list(gpu.VARIANTS), choices=list(gpu.VARIANTS))
 p.add_argument("--profile", help="config profile (default: full on a GPU; demo, else smoke, on a CPU)")
 p.add_argument("--steps", type=int, help="most timed steps per cell (default: 30 on a GPU, 10 on a CPU)")
-p.add_argument("--cell-s", type=float, help="a cell stops timing after this long, at least 3 steps (default: 5 s on a "
-               "GPU, 3 s on a CPU)")
-p.add_argument("--budget-s", type=float, default=420.0,
-               help="wall-clock budget; compile cells that would not fit are reported as skipped")
+p.add_argument(
+    "--cell-s",
+    type=float,
+    help="a cell stops timing after this long, at least 3 steps (default: 5 s on a GPU, 3 s on a CPU)",
+)
+p.add_argument(
+    "--budget-s",
+    type=float,
+    default=420.0,
+    help="wall-clock budget; compile cells that would not fit are reported as skipped",
+)
 args = parser.parse_args()
 if args.benchmark == "gpu":
-    gpu.run(experiments=args.experiments, variants=args.variants, profile=args.profile, steps=args.steps,
-            budget_s=args.budget_s, cell_s=args.cell_s)
+    gpu.run(
+        experiments=args.experiments,
+        variants=args.variants,
+        profile=args.profile,
+        steps=args.steps,
+        budget_s=args.budget_s,
+        cell_s=args.cell_s,
+    )
 elif args.benchmark == "sampling":
     sampling.run(args.run)
 else:

@@ -48,13 +48,30 @@ EXPERIMENTS = configs.EXPERIMENTS
 
 
 # Dense bf16 tensor-core TFLOP/s by device name (vendor datasheets, no sparsity); first match wins.
-PEAK_BF16 = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
-             ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2))
+PEAK_BF16 = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("L4", 121.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.2),
+)
 
 
-def run(out: Path | None = None, experiments: Sequence[str] = EXPERIMENTS, variants: Sequence[str] = tuple(VARIANTS),
-        profile: str | None = None, steps: int | None = None, warmup: int | None = None,
-        budget_s: float = 420.0, cell_s: float | None = None) -> str:
+def run(
+    out: Path | None = None,
+    experiments: Sequence[str] = EXPERIMENTS,
+    variants: Sequence[str] = tuple(VARIANTS),
+    profile: str | None = None,
+    steps: int | None = None,
+    warmup: int | None = None,
+    budget_s: float = 420.0,
+    cell_s: float | None = None,
+) -> str:
     """Time every cell, rewriting ``reports/bench/<device>/gpu.md`` after each; returns the table."""
     with _compile_cache():
         return _run(out, experiments, variants, profile, steps, warmup, budget_s, cell_s)
@@ -80,14 +97,22 @@ def _compile_cache() -> Iterator[None]:
                 os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
 
 
-
-def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], profile: str | None,
-         steps: int | None, warmup: int | None, budget_s: float, cell_s: float | None) -> str:
+def _run(
+    out: Path | None,
+    experiments: Sequence[str],
+    variants: Sequence[str],
+    profile: str | None,
+    steps: int | None,
+    warmup: int | None,
+    budget_s: float,
+    cell_s: float | None,
+) -> str:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     # without a GPU: the demo config where there is one (the trainer-overhead target is measured on it), else smoke
-    profiles = {e: profile or ("full" if cuda else "demo" if "demo" in configs.profiles(e) else "smoke")
-                for e in experiments}
+    profiles = {
+        e: profile or ("full" if cuda else "demo" if "demo" in configs.profiles(e) else "smoke") for e in experiments
+    }
     steps, warmup = steps or (30 if cuda else 10), warmup or (3 if cuda else 1)
     cell_s = cell_s or (5.0 if cuda else 3.0)  # a cell stops timing after this long (at least 3 steps)
     if cuda:  # what the trainer does on CUDA
@@ -107,15 +132,25 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
         params, flop = sizes[experiment]
         ms, batch = measured.get("ms"), measured.get("batch", cfgs[experiment].batch_size)
         flop *= batch / cfgs[experiment].batch_size  # a cell that fell back to a smaller batch did less work
-        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant, "batch": batch,
-               "params_m": params / 1e6, "tflop_step": flop / 1e12,
-               "ms_step": ms if ms is not None else "", "spread_pct": measured.get("spread_pct", ""),
-               "steps": measured.get("steps", ""), "img_s": batch * 1000 / ms if ms else "",
-               "tflop_s": flop / ms / 1e9 if ms else "",
-               "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
-               "peak_gib": measured.get("peak_gib", ""), "compile_s": measured.get("compile_s", ""),
-               "vs_bare": measured.get("vs_bare", ""), "data_wait_pct": measured.get("data_wait_pct", ""),
-               "note": measured.get("note", "")}
+        row = {
+            "experiment": experiment,
+            "profile": profiles[experiment],
+            "variant": variant,
+            "batch": batch,
+            "params_m": params / 1e6,
+            "tflop_step": flop / 1e12,
+            "ms_step": ms if ms is not None else "",
+            "spread_pct": measured.get("spread_pct", ""),
+            "steps": measured.get("steps", ""),
+            "img_s": batch * 1000 / ms if ms else "",
+            "tflop_s": flop / ms / 1e9 if ms else "",
+            "util_pct": 100 * flop / ms / 1e9 / peak if ms and peak else "",
+            "peak_gib": measured.get("peak_gib", ""),
+            "compile_s": measured.get("compile_s", ""),
+            "vs_bare": measured.get("vs_bare", ""),
+            "data_wait_pct": measured.get("data_wait_pct", ""),
+            "note": measured.get("note", ""),
+        }
         rows.append(row)
         print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
         _write(rows, out, card, peak, ceiling, steps, warmup, budget_s, cell_s, device)
@@ -123,10 +158,17 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
     breakdown: list[dict] = []
 
     def record_breakdown(experiment: str, variant: str, measured: dict) -> None:
-        row = {"experiment": experiment, "profile": profiles[experiment], "variant": variant,
-               "batch": measured.get("batch", cfgs[experiment].batch_size), "ms_step": measured.get("ms", ""),
-               "device_busy_pct": measured.get("device_busy_pct", ""), "kernels_step": measured.get("kernels_step", ""),
-               **{f"{c}_pct": measured.get(c, "") for c in CATEGORIES}, "note": measured.get("note", "")}
+        row = {
+            "experiment": experiment,
+            "profile": profiles[experiment],
+            "variant": variant,
+            "batch": measured.get("batch", cfgs[experiment].batch_size),
+            "ms_step": measured.get("ms", ""),
+            "device_busy_pct": measured.get("device_busy_pct", ""),
+            "kernels_step": measured.get("kernels_step", ""),
+            **{f"{c}_pct": measured.get(c, "") for c in CATEGORIES},
+            "note": measured.get("note", ""),
+        }
         breakdown.append(row)
         _write_breakdown(breakdown, out.with_name(out.name + "_breakdown"), card, profiled, device)
 
@@ -146,12 +188,15 @@ def _run(out: Path | None, experiments: Sequence[str], variants: Sequence[str], 
         if bares and measured.get("ms"):  # the machine drifts between cells: the mean of both sides of the trainer
             per_image = float(np.mean([cell["ms"] / cell["batch"] for cell in bares]))  # batches differ after an OOM
             measured["vs_bare"] = measured["ms"] / measured["batch"] / per_image
-            notes.append(f"vs the bare {own} step " + " / ".join(f"{cell['ms']:.4g}" for cell in bares)
-                         + " ms (before / after)")
+            notes.append(
+                f"vs the bare {own} step " + " / ".join(f"{cell['ms']:.4g}" for cell in bares) + " ms (before / after)"
+            )
         if measured.get("encoder_flop"):  # work the bare step does not do: part of the ratio is this, not overhead
             unet_flop = sizes[experiment][1] * measured["batch"] / cfg.batch_size
-            notes.append(f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
-                         f"({100 * measured['encoder_flop'] / unet_flop:.0f}% of the UNet step's)")
+            notes.append(
+                f"includes the text encoder's forward, {measured['encoder_flop'] / 1e12:.3g} TFLOP "
+                f"({100 * measured['encoder_flop'] / unet_flop:.0f}% of the UNet step's)"
+            )
         measured["note"] = "; ".join(notes)
         record(experiment, f"trainer ({precision})", measured)
         for variant in [own, *(["bf16+heads64"] if "bf16+heads64" in variants else [])]:
@@ -171,43 +216,70 @@ def _variant_of(precision: str) -> str:
 
 def _write_breakdown(rows: list[dict], out: Path, card: str, steps: int, device: torch.device) -> None:
     cuda = device.type == "cuda"
-    caption = (f"Where the bare training step's time goes on {card} (torch {torch.__version__}), from torch.profiler "
-               f"over {steps} steps after warm-up: the share of "
-               + ("the kernels' time (on the device)" if cuda else "the ops' own time (on the CPU)")
-               + " by kind of op (t2i.bench.gpu._category: an optimizer's and an attention op's inner ops count as "
-               "those; copy_cast includes the float32 casts bf16 autocast inserts around normalisation, and "
-               "concatenation); note: the three heaviest ops. "
-               + ("device_busy_pct: kernel time over wall time (well under 100: the GPU waits for the host to launch "
-                  "kernels, which CUDA graphs remove; a lower bound, as the profiler slows the host); kernels_step: "
-                  "kernels launched per step. " if cuda else
-                  "device_busy_pct and kernels_step: GPU only. ")
-               + "ms_step is under the profiler (slower than gpu.md). Reproduce: make bench-gpu.")
+    caption = (
+        f"Where the bare training step's time goes on {card} (torch {torch.__version__}), from torch.profiler "
+        f"over {steps} steps after warm-up: the share of "
+        + ("the kernels' time (on the device)" if cuda else "the ops' own time (on the CPU)")
+        + " by kind of op (t2i.bench.gpu._category: an optimizer's and an attention op's inner ops count as "
+        "those; copy_cast includes the float32 casts bf16 autocast inserts around normalisation, and "
+        "concatenation); note: the three heaviest ops. "
+        + (
+            "device_busy_pct: kernel time over wall time (well under 100: the GPU waits for the host to launch "
+            "kernels, which CUDA graphs remove; a lower bound, as the profiler slows the host); kernels_step: "
+            "kernels launched per step. "
+            if cuda
+            else "device_busy_pct and kernels_step: GPU only. "
+        )
+        + "ms_step is under the profiler (slower than gpu.md). Reproduce: make bench-gpu."
+    )
     reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type, steps=steps,
-                             torch=torch.__version__)
+    reports.write_provenance(
+        out.with_suffix(".md"), device=card, device_type=device.type, steps=steps, torch=torch.__version__
+    )
 
 
-def _write(rows: list[dict], out: Path, card: str, peak: float | None, ceiling: float | None, steps: int,
-           warmup: int, budget_s: float, cell_s: float, device: torch.device) -> None:
+def _write(
+    rows: list[dict],
+    out: Path,
+    card: str,
+    peak: float | None,
+    ceiling: float | None,
+    steps: int,
+    warmup: int,
+    budget_s: float,
+    cell_s: float,
+    device: torch.device,
+) -> None:
     ceiling_text = f"; a measured 8192^3 bf16 matmul ran at {ceiling:.0f} TFLOP/s" if ceiling else ""
-    caption = (f"Training step of each config on {card} (torch {torch.__version__}) at the config's batch, or at half "
-               "of it (a quarter, an eighth) where that ran out of memory, as the note says: ms_step is the median of "
-               f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
-               "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
-               "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's "
-               "batch (torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
-               + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
-               + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
-               "step with its data path, objective, EMA and checks; vs_bare = the trainer's ms per image over the bare "
-               "step's in the same precision and layout, the bare step timed right before and again right after the "
-               "trainer (the mean of the two; both in the note); data_wait_pct = share of the step spent waiting for "
-               "the loader. heads64: "
-               "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
-               "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
-               "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a "
-               "cold compile cache unless TORCHINDUCTOR_CACHE_DIR was set. "
-               "Reproduce: make bench-gpu.")
+    caption = (
+        f"Training step of each config on {card} (torch {torch.__version__}) at the config's batch, or at half "
+        "of it (a quarter, an eighth) where that ran out of memory, as the note says: ms_step is the median of "
+        f"`steps` timed steps (up to {steps}, or as many as fit in {cell_s:g} s, at least 3) after {warmup} "
+        "warm-up steps" + (", timed by CUDA events" if device.type == "cuda" else "") + "; spread_pct is "
+        "their interquartile range as a % of the median. tflop_step: forward + backward FLOP at the config's "
+        "batch (torch.utils.flop_counter). util_pct: achieved TFLOP/s over the card's dense bf16 peak "
+        + (f"({peak:g} TFLOP/s, datasheet{ceiling_text})" if peak else "(unknown for this device)")
+        + ". Bare rows: UNet forward, MSE, backward and AdamW on fixed tensors. Trainer rows: the project's "
+        "step with its data path, objective, EMA and checks; vs_bare = the trainer's ms per image over the bare "
+        "step's in the same precision and layout, the bare step timed right before and again right after the "
+        "trainer (the mean of the two; both in the note); data_wait_pct = share of the step spent waiting for "
+        "the loader. heads64: "
+        "attention heads of width 64 instead of the thesis layout's head count (same parameters and FLOP). "
+        "compile-regional: each ResNet and attention block compiled on its own (t2i.models.compile_regions); "
+        "compile: the whole UNet. compile_s: the first compiled step (compiling forward and backward), with a "
+        "cold compile cache unless TORCHINDUCTOR_CACHE_DIR was set. "
+        "Reproduce: make bench-gpu."
+    )
     reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), device=card, device_type=device.type,
-                             peak_bf16_tflops=peak, measured_matmul_tflops=ceiling, steps=steps, warmup=warmup,
-                             budget_s=budget_s, cell_s=cell_s, torch=torch.__version__)
+    reports.write_provenance(
+        out.with_suffix(".md"),
+        device=card,
+        device_type=device.type,
+        peak_bf16_tflops=peak,
+        measured_matmul_tflops=ceiling,
+        steps=steps,
+        warmup=warmup,
+        budget_s=budget_s,
+        cell_s=cell_s,
+        torch=torch.__version__,
+    )

@@ -27,10 +27,17 @@ def run(out: Path | None = None, batch_size: int = 8, steps: int = 3) -> str:
         codec, weights = LatentCodec.from_pretrained(cfg.vae, device=device), f"{cfg.vae} (pretrained)"
     except MissingAsset:  # offline without the weights: the same architecture, random weights, same cost
         torch.manual_seed(0)
-        codec = LatentCodec(AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=256,
-            scaling_factor=0.18215).to(device))
+        codec = LatentCodec(
+            AutoencoderKL(
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4,
+                block_out_channels=(128, 256, 512, 512),
+                layers_per_block=2,
+                latent_channels=4,
+                sample_size=256,
+                scaling_factor=0.18215,
+            ).to(device)
+        )
         weights = f"{cfg.vae}'s architecture with random weights (weights not in the cache; compute is the same)"
     torch.manual_seed(0)
     unet = build_unet(cfg).to(device)

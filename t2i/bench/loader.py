@@ -63,8 +63,17 @@ def _memory_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status (the loader benchmark needs Linux)")
 
 
-def _measure(strategy: str, files: list[str], resolution: int, num_classes: int, batch_size: int,
-             max_images: int, max_seconds: float, lru_shards: int, preprocessed_dir: str) -> dict:
+def _measure(
+    strategy: str,
+    files: list[str],
+    resolution: int,
+    num_classes: int,
+    batch_size: int,
+    max_images: int,
+    max_seconds: float,
+    lru_shards: int,
+    preprocessed_dir: str,
+) -> dict:
     """Runs in a fresh process: images/s and peak memory above the process's baseline."""
     decoder = shards.ImageLabel(resolution, (-1.0, 1.0), num_classes, label_column="style")
     if strategy in ("naive", "lru"):
@@ -83,20 +92,41 @@ def _measure(strategy: str, files: list[str], resolution: int, num_classes: int,
             break
     elapsed = time.perf_counter() - start
     peak = _memory_mb("VmHWM")
-    return {"strategy": strategy, "images": images, "seconds": elapsed, "images_per_s": images / elapsed,
-            "peak_extra_rss_mb": peak - baseline}
+    return {
+        "strategy": strategy,
+        "images": images,
+        "seconds": elapsed,
+        "images_per_s": images / elapsed,
+        "peak_extra_rss_mb": peak - baseline,
+    }
 
 
-def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100, image_px: int = 1600,
-           resolution: int = 128, batch_size: int = 16, lru_shards: int = 2, max_seconds: float = 60.0) -> str:
+def run(
+    out: Path | None = None,
+    num_shards: int = 6,
+    rows_per_shard: int = 1100,
+    image_px: int = 1600,
+    resolution: int = 128,
+    batch_size: int = 16,
+    lru_shards: int = 2,
+    max_seconds: float = 60.0,
+) -> str:
     """Write the synthetic shards (once, under data/bench/), measure every strategy, write the table."""
     data = paths.data_dir() / "bench" / f"wikiart-like-{num_shards}x{rows_per_shard}-{image_px}px"
     files = sorted(data.glob("train-*.parquet"))
     if len(files) != num_shards:
         print(f"writing {num_shards} synthetic shards of {rows_per_shard} JPEGs ({image_px} px) to {data}")
-        files = synthetic.write_class_shards(data, num_shards, rows_per_shard, num_classes=27,
-                                             image_size=(image_px, image_px), label_column="style", grain=0.012,
-                                             row_group_size=128, distinct_images=54)
+        files = synthetic.write_class_shards(
+            data,
+            num_shards,
+            rows_per_shard,
+            num_classes=27,
+            image_size=(image_px, image_px),
+            label_column="style",
+            grain=0.012,
+            row_group_size=128,
+            distinct_images=54,
+        )
     shard_mb = sum(f.stat().st_size for f in files) / len(files) / 2**20
     jpeg_kb = shard_mb * 1024 / rows_per_shard
     start = time.perf_counter()
@@ -108,33 +138,57 @@ def run(out: Path | None = None, num_shards: int = 6, rows_per_shard: int = 1100
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per strategy: its own peak memory
     for strategy in STRATEGIES:
         with context.Pool(1) as pool:
-            result = pool.apply(_measure, (strategy, [str(f) for f in files], resolution, 27, batch_size,
-                                           budget.get(strategy, rows_per_shard * 2), max_seconds, lru_shards,
-                                           str(preprocessed)))
+            result = pool.apply(
+                _measure,
+                (
+                    strategy,
+                    [str(f) for f in files],
+                    resolution,
+                    27,
+                    batch_size,
+                    budget.get(strategy, rows_per_shard * 2),
+                    max_seconds,
+                    lru_shards,
+                    str(preprocessed),
+                ),
+            )
         print(f"{strategy:>12}: {result['images_per_s']:8.1f} images/s, peak +{result['peak_extra_rss_mb']:.0f} MB")
         results.append(result)
     rate = {r["strategy"]: r["images_per_s"] for r in results}
     stream_rss = next(r["peak_extra_rss_mb"] for r in results if r["strategy"] == "stream")
-    ratios = {"stream_vs_naive": rate["stream"] / rate["naive"],
-              "preprocessed_vs_stream": rate["preprocessed"] / rate["stream"],
-              "stream_rss_vs_shard": stream_rss / shard_mb}
-    rows = [{"strategy": r["strategy"], "images": r["images"], "images_per_s": r["images_per_s"],
-             "ms_per_batch": 1000 * batch_size / r["images_per_s"], "peak_extra_rss_mb": r["peak_extra_rss_mb"]}
-            for r in results]
+    ratios = {
+        "stream_vs_naive": rate["stream"] / rate["naive"],
+        "preprocessed_vs_stream": rate["preprocessed"] / rate["stream"],
+        "stream_rss_vs_shard": stream_rss / shard_mb,
+    }
+    rows = [
+        {
+            "strategy": r["strategy"],
+            "images": r["images"],
+            "images_per_s": r["images_per_s"],
+            "ms_per_batch": 1000 * batch_size / r["images_per_s"],
+            "peak_extra_rss_mb": r["peak_extra_rss_mb"],
+        }
+        for r in results
+    ]
     checks = "; ".join(
         f"{name.replace('_', ' ')} = {value:.1f}x (target {'<=' if name.endswith('shard') else '>='} "
         f"{TARGETS[name]:g}x: "
         f"{'met' if (value <= TARGETS[name] if name.endswith('shard') else value >= TARGETS[name]) else 'NOT met'})"
-        for name, value in ratios.items())
+        for name, value in ratios.items()
+    )
     out = Path(out or paths.reports_dir() / "bench" / "loader")
-    caption = (f"Loading {resolution} px training images from {num_shards} synthetic WikiArt-like parquet shards "
-               f"({rows_per_shard} rows, {shard_mb:.0f} MB each, JPEGs of {image_px} px averaging {jpeg_kb:.0f} kB), "
-               f"batch {batch_size}, one loader process each (= one DataLoader worker), files in the page cache. "
-               f"lru caches {lru_shards} of {num_shards} shards. peak_extra_rss_mb: peak resident memory above the "
-               f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards "
-               f"existed). {checks}. Reproduce: make bench-loader.")
+    caption = (
+        f"Loading {resolution} px training images from {num_shards} synthetic WikiArt-like parquet shards "
+        f"({rows_per_shard} rows, {shard_mb:.0f} MB each, JPEGs of {image_px} px averaging {jpeg_kb:.0f} kB), "
+        f"batch {batch_size}, one loader process each (= one DataLoader worker), files in the page cache. "
+        f"lru caches {lru_shards} of {num_shards} shards. peak_extra_rss_mb: peak resident memory above the "
+        f"process's baseline. The one-time preprocessing pass took {preprocess_s:.0f} s here (0 if its shards "
+        f"existed). {checks}. Reproduce: make bench-loader."
+    )
     table = reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), shard_mb=shard_mb, ratios=ratios, targets=TARGETS,
-                             machine=machine())
+    reports.write_provenance(
+        out.with_suffix(".md"), shard_mb=shard_mb, ratios=ratios, targets=TARGETS, machine=machine()
+    )
     print(table)
     return table

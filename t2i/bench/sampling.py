@@ -20,8 +20,9 @@ from . import machine
 THESIS_DEMO = Sampler("ddpm", 20, "leading", None)  # the demo's sampler before `make samplers`: DDPM, 20 steps
 
 
-def run(run_dir: Path = Path("runs/mnist/demo"), samples_per_prompt: int = 50, w: float = 3.0,
-        out: Path | None = None) -> str:
+def run(
+    run_dir: Path = Path("runs/mnist/demo"), samples_per_prompt: int = 50, w: float = 3.0, out: Path | None = None
+) -> str:
     pipe = TextToImage.from_run(paths.ROOT / run_dir, device="cpu")
     cfg = pipe.cfg
     conditions = data.spec(cfg).sweep_conditions(cfg, samples_per_prompt, None)
@@ -33,17 +34,31 @@ def run(run_dir: Path = Path("runs/mnist/demo"), samples_per_prompt: int = 50, w
         start = time.perf_counter()
         pipe.images(prompts, w, sampler=sampler, evaluations=counted, show_progress=False)
         seconds = time.perf_counter() - start
-        rows.append({"sampler": f"{name}: {sampler.describe()}", "seconds": seconds,
-                     "evaluations_per_image": counted.per_image(len(prompts)), "images_per_s": len(prompts) / seconds})
+        rows.append(
+            {
+                "sampler": f"{name}: {sampler.describe()}",
+                "seconds": seconds,
+                "evaluations_per_image": counted.per_image(len(prompts)),
+                "images_per_s": len(prompts) / seconds,
+            }
+        )
         print(f"{rows[-1]['sampler']}: {seconds:.1f} s")
     for row in rows:
         row["speedup"] = rows[0]["seconds"] / row["seconds"]
     out = Path(out or paths.reports_dir() / "bench" / "sampling")
-    caption = (f"Sampling N = {len(prompts)} images at w = {w:g} from {paths.portable(pipe.checkpoint)} on "
-               f"{machine()}, one run, the same prompts and seeds. speedup: the first row's time over each row's. "
-               "Reproduce: make bench-sampling.")
+    caption = (
+        f"Sampling N = {len(prompts)} images at w = {w:g} from {paths.portable(pipe.checkpoint)} on "
+        f"{machine()}, one run, the same prompts and seeds. speedup: the first row's time over each row's. "
+        "Reproduce: make bench-sampling."
+    )
     table = reports.write_table(rows, out, caption=caption)
-    reports.write_provenance(out.with_suffix(".md"), cfg, checkpoint=pipe.checkpoint, samples=len(prompts),
-                             guidance_scale=w, speedup=rows[-1]["speedup"])
+    reports.write_provenance(
+        out.with_suffix(".md"),
+        cfg,
+        checkpoint=pipe.checkpoint,
+        samples=len(prompts),
+        guidance_scale=w,
+        speedup=rows[-1]["speedup"],
+    )
     print(table)
     return table

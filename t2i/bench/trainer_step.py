@@ -45,8 +45,11 @@ def trainer(cfg: ExperimentConfig, device: torch.device, steps: int, warmup: int
             time_steps(lambda: step(log), warmup, device)
             waited[0] = 0.0
             times = step_times(lambda: step(log), steps, device, cell_s)
-        measured = {**summary(times), "peak_gib": peak_gib(device),
-                    "data_wait_pct": 100 * waited[0] / (sum(times) / 1000)}
+        measured = {
+            **summary(times),
+            "peak_gib": peak_gib(device),
+            "data_wait_pct": 100 * waited[0] / (sum(times) / 1000),
+        }
         if isinstance(objective.conditioner, celeba.AttributeCaptions):  # captions encoded in every step
             measured["encoder_flop"] = encoder_flop(objective.conditioner.encoder, cfg.batch_size)
         return measured
@@ -59,19 +62,35 @@ def trainer_inputs(cfg: ExperimentConfig, work: Path, batches: int):
     if cfg.vae is not None:  # a latent cache of random posteriors; captions drawn from random attributes
         files = synthetic_latent_cache(cfg, work / "latents", n)
         conditioner = celeba.AttributeCaptions(text_encoder(cfg))
-        return (latents.stream(cfg, files, transform=conditioner.example_transform),
-                objectives.for_config(cfg, conditioner))
-    conditioner = CaptionTable(torch.randn(len(cfg.class_names), cfg.max_tokens, cfg.cross_attention_dim,
-                                           generator=generator), torch.randn(cfg.max_tokens, cfg.cross_attention_dim))
+        return (
+            latents.stream(cfg, files, transform=conditioner.example_transform),
+            objectives.for_config(cfg, conditioner),
+        )
+    conditioner = CaptionTable(
+        torch.randn(len(cfg.class_names), cfg.max_tokens, cfg.cross_attention_dim, generator=generator),
+        torch.randn(cfg.max_tokens, cfg.cross_attention_dim),
+    )
     if cfg.shards is not None:  # painting-size JPEGs in the dataset's parquet layout, one shard per worker
         workers = max(cfg.num_workers, 1)
         rows = -(-n // workers) + cfg.batch_size  # every worker yields full batches
-        synthetic.write_class_shards(work / "shards", workers, rows, len(cfg.class_names), image_size=(1400, 1100),
-                                     image_column=cfg.image_column, label_column=cfg.label_column, grain=0.012,
-                                     row_group_size=64, distinct_images=2 * len(cfg.class_names))
-        dataset = shards.ShardStream(shards.find_shards(str(work / "shards" / "train-*.parquet")),
-                                     data.spec(cfg).row_decoder(cfg), seed=cfg.seed,
-                                     max_bad_fraction=cfg.max_bad_fraction)
+        synthetic.write_class_shards(
+            work / "shards",
+            workers,
+            rows,
+            len(cfg.class_names),
+            image_size=(1400, 1100),
+            image_column=cfg.image_column,
+            label_column=cfg.label_column,
+            grain=0.012,
+            row_group_size=64,
+            distinct_images=2 * len(cfg.class_names),
+        )
+        dataset = shards.ShardStream(
+            shards.find_shards(str(work / "shards" / "train-*.parquet")),
+            data.spec(cfg).row_decoder(cfg),
+            seed=cfg.seed,
+            max_bad_fraction=cfg.max_bad_fraction,
+        )
         return dataset, objectives.for_config(cfg, conditioner)
     images = torch.rand(n, *cfg.model_shape, generator=generator) * (cfg.pixel_range[1] - cfg.pixel_range[0])
     labels = torch.randint(0, len(cfg.class_names), (n,), generator=generator)

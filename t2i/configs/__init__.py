@@ -16,11 +16,34 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..experiments import BASE, NAMES, module
-from .schema import (BETA_SCHEDULES, COMPILE_MODES, LR_SCHEDULES, PRECISIONS, RENAMED, RESUMABLE, SAMPLERS,
-                     SPACINGS, TRACKERS, ExperimentConfig)
+from .schema import (
+    BETA_SCHEDULES,
+    COMPILE_MODES,
+    LR_SCHEDULES,
+    PRECISIONS,
+    RENAMED,
+    RESUMABLE,
+    SAMPLERS,
+    SPACINGS,
+    TRACKERS,
+    ExperimentConfig,
+)
 
-__all__ = ["BETA_SCHEDULES", "COMPILE_MODES", "EXPERIMENTS", "LR_SCHEDULES", "PRECISIONS", "RENAMED", "RESUMABLE",
-           "SAMPLERS", "SPACINGS", "TRACKERS", "ExperimentConfig", "get", "profiles"]
+__all__ = [
+    "BETA_SCHEDULES",
+    "COMPILE_MODES",
+    "EXPERIMENTS",
+    "LR_SCHEDULES",
+    "PRECISIONS",
+    "RENAMED",
+    "RESUMABLE",
+    "SAMPLERS",
+    "SPACINGS",
+    "TRACKERS",
+    "ExperimentConfig",
+    "get",
+    "profiles",
+]
 
 EXPERIMENTS = NAMES
 
@@ -34,8 +57,10 @@ def profiles(experiment: str) -> dict[str, ExperimentConfig]:
     for profile, values in (("full", spec.FULL), *spec.PROFILES.items()):
         for key, own in (("experiment", experiment), ("profile", profile)):
             if values.get(key, own) != own:
-                raise ConfigError(f"t2i/experiments/{experiment}.py sets {key}={values[key]!r} in its {profile!r} "
-                                  f"values: an experiment is named by its file and a profile by its key; remove it")
+                raise ConfigError(
+                    f"t2i/experiments/{experiment}.py sets {key}={values[key]!r} in its {profile!r} "
+                    f"values: an experiment is named by its file and a profile by its key; remove it"
+                )
     full = ExperimentConfig.from_dict({**BASE, **spec.FULL, "experiment": experiment, "profile": "full"})
     return {"full": full, **{p: full.replace(**overrides, profile=p) for p, overrides in spec.PROFILES.items()}}
 

@@ -20,8 +20,17 @@ from typing import Any
 from ..errors import ConfigError
 
 # diffusers schedulers (t2i.sampling.SCHEDULERS says which is which); timestep spacings (Lin et al. 2023, Table 2)
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++", "dpmsolver++3m", "dpmsolver++sde", "unipc", "deis", "euler-karras",
-            "heun-karras")
+SAMPLERS = (
+    "ddpm",
+    "ddim",
+    "dpmsolver++",
+    "dpmsolver++3m",
+    "dpmsolver++sde",
+    "unipc",
+    "deis",
+    "euler-karras",
+    "heun-karras",
+)
 SPACINGS = ("leading", "trailing", "linspace")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")  # diffusers DDPMScheduler
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -170,8 +179,11 @@ class ExperimentConfig:
         unknown = set(overrides) - valid
         if unknown:
             hints = [f"{k} is now {RENAMED[k]}" for k in sorted(unknown) if k in RENAMED]
-            raise ConfigError(f"unknown config keys {sorted(unknown)}" + (f" ({'; '.join(hints)})" if hints else "")
-                             + f"; valid keys: {sorted(valid)}")
+            raise ConfigError(
+                f"unknown config keys {sorted(unknown)}"
+                + (f" ({'; '.join(hints)})" if hints else "")
+                + f"; valid keys: {sorted(valid)}"
+            )
         return dataclasses.replace(self, **{k: _coerce(type(self), k, v) for k, v in overrides.items()})
 
 
@@ -196,8 +208,10 @@ CHECKS = {  # check name -> (test of a value, what the error says it must be)
     "finites": (lambda v: len(v) > 0 and all(map(_finite, v)), "must be one or more finite numbers"),
     "seed": (lambda v: 0 <= v < 2**32, "must be in [0, 2**32) (NumPy's seed range)"),
     "dataset": (lambda v: (DATA_DIR / f"{v}.py").is_file(), "is not a dataset module t2i/data/<name>.py"),
-    "sigma-rels": (lambda v: len(set(v)) >= 2 and all(_finite(s) and 0 < s < 0.3 for s in v),
-                   "must be two or more different lengths in (0, 0.3)"),
+    "sigma-rels": (
+        lambda v: len(set(v)) >= 2 and all(_finite(s) and 0 < s < 0.3 for s in v),
+        "must be two or more different lengths in (0, 0.3)",
+    ),
 }
 
 
@@ -217,28 +231,42 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
         if not ok:
             problems.append(message)
 
-    need(len(cfg.pixel_range) == 2 and all(map(_finite, cfg.pixel_range)) and cfg.pixel_range[0] < cfg.pixel_range[1],
-         f"pixel_range={cfg.pixel_range} must be (low, high) with low < high")
+    need(
+        len(cfg.pixel_range) == 2 and all(map(_finite, cfg.pixel_range)) and cfg.pixel_range[0] < cfg.pixel_range[1],
+        f"pixel_range={cfg.pixel_range} must be (low, high) with low < high",
+    )
     if cfg.checkpoint_every_steps and cfg.gradient_accumulation_steps > 0:
-        need(cfg.checkpoint_every_steps % cfg.gradient_accumulation_steps == 0,
-             f"checkpoint_every_steps={cfg.checkpoint_every_steps} must be a multiple of gradient_accumulation_steps="
-             f"{cfg.gradient_accumulation_steps} (a checkpoint between the batches of one update would lose gradients)")
-    need(cfg.num_inference_steps <= cfg.num_train_timesteps,
-         f"num_inference_steps={cfg.num_inference_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}")
+        need(
+            cfg.checkpoint_every_steps % cfg.gradient_accumulation_steps == 0,
+            f"checkpoint_every_steps={cfg.checkpoint_every_steps} must be a multiple of gradient_accumulation_steps="
+            f"{cfg.gradient_accumulation_steps} (a checkpoint between the batches of one update would lose gradients)",
+        )
+    need(
+        cfg.num_inference_steps <= cfg.num_train_timesteps,
+        f"num_inference_steps={cfg.num_inference_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}",
+    )
     need("{}" in cfg.caption_template, f"caption_template={cfg.caption_template!r} must contain '{{}}'")
     need(len(cfg.class_names) > 0, "class_names must name at least one class")
-    need(len(cfg.block_out_channels) == len(cfg.down_block_types) == len(cfg.up_block_types),
-         "block_out_channels, down_block_types and up_block_types must have the same length")
+    need(
+        len(cfg.block_out_channels) == len(cfg.down_block_types) == len(cfg.up_block_types),
+        "block_out_channels, down_block_types and up_block_types must have the same length",
+    )
     need(all(c > 0 for c in cfg.block_out_channels), f"block_out_channels={cfg.block_out_channels} must be positive")
     if cfg.norm_num_groups > 0:
-        need(not any(c % cfg.norm_num_groups for c in cfg.block_out_channels),
-             f"every block channel count must be divisible by norm_num_groups={cfg.norm_num_groups}")
+        need(
+            not any(c % cfg.norm_num_groups for c in cfg.block_out_channels),
+            f"every block channel count must be divisible by norm_num_groups={cfg.norm_num_groups}",
+        )
     if cfg.attention_head_width:
-        need(all(c % cfg.attention_head_width == 0 for c in cfg.block_out_channels if c >= cfg.attention_head_width),
-             f"attention_head_width={cfg.attention_head_width} must divide every block channel count at least as large")
+        need(
+            all(c % cfg.attention_head_width == 0 for c in cfg.block_out_channels if c >= cfg.attention_head_width),
+            f"attention_head_width={cfg.attention_head_width} must divide every block channel count at least as large",
+        )
     if cfg.vae is not None and cfg.latent_downsample > 0:
-        need(cfg.resolution % cfg.latent_downsample == 0,
-             f"resolution={cfg.resolution} must be a multiple of latent_downsample={cfg.latent_downsample}")
+        need(
+            cfg.resolution % cfg.latent_downsample == 0,
+            f"resolution={cfg.resolution} must be a multiple of latent_downsample={cfg.latent_downsample}",
+        )
     return problems
 
 

@@ -28,7 +28,8 @@ def load_dataset(cfg: ExperimentConfig, log_dir: Path | None = None) -> Dataset:
     return spec(cfg).training_set(cfg, log_dir)
 
 
-def load_images(cfg: ExperimentConfig, split: str, limit: int | None = None,
-                resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(
+    cfg: ExperimentConfig, split: str, limit: int | None = None, resolution: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N, C, R, R] float32 in [0, 1] and conditions (class indices [N], or CelebA's attributes [N, 40])."""
     return spec(cfg).load_images(cfg, split, limit, resolution)

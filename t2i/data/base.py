@@ -52,8 +52,9 @@ class DatasetSpec:
         """Images [N, C, R, R] in [0, 1] at ``cfg.resolution`` and conditions, for data that is read whole."""
         raise ValueError(f"dataset {self.name!r} is read from parquet shards: set `shards` in its config")
 
-    def load_images(self, cfg: ExperimentConfig, split: str, limit: int | None = None,
-                    resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_images(
+        self, cfg: ExperimentConfig, split: str, limit: int | None = None, resolution: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, C, R, R] float32 in [0, 1] and their conditions (the first ``limit`` if given).
         ``resolution`` overrides the config's (the CelebA judge reads 64 px faces, not 256 px ones)."""
         if split not in SPLITS:
@@ -66,15 +67,18 @@ class DatasetSpec:
             images, conditions = images[: cfg.train_subset], conditions[: cfg.train_subset]
         return (images[:limit], conditions[:limit]) if limit is not None else (images, conditions)
 
-    def training_set(self, cfg: ExperimentConfig, log_dir: Path | None = None,
-                     transform: shards.ExampleTransform | None = None) -> Dataset:
+    def training_set(
+        self, cfg: ExperimentConfig, log_dir: Path | None = None, transform: shards.ExampleTransform | None = None
+    ) -> Dataset:
         """``(x0, condition)`` examples, x0 in ``cfg.pixel_range`` (``(mean, std, condition)`` from the latent cache
         for latent diffusion). Parquet datasets stream (:class:`~t2i.data.shards.ShardStream`), list skipped rows in
         ``log_dir`` and apply the conditioner's ``transform`` to each example; the rest are tensors in memory."""
         if cfg.shards is None:
             if transform is not None:
-                raise ValueError(f"{self.name}: a per-example transform needs a streamed (parquet) dataset; "
-                                 "in-memory datasets are indexed on the device as they are")
+                raise ValueError(
+                    f"{self.name}: a per-example transform needs a streamed (parquet) dataset; "
+                    "in-memory datasets are indexed on the device as they are"
+                )
             images, conditions = self.load_images(cfg, "train")
             low, high = cfg.pixel_range
             return TensorDataset(low + (high - low) * images, conditions)
@@ -86,13 +90,19 @@ class DatasetSpec:
             out = paths.data_dir() / "preprocessed" / f"{cfg.dataset}-{cfg.resolution}px"
             files = derived.preprocess(files, out, decoder, data=hub.downloaded(cfg.shards, paths.data_dir()))
             decoder = shards.Pixels(cfg.resolution, cfg.pixel_range, len(cfg.class_names), cfg.label_column)
-        return shards.ShardStream(files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir,
-                                  transform=transform)
+        return shards.ShardStream(
+            files, decoder, seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction, log_dir=log_dir, transform=transform
+        )
 
     def row_decoder(self, cfg: ExperimentConfig) -> shards.ImageLabel:
         """A parquet row -> (x0 in pixel_range, class index); its ``parse`` gives the uint8 image instead."""
-        return shards.ImageLabel(cfg.resolution, cfg.pixel_range, len(cfg.class_names), image_column=cfg.image_column,
-                                 label_column=cfg.label_column)
+        return shards.ImageLabel(
+            cfg.resolution,
+            cfg.pixel_range,
+            len(cfg.class_names),
+            image_column=cfg.image_column,
+            label_column=cfg.label_column,
+        )
 
     def file_label_names(self, cfg: ExperimentConfig) -> tuple[str, ...]:
         """The label names the published files record for ``label_column`` (synthetic shards carry them too)."""
@@ -120,9 +130,14 @@ class DatasetSpec:
     def write_synthetic(self, cfg: ExperimentConfig, out_dir: Path) -> None:
         """Smoke-test shards in the dataset's layout: 3 train shards of 40 rows (+2 test shards if the config has
         judge shards), images wider than tall so resizing and centre-cropping are exercised."""
-        common = dict(num_classes=len(cfg.class_names), image_size=(cfg.resolution * 3, cfg.resolution * 5 // 2),
-                      image_column=cfg.image_column, label_column=cfg.label_column,
-                      label_names=self.file_label_names(cfg), row_group_size=16)
+        common = dict(
+            num_classes=len(cfg.class_names),
+            image_size=(cfg.resolution * 3, cfg.resolution * 5 // 2),
+            image_column=cfg.image_column,
+            label_column=cfg.label_column,
+            label_names=self.file_label_names(cfg),
+            row_group_size=16,
+        )
         synthetic.write_class_shards(out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, **common)
         if cfg.judge_shards:
             synthetic.write_class_shards(out_dir, num_shards=2, rows_per_shard=40, prefix="test", seed=1, **common)
@@ -133,8 +148,9 @@ class DatasetSpec:
         if not latents.is_built(cfg, files):
             from ..vae import LatentCodec  # diffusers' VAE: loaded only when the cache must be built
 
-            latents.build(cfg, files, self.row_decoder(cfg),
-                          LatentCodec.from_pretrained(cfg.vae, device=local_device()))
+            latents.build(
+                cfg, files, self.row_decoder(cfg), LatentCodec.from_pretrained(cfg.vae, device=local_device())
+            )
         return [latents.cache_dir(cfg) / f.name for f in files]
 
     # --- assets -------------------------------------------------------------------------------------------------

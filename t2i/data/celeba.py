@@ -45,42 +45,100 @@ from .base import RESNET18, DatasetSpec
 
 # The 40 attributes in CelebA's order (list_attr_celeba.txt; the column names of flwrlabs/celeba).
 ATTRIBUTES = (
-    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
-    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
-    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
-    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
-    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
-    "Wearing_Necklace", "Wearing_Necktie", "Young")
+    "5_o_Clock_Shadow",
+    "Arched_Eyebrows",
+    "Attractive",
+    "Bags_Under_Eyes",
+    "Bald",
+    "Bangs",
+    "Big_Lips",
+    "Big_Nose",
+    "Black_Hair",
+    "Blond_Hair",
+    "Blurry",
+    "Brown_Hair",
+    "Bushy_Eyebrows",
+    "Chubby",
+    "Double_Chin",
+    "Eyeglasses",
+    "Goatee",
+    "Gray_Hair",
+    "Heavy_Makeup",
+    "High_Cheekbones",
+    "Male",
+    "Mouth_Slightly_Open",
+    "Mustache",
+    "Narrow_Eyes",
+    "No_Beard",
+    "Oval_Face",
+    "Pale_Skin",
+    "Pointy_Nose",
+    "Receding_Hairline",
+    "Rosy_Cheeks",
+    "Sideburns",
+    "Smiling",
+    "Straight_Hair",
+    "Wavy_Hair",
+    "Wearing_Earrings",
+    "Wearing_Hat",
+    "Wearing_Lipstick",
+    "Wearing_Necklace",
+    "Wearing_Necktie",
+    "Young",
+)
 
 PRIORITY = {
     "hair colour": ("Gray_Hair", "Blond_Hair", "Black_Hair", "Brown_Hair"),
     "hair style": ("Wavy_Hair", "Straight_Hair"),
     "eyebrows": ("Arched_Eyebrows", "Bushy_Eyebrows"),
 }
-HAIR_COLOUR = {"Gray_Hair": ("gray", "grey"), "Blond_Hair": ("blond", "blonde"), "Black_Hair": ("black",),
-               "Brown_Hair": ("brown",)}
+HAIR_COLOUR = {
+    "Gray_Hair": ("gray", "grey"),
+    "Blond_Hair": ("blond", "blonde"),
+    "Black_Hair": ("black",),
+    "Brown_Hair": ("brown",),
+}
 HAIR_STYLE = {"Wavy_Hair": ("wavy",), "Straight_Hair": ("straight",)}
 # Phrases in caption order within each section; the first phrase is the canonical one (used by `prompt`).
-HAIR_EXTRA = {"Bald": ("a bald head", "a shaved head"), "Bangs": ("bangs", "a fringe"),
-              "Receding_Hairline": ("a receding hairline",)}
+HAIR_EXTRA = {
+    "Bald": ("a bald head", "a shaved head"),
+    "Bangs": ("bangs", "a fringe"),
+    "Receding_Hairline": ("a receding hairline",),
+}
 FACE = {  # minor features: each included with probability MINOR_P
-    "Arched_Eyebrows": ("arched eyebrows",), "Bushy_Eyebrows": ("bushy eyebrows", "thick eyebrows"),
-    "High_Cheekbones": ("high cheekbones",), "Rosy_Cheeks": ("rosy cheeks",), "Pale_Skin": ("pale skin",),
-    "Oval_Face": ("an oval face",), "Chubby": ("a chubby face", "a round face"), "Double_Chin": ("a double chin",),
-    "Narrow_Eyes": ("narrow eyes",), "Bags_Under_Eyes": ("bags under the eyes", "tired eyes"),
-    "Big_Nose": ("a big nose", "a large nose"), "Pointy_Nose": ("a pointy nose",),
+    "Arched_Eyebrows": ("arched eyebrows",),
+    "Bushy_Eyebrows": ("bushy eyebrows", "thick eyebrows"),
+    "High_Cheekbones": ("high cheekbones",),
+    "Rosy_Cheeks": ("rosy cheeks",),
+    "Pale_Skin": ("pale skin",),
+    "Oval_Face": ("an oval face",),
+    "Chubby": ("a chubby face", "a round face"),
+    "Double_Chin": ("a double chin",),
+    "Narrow_Eyes": ("narrow eyes",),
+    "Bags_Under_Eyes": ("bags under the eyes", "tired eyes"),
+    "Big_Nose": ("a big nose", "a large nose"),
+    "Pointy_Nose": ("a pointy nose",),
     "Big_Lips": ("big lips", "full lips"),
 }
 MINOR = tuple(FACE)
 MINOR_P = 0.8
-FACIAL_HAIR = {"Goatee": ("a goatee",), "Mustache": ("a mustache", "a moustache"),
-               "5_o_Clock_Shadow": ("a five o'clock shadow", "stubble"), "Sideburns": ("sideburns",)}
+FACIAL_HAIR = {
+    "Goatee": ("a goatee",),
+    "Mustache": ("a mustache", "a moustache"),
+    "5_o_Clock_Shadow": ("a five o'clock shadow", "stubble"),
+    "Sideburns": ("sideburns",),
+}
 CLEAN_SHAVEN = ("a clean-shaven face",)
 EXPRESSION = {"Smiling": ("smiling", "a smile"), "Mouth_Slightly_Open": ("mouth slightly open", "parted lips")}
-ACCESSORIES = {"Eyeglasses": ("wearing eyeglasses", "wearing glasses"), "Wearing_Hat": ("wearing a hat",),
-               "Wearing_Earrings": ("wearing earrings",), "Wearing_Necklace": ("wearing a necklace",),
-               "Wearing_Necktie": ("wearing a necktie", "wearing a tie"), "Wearing_Lipstick": ("wearing lipstick",),
-               "Heavy_Makeup": ("wearing heavy makeup", "heavy makeup")}
+ACCESSORIES = {
+    "Eyeglasses": ("wearing eyeglasses", "wearing glasses"),
+    "Wearing_Hat": ("wearing a hat",),
+    "Wearing_Earrings": ("wearing earrings",),
+    "Wearing_Necklace": ("wearing a necklace",),
+    "Wearing_Necktie": ("wearing a necktie", "wearing a tie"),
+    "Wearing_Lipstick": ("wearing lipstick",),
+    "Heavy_Makeup": ("wearing heavy makeup", "heavy makeup"),
+}
 
 
 def as_attributes(values: Sequence | np.ndarray | dict) -> dict[str, bool]:
@@ -238,19 +296,25 @@ class AttributeCaptions:
 
 class CelebA(DatasetSpec):
     """40 binary attributes per face; captions are generated from them (this module's top half)."""
+
     name = "celeba"
     hub_repo = "flwrlabs/celeba"
     card_id = hub_repo
-    terms = ("other", "CelebA is available for non-commercial research purposes only (the CelebA Dataset "
-             "Release Agreement)", "https://huggingface.co/datasets/flwrlabs/celeba/blob/main/LICENSE")
+    terms = (
+        "other",
+        "CelebA is available for non-commercial research purposes only (the CelebA Dataset Release Agreement)",
+        "https://huggingface.co/datasets/flwrlabs/celeba/blob/main/LICENSE",
+    )
     default_prompts = 50  # attribute sets in a guidance sweep unless told otherwise
 
     def check_shards(self, file: Path, cfg: ExperimentConfig) -> None:
         """Captions come from the attribute columns, not from a label's name: every one must be there."""
         absent = [name for name in ("image", *ATTRIBUTES) if name not in pq.read_schema(file).names]
         if absent:
-            raise ValueError(f"{Path(file).name} lacks the CelebA columns {absent}: expected flwrlabs/celeba's layout "
-                             "(image, celeb_id and the 40 attribute columns)")
+            raise ValueError(
+                f"{Path(file).name} lacks the CelebA columns {absent}: expected flwrlabs/celeba's layout "
+                "(image, celeb_id and the 40 attribute columns)"
+            )
 
     def row_decoder(self, cfg: ExperimentConfig) -> CelebaRow:
         return CelebaRow(cfg.resolution, cfg.pixel_range)
@@ -258,21 +322,37 @@ class CelebA(DatasetSpec):
     def write_synthetic(self, cfg: ExperimentConfig, out_dir: Path) -> None:
         """flwrlabs/celeba's layout: image, celeb_id and 40 boolean attribute columns; 178x218 faces."""
         synthetic.write_class_shards(
-            out_dir, num_shards=3, rows_per_shard=40, prefix="train", seed=0, num_classes=10,
-            image_size=(cfg.resolution * 178 // 256, cfg.resolution * 218 // 256), label_column="celeb_id",
-            row_group_size=16, extra_columns=lambda labels, rng: attributes_table(len(labels), rng),
-            extra_features={name: {"dtype": "bool", "_type": "Value"} for name in ATTRIBUTES})
+            out_dir,
+            num_shards=3,
+            rows_per_shard=40,
+            prefix="train",
+            seed=0,
+            num_classes=10,
+            image_size=(cfg.resolution * 178 // 256, cfg.resolution * 218 // 256),
+            label_column="celeb_id",
+            row_group_size=16,
+            extra_columns=lambda labels, rng: attributes_table(len(labels), rng),
+            extra_features={name: {"dtype": "bool", "_type": "Value"} for name in ATTRIBUTES},
+        )
 
     def conditioner(self, cfg: ExperimentConfig, text: TextEncoder) -> AttributeCaptions:
         return AttributeCaptions(text)
 
     def judge_recipe(self, cfg: ExperimentConfig) -> dict:
         """40 sigmoid outputs on 64 px faces (what attribute classifiers usually see)."""
-        return {**RESNET18, "channels": 3, "num_classes": len(ATTRIBUTES), "epochs": cfg.judge_epochs, "max_shift": 4,
-                "multilabel": True, "resolution": 64}
+        return {
+            **RESNET18,
+            "channels": 3,
+            "num_classes": len(ATTRIBUTES),
+            "epochs": cfg.judge_epochs,
+            "max_shift": 4,
+            "multilabel": True,
+            "resolution": 64,
+        }
 
-    def sweep_conditions(self, cfg: ExperimentConfig, samples_per_prompt: int,
-                         prompts: int | None = None) -> torch.Tensor:
+    def sweep_conditions(
+        self, cfg: ExperimentConfig, samples_per_prompt: int, prompts: int | None = None
+    ) -> torch.Tensor:
         """The attributes of ``prompts`` held-out real faces (judge_test), each ``samples_per_prompt`` times."""
         _, attributes = self.load_images(cfg, "judge_test", limit=prompts or self.default_prompts)
         return attributes.repeat_interleave(samples_per_prompt, dim=0)
@@ -294,8 +374,10 @@ class CelebA(DatasetSpec):
     binary_adherence = False
 
     def adherence_meaning(self, cfg: ExperimentConfig) -> str:
-        return ("fraction of the attributes each prompt's caption claims (gender either way, every attribute it names) "
-                "that the 40-attribute judge confirms")
+        return (
+            "fraction of the attributes each prompt's caption claims (gender either way, every attribute it names) "
+            "that the 40-attribute judge confirms"
+        )
 
     def chance(self, cfg: ExperimentConfig) -> None:
         return None  # depends on the attributes' frequencies; the real faces' score is the reference instead

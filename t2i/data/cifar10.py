@@ -20,8 +20,11 @@ from .base import RESNET18, DatasetSpec
 class Cifar10(DatasetSpec):
     name = "cifar10"
     card_id = "uoft-cs/cifar10"
-    terms = ("other", "CIFAR-10's license is unknown (its dataset card says so); use for research",
-             "https://huggingface.co/datasets/uoft-cs/cifar10")
+    terms = (
+        "other",
+        "CIFAR-10's license is unknown (its dataset card says so); use for research",
+        "https://huggingface.co/datasets/uoft-cs/cifar10",
+    )
 
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.datasets import CIFAR10

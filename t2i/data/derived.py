@@ -20,8 +20,13 @@ from .shards import ImageLabel, summarize_bad_samples
 KEY_FILE = "key.json"
 
 
-def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
-                  convert: Callable[[Path], tuple[pa.Table, list[dict]]], desc: str = "caching") -> list[Path]:
+def derive_shards(
+    sources: Sequence[Path],
+    out_dir: Path,
+    key: dict,
+    convert: Callable[[Path], tuple[pa.Table, list[dict]]],
+    desc: str = "caching",
+) -> list[Path]:
     """One derived shard per source shard in ``out_dir``, built once and reused.
 
     ``convert(source)`` returns the derived table and the rows it skipped. Each shard is written to a temporary file
@@ -35,8 +40,9 @@ def derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
         return _derive_shards(sources, out_dir, _full_key(sources, key), convert, desc)
 
 
-def _derive_shards(sources: Sequence[Path], out_dir: Path, key: dict,
-                   convert: Callable[[Path], tuple[pa.Table, list[dict]]], desc: str) -> list[Path]:
+def _derive_shards(
+    sources: Sequence[Path], out_dir: Path, key: dict, convert: Callable[[Path], tuple[pa.Table, list[dict]]], desc: str
+) -> list[Path]:
     key_path = out_dir / KEY_FILE
     if key_path.exists() and json.loads(key_path.read_text()) != key:
         for stale in list(out_dir.glob("*.parquet")) + list(out_dir.glob("*.skipped.jsonl")):
@@ -70,8 +76,11 @@ def _full_key(sources: Sequence[Path], key: dict) -> dict:
 def derived_complete(sources: Sequence[Path], out_dir: Path, key: dict) -> bool:
     """True if :func:`derive_shards` would reuse every shard (same key, nothing missing)."""
     key_path = Path(out_dir) / KEY_FILE
-    return (key_path.exists() and json.loads(key_path.read_text()) == _full_key(sources, key)
-            and all((Path(out_dir) / Path(s).name).exists() for s in sources))
+    return (
+        key_path.exists()
+        and json.loads(key_path.read_text()) == _full_key(sources, key)
+        and all((Path(out_dir) / Path(s).name).exists() for s in sources)
+    )
 
 
 def skipped_rows(out_dir: Path) -> list[dict]:

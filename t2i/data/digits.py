@@ -19,8 +19,11 @@ SPLIT_SEED = 0
 class Digits(DatasetSpec):
     name = "digits"
     card_id = "sklearn-digits"
-    terms = ("cc-by-4.0", "scikit-learn's digits are the UCI Optical Recognition of Handwritten Digits test "
-             "set, CC BY 4.0", "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits")
+    terms = (
+        "cc-by-4.0",
+        "scikit-learn's digits are the UCI Optical Recognition of Handwritten Digits test set, CC BY 4.0",
+        "https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits",
+    )
 
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         from sklearn.datasets import load_digits
@@ -45,8 +48,11 @@ def split_indices(n: int) -> dict[str, np.ndarray]:
     """The fixed 70 / 20 / 10 split of the bundled digits into train / judge_train / judge_test."""
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     n_train, n_judge = int(0.7 * n), int(0.2 * n)
-    return {"train": order[:n_train], "judge_train": order[n_train:n_train + n_judge],
-            "judge_test": order[n_train + n_judge:]}
+    return {
+        "train": order[:n_train],
+        "judge_train": order[n_train : n_train + n_judge],
+        "judge_test": order[n_train + n_judge :],
+    }
 
 
 DATASET = Digits()

@@ -34,6 +34,7 @@ FORMAT = 2  # 2: a generic int64 `condition` column (1: CelebA's `attributes` as
 class LatentRow:
     """A cache row -> (scaled posterior mean [C, h, w], scaled std [C, h, w], condition: int64, a class index or a
     vector such as CelebA's 40 attributes)."""
+
     columns = ["mean", "std", "condition"]
 
     def __init__(self, shape: Sequence[int]):
@@ -53,10 +54,16 @@ def cache_dir(cfg: ExperimentConfig) -> Path:
 
 def cache_key(cfg: ExperimentConfig) -> dict:
     """What the cached latents depend on (plus the source shards, added by derive_shards)."""
-    return {"kind": "vae-posterior (scaled by the VAE's scaling_factor)", "vae": hub.describe(cfg.vae),
-            "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None,
-            "resolution": cfg.resolution, "latent_shape": list(cfg.model_shape), "preprocessing": PREPROCESSING,
-            "dtype": "float16", "format": FORMAT}
+    return {
+        "kind": "vae-posterior (scaled by the VAE's scaling_factor)",
+        "vae": hub.describe(cfg.vae),
+        "data": hub.downloaded(cfg.shards, paths.data_dir()) if cfg.shards else None,
+        "resolution": cfg.resolution,
+        "latent_shape": list(cfg.model_shape),
+        "preprocessing": PREPROCESSING,
+        "dtype": "float16",
+        "format": FORMAT,
+    }
 
 
 def is_built(cfg: ExperimentConfig, sources: Sequence[Path], out_dir: Path | None = None) -> bool:
@@ -72,8 +79,9 @@ def is_ready(cfg: ExperimentConfig) -> bool:
         return False
 
 
-def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_dir: Path | None = None,
-          batch_size: int = 32) -> list[Path]:
+def build(
+    cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_dir: Path | None = None, batch_size: int = 32
+) -> list[Path]:
     """Encode ``sources`` into the latent cache of ``cfg`` and return its shards. ``decoder.parse(row)`` gives a row's
     uint8 image at ``cfg.resolution`` and its condition (or raises :class:`BadSample`)."""
     check_latent_shape(cfg, codec)
@@ -90,27 +98,45 @@ def build(cfg: ExperimentConfig, sources: Sequence[Path], decoder, codec, out_di
                 skipped.append({"shard": source.name, "row": number, "reason": str(exc)})
         means, stds = [], []
         for start in range(0, len(good), batch_size):
-            batch = torch.stack([to_tensor(image, (-1.0, 1.0)) for _, image, _ in good[start:start + batch_size]])
+            batch = torch.stack([to_tensor(image, (-1.0, 1.0)) for _, image, _ in good[start : start + batch_size]])
             mean, std = codec.posterior(batch)
             means += [m.tobytes() for m in (scale * mean).to(torch.float16).cpu().numpy()]
             stds += [s.tobytes() for s in (scale * std).to(torch.float16).cpu().numpy()]
-        table = pa.table({"row": pa.array([n for n, _, _ in good], pa.int64()),
-                          "mean": pa.array(means, pa.binary(size)), "std": pa.array(stds, pa.binary(size)),
-                          "condition": pa.array([np.asarray(c, dtype=np.int64).reshape(-1).tobytes()
-                                                 for _, _, c in good], pa.binary())})
+        table = pa.table(
+            {
+                "row": pa.array([n for n, _, _ in good], pa.int64()),
+                "mean": pa.array(means, pa.binary(size)),
+                "std": pa.array(stds, pa.binary(size)),
+                "condition": pa.array(
+                    [np.asarray(c, dtype=np.int64).reshape(-1).tobytes() for _, _, c in good], pa.binary()
+                ),
+            }
+        )
         return table, skipped
 
     out_dir = Path(out_dir or cache_dir(cfg))
     return derived.derive_shards(sources, out_dir, cache_key(cfg), convert, desc=f"encoding {cfg.dataset} with the VAE")
 
 
-def stream(cfg: ExperimentConfig, files: Sequence[Path], log_dir: Path | None = None,
-           transform: shards.ExampleTransform | None = None) -> shards.ShardStream:
+def stream(
+    cfg: ExperimentConfig,
+    files: Sequence[Path],
+    log_dir: Path | None = None,
+    transform: shards.ExampleTransform | None = None,
+) -> shards.ShardStream:
     """Training examples ``(mean, std, condition)`` from the cache, file-sequentially (``transform`` applied to each:
     CelebA's caption tokens in place of the attributes)."""
     key = json.loads((Path(files[0]).parent / derived.KEY_FILE).read_text())
     if tuple(key["latent_shape"]) != cfg.model_shape or key["vae"] != hub.describe(cfg.vae):
-        raise ValueError(f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
-                         f"the config wants {cfg.vae} / {list(cfg.model_shape)}")
-    return shards.ShardStream(files, LatentRow(cfg.model_shape), seed=cfg.seed, max_bad_fraction=cfg.max_bad_fraction,
-                              log_dir=log_dir, transform=transform)
+        raise ValueError(
+            f"latent cache {Path(files[0]).parent} was built for {key['vae']} / {key['latent_shape']}, "
+            f"the config wants {cfg.vae} / {list(cfg.model_shape)}"
+        )
+    return shards.ShardStream(
+        files,
+        LatentRow(cfg.model_shape),
+        seed=cfg.seed,
+        max_bad_fraction=cfg.max_bad_fraction,
+        log_dir=log_dir,
+        transform=transform,
+    )

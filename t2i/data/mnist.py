@@ -21,8 +21,11 @@ JUDGE_TRAIN = 8000
 class Mnist(DatasetSpec):
     name = "mnist"
     card_id = "ylecun/mnist"
-    terms = ("cc-by-sa-3.0", "MNIST (Yann LeCun, Corinna Cortes) is made available under CC BY-SA 3.0",
-             "https://www.tensorflow.org/api_docs/python/tf/keras/datasets/mnist/load_data")
+    terms = (
+        "cc-by-sa-3.0",
+        "MNIST (Yann LeCun, Corinna Cortes) is made available under CC BY-SA 3.0",
+        "https://www.tensorflow.org/api_docs/python/tf/keras/datasets/mnist/load_data",
+    )
 
     def local_images(self, cfg: ExperimentConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.datasets import MNIST
@@ -33,7 +36,8 @@ class Mnist(DatasetSpec):
         except RuntimeError as exc:  # torchvision: "Dataset not found. You can use download=True to download it"
             raise MissingAsset(
                 f"MNIST is not in {paths.data_dir() / 'MNIST'}; run `make assets EXPERIMENTS=mnist` on a node with "
-                "internet (or point T2I_DATA_DIR at a directory that holds MNIST/raw)") from exc
+                "internet (or point T2I_DATA_DIR at a directory that holds MNIST/raw)"
+            ) from exc
         images = ds.data.float().div(255).unsqueeze(1)  # uint8 [N, 28, 28] -> [N, 1, 28, 28] in [0, 1]
         labels = ds.targets.long()
         if split == "judge_train":
@@ -66,8 +70,9 @@ def resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
     upsampling keeps the bundled 8x8 digits smooth."""
     if images.shape[-1] == resolution:
         return images
-    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True,
-                         align_corners=False).clamp(0, 1)
+    return F.interpolate(
+        images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
 
 
 DATASET = Mnist()

@@ -78,8 +78,10 @@ def find_shards(pattern: str | Path, root: Path | None = None) -> list[Path]:
     full = Path(pattern) if Path(pattern).is_absolute() or root is None else Path(root) / pattern
     files = sorted(Path(p) for p in glob.glob(str(full)))
     if not files:
-        raise MissingAsset(f"no parquet shards match {full}; run `make assets` on a node with internet "
-                                "(or point T2I_DATA_DIR at the directory that holds them)")
+        raise MissingAsset(
+            f"no parquet shards match {full}; run `make assets` on a node with internet "
+            "(or point T2I_DATA_DIR at the directory that holds them)"
+        )
     return files
 
 
@@ -94,8 +96,10 @@ def open_parquet(file: Path) -> pq.ParquetFile:
         return pq.ParquetFile(file)
     except (OSError, pa.ArrowException) as exc:
         size = Path(file).stat().st_size if Path(file).exists() else 0
-        raise UnreadableShard(f"{file} ({size:,} bytes) is not a readable parquet file ({' '.join(str(exc).split())}); "
-                              "download it again (`make assets`) or move it out of the shard folder") from None
+        raise UnreadableShard(
+            f"{file} ({size:,} bytes) is not a readable parquet file ({' '.join(str(exc).split())}); "
+            "download it again (`make assets`) or move it out of the shard folder"
+        ) from None
 
 
 def class_names(file: Path, column: str) -> list[str] | None:
@@ -116,8 +120,10 @@ def check_class_names(file: Path, column: str, expected: Sequence[str]) -> None:
         return name.lower().replace("_", " ").replace("-", " ")
 
     if found is not None and [norm(n) for n in found] != [norm(n) for n in expected]:
-        raise ValueError(f"{Path(file).name}: column {column!r} labels are {found}, but the config captions them as "
-                         f"{list(expected)}; fix class_names (same order) in t2i/experiments/")
+        raise ValueError(
+            f"{Path(file).name}: column {column!r} labels are {found}, but the config captions them as "
+            f"{list(expected)}; fix class_names (same order) in t2i/experiments/"
+        )
 
 
 def image_bytes(value: Any) -> bytes | None:
@@ -136,8 +142,14 @@ def class_label(value: Any, num_classes: int) -> int:
 class ImageLabel:
     """Rows of ``{image, label}`` -> ``(x0 [C, R, R] in pixel_range, class index)``."""
 
-    def __init__(self, resolution: int, pixel_range: tuple[float, float], num_classes: int,
-                 image_column: str = "image", label_column: str = "label"):
+    def __init__(
+        self,
+        resolution: int,
+        pixel_range: tuple[float, float],
+        num_classes: int,
+        image_column: str = "image",
+        label_column: str = "label",
+    ):
         self.resolution, self.pixel_range, self.num_classes = resolution, pixel_range, num_classes
         self.image_column, self.label_column = image_column, label_column
         self.columns = [image_column, label_column]
@@ -155,8 +167,9 @@ class ImageLabel:
 class Pixels(ImageLabel):
     """Rows written by :func:`preprocess`: raw ``R x R x 3`` uint8 pixels, no decoding at all."""
 
-    def __init__(self, resolution: int, pixel_range: tuple[float, float], num_classes: int,
-                 label_column: str = "label"):
+    def __init__(
+        self, resolution: int, pixel_range: tuple[float, float], num_classes: int, label_column: str = "label"
+    ):
         super().__init__(resolution, pixel_range, num_classes, "pixels", label_column)
 
     def parse(self, row: dict[str, Any]) -> tuple[np.ndarray, int]:
@@ -167,10 +180,19 @@ class Pixels(ImageLabel):
 class ShardStream(IterableDataset):
     """Examples from parquet shards, file-sequentially (see the module docstring)."""
 
-    def __init__(self, files: Sequence[Path], decoder: RowDecoder, seed: int = 0, shuffle: bool = True,
-                 max_bad_fraction: float = 0.01, rank: int | None = None, world_size: int | None = None,
-                 log_dir: Path | None = None, transform: ExampleTransform | None = None,
-                 keep: Callable[[int], bool] | None = None):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        decoder: RowDecoder,
+        seed: int = 0,
+        shuffle: bool = True,
+        max_bad_fraction: float = 0.01,
+        rank: int | None = None,
+        world_size: int | None = None,
+        log_dir: Path | None = None,
+        transform: ExampleTransform | None = None,
+        keep: Callable[[int], bool] | None = None,
+    ):
         """``keep(k)``: read only the rows whose position ``k`` in the stream (bad rows included) it accepts; the
         others are never decoded. Only for an unshuffled stream read by one process (the judge's splits)."""
         if not files:
@@ -183,8 +205,10 @@ class ShardStream(IterableDataset):
         if keep is not None and shuffle:
             raise ValueError("ShardStream(keep=...) selects rows by stream position: it needs shuffle=False")
         # row counts per row group, from the footers only (no data is read)
-        self.row_groups = [[pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-                           for pf in map(open_parquet, self.files)]
+        self.row_groups = [
+            [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+            for pf in map(open_parquet, self.files)
+        ]
         default_rank, default_world = _distributed()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world if world_size is None else world_size
@@ -227,8 +251,11 @@ class ShardStream(IterableDataset):
         bad, position = 0, -1
         for shard, groups in pieces:
             table, numbers = self._read(shard, groups)
-            order = (np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(numbers)) if self.shuffle
-                     else range(len(numbers)))
+            order = (
+                np.random.default_rng([self.seed, self.epoch, shard]).permutation(len(numbers))
+                if self.shuffle
+                else range(len(numbers))
+            )
             for i in order:
                 position += 1
                 if self.keep is not None and not self.keep(position):
@@ -236,12 +263,17 @@ class ShardStream(IterableDataset):
                 try:
                     example = self.decoder(table.slice(i, 1).to_pylist()[0])  # one row as Python objects
                     if self.transform is not None:  # the same draws for this row and epoch in any worker, on resume
-                        example = self.transform(example, np.random.default_rng([self.seed, self.epoch, shard,
-                                                                                 numbers[i]]))
+                        example = self.transform(
+                            example, np.random.default_rng([self.seed, self.epoch, shard, numbers[i]])
+                        )
                 except BadSample as exc:
                     bad += 1
-                    record = {"epoch": self.epoch, "shard": self.files[shard].name, "row": numbers[i],
-                              "reason": str(exc)}
+                    record = {
+                        "epoch": self.epoch,
+                        "shard": self.files[shard].name,
+                        "row": numbers[i],
+                        "reason": str(exc),
+                    }
                     log.parent.mkdir(parents=True, exist_ok=True)
                     with open(log, "a") as f:
                         f.write(json.dumps(record) + "\n")
@@ -249,7 +281,8 @@ class ShardStream(IterableDataset):
                         raise TooManyBadSamples(
                             f"{bad} bad rows in {self._rows(pieces)} read by rank {self.rank} worker {worker} "
                             f"(over max_bad_fraction={self.max_bad_fraction:g}); last: {record['shard']} row "
-                            f"{record['row']}: {record['reason']}. Bad rows so far are listed in {log}") from None
+                            f"{record['row']}: {record['reason']}. Bad rows so far are listed in {log}"
+                        ) from None
                     continue
                 yield example
             del table  # free this shard before reading the next
@@ -267,8 +300,11 @@ class ShardStream(IterableDataset):
 
     # --- internals -----------------------------------------------------------------------------------------------
     def _pieces(self, epoch: int) -> list[Piece]:
-        order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.files)) if self.shuffle
-                 else np.arange(len(self.files)))
+        order = (
+            np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
+            if self.shuffle
+            else np.arange(len(self.files))
+        )
         return [(int(s), tuple(range(len(self.row_groups[s])))) for s in order]
 
     def _rows(self, pieces: Sequence[Piece]) -> int:
@@ -280,8 +316,9 @@ class ShardStream(IterableDataset):
         offsets = np.cumsum([0] + self.row_groups[shard])
         numbers = [int(offsets[g]) + i for g in groups for i in range(self.row_groups[shard][g])]
         parquet = pq.ParquetFile(self.files[shard])
-        table = pa.concat_tables([parquet.read_row_group(g, columns=self.decoder.columns, use_threads=False)
-                                  for g in groups])
+        table = pa.concat_tables(
+            [parquet.read_row_group(g, columns=self.decoder.columns, use_threads=False) for g in groups]
+        )
         return table, numbers
 
 

@@ -25,8 +25,9 @@ BAD_KINDS = ("empty", "garbage", "truncated_jpeg", "zero_size", "missing_label",
 CONVERTIBLE_KINDS = ("cmyk", "rgba", "grayscale", "palette")
 
 
-def class_image(label: int, num_classes: int, size: tuple[int, int], rng: np.random.Generator,
-                grain: float = 0.0) -> Image.Image:
+def class_image(
+    label: int, num_classes: int, size: tuple[int, int], rng: np.random.Generator, grain: float = 0.0
+) -> Image.Image:
     """A smooth colour field whose hue encodes the class, with a random gradient, mild texture and optional
     per-pixel ``grain`` (brush-stroke-like detail that makes JPEGs as large as real paintings')."""
     width, height = size
@@ -36,8 +37,16 @@ def class_image(label: int, num_classes: int, size: tuple[int, int], rng: np.ran
     direction = rng.normal(size=2)
     ramp = (direction[0] * xx / width + direction[1] * yy / height)[..., None] * 0.15
     small = rng.normal(0, 0.08, size=(max(height // 32, 1), max(width // 32, 1), 3)).astype(np.float32)
-    texture = np.asarray(Image.fromarray(((small + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize(
-        (width, height), Image.Resampling.BILINEAR), dtype=np.float32) / 255 - 0.5
+    texture = (
+        np.asarray(
+            Image.fromarray(((small + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize(
+                (width, height), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        / 255
+        - 0.5
+    )
     pixels = base[None, None, :] + ramp + 0.5 * texture
     if grain:
         pixels = pixels + rng.normal(0, grain, size=pixels.shape).astype(np.float32)
@@ -53,8 +62,10 @@ def encode(image: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:
 
 def zero_size_png() -> bytes:
     """A syntactically valid PNG header that declares a 0 x 10 image."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
@@ -93,24 +104,42 @@ def mark_current(out_dir: Path) -> None:
     (Path(out_dir) / MARKER).write_text(json.dumps({"format": FORMAT}) + "\n")
 
 
-def hf_metadata(image_column: str, label_column: str, label_names: Sequence[str] | None,
-                extra: dict | None = None) -> dict[bytes, bytes]:
+def hf_metadata(
+    image_column: str, label_column: str, label_names: Sequence[str] | None, extra: dict | None = None
+) -> dict[bytes, bytes]:
     """The schema metadata the `datasets` library writes into every parquet file it exports (key "huggingface":
     ``info.features``, with the ClassLabel names of the label column), as the Hub's files carry it."""
-    features = {image_column: {"_type": "Image"},
-                label_column: ({"names": list(label_names), "_type": "ClassLabel"} if label_names is not None
-                               else {"dtype": "int64", "_type": "Value"}), **(extra or {})}
+    features = {
+        image_column: {"_type": "Image"},
+        label_column: (
+            {"names": list(label_names), "_type": "ClassLabel"}
+            if label_names is not None
+            else {"dtype": "int64", "_type": "Value"}
+        ),
+        **(extra or {}),
+    }
     return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
 
 
-def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_classes: int, *,
-                       image_size: tuple[int, int] = (48, 40), image_column: str = "image", label_column: str = "label",
-                       label_names: Sequence[str] | None = None, extra_features: dict | None = None,
-                       prefix: str = "train",
-                       odd_rows: dict[tuple[int, int], str] | None = None, distinct_images: int = 64,
-                       row_group_size: int = 64, seed: int = 0, grain: float = 0.0,
-                       extra_columns: Callable[[np.ndarray, np.random.Generator], dict[str, Sequence]] | None = None,
-                       ) -> list[Path]:
+def write_class_shards(
+    out_dir: Path,
+    num_shards: int,
+    rows_per_shard: int,
+    num_classes: int,
+    *,
+    image_size: tuple[int, int] = (48, 40),
+    image_column: str = "image",
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+    extra_features: dict | None = None,
+    prefix: str = "train",
+    odd_rows: dict[tuple[int, int], str] | None = None,
+    distinct_images: int = 64,
+    row_group_size: int = 64,
+    seed: int = 0,
+    grain: float = 0.0,
+    extra_columns: Callable[[np.ndarray, np.random.Generator], dict[str, Sequence]] | None = None,
+) -> list[Path]:
     """``num_shards`` files ``<prefix>-0000i-of-0000n.parquet`` with an ``image`` struct column and ``label_column``.
 
     ``odd_rows`` maps ``(shard, row)`` to a kind from :data:`BAD_KINDS` or :data:`CONVERTIBLE_KINDS`. Encoded images
@@ -121,8 +150,11 @@ def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     per_class = max(1, distinct_images // num_classes)
-    pool = {(c, k): encode(class_image(c, num_classes, image_size, rng, grain)) for c in range(num_classes)
-            for k in range(per_class)}
+    pool = {
+        (c, k): encode(class_image(c, num_classes, image_size, rng, grain))
+        for c in range(num_classes)
+        for k in range(per_class)
+    }
     odd_rows = odd_rows or {}
     files = []
     for shard in range(num_shards):
@@ -139,8 +171,9 @@ def write_class_shards(out_dir: Path, num_shards: int, rows_per_shard: int, num_
             columns.update(extra_columns(labels, rng))
         path = out_dir / f"{prefix}-{shard:05d}-of-{num_shards:05d}.parquet"
         # no dictionary encoding: the pool repeats images, real datasets do not, and disk size should match memory
-        table = pa.table(columns).replace_schema_metadata(hf_metadata(image_column, label_column, label_names,
-                                                                     extra_features))
+        table = pa.table(columns).replace_schema_metadata(
+            hf_metadata(image_column, label_column, label_names, extra_features)
+        )
         pq.write_table(table, path, row_group_size=row_group_size, use_dictionary=False)
         files.append(path)
     return files

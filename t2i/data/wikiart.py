@@ -13,19 +13,46 @@ from .base import DatasetSpec
 # The `style` ClassLabel names of huggan/wikiart in label order, as every parquet shard records them (schema metadata
 # key "huggingface", info.features.style.names); https://huggingface.co/datasets/huggan/wikiart at t2i.hub's revision.
 STYLE_LABELS = (
-    "Abstract_Expressionism", "Action_painting", "Analytical_Cubism", "Art_Nouveau", "Baroque", "Color_Field_Painting",
-    "Contemporary_Realism", "Cubism", "Early_Renaissance", "Expressionism", "Fauvism", "High_Renaissance",
-    "Impressionism", "Mannerism_Late_Renaissance", "Minimalism", "Naive_Art_Primitivism", "New_Realism",
-    "Northern_Renaissance", "Pointillism", "Pop_Art", "Post_Impressionism", "Realism", "Rococo", "Romanticism",
-    "Symbolism", "Synthetic_Cubism", "Ukiyo_e")
+    "Abstract_Expressionism",
+    "Action_painting",
+    "Analytical_Cubism",
+    "Art_Nouveau",
+    "Baroque",
+    "Color_Field_Painting",
+    "Contemporary_Realism",
+    "Cubism",
+    "Early_Renaissance",
+    "Expressionism",
+    "Fauvism",
+    "High_Renaissance",
+    "Impressionism",
+    "Mannerism_Late_Renaissance",
+    "Minimalism",
+    "Naive_Art_Primitivism",
+    "New_Realism",
+    "Northern_Renaissance",
+    "Pointillism",
+    "Pop_Art",
+    "Post_Impressionism",
+    "Realism",
+    "Rococo",
+    "Romanticism",
+    "Symbolism",
+    "Synthetic_Cubism",
+    "Ukiyo_e",
+)
 
 
 class WikiArt(DatasetSpec):
     name = "wikiart"
     hub_repo = "huggan/wikiart"
     card_id = hub_repo
-    terms = ("other", "huggan/wikiart's license is unknown (its dataset card says so), and each painting "
-             "keeps its own rights; use for research", "https://huggingface.co/datasets/huggan/wikiart")
+    terms = (
+        "other",
+        "huggan/wikiart's license is unknown (its dataset card says so), and each painting "
+        "keeps its own rights; use for research",
+        "https://huggingface.co/datasets/huggan/wikiart",
+    )
 
     def file_label_names(self, cfg: ExperimentConfig) -> tuple[str, ...]:
         return STYLE_LABELS

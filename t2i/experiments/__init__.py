@@ -34,15 +34,27 @@ BASE: dict[str, Any] = dict(
 
 # What every smoke profile (the test suite's) shares: the bundled MiniLM encoder, a tiny UNet, a few steps.
 SMOKE: dict[str, Any] = dict(
-    text_encoder="bundled:all-MiniLM-L6-v2", cross_attention_dim=384, layers_per_block=1,
-    norm_num_groups=4, attention_head_dim=4, batch_size=16, checkpoint_every=1, num_inference_steps=3, judge_epochs=2,
-    report_to="none", sample_every_epochs=None, learning_rate=1e-3, epochs=1, guidance_scales=(0.0, 1.0, 5.0))
+    text_encoder="bundled:all-MiniLM-L6-v2",
+    cross_attention_dim=384,
+    layers_per_block=1,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    batch_size=16,
+    checkpoint_every=1,
+    num_inference_steps=3,
+    judge_epochs=2,
+    report_to="none",
+    sample_every_epochs=None,
+    learning_rate=1e-3,
+    epochs=1,
+    guidance_scales=(0.0, 1.0, 5.0),
+)
 
 # Four levels, cross-attention in the middle two: thesis 3.2.2, reused by 3.3.2 and 3.5.5.
 UNET_4 = dict(
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
-
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+)
 
 
 def module(name: str) -> ModuleType:
@@ -61,8 +73,12 @@ def _section(name: str) -> str:
 
 
 # In the thesis's order (each file's SECTION).
-NAMES: tuple[str, ...] = tuple(sorted((m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
-                                      key=lambda name: (_section(name), name)))
+NAMES: tuple[str, ...] = tuple(
+    sorted(
+        (m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")),
+        key=lambda name: (_section(name), name),
+    )
+)
 
 # notebooks/NN_<experiment>[_<more>].ipynb runs <experiment>: the Makefile's rule for `make run-<experiment>`
 NOTEBOOK_NAME = re.compile(r"^[0-9]{2}_(?P<rest>.+)$")
@@ -81,6 +97,8 @@ def from_notebook(notebook: str | Path) -> str:
     notebook's ``setup`` call names the same experiment, tests/test_notebooks.py checks it)."""
     experiment = experiment_of(notebook)
     if experiment is None:
-        raise ConfigError(f"{notebook} is not an experiment's notebook: its name must be NN_<experiment>[_*].ipynb "
-                          f"with <experiment> one of {NAMES}")
+        raise ConfigError(
+            f"{notebook} is not an experiment's notebook: its name must be NN_<experiment>[_*].ipynb "
+            f"with <experiment> one of {NAMES}"
+        )
     return experiment

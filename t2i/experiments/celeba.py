@@ -49,7 +49,14 @@ FULL = dict(
 
 PROFILES = {
     "smoke": {  # synthetic CelebA-format shards and a tiny random VAE (both written on first use), MiniLM
-        **SMOKE, "resolution": 64, "max_tokens": 32, "block_out_channels": (8, 16, 16, 8),
-        "guidance_scales": (0.0, 2.0, 5.0), "shards": "synthetic/celeba/train-*.parquet", "judge_shards": None,
-        "vae": "synthetic:tiny-vae", "num_workers": 0},
+        **SMOKE,
+        "resolution": 64,
+        "max_tokens": 32,
+        "block_out_channels": (8, 16, 16, 8),
+        "guidance_scales": (0.0, 2.0, 5.0),
+        "shards": "synthetic/celeba/train-*.parquet",
+        "judge_shards": None,
+        "vae": "synthetic:tiny-vae",
+        "num_workers": 0,
+    }
 }

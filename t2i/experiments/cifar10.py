@@ -38,6 +38,11 @@ FULL = dict(
 
 PROFILES = {
     "smoke": {  # synthetic CIFAR-format parquet shards (written on first use), MiniLM, a tiny UNet
-        **SMOKE, "resolution": 16, "max_tokens": 16, "block_out_channels": (8, 16, 16, 8),
-        "shards": "synthetic/cifar10/train-*.parquet", "judge_shards": "synthetic/cifar10/test-*.parquet"},
+        **SMOKE,
+        "resolution": 16,
+        "max_tokens": 16,
+        "block_out_channels": (8, 16, 16, 8),
+        "shards": "synthetic/cifar10/train-*.parquet",
+        "judge_shards": "synthetic/cifar10/test-*.parquet",
+    }
 }

@@ -59,7 +59,14 @@ DEMO = dict(
 PROFILES = {
     "demo": DEMO,
     "smoke": {  # the demo's data and encoder, a tiny UNet: every code path in seconds
-        **SMOKE, "dataset": "digits", "resolution": 16, "p_uncond": 0.1, "num_inference_steps": 3,
+        **SMOKE,
+        "dataset": "digits",
+        "resolution": 16,
+        "p_uncond": 0.1,
+        "num_inference_steps": 3,
         "judge_epochs": 30,  # the digit judge is quick to train properly
-        "epochs": 2, "train_subset": 64, "block_out_channels": (8, 16, 16, 8)},
+        "epochs": 2,
+        "train_subset": 64,
+        "block_out_channels": (8, 16, 16, 8),
+    },
 }

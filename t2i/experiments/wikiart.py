@@ -8,11 +8,34 @@ SECTION = "3.4"  # the thesis section it reproduces
 # schema metadata carries and the loader checks). Label 3 is "Art_Nouveau" there; the thesis's "Art Nouveau Modern"
 # is the folder name of the original ArtGAN release.
 STYLES = (
-    "Abstract Expressionism", "Action Painting", "Analytical Cubism", "Art Nouveau", "Baroque",
-    "Color Field Painting", "Contemporary Realism", "Cubism", "Early Renaissance", "Expressionism", "Fauvism",
-    "High Renaissance", "Impressionism", "Mannerism Late Renaissance", "Minimalism", "Naive Art Primitivism",
-    "New Realism", "Northern Renaissance", "Pointillism", "Pop Art", "Post Impressionism", "Realism", "Rococo",
-    "Romanticism", "Symbolism", "Synthetic Cubism", "Ukiyo-e")
+    "Abstract Expressionism",
+    "Action Painting",
+    "Analytical Cubism",
+    "Art Nouveau",
+    "Baroque",
+    "Color Field Painting",
+    "Contemporary Realism",
+    "Cubism",
+    "Early Renaissance",
+    "Expressionism",
+    "Fauvism",
+    "High Renaissance",
+    "Impressionism",
+    "Mannerism Late Renaissance",
+    "Minimalism",
+    "Naive Art Primitivism",
+    "New Realism",
+    "Northern Renaissance",
+    "Pointillism",
+    "Pop Art",
+    "Post Impressionism",
+    "Realism",
+    "Rococo",
+    "Romanticism",
+    "Symbolism",
+    "Synthetic Cubism",
+    "Ukiyo-e",
+)
 
 FULL = dict(
     dataset="wikiart",  # 3.4.2: huggan/wikiart, ~81,000 paintings in 72 parquet shards
@@ -25,8 +48,13 @@ FULL = dict(
     max_tokens=77,  # 3.4.4: "Tokenizer max length: 77 tokens"
     block_out_channels=(128, 256, 512, 512, 1024),  # 3.4.4: 5 resolution levels
     layers_per_block=2,  # 3.4.4
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                      "DownBlock2D"),  # 3.4.4
+    down_block_types=(
+        "DownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),  # 3.4.4
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     cross_attention_dim=512,  # 3.4.4: CLIP ViT-B/32 text width
     attention_head_dim=32,  # 3.4.4, as in 3.3.2
@@ -48,6 +76,12 @@ FULL = dict(
 
 PROFILES = {
     "smoke": {  # synthetic WikiArt-format shards, MiniLM, a tiny five-level UNet
-        **SMOKE, "resolution": 32, "max_tokens": 16, "block_out_channels": (8, 16, 16, 16, 16),
-        "shards": "synthetic/wikiart/train-*.parquet", "num_workers": 2, "timing_steps": 3},
+        **SMOKE,
+        "resolution": 32,
+        "max_tokens": 16,
+        "block_out_channels": (8, 16, 16, 16, 16),
+        "shards": "synthetic/wikiart/train-*.parquet",
+        "num_workers": 2,
+        "timing_steps": 3,
+    }
 }

@@ -70,19 +70,26 @@ def check_target(out: Path, run_dir: Path, overwrite: bool) -> None:
         raise UserError(f"cannot export into {out}: it is a file; choose a folder")
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
-            raise UserError(f"refusing to export into {out}: it is not empty and not an earlier export (no {MARKER}); "
-                            "choose a new or empty folder")
+            raise UserError(
+                f"refusing to export into {out}: it is not empty and not an earlier export (no {MARKER}); "
+                "choose a new or empty folder"
+            )
         if not overwrite:
             raise UserError(f"{out} holds an earlier export; pass --overwrite to replace it")
         listed = json.loads((out / MARKER).read_text()).get("files")
         if listed is None:
-            raise UserError(f"{out} holds an export that did not list its files (an older t2i): move what you want to "
-                            "keep out of it and remove it yourself, or choose a new folder")
-        others = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file() and
-                        str(f.relative_to(out)) not in listed)
+            raise UserError(
+                f"{out} holds an export that did not list its files (an older t2i): move what you want to "
+                "keep out of it and remove it yourself, or choose a new folder"
+            )
+        others = sorted(
+            str(f.relative_to(out)) for f in out.rglob("*") if f.is_file() and str(f.relative_to(out)) not in listed
+        )
         if others:
-            raise UserError(f"refusing to overwrite {out}: it holds {len(others)} file(s) the earlier export did not "
-                            f"write ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); move them out first")
+            raise UserError(
+                f"refusing to overwrite {out}: it holds {len(others)} file(s) the earlier export did not "
+                f"write ({', '.join(others[:3])}{' ...' if len(others) > 3 else ''}); move them out first"
+            )
     check_writable(out, folder=True)
 
 

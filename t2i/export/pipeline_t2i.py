@@ -22,8 +22,18 @@ from diffusers.utils.torch_utils import randn_tensor
 class T2IPipeline(DiffusionPipeline):
     _optional_components = ["vae"]  # pixel-space runs have none
 
-    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None, max_tokens: int = 77,
-                 pixel_low: float = -1.0, pixel_high: float = 1.0, clip_x0: bool = False):
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        text_encoder,
+        tokenizer,
+        vae=None,
+        max_tokens: int = 77,
+        pixel_low: float = -1.0,
+        pixel_high: float = 1.0,
+        clip_x0: bool = False,
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae)
         self.register_to_config(max_tokens=max_tokens, pixel_low=pixel_low, pixel_high=pixel_high, clip_x0=clip_x0)
@@ -49,20 +59,34 @@ class T2IPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.config.max_tokens, truncation=True,
-                                return_tensors="pt")
-        return self.text_encoder(input_ids=tokens["input_ids"].to(self.device),
-                                 attention_mask=tokens["attention_mask"].to(self.device)).last_hidden_state
+        tokens = self.tokenizer(
+            prompts, padding="max_length", max_length=self.config.max_tokens, truncation=True, return_tensors="pt"
+        )
+        return self.text_encoder(
+            input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device)
+        ).last_hidden_state
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], guidance_scale: float = 5.0, num_inference_steps: int = 50,
-                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
-                 return_dict: bool = True, num_images_per_prompt: int = 1,
-                 negative_prompt: str | list[str] | None = None):
+    def __call__(
+        self,
+        prompt: str | list[str],
+        guidance_scale: float = 5.0,
+        num_inference_steps: int = 50,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | list[str] | None = None,
+    ):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
-        negatives = [""] if negative_prompt is None else [negative_prompt] if isinstance(negative_prompt, str) \
+        negatives = (
+            [""]
+            if negative_prompt is None
+            else [negative_prompt]
+            if isinstance(negative_prompt, str)
             else list(negative_prompt)
+        )
         if len(negatives) not in (1, len(prompts) // num_images_per_prompt):
             raise ValueError(f"{len(negatives)} negative prompts for {len(prompts) // num_images_per_prompt} prompts")
         negatives = [n for n in negatives for _ in range(num_images_per_prompt)] if len(negatives) > 1 else negatives
@@ -81,15 +105,20 @@ class T2IPipeline(DiffusionPipeline):
             elif w == 1.0:
                 eps = self.unet(model_input, t, encoder_hidden_states=cond).sample
             else:
-                eps_uncond, eps_cond = self.unet(torch.cat([model_input, model_input]), t,
-                                                 encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+                eps_uncond, eps_cond = self.unet(
+                    torch.cat([model_input, model_input]), t, encoder_hidden_states=torch.cat([uncond, cond])
+                ).sample.chunk(2)
                 eps = eps_uncond + w * (eps_cond - eps_uncond)
             if self.config.clip_x0:
                 eps = self.clipped(eps.float(), model_input.float(), t)
             x = self.scheduler.step(eps.float(), t, x, generator=generator).prev_sample  # the loop runs in float32
         if self.vae is not None:  # latents -> pixels in [-1, 1]
-            x = torch.cat([self.vae.decode((z / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.clamp(-1, 1)
-                           for z in x.split(16)])
+            x = torch.cat(
+                [
+                    self.vae.decode((z / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.clamp(-1, 1)
+                    for z in x.split(16)
+                ]
+            )
             low, high = -1.0, 1.0
         else:
             low, high = self.config.pixel_low, self.config.pixel_high

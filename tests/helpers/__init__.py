@@ -23,7 +23,11 @@ def tensorboard_events(run: Path) -> dict[str, list]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tracking"), size_guidance={"images": 0, "scalars": 0}).Reload()
-    shown = {tag: [(e.step, None if tag in TIMED else e.value) for e in events.Scalars(tag)]
-             for tag in events.Tags()["scalars"]}
-    return {**shown, **{tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)]
-                        for tag in events.Tags()["images"]}}
+    shown = {
+        tag: [(e.step, None if tag in TIMED else e.value) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+    }
+    return {
+        **shown,
+        **{tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)] for tag in events.Tags()["images"]},
+    }

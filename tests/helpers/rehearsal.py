@@ -19,8 +19,11 @@ experiment.train(cfg, run)
 rank = int(os.environ.get("RANK", 0))
 state = checkpoints.load_unet(checkpoints.latest(run)).state_dict()
 digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()
-caches = {str(p.relative_to(paths.data_dir())): hashlib.sha256(p.read_bytes()).hexdigest()
-          for p in sorted(paths.data_dir().rglob("*")) if p.is_file() and not p.name.startswith(".")
-          and p.suffix in (".parquet", ".json", ".safetensors")}
-(out / f"rank{rank}.json").write_text(json.dumps({"weights": digest, "caches": caches,
-                                                  "checkpoint": checkpoints.latest(run).name}))
+caches = {
+    str(p.relative_to(paths.data_dir())): hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in sorted(paths.data_dir().rglob("*"))
+    if p.is_file() and not p.name.startswith(".") and p.suffix in (".parquet", ".json", ".safetensors")
+}
+(out / f"rank{rank}.json").write_text(
+    json.dumps({"weights": digest, "caches": caches, "checkpoint": checkpoints.latest(run).name})
+)

@@ -58,8 +58,9 @@ def main(out: Path, text_encoder: str, kind: str) -> None:
     unet = trainer.accelerator.unwrap_model(trainer.unet)
     digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in unet.parameters())).hexdigest()
     rank = trainer.accelerator.process_index
-    (out / f"rank{rank}.json").write_text(json.dumps({"seen": seen, "weights": digest,
-                                                      "world": trainer.accelerator.num_processes}))
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"seen": seen, "weights": digest, "world": trainer.accelerator.num_processes})
+    )
 
 
 if __name__ == "__main__":
