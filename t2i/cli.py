@@ -141,8 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         metavar="NAME",
-        help="write to guidance/NAME/ a replication of the main report: other "
-        "seeds, real images past its reference, verdicts compared",
+        help="write to guidance/NAME/ a replication of the main report: other seeds, its primary endpoints compared",
     )
     p.add_argument(
         "--across",
