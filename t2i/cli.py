@@ -23,7 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import commands, comparison, configs, ema_front, evaluate, guidance, paths, sampler_front
+# The studies (comparison, sampler_front, ema_front) are not imported here: each is imported where it runs, so a
+# thesis figure drawn through this command line does not depend on their code (t2i.reports.code_files).
+from . import commands, configs, evaluate, guidance, paths
 from .arguments import finite, non_negative, png_path, positive
 from .errors import UserError
 from .preemption import REQUEUE_EXIT_CODE, Preempted
@@ -126,12 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples-per-prompt",
         type=positive,
-        default=comparison.SAMPLES_PER_PROMPT,
-        help="the verdict rows' images per prompt (default: N = 500 for ten classes); the front, which "
-        f"calibrates their strengths, takes at most {comparison.FRONT_SAMPLES_PER_PROMPT}",
+        help="the verdict rows' images per prompt (default: t2i.comparison.SAMPLES_PER_PROMPT, N = 500 for ten "
+        "classes); the front, which calibrates their strengths, takes at most FRONT_SAMPLES_PER_PROMPT",
     )
     p.add_argument("--methods", nargs="+", choices=sorted(guidance.METHODS), help="default: all the run can use")
-    p.add_argument("--strengths", nargs="+", type=finite, default=list(comparison.STRENGTHS), help="w values")
+    p.add_argument("--strengths", nargs="+", type=finite, help="w values (default: t2i.comparison.STRENGTHS)")
     p.add_argument(
         "--features",
         default="staged",
@@ -162,18 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples-per-prompt",
         type=positive,
-        default=sampler_front.SAMPLES_PER_PROMPT,
-        help="images per prompt and point (default: N = 200 for ten classes)",
+        help="images per prompt and point (default: t2i.sampler_front.SAMPLES_PER_PROMPT, N = 200 for ten classes)",
     )
     p.add_argument("--samplers", nargs="+", choices=configs.SAMPLERS, help="default: all")
-    p.add_argument("--steps", nargs="+", type=positive, default=list(sampler_front.STEPS))
-    p.add_argument("--spacings", nargs="+", choices=configs.SPACINGS, default=list(sampler_front.SPACINGS))
+    p.add_argument("--steps", nargs="+", type=positive, help="default: t2i.sampler_front.STEPS")
+    p.add_argument("--spacings", nargs="+", choices=configs.SPACINGS, help="default: t2i.sampler_front.SPACINGS")
     p.add_argument(
         "--guidance-scales",
         nargs="+",
         type=finite,
-        default=list(sampler_front.GUIDANCE_SCALES),
-        help="the strengths the default must match the reference at",
+        help="the strengths the default must match the reference at (default: t2i.sampler_front.GUIDANCE_SCALES)",
     )
     p.add_argument("--features", default="auto", choices=evaluate.FEATURES)
 
@@ -181,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         "ema", help="post-hoc EMA lengths for unguided, CFG and autoguided sampling (runs with snapshots)"
     )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--samples-per-prompt", type=positive, default=ema_front.SAMPLES_PER_PROMPT)
+    p.add_argument("--samples-per-prompt", type=positive, help="default: t2i.ema_front.SAMPLES_PER_PROMPT")
     p.add_argument(
         "--cfg-strength", type=finite, help="default: where CFG first reaches 98%% adherence in the guidance report"
     )

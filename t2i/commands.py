@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import assets, configs, experiments, figures, guidance, judges, paths, pipeline, replication, thesis
+from . import assets, configs, experiments, figures, guidance, judges, paths, pipeline, thesis
 from .arguments import guidance_params, parse_overrides
 from .data import latents
 from .errors import ConfigError
@@ -81,6 +81,8 @@ def _report(out: Path, summary: str = "summary.md") -> int:
 
 def do_guidance(args) -> int:
     if args.across:  # the reports there are: on how many independently trained models each verdict holds
+        from . import replication  # imported where it runs, as the studies are (t2i/cli.py)
+
         return _report(replication.write([args.run_dir, *args.across]).parent, "models_summary.md")
     run = Run.open(args.run_dir)
     return _report(

@@ -30,3 +30,27 @@ def test_ruff_finds_nothing(ruff):
         text=True,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_the_command_line_imports_no_study_so_make_figures_does_not_depend_on_their_code():
+    """`make figures` runs through the command line and records every t2i module it imported (t2i.reports.code_files):
+    were a study imported there, an edit to the EMA study would stale every thesis figure."""
+    import subprocess
+    import sys
+
+    studies = (
+        "comparison",
+        "comparison_front",
+        "comparison_report",
+        "verdict",
+        "sampler_front",
+        "ema_front",
+        "ema_report",
+        "study",
+        "replication",
+    )
+    script = "import sys, t2i.cli; print(' '.join(m for m in sys.modules if m.startswith('t2i.')))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {m.removeprefix("t2i.") for m in done.stdout.split()}
+    assert "commands" in imported and not imported & set(studies), sorted(imported & set(studies))
