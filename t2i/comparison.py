@@ -154,7 +154,7 @@ def run(
     interval, tuning = main["interval"], []  # a replication keeps the main report's tuned interval
     wanted = list(methods or guidance.METHODS)
     if "interval" in wanted and tune and compare_with is None:
-        interval, tuning = tune_interval(pipe, judge, extractors[0], samples_per_prompt, seed)
+        interval, tuning = tune_interval(pipe, judge, study.extractors[0], samples_per_prompt, seed)  # primary space
     curves = variants(pipe, methods, guide, interval)
     if not any(v.method == "cfg" for v in curves):
         curves.insert(0, Variant("cfg", "cfg", {}))
@@ -227,6 +227,7 @@ def tune_interval(
                 "sigma_lo": lo,
                 "sigma_hi": hi,
                 "w": TUNE_STRENGTH,
+                "features": extractor.name,
                 "fd": fd,
                 "adherence": float(hits.float().mean()),
                 "samples": n,

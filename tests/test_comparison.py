@@ -4,6 +4,7 @@ calibrated strengths on fresh seeds, and a second call that redraws nothing that
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -56,6 +57,8 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     tuning = read(out / "tuning.csv")
     assert len(tuning) == len(comparison.INTERVAL_GRID) and sum(r["chosen"] == "yes" for r in tuning) == 1
     summary = (out / "summary.md").read_text()
+    primary = re.search(r"Primary feature space: (\S+) ", summary)[1]
+    assert {r["features"] for r in tuning} == {primary}  # the interval is tuned in the space that judges
     assert "apg" in summary and "Holm" in summary and "N = 30" in summary
     assert (out / "front.png").stat().st_size > 0 and reports.read_provenance(out / "front.png")["inputs"]
     if (out / "matched.csv").exists():
