@@ -1,7 +1,7 @@
 import pytest
 
 from t2i import configs
-from t2i.cli import parse_overrides
+from t2i.arguments import parse_overrides
 from t2i.models import build_unet, count_parameters
 
 
