@@ -68,9 +68,9 @@ eval: setup  ## guidance sweep of a trained run (FID/KID/IS, adherence, CLIP sco
 guidance: setup  ## every guidance method, paired verdicts along the front: make guidance RUN=runs/mnist/demo [ARGS=...]
 	$(call measure,guidance,06_guidance)
 
-# A replication of `make guidance`'s verdicts: every method again on seeds disjoint from the main report's, with its
-# tuned interval, the primary endpoints compared (guidance/replication/check.md: sign, interval overlap, verdict).
-guidance-check: setup  ## replicate the guidance verdicts on fresh seeds: make guidance-check RUN=...
+# A replication of `make guidance`'s verdicts: every method again on seeds disjoint from the main report's, judged
+# against real images past those the main report used (guidance/replication/check.md: sign, interval, verdict).
+guidance-check: setup  ## replicate the guidance verdicts on fresh seeds and held-out real images: make guidance-check RUN=...
 	$(PY) -m t2i guidance $(RUN) --check replication $(ARGS)
 
 # The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),

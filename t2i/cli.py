@@ -142,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         metavar="NAME",
-        help="write to guidance/NAME/ a replication of the main report: other seeds, its primary endpoints compared",
+        help="write to guidance/NAME/ a replication of the main report: other "
+        "seeds, real images past its reference, verdicts compared",
     )
     p.add_argument(
         "--across",

@@ -122,17 +122,19 @@ def run(
     """Measure every variant at every strength, compare each with CFG along the curve, write the report. Returns
     what was measured (rows, tests, verdicts), or None when the report in ``out`` was made from the same checkpoint,
     settings and code (nothing is redrawn). ``compare_with``: the main report's folder, whose verdicts this one (a
-    replication on seeds disjoint from the main report's) confirms or contradicts (``check.md``)."""
+    replication on seeds disjoint from the main report's, judged against held-out real images) confirms or
+    contradicts (``check.md``)."""
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
-    main = main_report(Path(compare_with)) if compare_with is not None else {"interval": None}
+    main = main_report(Path(compare_with)) if compare_with is not None else {"reference_images": 0, "interval": None}
     study = Study(
         pipe,
         judge,
         extractors,
         out,
         samples_per_prompt,
+        skip_real=main["reference_images"],
         methods=list(methods) if methods else None,
         strengths=[float(w) for w in strengths],
         guide=guide_name,

@@ -286,17 +286,26 @@ def read_verdicts(folder: Path) -> list[dict]:
 
 
 def main_report(main: Path) -> dict:
-    """The facts of the guidance report in ``main`` that a replication of it needs: the guidance interval it tuned
-    (replicated, not tuned again)."""
+    """The facts of the guidance report in ``main`` that a replication of it needs: how many of the first real
+    training images it judged its rows against (its front's and its verdict rows' references; a replication's
+    reference starts past them) and the guidance interval it tuned (replicated, not tuned again)."""
     path = Path(main) / "summary.provenance.json"
     if not path.exists():
         raise FileNotFoundError(f"no guidance report in {main} to replicate: run `make guidance` first")
     facts = json.loads(path.read_text())
-    return {"interval": tuple(facts["interval"]) if facts.get("interval") else None}
+    if "verdict_reference_images" not in facts:
+        raise ValueError(
+            f"{main} was made before reports named their verdict rows' reference: run `make guidance` "
+            "again before replicating it"
+        )
+    return {
+        "reference_images": max(int(facts["reference_images"]), int(facts["verdict_reference_images"])),
+        "interval": tuple(facts["interval"]) if facts.get("interval") else None,
+    }
 
 
 def check_against(result: Result, main: Path, out: Path) -> str:
-    """A replication of the main report's primary endpoints (this one on other seeds, the same real reference): for
+    """A replication of the main report's primary endpoints (this one on other seeds and a held-out reference): for
     each method and feature space both measured, the two differences to CFG, whether their signs agree, whether their
     intervals overlap, and whether the verdicts are the same (contradicted: resolved with opposite signs). Writes
     ``check.md/.csv/.tex`` beside this report and returns the caption."""
@@ -328,8 +337,8 @@ def check_against(result: Result, main: Path, out: Path) -> str:
     count = lambda key: f"{sum(r[key] == 'yes' for r in rows)} of {len(rows)}"  # noqa: E731
     caption = (
         f"Replication: the main report's primary endpoints (KID difference to CFG at the calibrated strength) "
-        f"against this report's at N = {result.verdict_n or result.n} on other seeds (the same real reference). "
-        f"Same sign: {count('same_sign')}; {stats.LEVEL:.0%} intervals overlap: {count('overlap')}; "
+        f"against this report's at N = {result.verdict_n or result.n} on other seeds and a held-out real "
+        f"reference. Same sign: {count('same_sign')}; {stats.LEVEL:.0%} intervals overlap: {count('overlap')}; "
         f"same verdict: {count('same_verdict')}; contradicted (resolved, opposite signs): "
         f"{count('contradicted')}."
     )

@@ -122,17 +122,21 @@ def make_clip_scorer(name: str, device: torch.device | str = "cpu") -> "metrics.
     return metrics.ClipScorer(name, device) if name else None
 
 
-def reference_set(cfg, extractor, n: int) -> tuple["metrics.Features", torch.Tensor, torch.Tensor]:
+def reference_set(cfg, extractor, n: int, skip: int = 0) -> tuple["metrics.Features", torch.Tensor, torch.Tensor]:
     """The features of the first ``m`` real training images (cached, keyed by their content, so whatever split or
     subset the caller passes, a stale cache can never be reused), and the next ``m`` images with their conditions:
     the real-vs-real floor. ``m`` is ``n``, or half the training images where there are fewer than ``2 n`` (the
     demo's 1,257 digits hold N = 628): the reference's finite-sample bias is then shared by every row, so paired
-    differences stay valid, while FD / floor is not comparable with a report whose reference has N images."""
-    real_images, real_conditions = data.load_images(cfg, "train", limit=2 * n)
+    differences stay valid, while FD / floor is not comparable with a report whose reference has N images.
+    ``skip``: start past the first ``skip`` images, so a replication is judged against real images that no row of
+    the report it replicates was judged against."""
+    real_images, real_conditions = data.load_images(cfg, "train", limit=skip + 2 * n)
+    real_images, real_conditions = real_images[skip:], real_conditions[skip:]
     m = min(n, len(real_images) // 2)
     if m < 2:
         raise ValueError(
-            f"the real reference needs at least 4 real training images, the dataset has {len(real_images)}"
+            f"the real reference needs at least 4 real training images, the dataset has "
+            f"{len(real_images)}" + (f" past the {skip} skipped" if skip else "")
         )
     if m < n:
         print(
@@ -155,13 +159,14 @@ class PairedRows:
     """What every row of a paired comparison shares: the sweep's N prompts (each drawn from the same seed in every
     row), and per feature space the reference (the first N real training images, with its Gram matrix) and the
     real-vs-real floor. :meth:`row` scores one row's images: each image's adherence and its features against the
-    reference (:class:`t2i.stats.FeatureSet`)."""
+    reference (:class:`t2i.stats.FeatureSet`). ``skip``: the real images start past that many (a replication's
+    reference, :func:`reference_set`)."""
 
-    def __init__(self, cfg, judge: Judge, extractors: list, samples_per_prompt: int):
+    def __init__(self, cfg, judge: Judge, extractors: list, samples_per_prompt: int, skip: int = 0):
         self.spec, self.judge, self.extractors = data.spec(cfg), judge, extractors
         self.conditions = self.spec.sweep_conditions(cfg, samples_per_prompt, None)
         self.prompts, self.n = self.spec.prompts(cfg, self.conditions), len(self.conditions)
-        self.reference, self.floors = floors(cfg, extractors, self.n)
+        self.reference, self.floors = floors(cfg, extractors, self.n, skip)
         self.reference_n = len(next(iter(self.reference.values())).features)
         self.grams = {s: r.features @ r.features.T for s, r in self.reference.items()}
 
@@ -174,12 +179,12 @@ class PairedRows:
         }
 
 
-def floors(cfg, extractors: list, n: int) -> tuple[dict, dict[str, float]]:
+def floors(cfg, extractors: list, n: int, skip: int = 0) -> tuple[dict, dict[str, float]]:
     """For each feature space: the features of the first ``n`` real training images (the reference of a paired
     comparison) and the real-vs-real floor at this N (the next ``n`` against them)."""
     reference, floor = {}, {}
     for extractor in extractors:
-        reference[extractor.name], second_set, _ = reference_set(cfg, extractor, n)
+        reference[extractor.name], second_set, _ = reference_set(cfg, extractor, n, skip)
         floor[extractor.name] = metrics.frechet_distance(
             extractor(metrics.to_uint8(second_set)), reference[extractor.name]
         )

@@ -230,7 +230,7 @@ class Run:
         """`make guidance`: every guidance method on one fidelity / adherence front with paired verdicts
         (:mod:`t2i.comparison`), written to :attr:`guidance_dir`. ``features``: ``staged`` measures in every staged
         feature space, or name one. ``check``: write to ``guidance/<check>/`` instead a replication of the main
-        report (other seeds, its tuned interval) and compare the primary endpoints. Returns the folder of the
+        report (other seeds, real images past its reference) and compare the verdicts. Returns the folder of the
         report (remade, or up to date)."""
         from . import comparison
 

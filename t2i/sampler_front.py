@@ -18,24 +18,25 @@ provenance; a second call on the same checkpoint, settings and code redraws noth
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import evaluate, reports, stats
+from . import reports, stats
 from .configs import SAMPLERS
 from .console import progress
 from .pipeline import TextToImage
-from .sampling import EDM_SIGMA_MAX, KARRAS, STOCHASTIC, Evaluations, Sampler
+from .sampling import EDM_SIGMA_MAX, KARRAS, STOCHASTIC, Sampler
+from .study import Scored, Study
 
-# The default grid: about 45 minutes on the project's 2 CPU cores for the demo, most of it the three references
+# The default grid: about 95 minutes on the project's 2 CPU cores for the demo, most of it the four references
 # (1,000 steps each). "linspace" spacing is left out by default (--spacings adds it; DDIM refuses it, t2i.sampling).
 STEPS = (6, 10, 20)
 SPACINGS = ("leading", "trailing")
-GUIDANCE_SCALES = (1.0, 3.0, 10.0)  # conditional, the demo's sample strength, and strong guidance
+GUIDANCE_SCALES = (1.0, 3.0, 10.0, 20.0)  # conditional, the demo's sample strength, strong, and the demo's strongest
 SAMPLES_PER_PROMPT = 20  # N = 200 for ten classes: each guided 1,000-step reference is 400,000 evaluations
 REFERENCE = Sampler("ddpm", 1000, "leading", None)  # ancestral DDPM at every training timestep
 BOOTSTRAP = 200
@@ -61,6 +62,19 @@ def sampler_for(name: str, spacing: str, steps: int) -> Sampler:
     return Sampler(name, steps, spacing, None)
 
 
+@dataclass
+class Result:
+    """What `make samplers` measured: a row per point and strength (the table), the cheapest match everywhere."""
+
+    rows: list[dict]
+    cheapest: dict | None
+    n: int
+    ws: list[float]
+    floor: float
+    features: str
+    bootstrap: int
+
+
 def run(
     pipe: TextToImage,
     judge,
@@ -73,89 +87,76 @@ def run(
     steps: Sequence[int] = STEPS,
     guidance_scales: Sequence[float] = GUIDANCE_SCALES,
     bootstrap: int = BOOTSTRAP,
-) -> dict | None:
+) -> Result | None:
     """Measure the front at every strength and write the report; None when the report in ``out`` is up to date."""
     ws = sorted(float(w) for w in guidance_scales)
-    inputs = {
-        "checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"],
-        "weights": pipe.weights,
-        "samples_per_prompt": samples_per_prompt,
-        "samplers": list(samplers or SAMPLERS),
-        "spacings": list(spacings),
-        "steps": list(steps),
-        "w": ws,
-        "bootstrap": bootstrap,
-        "features": extractor.name,
-        "reference": REFERENCE.describe(),
-    }
-    if reports.skip_if_fresh(out, inputs):
+    study = Study(
+        pipe,
+        judge,
+        [extractor],
+        out,
+        samples_per_prompt,
+        samplers=list(samplers or SAMPLERS),
+        spacings=list(spacings),
+        steps=list(steps),
+        w=ws,
+        bootstrap=bootstrap,
+        reference=REFERENCE.describe(),
+    )
+    if study.up_to_date():
         return None
-    shared = evaluate.PairedRows(pipe.cfg, judge, [extractor], samples_per_prompt)
-    n, floor = shared.n, shared.floors[extractor.name]
-
-    def measure(sampler: Sampler, w: float) -> dict:
-        counted = Evaluations()
-        start = time.perf_counter()
-        images = pipe.images(shared.prompts, w, sampler=sampler, evaluations=counted, show_progress=False)
-        seconds = time.perf_counter() - start
-        hits, features = shared.row(images)
-        return {
-            "sampler": sampler,
-            "nfe": counted.per_image(n),
-            "seconds": seconds / n,
-            "hits": hits,
-            "features": features[extractor.name],
-        }
-
+    n, floor = study.shared().n, study.shared().floors[extractor.name]
     grid = [sampler_for(name, spacing, k) for name, spacing in candidates(samplers, spacings) for k in steps]
     rows = []
     for w in ws:
         print(f"w = {w:g}: the reference, {REFERENCE.describe()} on {n} images (the slow part)")
-        reference = measure(REFERENCE, w)
-        points = [measure(sampler, w) for sampler in progress(grid, desc=f"samplers at w = {w:g}")]
-        rows += [{"w": w, **row} for row in analyse(reference, points, floor, shared.spec.binary_adherence, bootstrap)]
-    result = {
-        "rows": rows,
-        "cheapest": cheapest(rows),
-        "bootstrap": bootstrap,
-        "n": n,
-        "ws": ws,
-        "floor": floor,
-        "inputs": inputs,
-        "features": extractor.name,
-    }
-    write(result, pipe, Path(out))
+        reference = study.draw(w, sampler=REFERENCE)
+        points = [
+            (sampler, study.draw(w, sampler=sampler)) for sampler in progress(grid, desc=f"samplers at w = {w:g}")
+        ]
+        rows += [
+            {"w": w, **row}
+            for row in analyse(
+                reference, points, extractor.name, floor, study.shared().spec.binary_adherence, bootstrap
+            )
+        ]
+    result = Result(rows, cheapest(rows), n, ws, floor, extractor.name, bootstrap)
+    write(result, study)
     return result
 
 
-def analyse(reference: dict, points: list[dict], floor: float, binary: bool, bootstrap: int) -> list[dict]:
+def analyse(
+    reference: Scored, points: list[tuple[Sampler, Scored]], space: str, floor: float, binary: bool, bootstrap: int
+) -> list[dict]:
     """Each point's FD and adherence, and their paired differences to the reference, with intervals (one strength)."""
-    n, m = len(reference["hits"]), len(reference["features"].y)
+    ref = reference.features[space]
+    n, m = len(reference.hits), len(ref.y)
     draws, refs = stats.resamples(n, m, bootstrap)
-    ref_boot = np.array([reference["features"].fd(d, q) for d, q in zip(draws, refs)])
-    ref_fd = reference["features"].fd()
+    ref_boot = np.array([ref.fd(d, q) for d, q in zip(draws, refs)])
+    ref_fd = ref.fd()
     rows = [
         {
             "sampler": REFERENCE.name,
             "spacing": REFERENCE.spacing,
             "steps": REFERENCE.steps,
-            "nfe": reference["nfe"],
+            "nfe": reference.evaluations,
             "fd": ref_fd,
             "fd_over_floor": ref_fd / floor,
-            "adherence": float(reference["hits"].mean()),
-            "s_per_image": reference["seconds"],
+            "adherence": float(reference.hits.mean()),
+            "s_per_image": reference.seconds,
             "matches": "reference",
         }
     ]
-    for p in points:
-        sampler, fd = p["sampler"], p["features"].fd()
-        boot = np.array([p["features"].fd(d, q) for d, q in zip(draws, refs)]) - ref_boot
+    for sampler, p in points:
+        features = p.features[space]
+        fd = features.fd()
+        boot = np.array([features.fd(d, q) for d, q in zip(draws, refs)]) - ref_boot
         d_fd, (lo, hi) = fd - ref_fd, stats.interval(fd - ref_fd, boot)
         if binary:
-            d_adh, a_lo, a_hi = stats.newcombe_paired(p["hits"] > 0.5, reference["hits"] > 0.5)
+            d_adh, a_lo, a_hi = stats.newcombe_paired(p.hits > 0.5, reference.hits > 0.5)
         else:
-            adh_boot = np.array([p["hits"][d].mean() - reference["hits"][d].mean() for d in draws])
-            d_adh = float(p["hits"].mean() - reference["hits"].mean())
+            adh_boot = np.array([p.hits[d].mean() - reference.hits[d].mean() for d in draws])
+            d_adh = float(p.hits.mean() - reference.hits.mean())
             a_lo, a_hi = stats.interval(d_adh, adh_boot)
         matches = lo <= 0 <= hi and a_lo <= 0 <= a_hi
         rows.append(
@@ -163,17 +164,17 @@ def analyse(reference: dict, points: list[dict], floor: float, binary: bool, boo
                 "sampler": sampler.name,
                 "spacing": "karras" if sampler.name in KARRAS else sampler.spacing,
                 "steps": sampler.steps,
-                "nfe": p["nfe"],
+                "nfe": p.evaluations,
                 "fd": fd,
                 "fd_over_floor": fd / floor,
                 "d_fd": d_fd,
                 "d_fd_lo": lo,
                 "d_fd_hi": hi,
-                "adherence": float(p["hits"].mean()),
+                "adherence": float(p.hits.mean()),
                 "d_adherence": d_adh,
                 "d_adherence_lo": a_lo,
                 "d_adherence_hi": a_hi,
-                "s_per_image": p["seconds"],
+                "s_per_image": p.seconds,
                 "matches": "yes" if matches else "no",
             }
         )
@@ -211,41 +212,37 @@ def closest(rows: list[dict]) -> list[dict]:
     )
 
 
-def write(result: dict, pipe: TextToImage, out: Path) -> None:
-    facts = pipe.provenance(
-        inputs=result["inputs"],
-        samples=result["n"],
-        floor=result["floor"],
-        features=result["features"],
-        guidance_scales=result["ws"],
-        reference=REFERENCE.describe(),
-    )
+def write(result: Result, study: Study) -> None:
+    pipe = study.pipe
     caption = (
         f"Samplers against {REFERENCE.describe()} on {pipe.cfg.experiment} ({pipe.checkpoint.name}, "
-        f"{pipe.weights} weights), N = {result['n']} images per row from the same prompts and seeds, at each "
-        f"w of {', '.join(f'{w:g}' for w in result['ws'])} ({reports.GUIDANCE_CONVENTION}), each against its "
+        f"{pipe.weights} weights), N = {result.n} images per row from the same prompts and seeds, at each "
+        f"w of {', '.join(f'{w:g}' for w in result.ws)} ({reports.GUIDANCE_CONVENTION}), each against its "
         "own reference. nfe: network evaluations per image, counted; fd: "
-        f"Frechet distance in {result['features']} features to N real images (floor {result['floor']:.2f}); "
+        f"Frechet distance in {result.features} features to N real images (floor {result.floor:.2f}); "
         f"d_*: paired difference to the reference with its {stats.LEVEL:.0%} interval (FD: basic paired "
-        f"bootstrap over {result['bootstrap']} joint resamples of seeds and reference images; adherence: "
+        f"bootstrap over {result.bootstrap} joint resamples of seeds and reference images; adherence: "
         "Newcombe's score interval); matches: both intervals contain 0. s_per_image: this run's wall time, "
         "on this machine (a ratio between rows, not a benchmark)."
     )
-    reports.publish(
-        out,
-        facts,
-        tables={"samplers": (result["rows"], caption)},
+    study.publish(
+        tables={"samplers": (result.rows, caption)},
         figures={"front.png": lambda path: front(result, path)},
         texts={"summary.md": summary(result)},
+        samples=result.n,
+        floor=result.floor,
+        features=result.features,
+        guidance_scales=result.ws,
+        reference=REFERENCE.describe(),
     )
 
 
-def summary(result: dict) -> str:
-    rows, best, ws = result["rows"], result["cheapest"], result["ws"]
+def summary(result: Result) -> str:
+    rows, best, ws = result.rows, result.cheapest, result.ws
     references = {r["w"]: r for r in rows if r["matches"] == "reference"}
     points = [r for r in rows if r["matches"] != "reference"]
     lines = [
-        f"# Samplers against the 1,000-step reference, N = {result['n']}, at w = " + ", ".join(f"{w:g}" for w in ws),
+        f"# Samplers against the 1,000-step reference, N = {result.n}, at w = " + ", ".join(f"{w:g}" for w in ws),
         "",
         f"Reference: {REFERENCE.describe()} at each strength. A point matches it when the paired "
         f"{stats.LEVEL:.0%} intervals of its FD and adherence differences both contain 0.",
@@ -258,7 +255,7 @@ def summary(result: dict) -> str:
     ]
     lines.append("")
     if best is None:
-        lines.append(f"No sampler and step count matched the reference at every strength at N = {result['n']}.")
+        lines.append(f"No sampler and step count matched the reference at every strength at N = {result.n}.")
         near = closest(rows)
         if near:
             lines[-1] += (
@@ -308,15 +305,15 @@ def summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def front(result: dict, path: Path) -> Path:
-    ws = result["ws"]
+def front(result: Result, path: Path) -> Path:
+    ws = result.ws
     fig, axes = plt.subplots(len(ws), 2, figsize=(12, 4 * len(ws)), sharex=True, squeeze=False)
-    points = [r for r in result["rows"] if r["matches"] != "reference"]
+    points = [r for r in result.rows if r["matches"] != "reference"]
     styles = {"leading": "-", "trailing": "--", "linspace": ":", "karras": "-."}
     colours = {name: plt.cm.tab10(k % 10) for k, name in enumerate(dict.fromkeys(r["sampler"] for r in points))}
     for (left, right), w in zip(axes, ws):
         rows = [r for r in points if r["w"] == w]
-        reference = next(r for r in result["rows"] if r["matches"] == "reference" and r["w"] == w)
+        reference = next(r for r in result.rows if r["matches"] == "reference" and r["w"] == w)
         for name, spacing in dict.fromkeys((r["sampler"], r["spacing"]) for r in rows):
             mine = sorted((r for r in rows if (r["sampler"], r["spacing"]) == (name, spacing)), key=lambda r: r["nfe"])
             for ax, key in ((left, "fd_over_floor"), (right, "adherence")):
@@ -345,7 +342,7 @@ def front(result: dict, path: Path) -> Path:
     for ax in axes[-1]:
         ax.set_xlabel("network evaluations per image (counted)")
     fig.suptitle(
-        f"Samplers vs {REFERENCE.describe()}, N = {result['n']} (circled: matches the reference within the "
+        f"Samplers vs {REFERENCE.describe()}, N = {result.n} (circled: matches the reference within the "
         f"paired intervals; {reports.GUIDANCE_CONVENTION})",
         fontsize=10,
     )

@@ -73,17 +73,30 @@ class FeatureSet:
     def kid(self, rows: np.ndarray | None = None, refs: np.ndarray | None = None) -> float:
         """KID: the unbiased MMD^2 with the polynomial kernel (x.y / d + 1)^3 (Binkowski et al. 2018), over all
         pairs of *distinct original* images, so a bootstrap resample's repeats add no bias."""
-        rows = np.arange(len(self.x)) if rows is None else rows
-        refs = np.arange(len(self.y)) if refs is None else refs
-        ca, cr = np.bincount(rows, minlength=len(self.x)), np.bincount(refs, minlength=len(self.y))
+        rows = np.arange(len(self.x)) if rows is None else np.asarray(rows)
+        refs = np.arange(len(self.y)) if refs is None else np.asarray(refs)
+        return float(self.kids(rows[None], refs[None])[0])
 
-        def within(counts, k):
-            pairs = counts.sum() ** 2 - (counts**2).sum()
-            return (counts @ k @ counts - (counts**2 * np.diag(k)).sum()) / pairs
-
+    def kids(self, draws: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """:meth:`kid` of every resample at once (``draws``, ``refs``: one resample per row), on count vectors: the
+        kernel matrices are made once, not once per resample, which the thousands of resamples a Holm family of many
+        methods needs (:func:`t2i.verdict.resamples_for`) would otherwise pay for."""
         kernel = lambda gram: (gram / self.dim + 1) ** 3  # noqa: E731
-        between = ca @ kernel(self.cross) @ cr / (ca.sum() * cr.sum())
-        return float(within(ca, kernel(self.own)) + within(cr, kernel(self.ref)) - 2 * between)
+        ca, cr = _counts(draws, len(self.x)), _counts(refs, len(self.y))
+
+        def within(c: np.ndarray, k: np.ndarray) -> np.ndarray:
+            pairs = c.sum(1) ** 2 - (c**2).sum(1)
+            return (np.einsum("bi,bi->b", c @ k, c) - (c**2) @ np.diag(k)) / pairs
+
+        between = np.einsum("bi,bi->b", ca @ kernel(self.cross), cr) / (ca.sum(1) * cr.sum(1))
+        return within(ca, kernel(self.own)) + within(cr, kernel(self.ref)) - 2 * between
+
+
+def _counts(index: np.ndarray, size: int) -> np.ndarray:
+    """How often each of ``size`` items appears in each row of ``index``."""
+    found = np.zeros((len(index), size))
+    np.add.at(found, (np.arange(len(index))[:, None], index), 1)
+    return found
 
 
 def _fd_features(x: np.ndarray, y: np.ndarray) -> float:

@@ -1,6 +1,5 @@
-"""The skeleton the paired studies share: `make guidance` (:mod:`t2i.comparison`) and `make ema`
-(:mod:`t2i.ema_front`); `make samplers` (:mod:`t2i.sampler_front`) moves onto it at its next regeneration (its
-report, 70 minutes on 2 cores, would be stale otherwise). Each one
+"""The skeleton the three paired studies share: `make guidance` (:mod:`t2i.comparison`), `make samplers`
+(:mod:`t2i.sampler_front`) and `make ema` (:mod:`t2i.ema_front`). Each one
 
 1. names its settings, which with the checkpoint, its weights, the sampler and the feature spaces decide whether the
    report already in its folder is up to date (then nothing is drawn: :meth:`Study.up_to_date`);
@@ -38,15 +37,26 @@ class Scored:
 class Study:
     """One study of one run: its settings and folder, the rows it shares, and how it draws and publishes."""
 
-    def __init__(self, pipe: TextToImage, judge, extractors: list, out: Path, samples_per_prompt: int, **settings):
+    def __init__(
+        self,
+        pipe: TextToImage,
+        judge,
+        extractors: list,
+        out: Path,
+        samples_per_prompt: int,
+        *,
+        skip_real: int = 0,
+        **settings,
+    ):
         self.pipe, self.judge, self.extractors, self.out = pipe, judge, list(extractors), Path(out)
-        self.samples_per_prompt = samples_per_prompt
+        self.samples_per_prompt, self.skip_real = samples_per_prompt, skip_real
         self.inputs = {
             "checkpoint_manifest_sha256": pipe.provenance()["checkpoint_manifest_sha256"],
             "weights": pipe.weights,
             "sampler": pipe.sampling.describe(),
             "samples_per_prompt": samples_per_prompt,
             "features": [e.name for e in self.extractors],
+            **({"reference_skips": skip_real} if skip_real else {}),
             **settings,
         }
         self._shared: dict[int, evaluate.PairedRows] = {}
@@ -56,10 +66,11 @@ class Study:
         return reports.skip_if_fresh(self.out, self.inputs)
 
     def shared(self, samples_per_prompt: int | None = None) -> evaluate.PairedRows:
-        """The prompts, seeds and reference that rows of ``samples_per_prompt`` per prompt share (made once)."""
+        """The prompts, seeds and reference that rows of ``samples_per_prompt`` per prompt share (made once; a
+        replication's real images start past :attr:`skip_real`: :class:`t2i.evaluate.PairedRows`)."""
         k = samples_per_prompt or self.samples_per_prompt
         if k not in self._shared:
-            self._shared[k] = evaluate.PairedRows(self.pipe.cfg, self.judge, self.extractors, k)
+            self._shared[k] = evaluate.PairedRows(self.pipe.cfg, self.judge, self.extractors, k, self.skip_real)
         return self._shared[k]
 
     def draw(

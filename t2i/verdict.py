@@ -144,7 +144,7 @@ def primary_tests(
     shift = {label: c.resampled[:bootstrap] - c.w for label, c in calibrations.items()}  # ... paired with the front's
     tests = []
     for s in spaces:
-        kid_boot = {label: resampled_kid(r.features[s], draws, refs) for label, r in verdict_rows.items()}
+        kid_boot = {label: r.features[s].kids(draws, refs) for label, r in verdict_rows.items()}
         mine = []
         for label, row in verdict_rows.items():
             if label == "cfg":
@@ -185,27 +185,6 @@ def primary_tests(
             t["verdict"] = "not resolved" if adjusted > 1 - stats.LEVEL else "better" if t["better"] else "worse"
         tests += mine
     return tests
-
-
-def resampled_kid(features: stats.FeatureSet, draws: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    """:meth:`t2i.stats.FeatureSet.kid` of every resample at once (``draws``, ``refs``: one resample per row), the
-    same formula on count vectors: the kernel matrices are made once, not once per resample, which the thousands of
-    resamples a Holm family of many methods needs (:func:`resamples_for`) would otherwise pay for."""
-    kernel = lambda gram: (gram / features.dim + 1) ** 3  # noqa: E731
-
-    def counts(index: np.ndarray, size: int) -> np.ndarray:
-        found = np.zeros((len(index), size))
-        np.add.at(found, (np.arange(len(index))[:, None], index), 1)
-        return found
-
-    ca, cr = counts(draws, len(features.x)), counts(refs, len(features.y))
-
-    def within(c: np.ndarray, k: np.ndarray) -> np.ndarray:
-        pairs = c.sum(1) ** 2 - (c**2).sum(1)
-        return (np.einsum("bi,bi->b", c @ k, c) - (c**2) @ np.diag(k)) / pairs
-
-    between = np.einsum("bi,bi->b", ca @ kernel(features.cross), cr) / (ca.sum(1) * cr.sum(1))
-    return within(ca, kernel(features.own)) + within(cr, kernel(features.ref)) - 2 * between
 
 
 def _adherence_interval(hits: np.ndarray, binary: bool) -> tuple[float, float]:

@@ -75,10 +75,11 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert cli.main(command) == 0
     assert "up to date" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == made  # nothing redrawn
-    # a replication: other seeds, the main report's tuned interval, its primary endpoints compared
+    # a replication: other seeds, a reference past every real image the main report judged against, its interval
     assert cli.main(command[:5] + ["cfg", "apg", "interval"] + command[9:13] + ["--check", "again"]) == 0
     again = reports.read_provenance(out / "again" / "summary.md")
     used = reports.read_provenance(out / "summary.md")
+    assert again["inputs"]["reference_skips"] == max(used["reference_images"], used["verdict_reference_images"]) > 0
     assert again["inputs"]["seed"] == used["inputs"]["seed"] + comparison.CHECK_SEED_OFFSET
     assert again["interval"] == used["interval"] and not (out / "again" / "tuning.md").exists()
     assert (out / "again" / "check.md").exists()
@@ -135,14 +136,6 @@ def test_calibrated_verdicts_follow_the_kid_at_each_curves_own_strength():
     wide = next(t for t in wide if t["method"] == "shifted")
     assert wide["hi"] - wide["lo"] > 2 * (found["shifted"]["hi"] - found["shifted"]["lo"])
     assert wide["verdict"] == "not resolved"
-
-
-def test_resampled_kid_is_featuresets_kid_of_each_resample():
-    rng = np.random.default_rng(5)
-    features = stats.FeatureSet(rng.normal(size=(40, 6)), rng.normal(loc=0.3, size=(50, 6)))
-    draws, refs = stats.resamples(40, 50, 25)
-    expected = [features.kid(d, q) for d, q in zip(draws, refs)]
-    np.testing.assert_allclose(verdict.resampled_kid(features, draws, refs), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_the_verdicts_bootstrap_can_resolve_a_family_of_fourteen_methods():

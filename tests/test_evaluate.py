@@ -67,6 +67,17 @@ def test_an_n_larger_than_half_the_data_gets_a_reference_of_half_and_says_so(smo
     assert "reference: 5 real training images against N = 8" in capsys.readouterr().out
 
 
+def test_a_replications_reference_starts_past_the_real_images_the_main_report_used(smoke_cfg, ten_real_images):
+    real, extractor = ten_real_images
+    main, _, _ = evaluate.reference_set(smoke_cfg, extractor, 3)
+    held, floor, conditions = evaluate.reference_set(smoke_cfg, extractor, 3, skip=3)
+    assert set(main.features[:, 0]).isdisjoint(held.features[:, 0])
+    assert held.features[:, 0].tolist() == evaluate.metrics.to_uint8(real[0][3:6])[:, 0, 0, 0].tolist()
+    assert torch.equal(floor, real[0][6:9]) and conditions.tolist() == [6, 7, 8]
+    with pytest.raises(ValueError, match="past the 8 skipped"):
+        evaluate.reference_set(smoke_cfg, extractor, 3, skip=8)
+
+
 def test_eval_reads_the_config_once_and_records_the_seed_that_drew_the_images(smoke_cfg, fit, monkeypatch, capsys):
     import json
 

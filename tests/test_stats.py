@@ -45,6 +45,14 @@ def test_kid_is_the_unbiased_mmd_and_ignores_the_repeats_of_a_resample():
     assert features.kid(rows, None) == pytest.approx(expected, rel=1e-9)
 
 
+def test_kids_of_many_resamples_at_once_are_each_resamples_kid():
+    rng = np.random.default_rng(5)
+    features = stats.FeatureSet(rng.normal(size=(40, 6)), rng.normal(loc=0.3, size=(50, 6)))
+    draws, refs = stats.resamples(40, 50, 25)
+    expected = [features.kid(d, q) for d, q in zip(draws, refs)]
+    np.testing.assert_allclose(features.kids(draws, refs), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_the_paired_fd_difference_interval_covers_the_truth_about_as_often_as_it_says():
     """Two methods sampled from the same seeds: a_i = mu_a + z_i and b_i = mu_b + (0.8 z_i + 0.6 e_i), every set with
     identity covariance, so FD_a - FD_b = |mu_a|^2 - |mu_b|^2 exactly. 200 repeats of N = 100: the basic paired

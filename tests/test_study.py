@@ -15,8 +15,8 @@ def test_a_study_draws_paired_rows_counts_evaluations_and_knows_when_its_report_
     run = Run.open(fit(smoke_cfg.replace(epochs=1, judge_epochs=1), paths.run_dir("mnist", "study")))
     pipe, judge = run.pipe, run.judge
     extractor = evaluate.make_extractor("judge", judge, pipe.device)
-    study = Study(pipe, judge, [extractor], tmp_path / "study", 1, grid=[1, 2])
-    assert study.inputs["grid"] == [1, 2]
+    study = Study(pipe, judge, [extractor], tmp_path / "study", 1, skip_real=2, grid=[1, 2])
+    assert study.inputs["grid"] == [1, 2] and study.inputs["reference_skips"] == 2
     assert study.inputs["features"] == [extractor.name] and study.inputs["sampler"] == pipe.sampling.describe()
     assert not study.up_to_date()
 
@@ -37,4 +37,4 @@ def test_a_study_draws_paired_rows_counts_evaluations_and_knows_when_its_report_
         samples=shared.n,
     )
     assert study.up_to_date()
-    assert not Study(pipe, judge, [extractor], tmp_path / "study", 1, grid=[1, 3]).up_to_date()
+    assert not Study(pipe, judge, [extractor], tmp_path / "study", 1, skip_real=2, grid=[1, 3]).up_to_date()
