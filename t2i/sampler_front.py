@@ -33,7 +33,8 @@ from .sampling import EDM_SIGMA_MAX, KARRAS, STOCHASTIC, Sampler
 from .study import Scored, Study
 
 # The default grid: 81 minutes on the project's 2 CPU cores for the demo (alone on the machine), four 1,000-step
-# references and 48 points at each strength. "linspace" spacing is left out by default (--spacings adds it; DDIM refuses it, t2i.sampling).
+# references and 48 points at each strength. "linspace" spacing is left out by default (--spacings adds it; DDIM
+# refuses it, t2i.sampling).
 STEPS = (6, 10, 20)
 SPACINGS = ("leading", "trailing")
 GUIDANCE_SCALES = (1.0, 3.0, 10.0, 20.0)  # conditional, the demo's sample strength, strong, and the demo's strongest
