@@ -127,7 +127,7 @@ def run(
     strengths = sorted({float(w) for w in strengths})  # a curve is read in order of strength
     if compare_with is not None:  # a replication, not a re-read: none of the main report's images again
         seed = pipe.seed_for(seed) + CHECK_SEED_OFFSET
-    main = main_report(Path(compare_with)) if compare_with is not None else {"reference_images": 0, "interval": None}
+    main = main_report(compare_with)
     study = Study(
         pipe,
         judge,
@@ -147,7 +147,7 @@ def run(
     damage, study.extractors = verdict.feature_spaces(pipe.cfg, study.extractors)  # the primary space first
     shared, final = study.shared(min(FRONT_SAMPLES_PER_PROMPT, samples_per_prompt)), study.shared()
     spaces, n = [e.name for e in study.extractors], shared.n
-    real_adherence, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=final.n)
+    real, real_n = evaluate.real_adherence(pipe.cfg, judge, limit=final.n)
 
     def measure(variant: Variant, w: float, on: evaluate.PairedRows = shared, seed: int | None = seed) -> Row:
         scored = study.draw(w, shared=on, seed=seed, method=variant.method, params=variant.params, guide=guide)
@@ -169,7 +169,7 @@ def run(
             rows.append(Row(variant, 1.0, shared_one.hits, shared_one.features, shared_one.evaluations))
             continue
         rows.append(measure(variant, w))
-    result = analyse(rows, spaces, shared.floors, real_adherence, shared.spec.binary_adherence, bootstrap)
+    result = analyse(rows, spaces, shared.floors, real, shared.spec.binary_adherence, bootstrap, main["level"])
     level = result.primary_level
     resamples = verdict.resamples_for(len(curves) - 1, at_least=bootstrap)  # Holm over the methods needs p this small
     calibrations = verdict.calibrate(rows, level, spaces, stats.resamples(n, shared.reference_n, resamples)[0])
@@ -375,6 +375,7 @@ def write(result: Result, study: Study) -> None:
         samples=n,
         reference_images=m,
         verdict_reference_images=result.verdict_reference_n,
+        primary_level=result.primary_level,
         floors=result.floors,
         real_adherence=result.real_adherence,
         features=spaces,

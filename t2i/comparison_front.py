@@ -17,10 +17,17 @@ POWER = 0.8  # samples_needed plans for this power
 
 
 def analyse(
-    rows: list, spaces: list[str], floors: dict[str, float], real_adherence: float, binary: bool, bootstrap: int
+    rows: list,
+    spaces: list[str],
+    floors: dict[str, float],
+    real_adherence: float,
+    binary: bool,
+    bootstrap: int,
+    kept_level: float | None = None,
 ) -> Result:
     """Every number the report shows, from the rows (:class:`t2i.comparison.Row`): marginal values with intervals,
-    paired differences to CFG at the same w, and the tests along the curve (descriptive)."""
+    paired differences to CFG at the same w, and the tests along the curve (descriptive). ``kept_level``: a
+    replication's, the main report's primary level, kept so that it measures the same endpoints."""
     n, m = len(rows[0].hits), len(rows[0].features[spaces[0]].y)
     draws, refs = stats.resamples(n, m, bootstrap)
     boot = {s: np.array([[r.features[s].fd(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
@@ -83,6 +90,7 @@ def analyse(
 
     levels_a = sorted({lv for lv in ADHERENCE_LEVELS if lv < real_adherence} | {round(real_adherence, 4)})
     primary = verdict.primary_adherence(rows, real_adherence, PRIMARY_FRACTION)
+    primary = primary.kept(kept_level) if kept_level is not None else primary
     tests = []
     for s in spaces:
         for label in dict.fromkeys(r.variant.label for r in rows if r.variant.label != "cfg"):

@@ -64,6 +64,20 @@ def verdicts(result: Result, space: str) -> dict[str, str]:
     return {label: primary.get(label, "not reached") for label in labels}
 
 
+def _placed(result: Result, conditional: float) -> str:
+    """Where the primary level comes from: its place on the scale, read off this front, or the main report's."""
+    if result.level is not None and result.level.own is not None:
+        return (
+            "the main report's level, kept so that this replication measures the same endpoints (this front's "
+            f"conditional model, {conditional:.3f} at w = 1, would place it at {result.level.own:g})"
+        )
+    return (
+        f"{result.primary_fraction:.0%} of the way from the conditional model's {conditional:.3f} (w = 1 on the "
+        f"front) to the judge's {result.real_adherence:.3f} on real held-out images, a level declared as that place "
+        "on the scale, not as a number, and read off the front alone" + _raised(result.level)
+    )
+
+
 def _raised(level) -> str:
     """Why the level is above the fraction's place, when it is."""
     if level is None or not level.raised:
@@ -90,10 +104,7 @@ def summary(result: Result, pipe: TextToImage, fd_levels: Sequence[float]) -> st
         f"{pipe.checkpoint.name}, {pipe.weights} weights, {pipe.sampling.describe()}. **Primary endpoint, "
         "declared for every method**: its KID difference to CFG, each sampled at the strength where its own "
         "curve reaches "
-        f"adherence {level:g}: {result.primary_fraction:.0%} of the way from the conditional model's "
-        f"{conditional:.3f} (w = 1 on the front) to the "
-        f"judge's {result.real_adherence:.3f} on real held-out images, a level declared as that place on the "
-        "scale, not as a number, and read off the front alone" + _raised(result.level) + ". The "
+        f"adherence {level:g}: " + _placed(result, conditional) + ". The "
         f"strengths are calibrated on the front (N = {n} per row, its own seeds); the verdict rows are drawn at "
         f"them on {nv} fresh seeds, the same in every row, and the interval carries the calibration's error "
         f"(verdict.md). KID is unbiased at any N; FD's bias depends on each method's diversity. Primary feature "
@@ -285,22 +296,26 @@ def read_verdicts(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def main_report(main: Path) -> dict:
+def main_report(main: Path | None) -> dict:
     """The facts of the guidance report in ``main`` that a replication of it needs: how many of the first real
     training images it judged its rows against (its front's and its verdict rows' references; a replication's
-    reference starts past them) and the guidance interval it tuned (replicated, not tuned again)."""
+    reference starts past them), the guidance interval it tuned and its primary adherence level (both kept, not
+    placed again: the replication measures the same endpoints). None: a main report's own (none of them)."""
+    if main is None:
+        return {"reference_images": 0, "interval": None, "level": None}
     path = Path(main) / "summary.provenance.json"
     if not path.exists():
         raise FileNotFoundError(f"no guidance report in {main} to replicate: run `make guidance` first")
     facts = json.loads(path.read_text())
-    if "verdict_reference_images" not in facts:
+    if "verdict_reference_images" not in facts or "primary_level" not in facts:
         raise ValueError(
-            f"{main} was made before reports named their verdict rows' reference: run `make guidance` "
-            "again before replicating it"
+            f"{main} was made before reports named their verdict rows' reference and primary level: run "
+            "`make guidance` again before replicating it"
         )
     return {
         "reference_images": max(int(facts["reference_images"]), int(facts["verdict_reference_images"])),
         "interval": tuple(facts["interval"]) if facts.get("interval") else None,
+        "level": float(facts["primary_level"]),
     }
 
 
@@ -336,9 +351,10 @@ def check_against(result: Result, main: Path, out: Path) -> str:
         )
     count = lambda key: f"{sum(r[key] == 'yes' for r in rows)} of {len(rows)}"  # noqa: E731
     caption = (
-        f"Replication: the main report's primary endpoints (KID difference to CFG at the calibrated strength) "
-        f"against this report's at N = {result.verdict_n or result.n} on other seeds and a held-out real "
-        f"reference. Same sign: {count('same_sign')}; {stats.LEVEL:.0%} intervals overlap: {count('overlap')}; "
+        f"Replication: the main report's primary endpoints (KID difference to CFG at the strength calibrated to "
+        f"adherence {result.primary_level:g}) against this report's at the same level, N = "
+        f"{result.verdict_n or result.n}, on other seeds and a held-out real reference. Same sign: "
+        f"{count('same_sign')}; {stats.LEVEL:.0%} intervals overlap: {count('overlap')}; "
         f"same verdict: {count('same_verdict')}; contradicted (resolved, opposite signs): "
         f"{count('contradicted')}."
     )

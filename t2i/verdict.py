@@ -23,6 +23,7 @@ front's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -67,11 +68,17 @@ class Level:
     halfway: float  # ``fraction`` of the way from it to the judge's on real images
     step: float  # the least rise above the conditional model the front resolves (one-sided, stats.LEVEL)
     n: int  # the front's N per row
+    own: float | None = None  # a replication's: where its own front would place the level (the main report's is kept)
 
     @property
     def raised(self) -> bool:
         """The fraction's level lay within the front's noise of the conditional model, and was raised."""
-        return self.value > self.halfway
+        return self.own is None and self.value > self.halfway
+
+    def kept(self, value: float) -> "Level":
+        """This front's level replaced by ``value``, the main report's, which a replication keeps: a level placed on
+        other seeds moves with their conditional model, and an endpoint at another level is another endpoint."""
+        return dataclasses.replace(self, value=value, own=self.value)
 
 
 def primary_adherence(rows: list, real_adherence: float, fraction: float) -> Level:

@@ -82,6 +82,8 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert again["inputs"]["reference_skips"] == max(used["reference_images"], used["verdict_reference_images"]) > 0
     assert again["inputs"]["seed"] == used["inputs"]["seed"] + comparison.CHECK_SEED_OFFSET
     assert again["interval"] == used["interval"] and not (out / "again" / "tuning.md").exists()
+    assert again["primary_level"] == used["primary_level"]  # the same endpoints, not a level placed on other seeds
+    assert "kept so that this replication measures the same endpoints" in (out / "again" / "summary.md").read_text()
     assert (out / "again" / "check.md").exists()
 
 
@@ -200,7 +202,8 @@ def test_a_replication_reports_sign_interval_and_verdict_agreement_with_the_main
             "verdict": "descriptive",
         }
     )  # a test along the curve is not an endpoint
-    result = comparison_report.Result([], [], here, {}, 1.0, [], None, {}, True, 10, 0.5, 0.8, n=200, verdict_n=500)
+    level = verdict.Level(0.9, 0.95, 0.97, 0.01, 200).kept(0.99)  # the main report's level, kept
+    result = comparison_report.Result([], [], here, {}, 1.0, [], level, {}, True, 10, 0.5, 0.8, n=200, verdict_n=500)
     out = tmp_path / "check"
     out.mkdir()
     caption = comparison_report.check_against(result, main, out)
@@ -211,6 +214,8 @@ def test_a_replication_reports_sign_interval_and_verdict_agreement_with_the_main
     assert [rows[m]["same_verdict"] for m in "abc"] == ["yes", "yes", "no"]
     assert [rows[m]["contradicted"] for m in "abc"] == ["no", "no", "yes"]
     assert "Same sign: 1 of 3" in caption and "contradicted (resolved, opposite signs): 1 of 3" in caption
+    assert "calibrated to adherence 0.99) against this report's at the same level" in caption
+    assert (level.value, level.own, level.raised) == (0.99, 0.9, False)
 
 
 def test_the_primary_level_stands_above_the_conditional_models_noise():
