@@ -134,7 +134,7 @@ def run(
         extractors,
         out,
         samples_per_prompt,
-        skip_real=main["reference_images"],
+        **main["study"],  # a replication's: the real images it skips, the interval and level it keeps
         methods=list(methods) if methods else None,
         strengths=[float(w) for w in strengths],
         guide=guide_name,

@@ -83,6 +83,8 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert again["inputs"]["seed"] == used["inputs"]["seed"] + comparison.CHECK_SEED_OFFSET
     assert again["interval"] == used["interval"] and not (out / "again" / "tuning.md").exists()
     assert again["primary_level"] == used["primary_level"]  # the same endpoints, not a level placed on other seeds
+    kept = {"kept_level": used["primary_level"], "kept_interval": used["interval"]}
+    assert {k: again["inputs"][k] for k in kept} == kept  # a main report redrawn at another level stales its check
     assert "kept so that this replication measures the same endpoints" in (out / "again" / "summary.md").read_text()
     assert (out / "again" / "check.md").exists()
 
