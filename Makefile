@@ -75,10 +75,13 @@ guidance-check: setup  ## replicate the guidance verdicts on fresh seeds and hel
 
 # The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),
 # each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (~45 min on 2 cores).
+# Every model samples the post-hoc EMA length `make ema` chose for CFG on the demo (runs/mnist/demo/ema_presets.json),
+# as the recipe's: a seed's own `make ema` reads its guidance report, so it would cost a second guidance report each.
 SEEDS ?= 423 424
+MODELS_EMA = $(shell $(PY) -c "import json; print(json.load(open('runs/mnist/demo/ema_presets.json'))['lengths']['cfg'])" 2>/dev/null)
 guidance-models: setup  ## the guidance verdicts on the demo and on demo models trained from SEEDS="423 424"
 	for s in $(SEEDS); do $(MAKE) run-mnist PROFILE=demo RUN_NAME=demo-seed$$s ARGS="-p seed $$s" && \
-		$(MAKE) guidance RUN=runs/mnist/demo-seed$$s || exit 1; done
+		$(MAKE) guidance RUN=runs/mnist/demo-seed$$s ARGS="$(if $(MODELS_EMA),-p ema_length $(MODELS_EMA))" || exit 1; done
 	$(MAKE) guidance RUN=runs/mnist/demo
 	$(PY) -m t2i guidance runs/mnist/demo --across $(foreach s,$(SEEDS),runs/mnist/demo-seed$(s))
 
