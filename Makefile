@@ -15,7 +15,7 @@ export T2I_COMMAND ?= make $(MAKECMDGOALS) $(MAKEOVERRIDES)
 REPORTS := $(or $(T2I_REPORTS_DIR),reports)
 PAPERMILL := $(PY) -m papermill --kernel $(KERNEL) --log-output --no-progress-bar
 
-.PHONY: help setup demo test eval guidance guidance-check guidance-models samplers ema export figures assets bench-loader bench-latent bench-sampling bench-gpu lab watch screenshots clean
+.PHONY: help setup demo test eval guidance guidance-check guidance-models samplers ema export figures assets bench-loader bench-latent bench-sampling bench-bootstrap bench-gpu lab watch screenshots clean
 
 help:  ## list the targets
 	@grep -E '^[a-z][a-z0-9 -]*:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{sub(/:.*/, "", $$1); printf "  make %-34s %s\n", $$1, $$2}'
@@ -110,6 +110,9 @@ bench-latent: setup  ## CelebA step reading the latent cache vs encoding with th
 
 bench-sampling: setup  ## a run's default sampler vs the DDPM x 20 it replaced (RUN=runs/mnist/demo) -> reports/bench/sampling.md
 	$(PY) -m t2i.bench sampling --run $(RUN)
+
+bench-bootstrap: setup  ## the guidance front's bootstrap per row: FD, KID per resample vs at once -> reports/bench/bootstrap.md
+	$(PY) -m t2i.bench bootstrap
 
 bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/<device>/gpu.md
 	$(PY) -m t2i.bench gpu $(ARGS)

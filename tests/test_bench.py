@@ -222,3 +222,16 @@ def test_bench_sampling_times_the_default_sampler_against_ddpm_20_on_the_same_pr
         rows = list(csv.DictReader(f))
     assert [float(r["evaluations_per_image"]) for r in rows] == [40.0, 10.0]  # counted: 2 per guided step
     assert float(rows[0]["speedup"]) == 1.0 and "ddim x 5 steps" in rows[1]["sampler"]
+
+
+def test_bench_bootstrap_times_fd_and_kid_per_resample_and_kid_at_once_with_the_same_kids(tmp_path):
+    from t2i.bench import bootstrap
+
+    bootstrap.run(n=30, dim=40, resamples=20, out=tmp_path / "bootstrap")
+    with open(tmp_path / "bootstrap.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["way"].split(",")[0] for r in rows] == ["FD", "KID", "KID"]
+    assert float(rows[2]["max_kid_difference"]) < 1e-10  # the two ways compute the same resampled KIDs
+    assert float(rows[1]["speedup_vs_kid_one_at_a_time"]) == 1.0
+    seconds = float(rows[0]["seconds_per_row"])
+    assert float(rows[0]["front_seconds"]) == pytest.approx(seconds * bootstrap.FRONT_ROWS * bootstrap.SPACES)

@@ -1,7 +1,7 @@
 import argparse
 import sys
 
-from . import gpu, latent, loader, sampling
+from . import bootstrap, gpu, latent, loader, sampling
 
 parser = argparse.ArgumentParser(prog="python -m t2i.bench", description="benchmarks -> reports/bench/")
 sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -9,6 +9,7 @@ sub.add_parser("loader", help="thesis Table 2: naive / LRU / file-sequential / p
 sub.add_parser("latent", help="a CelebA step on the latent cache vs encoding with the VAE")
 p = sub.add_parser("sampling", help="a run's default sampler vs the DDPM x 20 it replaced, N = 500 at w = 3")
 p.add_argument("--run", default="runs/mnist/demo")
+sub.add_parser("bootstrap", help="the guidance front's bootstrap per row: FD and KID per resample vs KID at once")
 p = sub.add_parser("gpu", help="training step per config, precision and layout; trainer vs bare step")
 p.add_argument("--experiments", nargs="+", default=list(gpu.EXPERIMENTS), choices=gpu.EXPERIMENTS)
 p.add_argument("--variants", nargs="+", default=list(gpu.VARIANTS), choices=list(gpu.VARIANTS))
@@ -38,5 +39,5 @@ if args.benchmark == "gpu":
 elif args.benchmark == "sampling":
     sampling.run(args.run)
 else:
-    {"loader": loader.run, "latent": latent.run}[args.benchmark]()
+    {"loader": loader.run, "latent": latent.run, "bootstrap": bootstrap.run}[args.benchmark]()
 sys.exit(0)
