@@ -70,8 +70,10 @@ guidance: setup  ## every guidance method, paired verdicts along the front: make
 
 # A replication of `make guidance`'s verdicts: every method again on seeds disjoint from the main report's, judged
 # against real images past those the main report used (guidance/replication/check.md: sign, interval, verdict).
+# autoguidance's guide, as in notebooks/06_guidance.ipynb: the replication repeats every method of the main report
+GUIDE ?= epoch-0010
 guidance-check: setup  ## replicate the guidance verdicts on fresh seeds and held-out real images: make guidance-check RUN=...
-	$(PY) -m t2i guidance $(RUN) --check replication $(ARGS)
+	$(PY) -m t2i guidance $(RUN) --check replication --guide-checkpoint $(GUIDE) $(ARGS)
 
 # The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),
 # each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (~45 min on 2 cores).

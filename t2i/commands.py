@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import assets, configs, experiments, figures, guidance, judges, paths, pipeline, thesis
+from . import assets, configs, experiments, figures, guidance, judges, paths, pipeline, reports, thesis
 from .arguments import guidance_params, parse_overrides
 from .data import latents
 from .errors import ConfigError
@@ -85,6 +85,8 @@ def do_guidance(args) -> int:
 
         return _report(replication.write([args.run_dir, *args.across]).parent, "models_summary.md")
     run = Run.open(args.run_dir)
+    if args.check:
+        _repeats_every_method(run.guidance_dir, args)
     return _report(
         run.compare_guidance(
             args.samples_per_prompt,
@@ -97,6 +99,18 @@ def do_guidance(args) -> int:
             ema_length=args.ema_length,
         )
     )
+
+
+def _repeats_every_method(main: Path, args) -> None:
+    """A replication draws every method of the main report in ``main`` again: one that autoguided needs its guide
+    named again (``python -m t2i guidance`` has no default guide; `make guidance`'s notebook names epoch-0010)."""
+    made = reports.read_provenance(main / "summary.md") or {}
+    guided = "autoguidance" in made.get("methods", []) and args.methods is None  # a subset is the user's choice
+    if guided and not (args.guide_checkpoint or args.guide_run):
+        raise ConfigError(
+            f"{main} autoguided with {made.get('guide')}: name that guide again (--guide-checkpoint or --guide-run), "
+            "so that the replication repeats every method"
+        )
 
 
 def do_samplers(args) -> int:

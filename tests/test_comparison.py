@@ -87,6 +87,9 @@ def test_make_guidance_writes_every_artefact_with_paired_intervals_and_a_second_
     assert {k: again["inputs"][k] for k in kept} == kept  # a main report redrawn at another level stales its check
     assert "kept so that this replication measures the same endpoints" in (out / "again" / "summary.md").read_text()
     assert (out / "again" / "check.md").exists()
+    # every method again, by default: one that autoguided needs its guide named, or the replication would drop it
+    assert cli.main(command[:2] + ["--check", "unguided"]) == 1 and not (out / "unguided").exists()
+    assert "repeats every method" in capsys.readouterr().err
 
 
 def row(variant, w, hits, fd_shift, reference, rng):
