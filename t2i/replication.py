@@ -65,7 +65,17 @@ def across(found: dict[str, dict[str, dict]]) -> list[dict]:
     return table
 
 
-def summary(table: list[dict], runs: list[str]) -> str:
+def endpoint(report: Path, tests: dict[str, dict]) -> str:
+    """Where one model's primary endpoints sit: its own primary adherence level (placed on its own front, as its
+    report says) and the strength CFG was calibrated to, in its primary feature space."""
+    made = reports.read_provenance(Path(report) / "summary.md") or {}
+    level = f"adherence {made['primary_level']:g}" if "primary_level" in made else "its primary level"
+    cfg = next((t["w_cfg"] for t in tests.values() if t.get("w_cfg")), None)
+    space = next(iter(tests.values()))["features"] if tests else "?"
+    return f"{level}, CFG at w = {float(cfg):.2g}, in {space}" if cfg else f"{level}, in {space}"
+
+
+def summary(table: list[dict], runs: list[str], endpoints: list[str] | None = None) -> str:
     n = len(runs)
     lines = [
         f"# Guidance verdicts on {n} independently trained models",
@@ -74,6 +84,8 @@ def summary(table: list[dict], runs: list[str]) -> str:
         f"`make guidance` report): {', '.join(runs)}. A verdict holds when all {n} agree.",
         "",
     ]
+    if endpoints:  # each model's level is placed on its own front, so the endpoints differ in place, not in kind
+        lines += [f"Model {k} ({run}): {where}." for k, (run, where) in enumerate(zip(runs, endpoints), 1)] + [""]
     for row in table:
         tally = ", ".join(f"{row[v]} {v}" for v in VERDICTS if row[v]) or "not reached"
         agreed = row[row["verdict"]] == n if row["verdict"] in VERDICTS else False
@@ -97,6 +109,7 @@ def write(runs: list[Path]) -> Path:
     reports_of = {str(r): paths.run_reports(r) / paths.GUIDANCE for r in runs}
     found = {run: primary_verdicts(report) for run, report in reports_of.items()}
     table = across(found)
+    endpoints = [endpoint(reports_of[run], found[run]) for run in found]
     out = reports_of[str(runs[0])]
     caption = (
         "Each method's primary verdict on each model (model k: the k-th run given, in its own primary feature "
@@ -106,6 +119,9 @@ def write(runs: list[Path]) -> Path:
     )
     facts = {"runs": list(reports_of), "reports": [str(p) for p in reports_of.values()]}
     reports.publish(
-        out, facts, tables={"models": (table, caption)}, texts={"models_summary.md": summary(table, list(reports_of))}
+        out,
+        facts,
+        tables={"models": (table, caption)},
+        texts={"models_summary.md": summary(table, list(reports_of), endpoints)},
     )
     return out / "models_summary.md"

@@ -47,6 +47,8 @@ def test_a_verdict_holds_only_where_every_model_agrees_and_each_model_is_read_in
             "demo-seed424", {"apg": ("better", -0.01), "seg": ("not resolved", 0.002), "pag": ("not resolved", 0.001)}
         ),
     ]
+    made = paths.run_reports(runs[0]) / "guidance" / "summary.provenance.json"
+    made.write_text(json.dumps({"primary_level": 0.996}))  # each model's own level, from its report's sidecar
     assert cli.main(["guidance", str(runs[0]), "--across", *map(str, runs[1:])]) == 0  # reads, samples nothing
     summary = (paths.run_reports(runs[0]) / "guidance" / "models_summary.md").read_text()
     table = {r["method"]: r for r in csv.DictReader(open(paths.run_reports(runs[0]) / "guidance" / "models.csv"))}
@@ -56,6 +58,8 @@ def test_a_verdict_holds_only_where_every_model_agrees_and_each_model_is_read_in
     assert "**better than CFG on all 3 models**" in summary and "not resolved on all 3 models" in summary
     assert "the models disagree (2 worse, 1 not resolved)" in summary
     assert table["apg"]["model 2"].startswith("better: -0.0200")
+    assert f"Model 1 ({runs[0]}): adherence 0.996, in random-cnn0." in summary
+    assert f"Model 2 ({runs[1]}): its primary level, in random-cnn0." in summary
 
 
 def test_a_model_without_verdicts_is_a_one_line_error():
