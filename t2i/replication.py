@@ -72,7 +72,7 @@ def endpoint(report: Path, tests: dict[str, dict]) -> str:
     level = f"adherence {made['primary_level']:g}" if "primary_level" in made else "its primary level"
     cfg = next((t["w_cfg"] for t in tests.values() if t.get("w_cfg")), None)
     space = next(iter(tests.values()))["features"] if tests else "?"
-    return f"{level}, CFG at w = {float(cfg):.2g}, in {space}" if cfg else f"{level}, in {space}"
+    return f"{level}, CFG at w = {float(cfg):.3g}, in {space}" if cfg else f"{level}, in {space}"
 
 
 def summary(table: list[dict], runs: list[str], endpoints: list[str] | None = None) -> str:
