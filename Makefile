@@ -113,7 +113,7 @@ bench-latent: setup  ## CelebA step reading the latent cache vs encoding with th
 bench-sampling: setup  ## a run's default sampler vs the DDPM x 20 it replaced (RUN=runs/mnist/demo) -> reports/bench/sampling.md
 	$(PY) -m t2i.bench sampling --run $(RUN)
 
-bench-bootstrap: setup  ## the guidance front's bootstrap per row: FD, KID per resample vs at once -> reports/bench/bootstrap.md
+bench-bootstrap: setup  ## the guidance front's bootstrap per row: FD, KID one resample at a time vs the front's ways -> reports/bench/bootstrap.md
 	$(PY) -m t2i.bench bootstrap
 
 bench-gpu: setup  ## training step per config, precision and layout vs the card's peak -> reports/bench/<device>/gpu.md

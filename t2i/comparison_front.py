@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import stats, verdict
+from . import resampled, stats, verdict
 from .comparison_report import Result
 
 ADHERENCE_LEVELS = (0.95, 0.97, 0.98, 0.99)  # matched adherence (those above the judge's real accuracy are dropped)
@@ -30,8 +30,8 @@ def analyse(
     replication's, the main report's primary level, kept so that it measures the same endpoints."""
     n, m = len(rows[0].hits), len(rows[0].features[spaces[0]].y)
     draws, refs = stats.resamples(n, m, bootstrap)
-    boot = {s: np.array([[r.features[s].fd(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
-    kid_boot = {s: np.array([[r.features[s].kid(d, q) for d, q in zip(draws, refs)] for r in rows]) for s in spaces}
+    boot = {s: np.array([resampled.fds(r.features[s], draws, refs) for r in rows]) for s in spaces}
+    kid_boot = {s: np.array([r.features[s].kids(draws, refs) for r in rows]) for s in spaces}
     adh_boot = np.array([[r.hits[d].mean() for d in draws] for r in rows])
     fd = {s: np.array([r.features[s].fd() for r in rows]) for s in spaces}
     kid = {s: np.array([r.features[s].kid() for r in rows]) for s in spaces}

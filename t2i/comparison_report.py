@@ -297,14 +297,14 @@ def read_verdicts(folder: Path) -> list[dict]:
 
 
 def main_report(main: Path | None) -> dict:
-    """The facts of the guidance report in ``main`` that a replication of it needs: how many of the first real
-    training images it judged its rows against (its front's and its verdict rows' references; a replication's
-    reference starts past them), the guidance interval it tuned and its primary adherence level (both kept, not
-    placed again: the replication measures the same endpoints), and ``study``: these as the replication's
-    :class:`t2i.study.Study` settings, so that a main report redrawn with another level or interval stales its
-    replication. None: a main report's own (none of them)."""
+    """The facts of the guidance report in ``main`` that a replication of it needs: the guidance interval it tuned
+    and its primary adherence level (both kept, not placed again: the replication measures the same endpoints), and
+    ``study``: the replication's :class:`t2i.study.Study` settings, which also name how many of the first real
+    training images the main report judged its rows against (``skip_real``: its front's and its verdict rows'
+    references; a replication's reference starts past them), so that a main report redrawn with another level or
+    interval stales its replication. None: a main report's own (none of them)."""
     if main is None:
-        return {"reference_images": 0, "interval": None, "level": None, "study": {}}
+        return {"interval": None, "level": None, "study": {}}
     path = Path(main) / "summary.provenance.json"
     if not path.exists():
         raise FileNotFoundError(f"no guidance report in {main} to replicate: run `make guidance` first")
@@ -317,7 +317,7 @@ def main_report(main: Path | None) -> dict:
     skip = max(int(facts["reference_images"]), int(facts["verdict_reference_images"]))
     interval, level = (tuple(facts["interval"]) if facts.get("interval") else None), float(facts["primary_level"])
     kept = {"skip_real": skip, "kept_interval": list(interval) if interval else None, "kept_level": level}
-    return {"reference_images": skip, "interval": interval, "level": level, "study": kept}
+    return {"interval": interval, "level": level, "study": kept}
 
 
 def check_against(result: Result, main: Path, out: Path) -> str:

@@ -223,7 +223,7 @@ def needed(
         for size in sizes:
             draws, refs = stats.resamples(n, m, 60, seed=size)
             draws, refs = draws[:, :size], refs[:, : min(size, m)]
-            diffs = [row.features[space].kid(d, q) - cfg.features[space].kid(d, q) for d, q in zip(draws, refs)]
+            diffs = row.features[space].kids(draws, refs) - cfg.features[space].kids(draws, refs)
             errors.append(float(np.std(diffs, ddof=1)))
         # |effect| = z sqrt(se_kid(N)^2 + calibration): solve for se_kid(N), then N from the fitted se_kid = c N^-b
         target = (test["difference"] / z) ** 2 - calibration

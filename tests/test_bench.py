@@ -224,16 +224,19 @@ def test_bench_sampling_times_the_default_sampler_against_ddpm_20_on_the_same_pr
     assert float(rows[0]["speedup"]) == 1.0 and "ddim x 5 steps" in rows[1]["sampler"]
 
 
-def test_bench_bootstrap_times_fd_and_kid_per_resample_and_kid_at_once_with_the_same_kids(tmp_path):
+def test_bench_bootstrap_times_each_way_side_by_side_and_each_pair_gives_the_same_numbers(tmp_path):
     from t2i.bench import bootstrap
 
-    bootstrap.run(n=30, dim=40, resamples=20, out=tmp_path / "bootstrap")
+    bootstrap.run(n=30, widths={"wide": 40, "narrow": 8}, resamples=20, out=tmp_path / "bootstrap")
     with open(tmp_path / "bootstrap.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["way"].split(",")[0] for r in rows] == ["FD", "KID", "KID"]
-    assert float(rows[2]["max_kid_difference"]) < 1e-10  # the two ways compute the same resampled KIDs
-    assert float(rows[2]["speedup_vs_kid_one_at_a_time"]) == pytest.approx(
-        float(rows[1]["seconds_per_row"]) / float(rows[2]["seconds_per_row"]), rel=1e-3
-    )  # the ratio is of the two measured times, side by side
-    seconds = float(rows[0]["seconds_per_row"])
-    assert float(rows[0]["front_seconds"]) == pytest.approx(seconds * bootstrap.FRONT_ROWS * bootstrap.SPACES)
+    assert [(r["features"].split()[0], r["way"].split(",")[0]) for r in rows] == [
+        (space, metric) for space in ("wide", "narrow") for metric in ("FD", "FD", "KID", "KID")
+    ]
+    for one_at_a_time, other in zip(rows[0::2], rows[1::2]):
+        assert float(other["max_relative_difference"]) < 1e-8  # the two ways compute the same resampled numbers
+        assert float(other["speedup"]) == pytest.approx(
+            float(one_at_a_time["seconds_per_row"]) / float(other["seconds_per_row"]), rel=1e-3
+        )  # the ratio is of the two measured times, side by side
+        seconds = float(other["seconds_per_row"])
+        assert float(other["front_seconds"]) == pytest.approx(seconds * bootstrap.FRONT_ROWS)

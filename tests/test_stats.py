@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from t2i import metrics, stats
+from t2i import metrics, resampled, stats
 
 
 def pytorch_fid(x: np.ndarray, y: np.ndarray) -> float:
@@ -43,6 +43,17 @@ def test_kid_is_the_unbiased_mmd_and_ignores_the_repeats_of_a_resample():
     between = (weights[:, None] * ((x[distinct] @ y.T) / 8 + 1) ** 3).sum() / (6 * 30)
     expected = within + (k_yy.sum() - np.trace(k_yy)) / (30 * 29) - 2 * between
     assert features.kid(rows, None) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("dim", [6, 30, 64])  # below the distinct images (features), between, above N (Gram)
+def test_fd_of_many_resamples_on_their_distinct_images_is_pytorch_fids_number(dim):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, dim)) + 0.3, rng.normal(size=(50, dim)) * 1.2
+    features = stats.FeatureSet(x, y)
+    draws, refs = stats.resamples(40, 50, 12)
+    expected = [pytorch_fid(x[d], y[q]) for d, q in zip(draws, refs)]
+    np.testing.assert_allclose(resampled.fds(features, draws, refs), expected, rtol=1e-6)
+    assert len({len(np.unique(d)) for d in draws}) > 1  # resamples of different sizes once their repeats are merged
 
 
 def test_kids_of_many_resamples_at_once_are_each_resamples_kid():

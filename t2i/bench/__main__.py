@@ -9,7 +9,7 @@ sub.add_parser("loader", help="thesis Table 2: naive / LRU / file-sequential / p
 sub.add_parser("latent", help="a CelebA step on the latent cache vs encoding with the VAE")
 p = sub.add_parser("sampling", help="a run's default sampler vs the DDPM x 20 it replaced, N = 500 at w = 3")
 p.add_argument("--run", default="runs/mnist/demo")
-sub.add_parser("bootstrap", help="the guidance front's bootstrap per row: FD and KID per resample vs KID at once")
+sub.add_parser("bootstrap", help="the guidance front's bootstrap per row: each way of FD and KID, side by side")
 p = sub.add_parser("gpu", help="training step per config, precision and layout; trainer vs bare step")
 p.add_argument("--experiments", nargs="+", default=list(gpu.EXPERIMENTS), choices=gpu.EXPERIMENTS)
 p.add_argument("--variants", nargs="+", default=list(gpu.VARIANTS), choices=list(gpu.VARIANTS))
