@@ -12,6 +12,7 @@ guidance report, with provenance naming every report it read.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def summary(table: list[dict], runs: list[str], endpoints: list[str] | None = No
     return "\n".join(lines) + "\n"
 
 
+def read_sha256(guidance_reports) -> dict[str, str]:
+    """What this report is made from, byte for byte: each guidance report's verdicts and the sidecar that names its
+    primary level (relative to the project root where they lie under it)."""
+    found = {}
+    for report in guidance_reports:
+        for name in ("verdict.csv", "summary.provenance.json"):
+            path = Path(report) / name
+            if path.exists():
+                where = path.resolve()
+                key = where.relative_to(paths.ROOT.resolve()) if where.is_relative_to(paths.ROOT.resolve()) else where
+                found[str(key)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
 def write(runs: list[Path]) -> Path:
     """Read every run's guidance verdicts and write ``models.md`` into the first run's guidance report."""
     if len(runs) < 2:
@@ -117,7 +132,13 @@ def write(runs: list[Path]) -> Path:
         "models; same_sign: on how many the estimate has the majority's sign; holds: all models agree on a "
         "resolved verdict."
     )
-    facts = {"runs": list(reports_of), "reports": [str(p) for p in reports_of.values()]}
+    facts = {
+        "runs": list(reports_of),
+        "reports": [str(p) for p in reports_of.values()],
+        "read_sha256": read_sha256(
+            reports_of.values()
+        ),  # a report redrawn since stales this one (tests/test_reports.py)
+    }
     reports.publish(
         out,
         facts,

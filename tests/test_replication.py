@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import pytest
 
-from t2i import cli, paths, replication
+from t2i import cli, paths, replication, reports
 from t2i.errors import RunError
 
 FIELDS = ["method", "features", "difference", "lo", "hi", "p_holm", "verdict"]
@@ -60,6 +61,12 @@ def test_a_verdict_holds_only_where_every_model_agrees_and_each_model_is_read_in
     assert table["apg"]["model 2"].startswith("better: -0.0200")
     assert f"Model 1 ({runs[0]}): adherence 0.996, in random-cnn0." in summary
     assert f"Model 2 ({runs[1]}): its primary level, in random-cnn0." in summary
+    read = reports.read_provenance(paths.run_reports(runs[0]) / "guidance" / "models.md")["read_sha256"]
+    assert len([p for p in read if p.endswith("verdict.csv")]) == 3  # what it read, so a redrawn one stales it
+    assert (
+        read[next(p for p in read if p.endswith("summary.provenance.json"))]
+        == hashlib.sha256(made.read_bytes()).hexdigest()
+    )
 
 
 def test_a_model_without_verdicts_is_a_one_line_error():

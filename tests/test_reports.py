@@ -3,6 +3,7 @@ it is now."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -94,6 +95,26 @@ def test_every_committed_report_was_made_by_the_code_as_it_is_now():
         if changed:
             stale.append(f"{path.relative_to(ROOT)} ({', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''})")
     assert not stale, "regenerate these reports with the command in their provenance:\n" + "\n".join(stale)
+
+
+def test_every_committed_report_made_from_other_reports_was_made_from_them_as_they_are_now():
+    """A report that reads other reports (the verdicts across models, t2i.replication) is stale when one of them was
+    redrawn since, whatever its code hashes say: its provenance's ``read_sha256`` names the bytes it read."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = [ROOT / p for p in git("ls-files", "reports").splitlines() if p.endswith(".provenance.json")]
+    readers = {p: json.loads(p.read_text()).get("read_sha256") for p in tracked}
+    readers = {p: read for p, read in readers.items() if read}
+    assert readers, "no committed report records what it read (make guidance-models writes guidance/models.md)"
+    stale = [
+        f"{path.relative_to(ROOT)}: {source}"
+        for path, read in readers.items()
+        for source, sha in read.items()
+        if not (ROOT / source).is_file() or hashlib.sha256((ROOT / source).read_bytes()).hexdigest() != sha
+    ]
+    assert not stale, "redraw these reports (the command in their provenance); they read what changed since:\n" + (
+        "\n".join(stale)
+    )
 
 
 def test_table_is_written_as_markdown_csv_and_latex(tmp_path):
