@@ -76,7 +76,8 @@ guidance-check: setup  ## replicate the guidance verdicts on fresh seeds and hel
 	$(PY) -m t2i guidance $(RUN) --check replication --guide-checkpoint $(GUIDE) $(ARGS)
 
 # The verdicts on more than one model: SEEDS are trained like the demo (runs/mnist/demo-seed<S>, each its own guide),
-# each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (53 min on 2 cores).
+# each gets `make guidance`, then guidance/models.md says on how many models each verdict holds (38 min on 2 cores,
+# and 8-10 min per model the first time, to train it).
 # Every model samples the post-hoc EMA length `make ema` chose for CFG on the demo (runs/mnist/demo/ema_presets.json),
 # as the recipe's: a seed's own `make ema` reads its guidance report, so it would cost a second guidance report each.
 SEEDS ?= 423 424
