@@ -135,9 +135,8 @@ def write(runs: list[Path]) -> Path:
     facts = {
         "runs": list(reports_of),
         "reports": [str(p) for p in reports_of.values()],
-        "read_sha256": read_sha256(
-            reports_of.values()
-        ),  # a report redrawn since stales this one (tests/test_reports.py)
+        # what it read: a report redrawn since stales this one (tests/test_reports.py)
+        "read_sha256": read_sha256(reports_of.values()),
     }
     reports.publish(
         out,
