@@ -151,7 +151,7 @@ def run(
 
     def measure(variant: Variant, w: float, on: evaluate.PairedRows = shared, seed: int | None = seed) -> Row:
         scored = study.draw(w, shared=on, seed=seed, method=variant.method, params=variant.params, guide=guide)
-        return Row(variant, float(w), scored.hits, scored.features, scored.evaluations / pipe.num_inference_steps)
+        return Row(variant, float(w), scored.hits, scored.features, scored.evaluations / pipe.steps_at(w))
 
     interval, tuning = main["interval"], []  # a replication keeps the main report's tuned interval
     wanted = list(methods or guidance.METHODS)

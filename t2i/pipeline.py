@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import copy
+import dataclasses
 
 import torch
 
@@ -123,7 +124,12 @@ class TextToImage:
 
     @property
     def num_inference_steps(self) -> int:
+        """The default step count (:meth:`steps_at`: the count at a guidance scale, which may be higher)."""
         return self.sampling.steps
+
+    def steps_at(self, guidance_scale: float) -> int:
+        """Steps :meth:`images` takes at this guidance scale by default (more above high_guidance_scale)."""
+        return self.sampling.at(guidance_scale).steps
 
     def seed_for(self, seed: int | None) -> int:
         """The seed images are drawn from: the given one, or the run's."""
@@ -138,6 +144,11 @@ class TextToImage:
             "weights": self.weights,
             "sampler": self.sampler,
             "num_inference_steps": self.num_inference_steps,
+            "high_guidance": (
+                {"above": self.sampling.high_guidance_scale, "steps": self.sampling.high_guidance_steps}
+                if self.sampling.high_guidance_scale is not None
+                else None
+            ),
             "timestep_spacing": self.sampling.spacing,
             "sigma_max": self.sampling.sigma_max,
             "seed": self.cfg.seed,
@@ -170,17 +181,13 @@ class TextToImage:
         by default), ``guide`` the weaker UNet autoguidance needs. ``evaluations`` counts the network's evaluations."""
         cfg = self.cfg
         seed = self.seed_for(seed)
-        sampling = (
-            sampler
-            if isinstance(sampler, Sampler)
-            else Sampler.of(
-                cfg,
-                name=sampler or self.sampling.name,
-                steps=num_inference_steps or self.sampling.steps,
-                spacing=self.sampling.spacing,
-                sigma_max=self.sampling.sigma_max,
-            )
-        )
+        if isinstance(sampler, Sampler):
+            sampling = sampler
+        else:
+            sampling = self.sampling if sampler is None else dataclasses.replace(self.sampling, name=sampler)
+        if num_inference_steps:  # that count at every scale
+            sampling = sampling.fixed(num_inference_steps)
+        sampling = sampling.at(guidance_scale)
         check_steps(cfg, sampling.steps)
         if guidance.method(method).pixel_only and self.codec is not None:
             raise ConfigError(f"guidance method {method!r} acts on pixel values; this run samples VAE latents")

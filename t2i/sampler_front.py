@@ -229,7 +229,7 @@ def write(result: Result, study: Study) -> None:
     study.publish(
         tables={"samplers": (result.rows, caption)},
         figures={"front.png": lambda path: front(result, path)},
-        texts={"summary.md": summary(result)},
+        texts={"summary.md": summary(result, pipe.sampling)},
         samples=result.n,
         floor=result.floor,
         features=result.features,
@@ -238,7 +238,7 @@ def write(result: Result, study: Study) -> None:
     )
 
 
-def summary(result: Result) -> str:
+def summary(result: Result, default: Sampler | None = None) -> str:
     rows, best, ws = result.rows, result.cheapest, result.ws
     references = {r["w"]: r for r in rows if r["matches"] == "reference"}
     points = [r for r in rows if r["matches"] != "reference"]
@@ -295,6 +295,8 @@ def summary(result: Result) -> str:
             first = min(mine, key=lambda r: r["steps"]) if mine else None
             cells.append(f"{first['steps']} ({first['nfe']:.0f} evaluations)" if first else "none")
         lines.append(f"| {name} | {spacing} | " + " | ".join(cells) + " |")
+    if default is not None:
+        lines += ["", *default_lines(points, default, ws)]
     deterministic = [r for r in points if r["sampler"] not in STOCHASTIC and r["steps"] <= 20]
     everywhere = {_key(r) for r in deterministic} - {_key(r) for r in deterministic if r["matches"] != "yes"}
     lines += [
@@ -304,6 +306,37 @@ def summary(result: Result) -> str:
         + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+def default_lines(points: list[dict], default: Sampler, ws: list[float]) -> list[str]:
+    """The run's default sampler at each strength: the row it samples with there (its steps at that w), and whether
+    its adherence and FD stay inside the reference's paired intervals."""
+    spacing = "karras" if default.name in KARRAS else default.spacing
+    lines = [f"The run's default, {default.describe()}, at each strength (its rows above):", ""]
+    for w in ws:
+        steps = default.at(w).steps
+        r = next(
+            (
+                r
+                for r in points
+                if (r["sampler"], r["spacing"], r["steps"], r["w"]) == (default.name, spacing, steps, w)
+            ),
+            None,
+        )
+        if r is None:
+            lines.append(f"- w = {w:g}: x {steps} steps, not measured here")
+            continue
+        lines.append(
+            f"- w = {w:g}: x {steps} steps ({r['nfe']:.0f} evaluations), adherence {r['adherence']:.3f} (difference "
+            f"{r['d_adherence']:+.3f} [{r['d_adherence_lo']:.3f}, {r['d_adherence_hi']:.3f}], "
+            f"{_inside(r, 'd_adherence')} the reference's interval), FD difference {r['d_fd']:+.2f} "
+            f"[{r['d_fd_lo']:.2f}, {r['d_fd_hi']:.2f}] ({_inside(r, 'd_fd')})"
+        )
+    return lines
+
+
+def _inside(row: dict, key: str) -> str:
+    return "inside" if row[f"{key}_lo"] <= 0 <= row[f"{key}_hi"] else "outside"
 
 
 def front(result: Result, path: Path) -> Path:

@@ -93,28 +93,51 @@ EDM_SIGMA_MAX = 80.0  # Karras et al. 2022, Table 1
 
 @dataclass(frozen=True)
 class Sampler:
-    """How to sample: a scheduler by name, a step count, the timestep spacing and the clipped maximum noise level."""
+    """How to sample: a scheduler by name, a step count, the timestep spacing and the clipped maximum noise level;
+    optionally more steps above a guidance scale (``high_guidance_steps`` where w > ``high_guidance_scale``)."""
 
     name: str
     steps: int
     spacing: str = "leading"
     sigma_max: float | None = None
+    high_guidance_scale: float | None = None
+    high_guidance_steps: int | None = None
 
     @classmethod
     def of(cls, cfg: ExperimentConfig, **overrides) -> "Sampler":
-        """The config's sampler, with any of name, steps, spacing, sigma_max overridden (None: the config's)."""
+        """The config's sampler, with any of name, steps, spacing, sigma_max overridden (None: the config's). A step
+        count given is the count at every guidance scale: the config's high-guidance steps go with its own count."""
         given = {
             "name": cfg.sampler,
             "steps": cfg.num_inference_steps,
             "spacing": cfg.timestep_spacing,
             "sigma_max": cfg.sigma_max,
+            "high_guidance_scale": cfg.high_guidance_scale,
+            "high_guidance_steps": cfg.high_guidance_steps,
         }
+        if overrides.get("steps") is not None:
+            given.update(high_guidance_scale=None, high_guidance_steps=None)
         return cls(**{k: (given[k] if overrides.get(k) is None else overrides[k]) for k in given})
+
+    def at(self, guidance_scale: float) -> "Sampler":
+        """The sampler that runs at this guidance scale: ``steps``, or ``high_guidance_steps`` above
+        ``high_guidance_scale``."""
+        high = self.high_guidance_scale is not None and guidance_scale > self.high_guidance_scale
+        return Sampler(self.name, self.high_guidance_steps if high else self.steps, self.spacing, self.sigma_max)
+
+    def fixed(self, steps: int) -> "Sampler":
+        """This sampler with ``steps`` at every guidance scale."""
+        return Sampler(self.name, steps, self.spacing, self.sigma_max)
 
     def describe(self) -> str:
         spacing = "Karras sigmas" if self.name in KARRAS else f"{self.spacing} spacing"
         clip = f", sigma <= {self.sigma_max:g}" if self.sigma_max is not None else ""
-        return f"{self.name} x {self.steps} steps ({spacing}{clip})"
+        high = (
+            f", {self.high_guidance_steps} above w = {self.high_guidance_scale:g}"
+            if self.high_guidance_scale is not None
+            else ""
+        )
+        return f"{self.name} x {self.steps} steps{high} ({spacing}{clip})"
 
 
 # The thesis's own sampler (3.2.5, 3.3.5, 3.5.8: DDPM, 50 steps): the thesis figures are drawn with it, whatever a

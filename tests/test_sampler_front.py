@@ -93,3 +93,31 @@ def test_the_default_is_the_cheapest_point_that_matches_at_every_strength():
     assert [(r["sampler"], r["steps"], r["w"]) for r in near] == [("ddim", 6, 1.0)]  # one strength each: fewer steps
     assert [r["sampler"] for r in sampler_front.closest(rows)] == ["unipc"] * 2  # two strengths, then fewer evaluations
     assert sampler_front.closest([r for r in rows if r["matches"] != "yes"]) == []
+
+
+def test_the_summary_reads_the_runs_default_at_each_strength_with_its_steps_there():
+    """A default with more steps above w = 10 is read from its 20-step row at w = 20 and its 6-step rows below; a
+    step count the study did not try is said to be unmeasured, never borrowed from a neighbour."""
+    from t2i.sampling import Sampler
+
+    def measured(w, steps, d_adherence, lo, hi):
+        return {
+            **row(w, "ddim", steps, "no", nfe=2.0 * steps),
+            "adherence": 1.0 + d_adherence,
+            "d_adherence": d_adherence,
+            "d_adherence_lo": lo,
+            "d_adherence_hi": hi,
+            "d_fd": 5.0,
+            "d_fd_lo": 1.0,
+            "d_fd_hi": 9.0,
+        }
+
+    points = [measured(3.0, 6, 0.0, -0.01, 0.01), measured(20.0, 6, -0.06, -0.09, -0.03)]
+    points.append(measured(20.0, 20, -0.01, -0.03, 0.005))
+    lines = sampler_front.default_lines(points, Sampler("ddim", 6, "leading", None, 10.0, 20), [3.0, 20.0, 30.0])
+    assert lines[0].startswith("The run's default, ddim x 6 steps, 20 above w = 10 (leading spacing)")
+    assert lines[2].startswith("- w = 3: x 6 steps (12 evaluations), adherence 1.000 (difference +0.000")
+    assert "inside the reference's interval" in lines[2] and lines[2].endswith("(outside)")
+    assert lines[3].startswith("- w = 20: x 20 steps (40 evaluations), adherence 0.990")  # not the 6-step row
+    assert "inside the reference's interval" in lines[3]
+    assert lines[4] == "- w = 30: x 20 steps, not measured here"

@@ -249,3 +249,35 @@ def test_the_same_seed_gives_every_sampler_the_same_starting_noise(smoke_cfg):
         torch.testing.assert_close(x_T, initial_noise(range(7, 9), (1, 8, 8), "cpu")[0])
     for name, x in first.items():
         torch.testing.assert_close(x, first["ddpm"], atol=1e-3, rtol=1e-3, msg=name)
+
+
+def test_more_steps_above_the_high_guidance_scale_unless_a_step_count_is_given(tiny_unet_pipe):
+    """The config's high-guidance rule (the demo: 6 steps, 20 above w = 10): images() takes high_guidance_steps only
+    where w > high_guidance_scale, counted in network evaluations; an explicit step count holds at every w."""
+    pipe = tiny_unet_pipe("squaredcos_cap_v2")
+    pipe.cfg = pipe.cfg.replace(high_guidance_scale=10.0, high_guidance_steps=7)
+    pipe.sampling = Sampler.of(pipe.cfg, name="ddim")
+    base = pipe.cfg.num_inference_steps
+    assert base != 7
+    prompts = ["A handwritten digit 1"] * 2
+    for w, steps in ((3.0, base), (10.0, base), (10.5, 7), (20.0, 7)):
+        counted = Evaluations()
+        pipe.images(prompts, w, evaluations=counted, show_progress=False)
+        assert counted.per_image(2) == 2 * steps, w  # cond and uncond per step
+        assert pipe.steps_at(w) == steps
+    counted = Evaluations()
+    pipe.images(prompts, 20.0, num_inference_steps=4, evaluations=counted, show_progress=False)
+    assert counted.per_image(2) == 8  # the given count, not the rule
+    counted = Evaluations()
+    pipe.images(prompts, 20.0, sampler="ddpm", evaluations=counted, show_progress=False)
+    assert counted.per_image(2) == 14  # another sampler by name keeps the rule
+    assert Sampler.of(pipe.cfg, steps=5).high_guidance_steps is None  # a count given is the count at every w
+    assert "7 above w = 10" in pipe.sampling.describe()
+    assert pipe.provenance()["high_guidance"] == {"above": 10.0, "steps": 7}
+
+
+def test_high_guidance_scale_and_steps_go_together(smoke_cfg):
+    with pytest.raises(configs.ConfigError, match="go together"):
+        smoke_cfg.replace(high_guidance_scale=10.0)
+    with pytest.raises(configs.ConfigError, match="high_guidance_steps=5000"):
+        smoke_cfg.replace(high_guidance_scale=10.0, high_guidance_steps=5000)

@@ -96,6 +96,10 @@ class ExperimentConfig:
     guidance_scales: tuple[float, ...] = _field("finites", resumable=True)  # eps_u + w (eps_c - eps_u); w=1 plain
     timestep_spacing: str = _field(SPACINGS, resumable=True, default="leading")  # where the sampler's steps fall
     sigma_max: float | None = _field("number>0?", resumable=True, default=None)  # clip the schedule (t2i.sampling)
+    # above this guidance scale, sample with high_guidance_steps instead of num_inference_steps (a few-step sampler
+    # that matches many steps at moderate w can lose adherence at high w: make samplers); None: the same at every w
+    high_guidance_scale: float | None = _field("number>0?", resumable=True, default=None)
+    high_guidance_steps: int | None = _field("positive?", resumable=True, default=None)
 
     # --- training infrastructure (not in the thesis; safe defaults, the same for every experiment) ---
     lr_schedule: str = _field(LR_SCHEDULES, default="constant_with_warmup")  # diffusers get_scheduler
@@ -244,6 +248,14 @@ def _problems(cfg: ExperimentConfig) -> list[str]:
     need(
         cfg.num_inference_steps <= cfg.num_train_timesteps,
         f"num_inference_steps={cfg.num_inference_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}",
+    )
+    need(
+        (cfg.high_guidance_scale is None) == (cfg.high_guidance_steps is None),
+        "high_guidance_scale and high_guidance_steps go together: set both (more steps above that scale) or neither",
+    )
+    need(
+        (cfg.high_guidance_steps or 0) <= cfg.num_train_timesteps,
+        f"high_guidance_steps={cfg.high_guidance_steps} must be <= num_train_timesteps={cfg.num_train_timesteps}",
     )
     need("{}" in cfg.caption_template, f"caption_template={cfg.caption_template!r} must contain '{{}}'")
     need(len(cfg.class_names) > 0, "class_names must name at least one class")

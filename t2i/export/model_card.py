@@ -109,7 +109,7 @@ def card(pipe: TextToImage, run: Run, where: str):
     )
     usage += (
         f'image = pipe("{cfg.captions[0]}", guidance_scale={cfg.sample_guidance_scale:g}, '
-        f"num_inference_steps={pipe.num_inference_steps}).images[0]\n"
+        f"num_inference_steps={pipe.steps_at(cfg.sample_guidance_scale)}).images[0]\n"
     )
     real = next((r for r in rows if r["guidance_scale"] == "real"), None)
     evaluation_text = (
