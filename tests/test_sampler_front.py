@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 from t2i import cli, paths, sampler_front
+from t2i.sampling import Sampler
 
 
 def test_make_samplers_writes_the_front_and_a_second_call_redraws_nothing(smoke_cfg, fit, capsys):
@@ -98,7 +99,6 @@ def test_the_default_is_the_cheapest_point_that_matches_at_every_strength():
 def test_the_summary_reads_the_runs_default_at_each_strength_with_its_steps_there():
     """A default with more steps above w = 10 is read from its 20-step row at w = 20 and its 6-step rows below; a
     step count the study did not try is said to be unmeasured, never borrowed from a neighbour."""
-    from t2i.sampling import Sampler
 
     def measured(w, steps, d_adherence, lo, hi):
         return {

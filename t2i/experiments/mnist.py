@@ -47,8 +47,8 @@ DEMO = dict(
     p_uncond=0.1,  # the recommended variant: CFG needs an unconditional model
     # `make samplers` at w = 1, 3, 10 and 20 (x0 in [0, 1], N = 200; docs/evaluation.md, "Samplers"): no sampler
     # matched 1,000 DDPM steps at every strength. SDE-DPM-Solver++ x 6 (12 evaluations with CFG) is the cheapest that
-    # matches at w = 3, where the demo samples; it matches FD at w = 1 (with higher adherence), is +58 FD off at
-    # w = 10 and +176 at w = 20 with adherence 0.940 against 1.000, where 20 steps come within +9 and +41 (0.990).
+    # matches at w = 3, where the demo samples; it matches FD at w = 1 (with higher adherence), is +53 FD off at
+    # w = 10 and +152 at w = 20 with adherence 0.950 against the reference's 0.990, where 20 steps keep 1.000 (+40 FD).
     # So above w = 10 it takes 20 steps: the guidance studies (w <= 5) keep the 6-step cost, and adherence at w = 20
     # stays inside the reference's paired interval (the summary of `make samplers`, "The run's default").
     sampler="dpmsolver++sde",
